@@ -1,0 +1,2407 @@
+#!/usr/bin/env python3
+"""procwrap: run programs and keep them honest.  One file, standard library only.
+
+Wrap one command:
+
+    procwrap [OPTIONS] [--] CMD [ARGS...]
+
+    Runs CMD in its own session, forwards signals to its process group and
+    exits with its status.  Retries with backoff, time limits, run-as user,
+    dotenv files.  Output passes through untouched unless --log-format asks
+    for one record per line.
+
+Supervise many (a container's PID 1):
+
+    procwrap -c procwrap.json|.toml|.yaml [OPTIONS]
+    procwrap check -c FILE            validate a config without running it
+
+    Runs the `init` entries one after another, then starts the `processes`
+    together and keeps them alive by their restartPolicy and backoff.  Every
+    line they print becomes one JSON, logfmt or text record on stdout.
+
+Exit status:
+
+    wrap mode            the child's status; 128+N when it died by signal N
+    supervisor mode      0 after a clean shutdown (TERM/INT) or when every
+                         process finished successfully; an essential
+                         process's status when its end ended the run; a failed
+                         init entry's status; otherwise the status of the last
+                         process that finished with a failure
+    2                    usage or config error (one line on stderr each)
+    70                   a bug in procwrap (a traceback follows; please report)
+    124                  --timeout expired (wrap mode, last attempt)
+    126                  the command could not be executed (permission,
+                         not an executable, working directory, user switch)
+    127                  the command was not found
+
+Environment: every option has a twin PROCWRAP_<OPTION> (PROCWRAP_TIMEOUT=30);
+the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON
+config itself when it starts with "{".  Variables named PROCWRAP_* are never
+passed to children.
+
+Contents: Compat, Constants & messages, Errors, Pure helpers, Config,
+Logging, Event loop, Processes, Supervisor, Wrap mode, CLI.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["main", "ProcwrapError", "UsageError", "ConfigError", "__version__"]
+
+import errno
+import heapq
+import os
+import re
+import selectors
+import signal
+import sys
+import time
+
+
+# =============================================================================
+# Compat
+# Shims for CPython 3.6-3.13 and for Linux-only abilities.  Each names the
+# version that lets it go.  Nothing outside this section tests versions.
+# =============================================================================
+
+def _set_wakeup_fd(fd):
+    """signal.set_wakeup_fd without the 'buffer full' warning on a signal storm."""
+    try:
+        return signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    except TypeError:  # py<3.7: drop with 3.6 (no warn_on_full_buffer)
+        return signal.set_wakeup_fd(fd)
+
+
+if hasattr(signal, "valid_signals"):
+    _ALL_SIGNALS = signal.valid_signals()
+else:  # py<3.8: drop with 3.7
+    _ALL_SIGNALS = range(1, signal.NSIG)
+
+#: fcntl(F_SETPIPE_SZ) grows a pipe so a chatty child wakes us less often.
+#: The constant is in the fcntl module from 3.10 (py<3.10: drop with 3.9).
+_F_SETPIPE_SZ = 1031
+_PIPE_SIZE = 1 << 20
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = None
+
+
+def _prctl(option, value):
+    """prctl(2) through ctypes; False where the call or ctypes is missing."""
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                _libc = ctypes.CDLL(None, use_errno=True)
+            except (ImportError, OSError):
+                pass
+    if not _libc:
+        return False
+    return _libc.prctl(option, value, 0, 0, 0) == 0
+
+
+def _set_pipe_size(fd):
+    """Best effort: a bigger pipe buffer means fewer wake-ups (Linux only)."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except (ImportError, OSError):
+        pass  # the 64 KiB default works, only slower
+
+
+# =============================================================================
+# Constants & messages
+# Exit statuses, tunables and every message a user can see.  Tests assert on
+# the *_MSG templates, so a wording change is one edit here.
+# =============================================================================
+
+EX_OK = 0
+EX_USAGE = 2
+EX_SOFTWARE = 70      #: our bug, so it is not mistaken for a child's 1
+EX_TIMEOUT = 124      #: as GNU timeout(1)
+EX_NOEXEC = 126       #: as a shell: found but could not be executed
+EX_NOTFOUND = 127     #: as a shell: command not found
+
+#: Bytes asked of a pipe per read.  64 KiB is one default pipe buffer; a
+#: flooding child gets one read per loop pass, like every other pipe, so it
+#: cannot starve the rest.
+READ_SIZE = 65536
+
+#: Lines longer than this are split into pieces marked as partial, so one
+#: child without newlines cannot grow procwrap's memory without bound.
+MAX_LINE_BYTES = 65536
+
+#: Signals procwrap forwards to the child's process group in wrap mode.
+FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                     "SIGUSR2", "SIGWINCH")
+
+#: Supervisor defaults, modelled on Kubernetes' CrashLoopBackOff but faster to
+#: start: the kubelet waits 10 s doubling to 300 s and forgets after 2 x 300 s
+#: (the ReduceDefaultCrashLoopBackOffDecay gate starts at 1 s, caps at 60 s).
+BACKOFF_INITIAL = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 120.0   #: 2 x max, as client-go's hasExpired
+STOP_TIMEOUT = 10.0           #: as docker stop
+
+#: Wrap-mode retry defaults.
+RETRY_DELAY = 1.0
+RETRY_JITTER = 0.1            #: each delay shrinks by up to 10 %
+
+LOG_FORMATS = ("json", "logfmt", "text", "none")
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+
+ERROR_MSG = "procwrap: error: %s"
+INTERNAL_ERROR_MSG = ("procwrap: internal error (a bug in procwrap %s; please "
+                      "report it with the traceback above)")
+UNKNOWN_OPTION_MSG = "%s: unknown option%s; see procwrap --help"
+DID_YOU_MEAN_MSG = "; did you mean %s?"
+NEEDS_VALUE_MSG = "%s: expects a value (%s)"
+BAD_VALUE_MSG = "%s: %s, got %r"
+NO_COMMAND_MSG = ("no command and no config; give a command after '--' "
+                  "(wrap mode) or -c FILE (supervisor mode); see --help")
+MODE_OPTION_MSG = "%s: applies to %s mode only; remove it or %s"
+MISSING_LIBRARY_MSG = "%s: needs the Python package '%s' (%s); pip install %s"
+UNKNOWN_USER_MSG = "%s: no such user %r; create it or fix the name"
+UNKNOWN_GROUP_MSG = "%s: no such group %r; create it or fix the name"
+NEED_ROOT_MSG = ("%s: running as another user needs root (procwrap runs as "
+                 "uid %d); run procwrap as root or drop the setting")
+NOT_A_DIR_MSG = "%s: no such directory %r; create it or fix the path"
+NOT_FOUND_MSG = "%s: command not found: %r"
+CANNOT_RUN_MSG = "%s: cannot %s %r: %s"
+
+STARTED_MSG = "%s started (pid %d)"
+EXITED_MSG = "%s %s"
+RESTARTING_MSG = "%s will restart in %.1f s (restart %d)"
+GIVING_UP_MSG = "%s: giving up after %d restarts"
+RETRYING_MSG = "attempt %d of %d %s; retrying in %.1f s"
+TIMEOUT_MSG = "%s: timed out after %s s; stopping it"
+STOPPING_MSG = "%s: stopping with %s (pid %d)"
+KILLING_MSG = "%s: still running %s s after %s; sending SIGKILL to its group"
+SIGNAL_MSG = "received %s"
+SHUTDOWN_MSG = "shutting down (%s)"
+SECOND_SIGNAL_MSG = ("received %s again while stopping; waiting out the grace "
+                     "period (--kill-on-second-signal kills at once)")
+ORPHAN_MSG = "reaped orphan pid %d (%s)"
+NO_SUBREAPER_MSG = ("cannot become child subreaper (needs Linux >= 3.4); "
+                    "orphaned grandchildren will not be reaped by procwrap")
+
+
+# =============================================================================
+# Errors
+# Two families, as docopt has: the user's mistakes (UsageError, ConfigError:
+# one line each on stderr, exit 2, no traceback) and our own bugs (a
+# traceback and exit 70).
+# =============================================================================
+
+class ProcwrapError(Exception):
+    """Base of the errors procwrap reports to a user.
+
+    `exit_status` is what the command line exits with.  Each message is
+    complete: where, what, and how to fix it::
+
+        >>> raise UsageError("--timeout: expected seconds, got 'soon'")
+    """
+    exit_status = 1
+
+
+class UsageError(ProcwrapError):
+    """A bad flag, environment twin or command line (exit 2)."""
+    exit_status = EX_USAGE
+
+
+class ConfigError(UsageError):
+    """One or more problems in a config file, each with its place.
+
+    `problems` holds one message per problem; str() joins them by newlines.
+    """
+
+    def __init__(self, problems):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        UsageError.__init__(self, "\n".join(self.problems))
+
+
+class _SpawnError(Exception):
+    """fork() worked but the child could not exec (reported on a CLOEXEC pipe)."""
+
+    def __init__(self, stage, code):
+        Exception.__init__(self, stage, code)
+        self.stage = stage              #: 'chdir', 'user' or 'exec'
+        self.errno = code               #: errno from the child
+        self.status = EX_NOTFOUND if (stage == "exec" and code == errno.ENOENT) else EX_NOEXEC
+
+
+def _require(module, pip_name, why, where):
+    """Import an optional library at its point of use, or say how to get it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(MISSING_LIBRARY_MSG % (where, pip_name, why, pip_name))
+
+
+# =============================================================================
+# Pure helpers
+# Durations, signals, exit statuses, backoff, dotenv, $(VAR) expansion,
+# timestamps, logfmt.  No I/O here except reading a dotenv file's text.
+# =============================================================================
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(value):
+    """Seconds from 10, 1.5, '10', '500ms', '2m' or '1h'; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value:
+            raise ValueError(value)
+        return float(value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError(value)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _parse_signal(value):
+    """A signal number from 'TERM', 'SIGTERM', 'term' or '15'; ValueError otherwise."""
+    text = str(value).strip().upper()
+    if text.isdigit():
+        number = int(text)
+        if number in _ALL_SIGNALS:
+            return signal.Signals(number) if number < signal.NSIG else number
+        raise ValueError(value)
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    if text.startswith("SIG_") or not hasattr(signal, text):
+        raise ValueError(value)
+    return getattr(signal, text)
+
+
+def _signal_name(number):
+    """'SIGTERM' for 15; 'signal 40' for numbers without a name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "signal %d" % number
+
+
+def _exit_status(wait_status):
+    """The shell's view of a wait status: the exit code, or 128+N for signal N."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def _describe_status(status):
+    """'exited with status 3' or 'terminated by SIGKILL' from a shell status."""
+    if status > 128 and (status - 128) in _ALL_SIGNALS:
+        return "terminated by %s (status %d)" % (_signal_name(status - 128), status)
+    return "exited with status %d" % status
+
+
+def _backoff_delay(restarts, initial, factor, maximum, jitter=0.0, rand=None):
+    """Seconds to wait before restart number `restarts` (1-based).
+
+    initial * factor**(restarts-1), capped at `maximum`, then shortened by up
+    to `jitter` (a fraction) so a fleet that failed together does not retry
+    together.  `rand` is injectable for tests.
+    """
+    exponent = max(0, restarts - 1)
+    if factor > 1 and exponent > 1000:
+        delay = maximum
+    else:
+        delay = min(maximum, initial * (factor ** exponent))
+    if jitter:
+        if rand is None:
+            import random
+            rand = random.random
+        delay *= 1.0 - jitter * rand()
+    return max(0.0, delay)
+
+
+_K8S_VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand_vars(text, env):
+    """Kubernetes' $(VAR) expansion: $(NAME) from env, left as is if unknown; $$ is $."""
+    if "$" not in text:
+        return text
+
+    def replace(match):
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+    return _K8S_VAR_RE.sub(replace, text)
+
+
+# -- dotenv: python-dotenv's grammar (SPECS.md 3.1-3.2), errors instead of skips.
+
+_DOTENV_SKIP_RE = re.compile(r"(?:[ \t\f\v]*(?:#[^\r\n]*)?(?:\r\n|\n|\r))+")
+_DOTENV_EXPORT_RE = re.compile(r"export[ \t]+")
+_DOTENV_KEY_RE = re.compile(r"'([^']+)'|([^=#\s]+)")
+_DOTENV_EQUALS_RE = re.compile(r"[ \t]*(=[ \t]*)?")
+_DOTENV_SINGLE_RE = re.compile(r"'((?:\\.|[^'\\])*)'", re.S)
+_DOTENV_DOUBLE_RE = re.compile(r'"((?:\\.|[^"\\])*)"', re.S)
+_DOTENV_UNQUOTED_RE = re.compile(r"[^\r\n]*")
+_DOTENV_END_RE = re.compile(r"[ \t]*(?:#[^\r\n]*)?(?:\r\n|\n|\r|$)")
+_DOTENV_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b",
+                   "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_DOTENV_DOUBLE_ESCAPE_RE = re.compile(r"\\(.)", re.S)
+_DOTENV_SINGLE_ESCAPE_RE = re.compile(r"\\([\\'])")
+_DOTENV_INTERPOLATE_RE = re.compile(r"\$\{([^}:]*)(?::-([^}]*))?\}")
+
+
+def _parse_dotenv(text, where, environ):
+    """Bindings of a dotenv file as [(name, value)], in order.
+
+    python-dotenv semantics: `export `, comments, single quotes (only \\\\ and
+    \\' escaped), double quotes with C escapes, multi-line quoted values,
+    `${VAR}` and `${VAR:-default}` looked up in earlier bindings, then in
+    `environ`.  A key without '=' has no value and is left out.  Unlike
+    python-dotenv, a statement it cannot parse is an error, not a warning.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    result, seen = [], {}
+    pos, end = 0, len(text)
+    while True:
+        skip = _DOTENV_SKIP_RE.match(text, pos)
+        if skip:
+            pos = skip.end()
+        pos = _skip_blanks(text, pos)
+        if pos >= end:
+            return result
+        start = pos
+        line = text.count("\n", 0, start) + 1
+        export = _DOTENV_EXPORT_RE.match(text, pos)
+        if export:
+            pos = export.end()
+        key = _DOTENV_KEY_RE.match(text, pos)
+        if not key:
+            raise ConfigError(_dotenv_error(where, line, text, start))
+        name = key.group(1) if key.group(1) is not None else key.group(2)
+        pos = key.end()
+        equals = _DOTENV_EQUALS_RE.match(text, pos)
+        pos = equals.end()
+        value = None
+        if equals.group(1) is not None:
+            value, pos = _dotenv_value(text, pos, equals.group(1))
+            if value is None:
+                raise ConfigError(_dotenv_error(where, line, text, start))
+        tail = _DOTENV_END_RE.match(text, pos)
+        if not tail or (tail.end() == pos and pos < end):
+            raise ConfigError(_dotenv_error(where, line, text, start))
+        pos = tail.end()
+        if value is not None:
+            value = _dotenv_interpolate(value, seen, environ)
+            seen[name] = value
+            result.append((name, value))
+
+
+def _skip_blanks(text, pos):
+    """Skip spaces and tabs (a trailing line without a newline)."""
+    while pos < len(text) and text[pos] in " \t\f\v":
+        pos += 1
+    return pos
+
+
+def _dotenv_value(text, pos, equals):
+    """(value, new position) of the value starting at pos; (None, pos) if malformed."""
+    char = text[pos:pos + 1]
+    if char == "'":
+        match = _DOTENV_SINGLE_RE.match(text, pos)
+        if not match:
+            return None, pos
+        return _DOTENV_SINGLE_ESCAPE_RE.sub(r"\1", match.group(1)), match.end()
+    if char == '"':
+        match = _DOTENV_DOUBLE_RE.match(text, pos)
+        if not match:
+            return None, pos
+        return _DOTENV_DOUBLE_ESCAPE_RE.sub(
+            lambda m: _DOTENV_ESCAPES.get(m.group(1), m.group(0)), match.group(1)), match.end()
+    if char == "#" and equals != "=":
+        return "", pos    # python-dotenv 1.2.4: `KEY= # comment` is empty
+    match = _DOTENV_UNQUOTED_RE.match(text, pos)
+    raw = match.group(0)
+    comment = re.search(r"\s#", raw)
+    if comment:
+        raw = raw[:comment.start()]
+    return raw.rstrip(), match.end()
+
+
+def _dotenv_interpolate(value, seen, environ):
+    """Replace ${NAME} and ${NAME:-default}: file bindings first, then environ."""
+    if "${" not in value:
+        return value
+
+    def replace(match):
+        name, default = match.group(1), match.group(2)
+        if name in seen:
+            return seen[name]
+        if name in environ:
+            return environ[name]
+        return default or ""
+    return _DOTENV_INTERPOLATE_RE.sub(replace, value)
+
+
+def _dotenv_error(where, line, text, start):
+    """The one-line error for a statement the dotenv grammar cannot read."""
+    statement = text[start:].split("\n", 1)[0]
+    if len(statement) > 40:
+        statement = statement[:40] + "..."
+    return ("%s:%d: cannot parse %r; write NAME=value, quote values with "
+            "spaces or '#', and close every quote" % (where, line, statement))
+
+
+def _read_dotenv(path, where, environ):
+    """Bindings of the dotenv file at `path`; ConfigError naming `where` if unreadable."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
+        raise ConfigError("%s: cannot read env file %r: %s; fix the path" % (where, path, reason))
+    return _parse_dotenv(text, path, environ)
+
+
+# -- timestamps and logfmt
+
+_last_second = [None, ""]
+
+
+def _rfc3339(now):
+    """'2026-11-22T00:07:43.123Z' (RFC 3339, UTC, milliseconds); cached per second."""
+    second = int(now)
+    if second != _last_second[0]:
+        _last_second[0] = second
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return "%s.%03dZ" % (_last_second[1], int((now - second) * 1000))
+
+
+_LOGFMT_QUOTE_RE = re.compile('[\x00-\x20="\x7f\ufffd]')
+_LOGFMT_ESCAPE_RE = re.compile('[\x00-\x1f"\\\\\x7f\ufffd]')
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _logfmt_escape(text):
+    """Escape for inside a logfmt double-quoted value (go-logfmt's rules)."""
+    return _LOGFMT_ESCAPE_RE.sub(
+        lambda m: _LOGFMT_ESCAPES.get(m.group(0)) or "\\u%04x" % ord(m.group(0)), text)
+
+
+def _logfmt_value(value):
+    """A logfmt value: bare when it can be, else double-quoted and escaped."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if text == "null" or _LOGFMT_QUOTE_RE.search(text):
+        return '"%s"' % _logfmt_escape(text)
+    return text
+
+
+def _logfmt_key(key):
+    """A logfmt key: runes <= space, '=', '"' and DEL dropped (go-logfmt)."""
+    return re.sub('[\x00-\x20="\x7f]', "", str(key)) or "_"
+
+
+def _did_you_mean(word, choices):
+    """'; did you mean 'restartPolicy'?' or '' when nothing is close."""
+    import difflib
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return DID_YOU_MEAN_MSG % ("'%s'" % close[0]) if close else ""
+
+
+# =============================================================================
+# Config
+# Reading JSON/TOML/YAML, validating every field with its place, and turning
+# entries into ProcessSpecs.  All problems are collected, then raised as one
+# ConfigError with a line each.
+# =============================================================================
+
+class _User(object):
+    """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
+    __slots__ = ("name", "uid", "gid", "groups", "home")
+
+    def __init__(self, name, uid, gid, groups, home):
+        self.name = name        #: login name (the uid as text if it has none)
+        self.uid = uid          #: for setuid
+        self.gid = gid          #: for setgid
+        self.groups = groups    #: supplementary groups, for setgroups
+        self.home = home        #: HOME for the child
+
+
+def _resolve_user(spec, where):
+    """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
+    import grp
+    import pwd
+    user, _, group = str(spec).partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
+    except KeyError:
+        if not user.isdigit():
+            raise ConfigError(UNKNOWN_USER_MSG % (where, user))
+        name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
+    if group:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            if not group.isdigit():
+                raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
+            gid = int(group)
+    try:
+        groups = os.getgrouplist(name, gid)
+    except (KeyError, OSError):
+        groups = [gid]
+    return _User(name, uid, gid, groups, home)
+
+
+class ProcessSpec(object):
+    """What to run and how to keep it running; built from a config entry or the CLI."""
+    name = "main"                   #: unique; the `process` field of its records
+    where = "command"               #: its place in the config, for messages
+    argv = ()                       #: command and args after $(VAR) expansion
+    env = None                      #: the child's whole environment (dict)
+    workdir = None                  #: chdir before exec
+    user = None                     #: a _User, or None to stay who we are
+    stop_signal = signal.SIGTERM    #: sent to the group to ask it to stop
+    stop_timeout = STOP_TIMEOUT     #: grace before SIGKILL to the group
+    restart = "Always"              #: Always | OnFailure | Never
+    success_codes = (0,)            #: statuses that are not failures
+    backoff_initial = BACKOFF_INITIAL
+    backoff_factor = BACKOFF_FACTOR
+    backoff_max = BACKOFF_MAX
+    backoff_reset = BACKOFF_RESET_AFTER  #: seconds up after which backoff restarts
+    backoff_jitter = 0.0
+    restart_limit = None            #: consecutive restarts before giving up
+    timeout = None                  #: seconds an attempt may run
+    essential = False               #: its end ends the run
+    depends_on = ()                 #: names that must be running first
+    labels = None                   #: dict added to every log record
+    capture = True                  #: pipes to the log, or inherit our fds
+    keep_group = False              #: leave the group alone after the child exits
+    tty = False                     #: make our terminal its controlling tty
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            if not hasattr(ProcessSpec, key):
+                raise TypeError("unknown ProcessSpec field %r" % key)
+            setattr(self, key, value)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME_RE = re.compile(r"^[^=\x00]+$")
+_INVALID = object()
+
+
+class _Checker(object):
+    """Validates a parsed config, collecting one message per problem."""
+
+    def __init__(self):
+        self.problems = []      #: 'where: what; fix' lines
+
+    def fail(self, where, message):
+        self.problems.append("%s: %s" % (where, message))
+        return _INVALID
+
+    def fields(self, value, where, known, required=()):
+        """The dict at `where`, with unknown keys reported (with a did-you-mean)."""
+        if not isinstance(value, dict):
+            self.fail(where, "expected an object with fields %s, got %s"
+                      % (", ".join(sorted(known)), _type_name(value)))
+            return {}
+        for key in value:
+            if key not in known:
+                self.fail("%s.%s" % (where, key), "unknown field" + (
+                    _did_you_mean(str(key), known) or "; known: " + ", ".join(sorted(known))))
+        for key in required:
+            if key not in value:
+                self.fail("%s.%s" % (where, key), "required field is missing")
+        return value
+
+    def string(self, value, where):
+        if not isinstance(value, str):
+            return self.fail(where, "expected a string, got %s" % _type_name(value))
+        return value
+
+    def strings(self, value, where, split=False):
+        """A list of strings; a single string too when `split` (split like a shell)."""
+        if split and isinstance(value, str):
+            import shlex
+            try:
+                return shlex.split(value)
+            except ValueError as error:
+                return self.fail(where, "cannot split %r: %s; close the quote or use a list"
+                                 % (value, error))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
+        return list(value)
+
+    def boolean(self, value, where):
+        if not isinstance(value, bool):
+            return self.fail(where, "expected true or false, got %r" % (value,))
+        return value
+
+    def seconds(self, value, where):
+        try:
+            return _parse_duration(value)
+        except ValueError:
+            return self.fail(where, "expected seconds (a number >= 0, or '500ms', '2m'), got %r"
+                             % (value,))
+
+    def number(self, value, where, minimum, integer=False):
+        kinds = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+            return self.fail(where, "expected %s >= %s, got %r"
+                             % ("a whole number" if integer else "a number", minimum, value))
+        return value
+
+    def choice(self, value, where, choices):
+        if value not in choices:
+            return self.fail(where, "expected %s or %s, got %r"
+                             % (", ".join(choices[:-1]), choices[-1], value))
+        return value
+
+    def signal(self, value, where):
+        try:
+            return _parse_signal(value)
+        except ValueError:
+            return self.fail(where, "expected a signal name like TERM or SIGINT, got %r" % (value,))
+
+    def mapping(self, value, where):
+        """A dict of string to string (numbers are accepted and written as text)."""
+        if not isinstance(value, dict):
+            return self.fail(where, "expected an object of names to strings, got %s"
+                             % _type_name(value))
+        result = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                self.fail("%s.%s" % (where, key), "expected a string, got %r; quote it" % (item,))
+            else:
+                result[str(key)] = str(item)
+        return result
+
+
+def _type_name(value):
+    """'a list', 'a number', ... for messages."""
+    for kind, name in ((bool, "a boolean"), (str, "a string"), (list, "a list"),
+                       (dict, "an object"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return "%s (%r)" % (name, value) if kind in (bool, str) or name == "a number" else name
+    return "null" if value is None else type(value).__name__
+
+
+_TOP_FIELDS = ("init", "processes", "env", "logs")
+_LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
+_ENV_POLICY_FIELDS = ("pass",)
+_ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "workingDir", "user",
+                 "stopSignal", "stopTimeout", "labels", "timeout")
+_PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn")
+_BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
+
+
+def _load_config(source, where):
+    """The parsed config from a path, '-' (JSON on stdin) or JSON text."""
+    if source.lstrip().startswith("{"):
+        return _parse_json(source, where)
+    if source == "-":
+        return _parse_json(sys.stdin.read(), "stdin")
+    extension = os.path.splitext(source)[1].lower()
+    if extension not in (".json", ".toml", ".yaml", ".yml"):
+        raise ConfigError("%s: unknown config type %r; name it .json, .toml, .yaml or .yml"
+                          % (source, extension or "(no extension)"))
+    try:
+        with open(source, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        raise ConfigError("%s: cannot read config %r: %s; fix the path"
+                          % (where, source, error.strerror))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("%s: not UTF-8 text; save the config as UTF-8" % source)
+    if extension == ".json":
+        return _parse_json(text, source)
+    if extension == ".toml":
+        try:
+            import tomllib as toml      # py<3.11: tomli, the same parser
+        except ImportError:
+            toml = _require("tomli", "tomli", "to read TOML before Python 3.11", source)
+        try:
+            return toml.loads(text)
+        except toml.TOMLDecodeError as error:
+            raise ConfigError("%s: %s; fix the TOML syntax" % (source, error))
+    yaml = _require("yaml", "PyYAML", "to read YAML", source)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError("%s: %s; fix the YAML syntax"
+                          % (source, " ".join(str(error).split())))
+
+
+def _parse_json(text, where):
+    import json
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ConfigError("%s: %s; fix the JSON syntax" % (where, error))
+
+
+def _build_specs(config, environ, skip=(), check_root=True):
+    """(init specs, process specs, settings) from a parsed config; ConfigError lists every problem.
+
+    `environ` is procwrap's own environment; the top-level `env.pass` list
+    narrows what of it children see.  Entries named in `skip` are left out.
+    """
+    checker = _Checker()
+    top = checker.fields(config, "config", _TOP_FIELDS)
+    settings = {"format": "json", "merge_json": False, "max_line": MAX_LINE_BYTES}
+    logs = checker.fields(top.get("logs", {}), "logs", _LOGS_FIELDS)
+    if "format" in logs:
+        settings["format"] = checker.choice(logs["format"], "logs.format", LOG_FORMATS)
+    if "mergeJson" in logs:
+        settings["merge_json"] = checker.boolean(logs["mergeJson"], "logs.mergeJson")
+    if "maxLineBytes" in logs:
+        settings["max_line"] = checker.number(logs["maxLineBytes"], "logs.maxLineBytes", 80, True)
+    base = _base_environment(environ, top.get("env", {}), checker)
+
+    entries = {"init": [], "processes": []}
+    for section in ("init", "processes"):
+        value = top.get(section, [])
+        if not isinstance(value, list):
+            checker.fail(section, "expected a list of entries, got %s" % _type_name(value))
+            continue
+        for index, entry in enumerate(value):
+            where = "%s[%d]" % (section, index)
+            known = _PROCESS_FIELDS if section == "processes" else _ENTRY_FIELDS
+            fields = checker.fields(entry, where, known, required=("name", "command"))
+            entries[section].append((where, fields))
+    if "processes" not in top and "init" not in top and isinstance(config, dict):
+        checker.fail("config", "nothing to run; add a `processes` list (and optionally `init`)")
+
+    names = {}
+    for section in ("init", "processes"):
+        for where, fields in entries[section]:
+            name = fields.get("name")
+            if isinstance(name, str) and name in names:
+                checker.fail(where + ".name", "%r is also the name of %s; names must be unique"
+                             % (name, names[name]))
+            elif isinstance(name, str):
+                names[name] = where
+    unknown_skips = [name for name in skip if name not in names]
+    if unknown_skips:
+        checker.fail("--skip", "no entry named %s%s" % (", ".join(map(repr, unknown_skips)),
+                     _did_you_mean(unknown_skips[0], names)))
+
+    specs = {"init": [], "processes": []}
+    for section in ("init", "processes"):
+        for where, fields in entries[section]:
+            if fields.get("name") in skip:
+                continue
+            spec = _build_spec(fields, where, base, checker, check_root)
+            if spec is not None:
+                specs[section].append(spec)
+    _check_dependencies(specs["processes"], set(skip), names, checker)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return specs["init"], specs["processes"], settings
+
+
+def _base_environment(environ, policy, checker):
+    """procwrap's environment as children inherit it: PROCWRAP_* out, `env.pass` applied."""
+    base = dict((k, v) for k, v in environ.items() if not k.startswith("PROCWRAP_"))
+    policy = checker.fields(policy, "env", _ENV_POLICY_FIELDS)
+    if "pass" in policy:
+        patterns = checker.strings(policy["pass"], "env.pass")
+        if patterns is not _INVALID:
+            import fnmatch
+            base = dict((k, v) for k, v in base.items()
+                        if any(fnmatch.fnmatchcase(k, p) for p in patterns))
+    return base
+
+
+def _build_spec(fields, where, base, checker, check_root):
+    """One ProcessSpec from a validated entry, or None when it has problems."""
+    before = len(checker.problems)
+    spec = ProcessSpec(where=where, labels={})
+    name = checker.string(fields.get("name", ""), where + ".name")
+    if name is not _INVALID and (not _NAME_RE.match(name) or name == "procwrap"):
+        checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
+                     "and '-' (and not 'procwrap')" % name)
+    spec.name = name
+    command = checker.strings(fields.get("command", []), where + ".command", split=True)
+    if command is not _INVALID and not command:
+        checker.fail(where + ".command", "is empty; give the program to run")
+    args = checker.strings(fields.get("args", []), where + ".args")
+
+    env = dict(base)
+    if "user" in fields:
+        user = checker.string(fields["user"], where + ".user")
+        if user is not _INVALID:
+            try:
+                spec.user = _resolve_user(user, where + ".user")
+                if check_root and os.geteuid() not in (0, spec.user.uid):
+                    checker.fail(where + ".user", NEED_ROOT_MSG.split(": ", 1)[1] % os.geteuid())
+                env.update(HOME=spec.user.home, USER=spec.user.name, LOGNAME=spec.user.name)
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+    if "envFile" in fields:
+        files = checker.strings(fields["envFile"], where + ".envFile", split=False) \
+            if isinstance(fields["envFile"], list) else [checker.string(fields["envFile"],
+                                                                       where + ".envFile")]
+        for path in files if files is not _INVALID else ():
+            if path is _INVALID:
+                continue
+            try:
+                env.update(_read_dotenv(path, where + ".envFile", env))
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+    _apply_env_entries(fields.get("env", {}), where + ".env", env, checker)
+    spec.env = env
+    if command is not _INVALID and args is not _INVALID:
+        spec.argv = [_expand_vars(word, env) for word in command + args]
+
+    if "workingDir" in fields:
+        workdir = checker.string(fields["workingDir"], where + ".workingDir")
+        if workdir is not _INVALID and not os.path.isdir(workdir):
+            checker.fail(where + ".workingDir", NOT_A_DIR_MSG.split(": ", 1)[1] % workdir)
+        spec.workdir = workdir
+    if "stopSignal" in fields:
+        spec.stop_signal = checker.signal(fields["stopSignal"], where + ".stopSignal")
+    if "stopTimeout" in fields:
+        spec.stop_timeout = checker.seconds(fields["stopTimeout"], where + ".stopTimeout")
+    if "timeout" in fields:
+        spec.timeout = checker.seconds(fields["timeout"], where + ".timeout")
+    if "labels" in fields:
+        spec.labels = checker.mapping(fields["labels"], where + ".labels")
+    if where.startswith("init"):
+        spec.restart = "Never"
+    else:
+        spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
+                                      where + ".restartPolicy", RESTART_POLICIES)
+        spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
+        spec.depends_on = checker.strings(fields.get("dependsOn", []), where + ".dependsOn")
+        _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
+    return spec if len(checker.problems) == before else None
+
+
+def _apply_env_entries(entries, where, env, checker):
+    """Kubernetes-style `env`: a map, or a list of {name, value}; $(VAR) expanded in order."""
+    if isinstance(entries, dict):
+        pairs = sorted(checker.mapping(entries, where).items()) \
+            if isinstance(entries, dict) else []
+    elif isinstance(entries, list):
+        pairs = []
+        for index, item in enumerate(entries):
+            place = "%s[%d]" % (where, index)
+            item = checker.fields(item, place, ("name", "value"), required=("name",))
+            name = checker.string(item.get("name", ""), place + ".name")
+            value = item.get("value", "")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                checker.fail(place + ".value", "expected a string, got %r; quote it" % (value,))
+            elif name is not _INVALID:
+                pairs.append((name, str(value)))
+    else:
+        checker.fail(where, "expected an object or a list of {name, value}, got %s"
+                     % _type_name(entries))
+        return
+    for name, value in pairs:
+        if not _ENV_NAME_RE.match(name):
+            checker.fail(where, "%r is not a variable name; drop the '=' or NUL" % name)
+            continue
+        env[name] = _expand_vars(value, env)
+
+
+def _apply_backoff(fields, where, spec, checker):
+    """The `backoff` object: initial, max, factor, resetAfter (seconds) and limit."""
+    fields = checker.fields(fields, where, _BACKOFF_FIELDS)
+    if "initial" in fields:
+        spec.backoff_initial = checker.seconds(fields["initial"], where + ".initial")
+    if "max" in fields:
+        spec.backoff_max = checker.seconds(fields["max"], where + ".max")
+    if "factor" in fields:
+        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1)
+    if "resetAfter" in fields:
+        spec.backoff_reset = checker.seconds(fields["resetAfter"], where + ".resetAfter")
+    if fields.get("limit") is not None:
+        spec.restart_limit = checker.number(fields["limit"], where + ".limit", 0, True)
+
+
+def _check_dependencies(specs, skipped, names, checker):
+    """dependsOn names must exist and form no cycle; skipped ones are dropped."""
+    by_name = dict((spec.name, spec) for spec in specs)
+    for spec in specs:
+        if spec.depends_on is _INVALID:
+            continue
+        kept = []
+        for index, name in enumerate(spec.depends_on):
+            if name in skipped:
+                continue
+            if name not in by_name:
+                checker.fail("%s.dependsOn[%d]" % (spec.where, index),
+                             "no process named %r%s" % (name, _did_you_mean(name, by_name)
+                                                       or "; known: " + ", ".join(sorted(by_name))))
+            else:
+                kept.append(name)
+        spec.depends_on = tuple(kept)
+    # Depth-first search for a cycle; reported once, at the first entry in it.
+    state = {}
+
+    def visit(spec, path):
+        state[spec.name] = "open"
+        for name in spec.depends_on:
+            other = by_name.get(name)
+            if other is None or state.get(name) == "done":
+                continue
+            if state.get(name) == "open":
+                cycle = path[path.index(name):] + [name]
+                checker.fail(by_name[cycle[0]].where + ".dependsOn",
+                             "dependency cycle %s; remove one of them" % " -> ".join(cycle))
+                continue
+            visit(other, path + [name])
+        state[spec.name] = "done"
+    for spec in specs:
+        if spec.name not in state and isinstance(spec.depends_on, tuple):
+            visit(spec, [spec.name])
+
+
+# =============================================================================
+# Logging
+# Child output and procwrap's own events as records on one fd: JSON, logfmt or
+# text.  The hot path formats a whole chunk of lines with one join; only
+# chunks that need escaping go line by line.
+# =============================================================================
+
+_JSON_ESCAPE_RE = re.compile('[\x00-\x09\x0b-\x1f"\\\\]')
+_LOGFMT_CHUNK_RE = re.compile('[\x00-\x09\x0b-\x1f"\\\\\x7f\ufffd]')
+_COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+_LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+
+
+class Log(object):
+    """Writes every record procwrap emits to one file descriptor.
+
+    `format` is json, logfmt, text, or none (wrap mode's pass-through, where
+    only warnings and errors are written, as 'procwrap: ...' on stderr).
+    """
+    format = "json"         #: json | logfmt | text | none
+    fd = 1                  #: where records go
+    color = False           #: text format: colour names (stdout is a TTY)
+    merge_json = False      #: merge child lines that are JSON objects
+    broken = False          #: the reader went away (EPIPE): drop quietly
+
+    def __init__(self, format="json", fd=1, merge_json=False, color=None):
+        self.format = format
+        self.fd = fd if format != "none" else 2
+        self.merge_json = merge_json
+        self.color = format == "text" and (os.isatty(fd) if color is None else color)
+        self._colors_used = 0
+        if format in ("json", "logfmt") or merge_json:
+            import json
+            self._json = json
+            self._encode = json.encoder.encode_basestring
+
+    def sink(self, process, stream, labels=None):
+        """A _Sink that turns one child stream's lines into records."""
+        return _Sink(self, process, stream, labels or {})
+
+    def next_color(self):
+        color = _COLORS[self._colors_used % len(_COLORS)]
+        self._colors_used += 1
+        return color
+
+    def event(self, message, level="info", **fields):
+        """One record of procwrap's own: process=procwrap, a level, a message, fields."""
+        if self.format == "none":
+            if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
+                self.write(("procwrap: %s\n" % message).encode("utf-8", "replace"))
+            return
+        stamp = _rfc3339(time.time())
+        if self.format == "json":
+            record = {"time": stamp, "process": "procwrap", "level": level, "message": message}
+            record.update(fields)
+            line = self._json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                                    default=str) + "\n"
+        elif self.format == "logfmt":
+            parts = ["time=" + stamp, "process=procwrap", "level=" + level,
+                     'msg="%s"' % _logfmt_escape(message)]
+            parts.extend("%s=%s" % (_logfmt_key(k), _logfmt_value(v)) for k, v in fields.items())
+            line = " ".join(parts) + "\n"
+        else:
+            line = "procwrap | %s\n" % message
+            if self.color:
+                line = "\x1b[1mprocwrap |\x1b[0m %s\n" % message
+        self.write(line.encode("utf-8", "replace"))
+
+    def write(self, data):
+        """Write all of `data`, waiting out a full non-blocking fd; drop after EPIPE."""
+        while data and not self.broken:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                # Someone gave us a non-blocking stdout: wait for room.  This
+                # stalls the loop, which is the back-pressure we want.
+                import select
+                select.select([], [self.fd], [])
+                continue
+            except (BrokenPipeError, OSError):
+                self.broken = True
+                return
+            data = data[written:]
+
+
+class _Sink(object):
+    """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
+    __slots__ = ("log", "format", "fixed", "head", "tail", "process", "stream", "labels")
+
+    def __init__(self, log, process, stream, labels):
+        self.log = log                  #: the Log written to
+        self.format = log.format        #: copied for the hot path
+        self.process = process          #: name, for the slow paths
+        self.stream = stream            #: stdout | stderr
+        self.labels = labels            #: extra fields of every record
+        self.tail = '"}\n'
+        if self.format == "json":
+            encode = log._encode
+            self.fixed = '"process":%s,"stream":"%s",%s' % (encode(process), stream, "".join(
+                "%s:%s," % (encode(k), encode(v)) for k, v in sorted(labels.items())))
+        elif self.format == "logfmt":
+            self.fixed = " process=%s stream=%s %s" % (_logfmt_value(process), stream, "".join(
+                "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
+            self.tail = '"\n'
+        else:
+            head = "%s |" % process
+            if log.color:
+                head = "\x1b[%dm%s\x1b[0m" % (log.next_color(), head)
+            self.fixed = head
+            self.head = (head + " ").encode("utf-8")
+
+    def lines(self, data):
+        """Records for `data`: complete lines joined by b'\\n', without the last newline."""
+        fmt = self.format
+        if fmt == "text":
+            head = self.head
+            self.log.write(head + (b"\n" + head).join(data.split(b"\n")) + b"\n")
+            return
+        text = data.decode("utf-8", "replace")
+        stamp = _rfc3339(time.time())
+        if fmt == "json":
+            head = '{"time":"' + stamp + '",' + self.fixed + '"message":"'
+            if self.log.merge_json and "{" in text:
+                out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
+            elif _JSON_ESCAPE_RE.search(text) is None:
+                out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
+            else:
+                encode = self.log._encode
+                out = "".join(head + encode(line)[1:-1] + '"}\n' for line in text.split("\n"))
+        else:
+            head = "time=" + stamp + self.fixed + 'msg="'
+            if _LOGFMT_CHUNK_RE.search(text) is None:
+                out = head + ('"\n' + head).join(text.split("\n")) + '"\n'
+            else:
+                out = "".join(head + _logfmt_escape(line) + '"\n' for line in text.split("\n"))
+        self.log.write(out.encode("utf-8", "replace"))
+
+    def piece(self, data):
+        """A record for part of an over-long line, marked so a reader can join it up."""
+        fmt = self.format
+        if fmt == "text":
+            head = self.fixed[:-1] + "+ "   # 'name + piece': more of this line follows
+            self.log.write(head.encode("utf-8") + data + b"\n")
+            return
+        text = data.decode("utf-8", "replace")
+        stamp = _rfc3339(time.time())
+        if fmt == "json":
+            out = '{"time":"%s",%s"partial":true,"message":%s}\n' % (
+                stamp, self.fixed, self.log._encode(text))
+        else:
+            out = 'time=%s%spartial=true msg="%s"\n' % (stamp, self.fixed, _logfmt_escape(text))
+        self.log.write(out.encode("utf-8", "replace"))
+
+    def _json_line(self, line, stamp, head):
+        """A record for one line, merging it when it is a JSON object (logs.mergeJson)."""
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                parsed = self.log._json.loads(line)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                record = dict(parsed)
+                record.update(self.labels)
+                record.update(time=stamp, process=self.process, stream=self.stream)
+                return self.log._json.dumps(record, ensure_ascii=False,
+                                            separators=(",", ":")) + "\n"
+        return head + self.log._encode(line)[1:-1] + '"}\n'
+
+
+def _utf8_cut(data, limit):
+    """The largest cut <= limit that does not split a UTF-8 sequence."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 and cut > 0 else limit
+
+
+class _Pipe(object):
+    """The read end of a child's stdout or stderr, split into lines in the loop.
+
+    Complete lines go to the sink a chunk at a time; the unfinished last line
+    waits in `partial`, which never grows past `max_line` (longer lines are
+    cut into marked pieces).  The pipe outlives its process until EOF, since
+    a grandchild may still hold the write end.
+    """
+    __slots__ = ("loop", "fd", "sink", "max_line", "partial")
+
+    def __init__(self, loop, fd, sink, max_line):
+        self.loop = loop            #: the Loop it is registered with
+        self.fd = fd                #: non-blocking read end, or -1 once closed
+        self.sink = sink            #: where lines go
+        self.max_line = max_line    #: longest line before it is split
+        self.partial = b""          #: the unfinished last line
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self.on_readable)
+
+    def on_readable(self):
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self.feed(data)
+        else:
+            self.close()
+
+    def feed(self, data):
+        if self.partial:
+            data = self.partial + data
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            complete, data = data[:cut], data[cut + 1:]
+            if len(complete) > self.max_line:
+                for line in complete.split(b"\n"):
+                    self._long(line, last=True)
+            else:
+                self.sink.lines(complete)
+        self.partial = self._long(data, last=False)
+
+    def _long(self, line, last):
+        """Emit marked pieces while `line` is over the limit; return or emit the rest."""
+        while len(line) > self.max_line:
+            cut = _utf8_cut(line, self.max_line)
+            self.sink.piece(line[:cut])
+            line = line[cut:]
+        if last:
+            self.sink.lines(line)
+            return b""
+        return line
+
+    def drain(self):
+        """Read what is buffered now (the child has exited) and flush the last line."""
+        while self.fd >= 0:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                return
+            self.feed(data)
+        self.flush()
+
+    def flush(self):
+        if self.partial:
+            line, self.partial = self.partial, b""
+            self.sink.lines(line)
+
+    def close(self):
+        if self.fd >= 0:
+            self.flush()
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+# =============================================================================
+# Event loop
+# One selector, a heap of timers on the monotonic clock and a self-pipe that
+# signal.set_wakeup_fd writes signal numbers into.  Idle means blocked in
+# select() with no timeout: no tick, no polling.
+# =============================================================================
+
+class Timer(object):
+    """A cancellable call at `when` (monotonic seconds)."""
+    __slots__ = ("when", "func", "args", "cancelled")
+
+    def __init__(self, when, func, args):
+        self.when = when            #: monotonic deadline
+        self.func = func            #: called with args when due
+        self.args = args
+        self.cancelled = False      #: left in the heap, skipped when popped
+
+    def __lt__(self, other):
+        return self.when < other.when
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def _noop_handler(signum, frame):
+    """Python-level handler: the C handler has already written to the wakeup fd."""
+
+
+class Loop(object):
+    """The one event loop: fds, timers, signals and reaping children.
+
+    One pass: select(until the next timer) -> drain the wakeup fd -> signal
+    callbacks -> fd callbacks -> due timers -> reap children if SIGCHLD came.
+    A callback that raises is reported and the loop carries on.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock                          #: injectable for tests
+        self.selector = selectors.DefaultSelector()
+        self.timers = []                            #: heap of Timer
+        self.signal_handlers = {}                   #: signum -> func(signum)
+        self.children = {}                          #: pid -> func(wait_status)
+        self.on_orphan = None                       #: func(pid, wait_status)
+        self.on_error = None                        #: func(text) for callback crashes
+        self.stopped = False                        #: run() returns when set
+        self._previous = {}                         #: signum -> handler to restore
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._old_wakeup = None
+
+    # -- registration
+    def call_later(self, delay, func, *args):
+        timer = Timer(self.clock() + max(0.0, delay), func, args)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def add_reader(self, fd, func):
+        self.selector.register(fd, selectors.EVENT_READ, func)
+
+    def remove_reader(self, fd):
+        self.selector.unregister(fd)
+
+    def add_signal_handler(self, signum, func):
+        """Route `signum` to func(signum), through the wakeup fd (main thread only)."""
+        if self._old_wakeup is None:
+            self._old_wakeup = _set_wakeup_fd(self._wake_w)
+        self._previous.setdefault(signum, signal.getsignal(signum))
+        signal.signal(signum, _noop_handler)
+        self.signal_handlers[signum] = func
+
+    def watch_child(self, pid, func):
+        """Call func(wait_status) when pid is reaped."""
+        self.children[pid] = func
+
+    def close(self):
+        """Restore signal handlers and close the self-pipe."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if self._old_wakeup is not None:
+            _set_wakeup_fd(self._old_wakeup)
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- running
+    def run(self):
+        while not self.stopped:
+            self.run_once()
+
+    def run_once(self):
+        timers = self.timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        timeout = max(0.0, timers[0].when - self.clock()) if timers else None
+        events = self.selector.select(timeout)
+        signals = b""
+        ready = []
+        for key, _ in events:
+            if key.data is None:
+                signals = self._drain_wakeup()
+            else:
+                ready.append(key.data)
+        reap = False
+        for signum in signals:
+            if signum == signal.SIGCHLD:
+                reap = True
+            func = self.signal_handlers.get(signum)
+            if func is not None and signum != signal.SIGCHLD:
+                self._call(func, signum)
+        for func in ready:
+            self._call(func)
+        now = self.clock()
+        while timers and (timers[0].cancelled or timers[0].when <= now):
+            timer = heapq.heappop(timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._call(timer.func, *timer.args)
+        if reap:
+            self.reap()
+
+    def _drain_wakeup(self):
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+    def reap(self):
+        """waitpid(-1) until nothing is left to reap; the only place that waits."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            func = self.children.pop(pid, None)
+            if func is not None:
+                self._call(func, status)
+            elif self.on_orphan is not None:
+                self._call(self.on_orphan, pid, status)
+
+    def _call(self, func, *args):
+        try:
+            func(*args)
+        except Exception:
+            import traceback
+            text = traceback.format_exc()
+            if self.on_error is None:
+                raise
+            self.on_error(text)
+
+
+# =============================================================================
+# Processes
+# fork/exec with the exec error brought back on a CLOEXEC pipe, and the
+# Process state machine that starts, stops, restarts and gives up.
+# =============================================================================
+
+#: Signals procwrap has handlers for; a child resets them before exec (and
+#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
+_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
+
+
+def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
+           tty=False):
+    """fork and exec argv in a new session; the pid, or _SpawnError if exec failed.
+
+    Signals are blocked across fork so a signal meant for procwrap cannot run
+    in the child before it has reset its handlers (the child would otherwise
+    write into our wakeup fd).  The child reports a failed chdir, user switch
+    or exec as 'stage:errno' on a CLOEXEC pipe, which reads empty on success.
+    """
+    parent = os.getpid()
+    pdeathsig = parent != 1 and _prctl(_PR_SET_PDEATHSIG, 0)   # loads ctypes here, not in the child
+    if tty:
+        import fcntl
+        import termios
+    err_r, err_w = os.pipe()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(err_r)
+        os.close(err_w)
+        raise
+    if pid == 0:
+        stage = "setup"
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in _HANDLED_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.setsid()
+            if tty:
+                try:
+                    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+                except OSError:
+                    pass    # as dumb-init: the tty belongs to another session
+            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            stage = "chdir"
+            if workdir:
+                os.chdir(workdir)
+            stage = "user"
+            if user is not None:
+                os.setgroups(user.groups)
+                os.setgid(user.gid)
+                os.setuid(user.uid)
+            # After setuid: changing credentials clears the parent-death signal.
+            if pdeathsig:
+                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:
+                    os._exit(EX_SOFTWARE)      # procwrap died before prctl took effect
+            stage = "exec"
+            os.execvpe(argv[0], argv, env)
+        except BaseException as error:
+            try:
+                os.write(err_w, ("%s:%d" % (stage, getattr(error, "errno", 0) or 0)).encode())
+            except BaseException:
+                pass
+        finally:
+            os._exit(EX_NOEXEC)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    os.close(err_w)
+    report = b""
+    while True:
+        chunk = os.read(err_r, 64)
+        if not chunk:
+            break
+        report += chunk
+    os.close(err_r)
+    if report:
+        os.waitpid(pid, 0)          # it is exiting now; reap it before the loop sees it
+        stage, _, code = report.decode("ascii", "replace").partition(":")
+        raise _SpawnError(stage, int(code or 0))
+    return pid
+
+
+def _spawn_error_message(name, argv, workdir, user, error):
+    """What a user reads when a command could not be started."""
+    if error.stage == "exec" and error.errno == errno.ENOENT:
+        return NOT_FOUND_MSG % (name, argv[0])
+    what = {"chdir": ("change directory to", workdir),
+            "user": ("switch to user", user.name if user else "?"),
+            "exec": ("execute", argv[0])}.get(error.stage, ("set up", argv[0]))
+    return CANNOT_RUN_MSG % (name, what[0], what[1], os.strerror(error.errno) if error.errno
+                             else "unknown error")
+
+
+class State(object):
+    """The states of a Process.  Strings, so logs and metrics print them."""
+    STOPPED = "stopped"     #: not running and not wanted (the start, and after stop())
+    WAITING = "waiting"     #: wanted, but a dependsOn process is not running yet
+    RUNNING = "running"     #: the child is alive
+    BACKOFF = "backoff"     #: exited; a timer will start it again
+    STOPPING = "stopping"   #: stop signal sent; SIGKILL when the grace ends
+    EXITED = "exited"       #: ended and its restartPolicy wants no restart
+    FATAL = "fatal"         #: gave up restarting (backoff.limit), or cannot start
+    ALIVE = (RUNNING, STOPPING)
+    PENDING = (WAITING, BACKOFF)
+    DONE = (EXITED, FATAL)
+
+
+_TRANSITIONS = {
+    State.STOPPED: (State.WAITING, State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.WAITING: (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.BACKOFF: (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.STOPPING: (State.STOPPED,),
+    State.EXITED: (),
+    State.FATAL: (),
+}
+
+
+class Process(object):
+    """One supervised command and its state machine.
+
+        stopped  --start-->   running     (a failed exec goes on as an exit)
+        stopped  --wait-->    waiting     (dependsOn not running yet)
+        running  --stop-->    stopping  --reaped-->  stopped
+        running  --reaped-->  backoff   --timer-->   running
+                              exited      (restartPolicy says no more)
+                              fatal       (backoff.limit reached)
+        waiting, backoff --stop--> stopped
+
+    The owner is told of every change through on_change(process, old_state).
+    """
+    state = State.STOPPED   #: one of State
+    pid = None              #: the child's pid (and process group) while alive
+    status = None           #: shell-style status of the last exit
+    restarts = 0            #: consecutive restarts, for backoff; reset by uptime
+    starts = 0              #: how many times it was started
+    started_at = None       #: monotonic time of the last start
+    timed_out = False       #: the last attempt hit spec.timeout
+    hold = False            #: no more restarts (procwrap is stopping)
+
+    def __init__(self, spec, loop, log, on_change, max_line=MAX_LINE_BYTES):
+        self.spec = spec                #: the ProcessSpec
+        self.loop = loop                #: the Loop
+        self.log = log                  #: the Log
+        self.on_change = on_change      #: func(process, old_state)
+        self.max_line = max_line        #: longest log line before it is split
+        self.pgid = None                #: process group to signal (= pid)
+        self._restart_timer = None      #: armed in BACKOFF
+        self._kill_timer = None         #: armed in STOPPING
+        self._timeout_timer = None      #: armed while running with spec.timeout
+        self._pipes = []                #: our ends of its stdout and stderr
+        if spec.capture:
+            self._sinks = (log.sink(spec.name, "stdout", spec.labels),
+                           log.sink(spec.name, "stderr", spec.labels))
+
+    @property
+    def name(self):
+        return self.spec.name
+
+    def _set_state(self, new):
+        old = self.state
+        if new not in _TRANSITIONS[old]:
+            raise RuntimeError("%s: illegal transition %s -> %s" % (self.name, old, new))
+        self.state = new
+        self.on_change(self, old)
+
+    def wait(self):
+        """STOPPED -> WAITING: wanted, but its dependencies are not running yet."""
+        self._set_state(State.WAITING)
+
+    def start(self):
+        """STOPPED, WAITING or BACKOFF -> RUNNING; a failed exec counts as an exit."""
+        spec = self.spec
+        self._cancel("_restart_timer")
+        self.timed_out = False
+        self.started_at = self.loop.clock()
+        fds = [None, None, None, None]          # child stdout, stderr; our stdout, stderr
+        if spec.capture:
+            fds[2], fds[0] = os.pipe()
+            fds[3], fds[1] = os.pipe()
+            _set_pipe_size(fds[0])
+            _set_pipe_size(fds[1])
+        try:
+            pid = _spawn(spec.argv, spec.env, spec.workdir, spec.user,
+                         _devnull() if spec.capture else None, fds[0], fds[1], spec.tty)
+        except (_SpawnError, OSError) as error:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+            if not isinstance(error, _SpawnError):      # fork itself failed (EAGAIN)
+                error = _SpawnError("fork", error.errno or 0)
+            self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user,
+                                                error), "error", event="failed", name=self.name)
+            self.status = error.status
+            self._after_exit(error.status)
+            return
+        if spec.capture:
+            os.close(fds[0])
+            os.close(fds[1])
+            self._pipes = [_Pipe(self.loop, fds[2], self._sinks[0], self.max_line),
+                           _Pipe(self.loop, fds[3], self._sinks[1], self.max_line)]
+        self.pid = self.pgid = pid
+        self.starts += 1
+        self.loop.watch_child(pid, self.finish)
+        if spec.timeout is not None:
+            self._timeout_timer = self.loop.call_later(spec.timeout, self.on_timeout)
+        self.log.event(STARTED_MSG % (self.name, pid), event="started", name=self.name, pid=pid)
+        self._set_state(State.RUNNING)
+
+    def stop(self):
+        """Ask it to stop: RUNNING -> STOPPING (stop signal, then SIGKILL); pending -> STOPPED."""
+        self.hold = True
+        if self.state in State.PENDING:
+            # WAITING/BACKOFF -> STOPPED
+            self._cancel("_restart_timer")
+            self._set_state(State.STOPPED)
+        elif self.state == State.RUNNING:
+            # RUNNING -> STOPPING
+            self._set_state(State.STOPPING)
+            self._terminate()
+
+    def _terminate(self):
+        """Stop signal to the group now, SIGKILL to the group after the grace."""
+        self.log.event(STOPPING_MSG % (self.name, _signal_name(self.spec.stop_signal), self.pid),
+                       event="stopping", name=self.name, pid=self.pid)
+        self.signal(self.spec.stop_signal)
+        if self._kill_timer is None:
+            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self.kill)
+
+    def kill(self):
+        """SIGKILL to the whole process group: the grace period is over."""
+        self._kill_timer = None
+        if self.pid is not None:
+            self.log.event(KILLING_MSG % (self.name, _format_seconds(self.spec.stop_timeout),
+                                          _signal_name(self.spec.stop_signal)),
+                           "warning", event="killing", name=self.name, pid=self.pid)
+        self.signal(signal.SIGKILL)
+
+    def signal(self, signum):
+        """Send signum to the child's process group; quiet if it is already gone."""
+        if self.pgid is not None:
+            try:
+                os.killpg(self.pgid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def on_timeout(self):
+        self._timeout_timer = None
+        self.timed_out = True
+        self.log.event(TIMEOUT_MSG % (self.name, _format_seconds(self.spec.timeout)), "warning",
+                       event="timeout", name=self.name, pid=self.pid)
+        self._terminate()
+
+    def finish(self, wait_status):
+        """Reaped: drain its output, clear its group, then decide what comes next."""
+        status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
+        pid, self.pid = self.pid, None
+        for pipe in self._pipes:
+            pipe.drain()        # everything it wrote before exiting comes first
+        self._pipes = []
+        if not self.spec.keep_group:
+            # dumb-init's rule: what is left of its group goes with it.
+            self.signal(signal.SIGTERM)
+            self.pgid = None
+        self._cancel("_timeout_timer")
+        self._cancel("_kill_timer")
+        self.status = status
+        description = _describe_status(_exit_status(wait_status))
+        if self.timed_out:
+            description = "timed out (%s)" % description
+        self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
+                       pid=pid, status=status)
+        if self.state == State.STOPPING:
+            # STOPPING -> STOPPED
+            self._set_state(State.STOPPED)
+        else:
+            self._after_exit(status)
+
+    def _after_exit(self, status):
+        """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""
+        spec = self.spec
+        if self.loop.clock() - self.started_at >= spec.backoff_reset:
+            self.restarts = 0
+        failed = status not in spec.success_codes
+        if self.hold or spec.restart == "Never" or (spec.restart == "OnFailure" and not failed):
+            # -> EXITED
+            self._set_state(State.EXITED)
+        elif spec.restart_limit is not None and self.restarts >= spec.restart_limit:
+            # -> FATAL
+            if spec.restart_limit:
+                self.log.event(GIVING_UP_MSG % (self.name, self.restarts), "error",
+                               event="fatal", name=self.name)
+            self._set_state(State.FATAL)
+        else:
+            # -> BACKOFF
+            self.restarts += 1
+            delay = _backoff_delay(self.restarts, spec.backoff_initial, spec.backoff_factor,
+                                   spec.backoff_max, spec.backoff_jitter)
+            self._restart_timer = self.loop.call_later(delay, self.start)
+            self.delay = delay
+            self.log.event(RESTARTING_MSG % (self.name, delay, self.restarts), event="backoff",
+                           name=self.name, delay=round(delay, 3), restarts=self.restarts)
+            self._set_state(State.BACKOFF)
+
+    def _cancel(self, attribute):
+        timer = getattr(self, attribute)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, attribute, None)
+
+
+_devnull_fd = []
+
+
+def _devnull():
+    """One fd on /dev/null, opened on first use and kept, for children's stdin."""
+    if not _devnull_fd:
+        _devnull_fd.append(os.open(os.devnull, os.O_RDWR))
+    return _devnull_fd[0]
+
+
+def _format_seconds(seconds):
+    """'10' for 10.0, '1.5' for 1.5."""
+    return ("%.3f" % seconds).rstrip("0").rstrip(".")
+
+
+def _become_subreaper():
+    """PR_SET_CHILD_SUBREAPER: orphaned grandchildren are re-parented to us."""
+    return os.getpid() == 1 or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+# =============================================================================
+# Supervisor
+# Many processes: init entries one after another, then `processes` kept
+# alive; essential processes, dependsOn, signals, and an orderly shutdown.
+# =============================================================================
+
+class Supervisor(object):
+    """Runs a config: init entries in order, then processes, until shutdown.
+
+    Exit status (see the module docstring): 0 after a signal-initiated
+    shutdown or when everything finished well; an essential process's
+    status; a failed init entry's status; else the last failure's status.
+    """
+
+    def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
+                 kill_on_second_signal=False, loop=None):
+        self.loop = loop or Loop()              #: the event loop
+        self.log = log                          #: the Log
+        self.kill_on_second_signal = kill_on_second_signal
+        self.init = [Process(s, self.loop, log, self.on_init_change, max_line) for s in init]
+        self.processes = [Process(s, self.loop, log, self.on_change, max_line)
+                          for s in processes]
+        self.by_name = dict((p.name, p) for p in self.processes)
+        self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
+        for process in self.processes:
+            for name in process.spec.depends_on:
+                self.dependents[name].append(process)
+        self.exit_status = None                 #: set by what ends the run
+        self.last_failure = None                #: status of the last failed exit
+        self.shutting_down = False
+        self._init_index = 0                    #: next init entry
+        self._known_groups = set()              #: every pgid we started, for the final sweep
+
+    def run(self):
+        """Run until everything has stopped; return procwrap's exit status."""
+        loop = self.loop
+        for name in ("SIGTERM", "SIGINT", "SIGQUIT"):
+            loop.add_signal_handler(getattr(signal, name), self.on_stop_signal)
+        for name in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
+            loop.add_signal_handler(getattr(signal, name), self.on_forward_signal)
+        loop.add_signal_handler(signal.SIGCHLD, None)
+        _HANDLED_SIGNALS.update(loop.signal_handlers)
+        loop.on_orphan = self.on_orphan
+        loop.on_error = self.on_error
+        if not _become_subreaper():
+            self.log.event(NO_SUBREAPER_MSG, "warning", event="degraded")
+        self.log.event("procwrap %s supervising %d init entries and %d processes (pid %d)"
+                       % (__version__, len(self.init), len(self.processes), os.getpid()),
+                       event="starting", pid=os.getpid())
+        self._next_init()
+        try:
+            loop.run()
+        finally:
+            self._sweep()
+        status = self.exit_status if self.exit_status is not None else 0
+        self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
+        return status
+
+    # -- init phase
+    def _next_init(self):
+        if self.shutting_down:
+            return self._check_done()
+        if self._init_index < len(self.init):
+            process = self.init[self._init_index]
+            self._init_index += 1
+            process.start()
+        else:
+            self._start_processes()
+
+    def on_init_change(self, process, old):
+        if process.state == State.RUNNING:
+            self._remember(process)
+        elif process.state == State.EXITED:
+            if process.status != 0 and not self.shutting_down:
+                self.log.event("init entry %s failed (%s); not starting processes"
+                               % (process.name, _describe_status(process.status)), "error",
+                               event="init-failed", name=process.name, status=process.status)
+                self.exit_status = process.status
+                self.shutdown("init entry %s failed" % process.name)
+            else:
+                self._next_init()
+        elif process.state == State.STOPPED:
+            self._check_done()
+
+    # -- processes
+    def _start_processes(self):
+        if not self.processes:
+            self.loop.stopped = True
+            return
+        for process in self.processes:
+            if process.state == State.STOPPED:
+                if self._ready_to_start(process):
+                    process.start()
+                else:
+                    process.wait()
+
+    def _ready_to_start(self, process):
+        """dependsOn: each is running, or finished well for good (a one-shot)."""
+        for name in process.spec.depends_on:
+            other = self.by_name[name]
+            if other.state != State.RUNNING and not (
+                    other.state == State.EXITED and other.status in other.spec.success_codes):
+                return False
+        return True
+
+    def _remember(self, process):
+        if process.pgid is not None:
+            self._known_groups.add(process.pgid)
+
+    def on_change(self, process, old):
+        state = process.state
+        if state == State.RUNNING:
+            self._remember(process)
+        if state == State.RUNNING or (state == State.EXITED and process.status == 0):
+            for dependent in self.dependents[process.name]:
+                if dependent.state == State.WAITING and self._ready_to_start(dependent):
+                    dependent.start()
+        if state in State.DONE:
+            if process.status not in process.spec.success_codes:
+                self.last_failure = process.status
+            if state == State.FATAL or process.status not in process.spec.success_codes:
+                self._abandon_dependents(process)
+            if process.spec.essential and not self.shutting_down:
+                self.exit_status = process.status
+                self.shutdown("essential process %s %s" % (
+                    process.name, "gave up" if state == State.FATAL else "ended"))
+                return
+        if self.shutting_down:
+            self._stop_ready()
+        self._check_done()
+
+    def _abandon_dependents(self, process):
+        """A dependency that ended badly for good: what waits on it will never start."""
+        for dependent in self.dependents[process.name]:
+            if dependent.state == State.WAITING:
+                self.log.event("%s: not starting, its dependency %s %s" % (
+                    dependent.name, process.name, _describe_status(process.status)), "error",
+                    event="fatal", name=dependent.name)
+                dependent.status = process.status
+                dependent._set_state(State.FATAL)
+
+    def _check_done(self):
+        """Stop the loop once nothing is alive (shutting down) or nothing more will run."""
+        everyone = self.init + self.processes
+        if self.shutting_down:
+            if not any(p.state in State.ALIVE for p in everyone):
+                self.loop.stopped = True
+            return
+        if self._init_index < len(self.init) or any(p.state in State.ALIVE for p in self.init):
+            return
+        if all(p.state in State.DONE for p in self.processes):
+            if self.exit_status is None:
+                self.exit_status = self.last_failure or 0
+            self.log.event("every process has ended", event="all-ended")
+            self.loop.stopped = True
+
+    # -- shutdown
+    def shutdown(self, reason):
+        """Stop everything: dependents before what they depend on, each with its own signal."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.log.event(SHUTDOWN_MSG % reason, event="shutdown")
+        for process in self.init + self.processes:
+            process.hold = True
+        self._stop_ready()
+        self._check_done()
+
+    def _stop_ready(self):
+        for process in self.init:
+            if process.state == State.RUNNING:
+                process.stop()
+        for process in self.processes:
+            if process.state in State.PENDING:
+                process.stop()
+            elif process.state == State.RUNNING and not any(
+                    d.state in State.ALIVE for d in self.dependents[process.name]):
+                process.stop()
+
+    def on_stop_signal(self, signum):
+        self.log.event(SIGNAL_MSG % _signal_name(signum), event="signal",
+                       signal=_signal_name(signum))
+        if not self.shutting_down:
+            self.shutdown("received %s" % _signal_name(signum))
+        elif self.kill_on_second_signal:
+            for process in self.init + self.processes:
+                if process.state in State.ALIVE:
+                    process.kill()
+        else:
+            self.log.event(SECOND_SIGNAL_MSG % _signal_name(signum), "warning", event="signal")
+
+    def on_forward_signal(self, signum):
+        """HUP, USR1, USR2: passed on to every running process (log reopening and the like)."""
+        self.log.event(SIGNAL_MSG % _signal_name(signum) + "; forwarding it",
+                       event="signal", signal=_signal_name(signum))
+        for process in self.init + self.processes:
+            if process.state == State.RUNNING:
+                process.signal(signum)
+
+    def on_orphan(self, pid, wait_status):
+        self.log.event(ORPHAN_MSG % (pid, _describe_status(_exit_status(wait_status))),
+                       event="reaped", pid=pid)
+
+    def on_error(self, text):
+        sys.stderr.write(text)
+        self.log.event("internal error, carrying on: %s" % text.strip().splitlines()[-1],
+                       "error", event="bug")
+
+    def _sweep(self):
+        """Leave no orphan: SIGKILL whatever is left of every group we started."""
+        for pgid in self._known_groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+# =============================================================================
+# Wrap mode
+# One command: signals forwarded to its group, retries with backoff, a time
+# limit, and its exit status passed through.
+# =============================================================================
+
+class Wrapper(object):
+    """Runs one ProcessSpec as wrap mode does and returns its exit status."""
+
+    def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
+                 loop=None):
+        self.loop = loop or Loop()
+        self.log = log
+        self.kill_on_second_signal = kill_on_second_signal
+        self.process = Process(spec, self.loop, log, self.on_change, max_line)
+        self.status = None              #: the status procwrap exits with
+        self.waiting_for_group = False  #: --wait-group: child gone, group not yet
+
+    def run(self):
+        loop = self.loop
+        for name in FORWARDED_SIGNALS:
+            loop.add_signal_handler(getattr(signal, name), self.on_signal)
+        for name in ("SIGTSTP", "SIGTTIN", "SIGTTOU"):
+            loop.add_signal_handler(getattr(signal, name), self.on_job_control)
+        loop.add_signal_handler(signal.SIGCONT, self.on_forward)
+        loop.add_signal_handler(signal.SIGCHLD, None)
+        _HANDLED_SIGNALS.update(loop.signal_handlers)
+        loop.on_orphan = self.on_orphan
+        subreaper = _become_subreaper()
+        if self.process.spec.keep_group and not subreaper:
+            self.log.event("--wait-group: " + NO_SUBREAPER_MSG + "; exiting with the child",
+                           "warning")
+            self.process.spec.keep_group = False
+        self.process.start()
+        loop.run()
+        return self.status
+
+    def on_signal(self, signum):
+        process = self.process
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            # A request to stop: no retry follows, whatever the status.
+            if process.state == State.STOPPING:
+                if self.kill_on_second_signal:
+                    process.kill()
+                else:
+                    process.signal(signum)
+                return
+            if process.state == State.RUNNING and signum == signal.SIGTERM:
+                process.stop()              # the stop signal, then SIGKILL after the grace
+                return
+            process.hold = True
+            if process.state == State.BACKOFF:
+                process.stop()
+                return
+        self.on_forward(signum)
+
+    def on_forward(self, signum):
+        self.process.signal(signum)
+
+    def on_job_control(self, signum):
+        """As dumb-init: pass TSTP/TTIN/TTOU on, then stop ourselves until CONT."""
+        self.process.signal(signum)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def on_change(self, process, old):
+        spec = process.spec
+        if process.state == State.BACKOFF:
+            attempts = (spec.restart_limit or 0) + 1
+            self.log.event(RETRYING_MSG % (process.restarts, attempts,
+                                           _describe_status(process.status)
+                                           if not process.timed_out else "timed out",
+                                           process.delay), "warning", event="retry")
+        elif process.state in State.DONE or process.state == State.STOPPED:
+            self.status = process.status
+            if spec.keep_group and self._group_alive():
+                self.waiting_for_group = True
+            else:
+                self.loop.stopped = True
+
+    def _group_alive(self):
+        if self.process.pgid is None:
+            return False
+        try:
+            os.killpg(self.process.pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def on_orphan(self, pid, wait_status):
+        if self.waiting_for_group and not self._group_alive():
+            self.loop.stopped = True
+
+
+# =============================================================================
+# CLI
+# One table of options, each with its PROCWRAP_<OPTION> twin; --help is
+# generated from it.  main() turns every user mistake into one line and 2.
+# =============================================================================
+
+def _opt_seconds(text, where):
+    try:
+        return _parse_duration(text)
+    except ValueError:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected seconds (10, 1.5, 500ms, 2m)", text))
+
+
+def _opt_count(text, where):
+    if not text.strip().isdigit():
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a whole number >= 0", text))
+    return int(text)
+
+
+def _opt_factor(text, where):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 1.0:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a number >= 1", text))
+    return value
+
+
+def _opt_fraction(text, where):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a fraction from 0 to 1", text))
+    return value
+
+
+def _opt_signal(text, where):
+    try:
+        return _parse_signal(text)
+    except ValueError:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a signal name like TERM or INT", text))
+
+
+def _opt_format(text, where):
+    if text not in LOG_FORMATS:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected one of " + ", ".join(LOG_FORMATS),
+                                          text))
+    return text
+
+
+def _opt_codes(text, where):
+    codes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) > 255:
+            raise UsageError(BAD_VALUE_MSG % (where, "expected exit codes 0-255 separated by "
+                                              "commas, like 0,3", text))
+        codes.append(int(part))
+    return tuple(codes)
+
+
+def _opt_names(text, where):
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _opt_text(text, where):
+    return text
+
+
+def _opt_assignment(text, where):
+    name, equals, value = text.partition("=")
+    if not equals or not name or "\x00" in name:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected NAME=VALUE", text))
+    return (name, value)
+
+
+class _Option(object):
+    """One command-line option and its environment twin."""
+    __slots__ = ("flags", "dest", "metavar", "parse", "default", "modes", "help", "repeat")
+
+    def __init__(self, flags, metavar, parse, default, modes, help, repeat=False):
+        self.flags = flags          #: ('-c', '--config')
+        self.dest = flags[-1][2:].replace("-", "_")
+        self.metavar = metavar      #: None for a flag (no value)
+        self.parse = parse          #: func(text, where) -> value
+        self.default = default
+        self.modes = modes          #: 'wrap', 'supervise', or both
+        self.help = help
+        self.repeat = repeat        #: may be given many times (a list)
+
+    @property
+    def env(self):
+        return "PROCWRAP_" + self.dest.upper()
+
+
+_BOTH = ("wrap", "supervise", "check")
+_WRAP = ("wrap",)
+_SUPERVISE = ("supervise", "check")
+
+_OPTIONS = [
+    _Option(("-c", "--config"), "FILE", _opt_text, None, _SUPERVISE,
+            "supervise the processes in FILE (.json, .toml, .yaml); '-' reads JSON on "
+            "stdin; in PROCWRAP_CONFIG, text starting with '{' is the JSON itself"),
+    _Option(("--log-format",), "FORMAT", _opt_format, None, _BOTH,
+            "json, logfmt, text or none: one record per line of output on stdout "
+            "(default: none = pass-through in wrap mode, json in supervisor mode)"),
+    _Option(("--log-merge-json",), None, None, False, _BOTH,
+            "json format: merge a line that is a JSON object into its record"),
+    _Option(("--log-max-line",), "BYTES", _opt_count, None, _BOTH,
+            "split lines longer than this into records marked partial (default 65536)"),
+    _Option(("--skip",), "NAMES", _opt_names, [], _SUPERVISE,
+            "leave out the init entries and processes with these names (comma-separated)",
+            repeat=True),
+    _Option(("--kill-on-second-signal",), None, None, False, _BOTH,
+            "a second TERM/INT while stopping sends SIGKILL at once instead of waiting "
+            "out the grace period"),
+    _Option(("--stop-signal",), "SIGNAL", _opt_signal, signal.SIGTERM, _WRAP,
+            "send this instead of TERM when asked to stop (default TERM)"),
+    _Option(("--stop-timeout",), "SECONDS", _opt_seconds, STOP_TIMEOUT, _WRAP,
+            "grace after the stop signal before SIGKILL to the group (default 10)"),
+    _Option(("--timeout",), "SECONDS", _opt_seconds, None, _WRAP,
+            "stop an attempt that runs longer (stop signal, grace, SIGKILL); exit 124"),
+    _Option(("--retries",), "N", _opt_count, 0, _WRAP,
+            "run again up to N times while the status is a failure (default 0)"),
+    _Option(("--retry-delay",), "SECONDS", _opt_seconds, RETRY_DELAY, _WRAP,
+            "wait before the first retry (default 1)"),
+    _Option(("--retry-backoff",), "FACTOR", _opt_factor, BACKOFF_FACTOR, _WRAP,
+            "multiply the delay by this after each retry (default 2)"),
+    _Option(("--retry-max-delay",), "SECONDS", _opt_seconds, BACKOFF_MAX, _WRAP,
+            "never wait longer than this between attempts (default 60)"),
+    _Option(("--retry-jitter",), "FRACTION", _opt_fraction, RETRY_JITTER, _WRAP,
+            "shorten each delay by a random part up to this fraction (default 0.1)"),
+    _Option(("--success-codes",), "CODES", _opt_codes, (0,), _WRAP,
+            "exit codes that are not failures, comma-separated (default 0)"),
+    _Option(("--wait-group",), None, None, False, _WRAP,
+            "when the child exits, wait for the rest of its process group instead of "
+            "sending it SIGTERM"),
+    _Option(("--workdir",), "DIR", _opt_text, None, _WRAP, "run the command in DIR"),
+    _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP,
+            "run the command as USER (name or uid) and GROUP; needs root"),
+    _Option(("--env-file",), "PATH", _opt_text, [], _WRAP,
+            "add the variables of a dotenv file (repeatable; twin: comma-separated)",
+            repeat=True),
+    _Option(("--env",), "NAME=VALUE", _opt_assignment, [], _WRAP,
+            "set a variable for the command (repeatable; twin: one per line)", repeat=True),
+]
+_OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.flags)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _usage():
+    lines = [
+        "usage: procwrap [OPTIONS] [--] CMD [ARGS...]   wrap one command",
+        "       procwrap -c FILE [OPTIONS]               supervise many (a container's PID 1)",
+        "       procwrap check -c FILE                   validate a config and exit",
+        "",
+        "options (each also read from its environment twin; the command line wins):",
+    ]
+    for option in _OPTIONS:
+        head = ", ".join(option.flags) + (" " + option.metavar if option.metavar else "")
+        mode = {"wrap": " [wrap]", "supervise": " [supervise]"}.get(option.modes[0], "") \
+            if len(option.modes) < 3 else ""
+        lines.append("  %s%s" % (head, mode))
+        lines.append("        %s" % option.help)
+        lines.append("        env: %s" % option.env)
+    lines += ["  -h, --help        show this help", "  --version         print the version",
+              "", __doc__.split("Exit status:", 1)[1].split("Contents:", 1)[0].rstrip().join(
+                  ("exit status:", ""))]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_args(argv, environ):
+    """(subcommand, options dict, command, flags given on the command line)."""
+    options = dict((o.dest, list(o.default) if o.repeat else o.default) for o in _OPTIONS)
+    given = {}
+    subcommand = None
+    index = 0
+    if argv and argv[0] == "check":
+        subcommand, index = "check", 1
+    command = []
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            command = argv[index + 1:]
+            break
+        if not arg.startswith("-") or arg == "-":
+            command = argv[index:]
+            break
+        if arg in ("-h", "--help"):
+            return "help", options, [], given
+        if arg == "--version":
+            return "version", options, [], given
+        name, equals, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = _OPTION_INDEX.get(name)
+        if option is None:
+            raise UsageError(UNKNOWN_OPTION_MSG % (name, _did_you_mean(name, _OPTION_INDEX)))
+        if option.metavar is None:
+            if equals:
+                raise UsageError("%s: takes no value; drop '=%s'" % (name, value))
+            options[option.dest] = True
+        else:
+            if not equals:
+                index += 1
+                if index >= len(argv):
+                    raise UsageError(NEEDS_VALUE_MSG % (name, option.metavar))
+                value = argv[index]
+            parsed = option.parse(value, name)
+            if option.repeat:
+                options[option.dest] = options[option.dest] + (
+                    parsed if isinstance(parsed, list) else [parsed])
+            else:
+                options[option.dest] = parsed
+        given[option.dest] = name
+        index += 1
+    for option in _OPTIONS:
+        text = environ.get(option.env)
+        if option.dest in given or text is None:
+            continue
+        if option.metavar is None:
+            if text.strip().lower() not in _TRUE + _FALSE:
+                raise UsageError(BAD_VALUE_MSG % (option.env, "expected 1/true/yes or "
+                                                  "0/false/no", text))
+            options[option.dest] = text.strip().lower() in _TRUE
+        elif option.repeat:
+            parts = text.split("\n") if option.dest == "env" else text.split(",")
+            for part in parts:
+                if part.strip():
+                    parsed = option.parse(part.strip(), option.env)
+                    options[option.dest] += parsed if isinstance(parsed, list) else [parsed]
+        elif text.strip():
+            options[option.dest] = option.parse(text.strip(), option.env)
+    return subcommand, options, command, given
+
+
+def _wrap_spec(options, command, environ):
+    """The ProcessSpec wrap mode runs, from the options."""
+    env = dict((k, v) for k, v in environ.items() if not k.startswith("PROCWRAP_"))
+    user = None
+    if options["user"]:
+        user = _resolve_user(options["user"], "--user")
+        if os.geteuid() not in (0, user.uid):
+            raise UsageError(NEED_ROOT_MSG % ("--user", os.geteuid()))
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    for path in options["env_file"]:
+        env.update(_read_dotenv(path, "--env-file", env))
+    for name, value in options["env"]:
+        env[name] = value
+    workdir = options["workdir"]
+    if workdir and not os.path.isdir(workdir):
+        raise UsageError(NOT_A_DIR_MSG % ("--workdir", workdir))
+    capture = (options["log_format"] or "none") != "none"
+    return ProcessSpec(
+        name=os.path.basename(command[0]) or "main", where="command", argv=list(command),
+        env=env, workdir=workdir, user=user, stop_signal=options["stop_signal"],
+        stop_timeout=options["stop_timeout"], timeout=options["timeout"],
+        restart="OnFailure" if options["retries"] else "Never",
+        success_codes=options["success_codes"], restart_limit=options["retries"],
+        backoff_initial=options["retry_delay"], backoff_factor=options["retry_backoff"],
+        backoff_max=options["retry_max_delay"], backoff_jitter=options["retry_jitter"],
+        backoff_reset=float("inf"), capture=capture, keep_group=options["wait_group"],
+        tty=not capture and _isatty(0), labels={})
+
+
+def _isatty(fd):
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _ensure_stdio():
+    """Open /dev/null on any of fds 0-2 that is closed, so pipes never land there."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _run(argv, environ):
+    subcommand, options, command, given = _parse_args(argv, environ)
+    if subcommand == "help":
+        sys.stdout.write(_usage())
+        return EX_OK
+    if subcommand == "version":
+        sys.stdout.write("procwrap %s\n" % __version__)
+        return EX_OK
+    if subcommand == "check":
+        mode = "check"
+    elif command and "config" in given:
+        raise UsageError("give either a command to wrap or -c FILE to supervise, not both")
+    elif command:
+        mode = "wrap"
+    elif options["config"]:
+        mode = "supervise"
+    else:
+        raise UsageError(NO_COMMAND_MSG)
+    for dest, flag in sorted(given.items()):
+        option = _OPTION_INDEX[flag]
+        if mode not in option.modes:
+            raise UsageError(MODE_OPTION_MSG % (flag, option.modes[0], "use -c FILE"
+                                                if option.modes[0] == "supervise"
+                                                else "give a command"))
+    if mode == "check" and command:
+        raise UsageError("check: unexpected arguments %r; use procwrap check -c FILE"
+                         % " ".join(command))
+    if mode == "check" and not options["config"]:
+        raise UsageError("check: needs -c FILE (or PROCWRAP_CONFIG)")
+
+    _ensure_stdio()
+    max_line = options["log_max_line"] or MAX_LINE_BYTES
+    if mode == "wrap":
+        spec = _wrap_spec(options, command, environ)
+        log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
+        return Wrapper(spec, log, max_line, options["kill_on_second_signal"]).run()
+
+    where = given.get("config", "PROCWRAP_CONFIG")
+    config = _load_config(options["config"], where)
+    init, processes, settings = _build_specs(config, environ, options["skip"],
+                                             check_root=(mode != "check"))
+    if mode == "check":
+        sys.stdout.write("procwrap: %s is valid: %d init entries, %d processes\n"
+                         % ("config" if options["config"].lstrip().startswith("{")
+                            else options["config"], len(init), len(processes)))
+        return EX_OK
+    log = Log(options["log_format"] or settings["format"],
+              merge_json=options["log_merge_json"] or settings["merge_json"])
+    max_line = options["log_max_line"] or settings["max_line"]
+    return Supervisor(init, processes, log, max_line, options["kill_on_second_signal"]).run()
+
+
+def main(argv=None):
+    """Run procwrap as the command line would, and return its exit status.
+
+        >>> import procwrap
+        >>> procwrap.main(["--timeout", "5", "--", "true"])
+        0
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        return _run(list(argv), os.environ)
+    except ProcwrapError as error:
+        for line in str(error).split("\n"):
+            sys.stderr.write(ERROR_MSG % line + "\n")
+        return error.exit_status
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        sys.stderr.write(INTERNAL_ERROR_MSG % __version__ + "\n")
+        return EX_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
