@@ -1,0 +1,204 @@
+"""Shared helpers: run procwrap's CLI for real and wait on what it prints."""
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROCWRAP = os.path.join(ROOT, "procwrap.py")
+FIXTURES = os.path.join(ROOT, "test_fixtures")
+PYTHON = sys.executable
+TEST_USER = "procwrap-test"
+
+#: Upper bound of every wait in the suite.  Generous: these VMs pause.
+WAIT = 60
+
+sys.path.insert(0, ROOT)
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def clean_environ(**extra):
+    """os.environ without PROCWRAP_* (so the suite ignores the caller's), plus extra."""
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("PROCWRAP_"))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _no_procwrap_env(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("PROCWRAP_"):
+            monkeypatch.delenv(key)
+
+
+def run(*args, **kwargs):
+    """Run `procwrap.py ARGS` to completion; a CompletedProcess with text output."""
+    python = kwargs.pop("python", PYTHON)
+    env = kwargs.pop("env", None) or clean_environ()
+    return subprocess.run([python, PROCWRAP] + list(args), env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=kwargs.pop("timeout", WAIT),
+                          **kwargs)
+
+
+def records(text):
+    """JSON records, one per line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def events(text, event=None):
+    """procwrap's own records (optionally of one event type)."""
+    return [r for r in records(text) if r.get("process") == "procwrap"
+            and (event is None or r.get("event") == event)]
+
+
+def lines_of(text, process, stream="stdout"):
+    return [r["message"] for r in records(text)
+            if r.get("process") == process and r.get("stream") == stream]
+
+
+class Background(object):
+    """procwrap started in the background; threads collect its stdout and stderr lines."""
+
+    def __init__(self, args, env=None, python=PYTHON, cwd=None, preexec=None,
+                 command=None):
+        argv = command if command is not None else [python, PROCWRAP] + list(args)
+        self.proc = subprocess.Popen(argv, env=env or clean_environ(), cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, preexec_fn=preexec)
+        self.pid = self.proc.pid
+        self.out, self.err = [], []
+        self._changed = threading.Condition()
+        self._threads = [threading.Thread(target=self._read, args=(self.proc.stdout, self.out)),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, self.err))]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    def _read(self, stream, into):
+        for raw in iter(stream.readline, b""):
+            with self._changed:
+                into.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def expect(self, text, stream="out", timeout=WAIT, count=1):
+        """Wait until `count` lines contain `text` (or match a callable); return the last."""
+        test = text if callable(text) else (lambda line: text in line)
+        lines = self.out if stream == "out" else self.err
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in lines if test(line)]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not any(
+                        t.is_alive() for t in self._threads)):
+                    raise AssertionError("never saw %r in %s:\n%s\nstderr:\n%s" % (
+                        text, stream, "\n".join(self.out[-40:]), "\n".join(self.err[-20:])))
+                self._changed.wait(min(left, 0.5))
+
+    def expect_event(self, event, name=None, timeout=WAIT, count=1):
+        def test(line):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                return False
+            return record.get("event") == event and (name is None or record.get("name") == name)
+        return json.loads(self.expect(test, timeout=timeout, count=count))
+
+    def signal(self, signum):
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout=WAIT):
+        status = self.proc.wait(timeout=timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return status
+
+    @property
+    def stdout(self):
+        return "\n".join(self.out) + "\n"
+
+    @property
+    def stderr(self):
+        return "\n".join(self.err) + "\n"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT)
+
+
+@pytest.fixture
+def background():
+    """Start procwrap in the background; whatever is left is killed at the end."""
+    started = []
+
+    def start(*args, **kwargs):
+        bg = Background(args, **kwargs)
+        started.append(bg)
+        return bg
+    yield start
+    for bg in started:
+        bg.kill()
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError):
+        return False
+
+
+def wait_until(predicate, timeout=WAIT, what="condition"):
+    """Bounded wait for a state that no event announces (a pid disappearing)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+@pytest.fixture(scope="session")
+def test_user():
+    """A real unprivileged user; .ci/run creates it, and so does this on a fresh machine."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.check_call(["useradd", "--create-home", "--shell", "/bin/sh", TEST_USER])
+        return pwd.getpwnam(TEST_USER)
+
+
+def load_table(name):
+    """Rows of a JSON table in test_fixtures/ (a list of objects)."""
+    with open(fixture(name), encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def write_config(tmp_path, config, name="procwrap.json"):
+    path = tmp_path / name
+    if isinstance(config, str):
+        path.write_text(config)
+    else:
+        path.write_text(json.dumps(config))
+    return str(path)
+
