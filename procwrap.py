@@ -1703,6 +1703,11 @@ class Process(object):
                            name=self.name, delay=round(delay, 3), restarts=self.restarts)
             self._set_state(State.BACKOFF)
 
+    def give_up(self):
+        """WAITING -> FATAL: it will never be started (a dependency ended badly)."""
+        self._cancel("_restart_timer")
+        self._set_state(State.FATAL)
+
     def _cancel(self, attribute):
         timer = getattr(self, attribute)
         if timer is not None:
@@ -1820,20 +1825,28 @@ class Supervisor(object):
             self.loop.stopped = True
             return
         for process in self.processes:
-            if process.state == State.STOPPED:
-                if self._ready_to_start(process):
-                    process.start()
-                else:
-                    process.wait()
+            process.wait()
+        for process in self.processes:
+            if process.state == State.WAITING:
+                self._try_start(process)
 
-    def _ready_to_start(self, process):
-        """dependsOn: each is running, or finished well for good (a one-shot)."""
+    def _try_start(self, process):
+        """WAITING -> RUNNING once every dependsOn is running or finished well for good
+        (a one-shot); WAITING -> FATAL when one ended badly for good."""
         for name in process.spec.depends_on:
             other = self.by_name[name]
-            if other.state != State.RUNNING and not (
-                    other.state == State.EXITED and other.status in other.spec.success_codes):
-                return False
-        return True
+            finished_well = other.state == State.EXITED and other.status in other.spec.success_codes
+            if other.state in State.DONE and not finished_well:
+                self.log.event("%s: not starting, its dependency %s %s" % (
+                    process.name, name, _describe_status(other.status)
+                    if other.status is not None else "gave up"), "error",
+                    event="fatal", name=process.name)
+                process.status = other.status
+                process.give_up()
+                return
+            if other.state != State.RUNNING and not finished_well:
+                return
+        process.start()
 
     def _remember(self, process):
         if process.pgid is not None:
@@ -1843,15 +1856,13 @@ class Supervisor(object):
         state = process.state
         if state == State.RUNNING:
             self._remember(process)
-        if state == State.RUNNING or (state == State.EXITED and process.status == 0):
+        if state == State.RUNNING or state in State.DONE:
             for dependent in self.dependents[process.name]:
-                if dependent.state == State.WAITING and self._ready_to_start(dependent):
-                    dependent.start()
+                if dependent.state == State.WAITING:
+                    self._try_start(dependent)
         if state in State.DONE:
             if process.status not in process.spec.success_codes:
                 self.last_failure = process.status
-            if state == State.FATAL or process.status not in process.spec.success_codes:
-                self._abandon_dependents(process)
             if process.spec.essential and not self.shutting_down:
                 self.exit_status = process.status
                 self.shutdown("essential process %s %s" % (
@@ -1860,16 +1871,6 @@ class Supervisor(object):
         if self.shutting_down:
             self._stop_ready()
         self._check_done()
-
-    def _abandon_dependents(self, process):
-        """A dependency that ended badly for good: what waits on it will never start."""
-        for dependent in self.dependents[process.name]:
-            if dependent.state == State.WAITING:
-                self.log.event("%s: not starting, its dependency %s %s" % (
-                    dependent.name, process.name, _describe_status(process.status)), "error",
-                    event="fatal", name=dependent.name)
-                dependent.status = process.status
-                dependent._set_state(State.FATAL)
 
     def _check_done(self):
         """Stop the loop once nothing is alive (shutting down) or nothing more will run."""
@@ -1926,7 +1927,7 @@ class Supervisor(object):
         self.log.event(SIGNAL_MSG % _signal_name(signum) + "; forwarding it",
                        event="signal", signal=_signal_name(signum))
         for process in self.init + self.processes:
-            if process.state == State.RUNNING:
+            if process.state in State.ALIVE:
                 process.signal(signum)
 
     def on_orphan(self, pid, wait_status):
