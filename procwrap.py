@@ -807,9 +807,7 @@ def _build_specs(config, environ, skip=(), check_root=True):
         for where, fields in entries[section]:
             if fields.get("name") in skip:
                 continue
-            spec = _build_spec(fields, where, base, checker, check_root)
-            if spec is not None:
-                specs[section].append(spec)
+            specs[section].append(_build_spec(fields, where, base, checker, check_root))
     _check_dependencies(specs["processes"], set(skip), names, checker)
     if checker.problems:
         raise ConfigError(checker.problems)
@@ -830,15 +828,14 @@ def _base_environment(environ, policy, checker):
 
 
 def _build_spec(fields, where, base, checker, check_root):
-    """One ProcessSpec from a validated entry, or None when it has problems."""
-    before = len(checker.problems)
+    """One ProcessSpec from an entry; its problems go to the checker."""
     spec = ProcessSpec(where=where, labels={})
     name = checker.string(fields.get("name", ""), where + ".name")
     if name is not _INVALID and (not _NAME_RE.match(name) or name == "procwrap"):
         checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
                      "and '-' (and not 'procwrap')" % name)
     spec.name = name
-    command = checker.strings(fields.get("command", []), where + ".command", split=True)
+    command = checker.strings(fields.get("command", ["-"]), where + ".command", split=True)
     if command is not _INVALID and not command:
         checker.fail(where + ".command", "is empty; give the program to run")
     args = checker.strings(fields.get("args", []), where + ".args")
@@ -891,7 +888,7 @@ def _build_spec(fields, where, base, checker, check_root):
         spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
         spec.depends_on = checker.strings(fields.get("dependsOn", []), where + ".dependsOn")
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
-    return spec if len(checker.problems) == before else None
+    return spec
 
 
 def _apply_env_entries(entries, where, env, checker):
@@ -904,7 +901,9 @@ def _apply_env_entries(entries, where, env, checker):
         for index, item in enumerate(entries):
             place = "%s[%d]" % (where, index)
             item = checker.fields(item, place, ("name", "value"), required=("name",))
-            name = checker.string(item.get("name", ""), place + ".name")
+            if "name" not in item:
+                continue
+            name = checker.string(item["name"], place + ".name")
             value = item.get("value", "")
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 checker.fail(place + ".value", "expected a string, got %r; quote it" % (value,))
@@ -938,7 +937,7 @@ def _apply_backoff(fields, where, spec, checker):
 
 def _check_dependencies(specs, skipped, names, checker):
     """dependsOn names must exist and form no cycle; skipped ones are dropped."""
-    by_name = dict((spec.name, spec) for spec in specs)
+    by_name = dict((spec.name, spec) for spec in specs if spec.name is not _INVALID)
     for spec in specs:
         if spec.depends_on is _INVALID:
             continue

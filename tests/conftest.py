@@ -155,6 +155,23 @@ def background():
         bg.kill()
 
 
+@pytest.fixture(scope="session")
+def public_copy(tmp_path_factory):
+    """procwrap.py and an interpreter an unprivileged user can reach (/root is 0700)."""
+    import shutil
+    import tempfile
+
+    class Copy(object):
+        directory = tempfile.mkdtemp(prefix="procwrap-public-")
+        procwrap = os.path.join(directory, "procwrap.py")
+        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else PYTHON
+    os.chmod(Copy.directory, 0o755)
+    shutil.copy(PROCWRAP, Copy.procwrap)
+    os.chmod(Copy.procwrap, 0o644)
+    yield Copy
+    shutil.rmtree(Copy.directory, ignore_errors=True)
+
+
 def pid_alive(pid):
     """True while pid exists and is not a zombie."""
     try:
