@@ -1,0 +1,117 @@
+"""Real CLI scenarios under every CPython 3.x that `pyenv versions` lists (3.6 ... 3.13)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, PROCWRAP, WAIT, Background, clean_environ, fixture, records
+
+REQUIRED = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+def pyenv_interpreters():
+    """{'3.6': '/root/.pyenv/versions/3.6.15/bin/python3', ...} from `pyenv versions`."""
+    try:
+        out = subprocess.run(["pyenv", "versions", "--bare"], stdout=subprocess.PIPE,
+                             universal_newlines=True, timeout=WAIT).stdout
+        root = subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE,
+                              universal_newlines=True, timeout=WAIT).stdout.strip()
+    except OSError:
+        return {}
+    found = {}
+    for version in out.split():
+        parts = version.split(".")
+        if len(parts) >= 2 and parts[0] == "3" and parts[1].isdigit():
+            python = os.path.join(root, "versions", version, "bin", "python3")
+            if os.path.exists(python):
+                found["3." + parts[1]] = python
+    return found
+
+
+INTERPRETERS = pyenv_interpreters()
+
+
+def test_every_required_interpreter_is_installed():
+    missing = [v for v in REQUIRED if v not in INTERPRETERS]
+    assert not missing, "pyenv lists no CPython %s; install it (pyenv install)" % missing
+
+
+def run_with(python, *args, **kwargs):
+    return subprocess.run([python, PROCWRAP] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=WAIT,
+                          env=kwargs.pop("env", clean_environ()), **kwargs)
+
+
+@pytest.fixture(params=REQUIRED)
+def python(request):
+    if request.param not in INTERPRETERS:
+        pytest.fail("CPython %s is not installed" % request.param)
+    return INTERPRETERS[request.param]
+
+
+def test_wrap_exit_statuses(python):
+    assert run_with(python, "--", "sh", "-c", "exit 3").returncode == 3
+    assert run_with(python, "--", "sh", "-c", "kill -TERM $$").returncode == 143
+    assert run_with(python, "--", "no-such-command-procwrap").returncode == 127
+    retried = run_with(python, "--retries", "2", "--retry-delay", "0.01", "--", "sh", "-c",
+                       "echo x; exit 4")
+    assert retried.returncode == 4 and retried.stdout == "x\n" * 3
+    timed = run_with(python, "--timeout", "0.2", "--", "sleep", "30")
+    assert timed.returncode == 124
+
+
+def test_wrap_forwards_signals(python):
+    bg = Background(["--", python, fixture("print_signals.py"), "--exit-on", "USR1"],
+                    python=python)
+    try:
+        bg.expect("ready (pid:")
+        bg.signal(signal.SIGHUP)
+        bg.expect("SIGHUP")
+        bg.signal(signal.SIGUSR1)
+        bg.expect("SIGUSR1")
+        assert bg.wait() == 0
+    finally:
+        bg.kill()
+
+
+def test_supervisor_json_logs(python, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"init": [{"name": "i", "command": ["echo", "init"]}],
+                                  "processes": [
+                                      {"name": "srv", "command": ["sleep", "30"]},
+                                      {"name": "job", "command": ["sh", "-c", "echo done"],
+                                       "restartPolicy": "Never", "essential": True,
+                                       "labels": {"k": "v"}}]}))
+    result = run_with(python, "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    got = records(result.stdout)
+    assert {"process": "job", "stream": "stdout", "message": "done", "k": "v"}.items() <= \
+        [r for r in got if r.get("process") == "job"][0].items()
+    assert [r["name"] for r in got if r.get("event") == "stopping"] == ["srv"]
+
+
+def test_supervisor_shutdown_on_term(python, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"processes": [
+        {"name": "a", "command": [python, fixture("print_signals.py"), "--exit-on", "TERM"]}]}))
+    bg = Background(["-c", str(config)], python=python)
+    try:
+        bg.expect("ready (pid:")
+        bg.signal(signal.SIGTERM)
+        assert bg.wait() == 0
+        assert "SIGTERM" in bg.stdout
+    finally:
+        bg.kill()
+
+
+def test_config_error(python, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"processes": [{"name": "a", "command": ["x"],
+                                                 "restartPolicy": "always"}]}))
+    result = run_with(python, "check", "-c", str(config))
+    assert result.returncode == 2
+    assert result.stderr == ("procwrap: error: processes[0].restartPolicy: expected Always, "
+                             "OnFailure or Never, got 'always'\n")
