@@ -110,6 +110,25 @@ def _set_pipe_size(fd):
         pass  # the 64 KiB default works, only slower
 
 
+class _Pattern(object):
+    """A regular expression compiled on first use.
+
+    procwrap has a score of them; compiling all at import costs about 5 ms,
+    which wrapping /bin/true would pay for nothing.
+    """
+    __slots__ = ("source", "flags", "_compiled")
+
+    def __init__(self, source, flags=0):
+        self.source = source        #: the pattern text
+        self.flags = flags          #: re flags
+        self._compiled = None       #: the re.Pattern, once used
+
+    def __getattr__(self, name):
+        if self._compiled is None:
+            self._compiled = re.compile(self.source, self.flags)
+        return getattr(self._compiled, name)
+
+
 # =============================================================================
 # Constants & messages
 # Exit statuses, tunables and every message a user can see.  Tests assert on
@@ -249,7 +268,7 @@ def _require(module, pip_name, why, where):
 # timestamps, logfmt.  No I/O here except reading a dotenv file's text.
 # =============================================================================
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = _Pattern(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
 
 
@@ -324,7 +343,7 @@ def _backoff_delay(restarts, initial, factor, maximum, jitter=0.0, rand=None):
     return max(0.0, delay)
 
 
-_K8S_VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+_K8S_VAR_RE = _Pattern(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
 def _expand_vars(text, env):
@@ -341,19 +360,19 @@ def _expand_vars(text, env):
 
 # -- dotenv: python-dotenv's grammar (SPECS.md 3.1-3.2), errors instead of skips.
 
-_DOTENV_SKIP_RE = re.compile(r"(?:[ \t\f\v]*(?:#[^\r\n]*)?(?:\r\n|\n|\r))+")
-_DOTENV_EXPORT_RE = re.compile(r"export[ \t]+")
-_DOTENV_KEY_RE = re.compile(r"'([^']+)'|([^=#\s]+)")
-_DOTENV_EQUALS_RE = re.compile(r"[ \t]*(=[ \t]*)?")
-_DOTENV_SINGLE_RE = re.compile(r"'((?:\\.|[^'\\])*)'", re.S)
-_DOTENV_DOUBLE_RE = re.compile(r'"((?:\\.|[^"\\])*)"', re.S)
-_DOTENV_UNQUOTED_RE = re.compile(r"[^\r\n]*")
-_DOTENV_END_RE = re.compile(r"[ \t]*(?:#[^\r\n]*)?(?:\r\n|\n|\r|$)")
+_DOTENV_SKIP_RE = _Pattern(r"(?:[ \t\f\v]*(?:#[^\r\n]*)?(?:\r\n|\n|\r))+")
+_DOTENV_EXPORT_RE = _Pattern(r"export[ \t]+")
+_DOTENV_KEY_RE = _Pattern(r"'([^']+)'|([^=#\s]+)")
+_DOTENV_EQUALS_RE = _Pattern(r"[ \t]*(=[ \t]*)?")
+_DOTENV_SINGLE_RE = _Pattern(r"'((?:\\.|[^'\\])*)'", re.S)
+_DOTENV_DOUBLE_RE = _Pattern(r'"((?:\\.|[^"\\])*)"', re.S)
+_DOTENV_UNQUOTED_RE = _Pattern(r"[^\r\n]*")
+_DOTENV_END_RE = _Pattern(r"[ \t]*(?:#[^\r\n]*)?(?:\r\n|\n|\r|$)")
 _DOTENV_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b",
                    "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_DOTENV_DOUBLE_ESCAPE_RE = re.compile(r"\\(.)", re.S)
-_DOTENV_SINGLE_ESCAPE_RE = re.compile(r"\\([\\'])")
-_DOTENV_INTERPOLATE_RE = re.compile(r"\$\{([^}:]*)(?::-([^}]*))?\}")
+_DOTENV_DOUBLE_ESCAPE_RE = _Pattern(r"\\(.)", re.S)
+_DOTENV_SINGLE_ESCAPE_RE = _Pattern(r"\\([\\'])")
+_DOTENV_INTERPOLATE_RE = _Pattern(r"\$\{([^}:]*)(?::-([^}]*))?\}")
 
 
 def _parse_dotenv(text, where, environ):
@@ -483,8 +502,8 @@ def _rfc3339(now):
     return "%s.%03dZ" % (_last_second[1], int((now - second) * 1000))
 
 
-_LOGFMT_QUOTE_RE = re.compile('[\x00-\x20="\x7f\ufffd]')
-_LOGFMT_ESCAPE_RE = re.compile('[\x00-\x1f"\\\\\x7f\ufffd]')
+_LOGFMT_QUOTE_RE = _Pattern('[\x00-\x20="\x7f\ufffd]')
+_LOGFMT_ESCAPE_RE = _Pattern('[\x00-\x1f"\\\\\x7f\ufffd]')
 _LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -598,8 +617,8 @@ class ProcessSpec(object):
             setattr(self, key, value)
 
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_NAME_RE = re.compile(r"^[^=\x00]+$")
+_NAME_RE = _Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME_RE = _Pattern(r"^[^=\x00]+$")
 _INVALID = object()
 
 
@@ -980,8 +999,8 @@ def _check_dependencies(specs, skipped, names, checker):
 # chunks that need escaping go line by line.
 # =============================================================================
 
-_JSON_ESCAPE_RE = re.compile('[\x00-\x09\x0b-\x1f"\\\\]')
-_LOGFMT_CHUNK_RE = re.compile('[\x00-\x09\x0b-\x1f"\\\\\x7f\ufffd]')
+_JSON_ESCAPE_RE = _Pattern('[\x00-\x09\x0b-\x1f"\\\\]')
+_LOGFMT_CHUNK_RE = _Pattern('[\x00-\x09\x0b-\x1f"\\\\\x7f\ufffd]')
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 _LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
