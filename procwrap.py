@@ -999,8 +999,11 @@ def _check_dependencies(specs, skipped, names, checker):
 # chunks that need escaping go line by line.
 # =============================================================================
 
-_JSON_ESCAPE_RE = _Pattern('[\x00-\x09\x0b-\x1f"\\\\]')
-_LOGFMT_CHUNK_RE = _Pattern('[\x00-\x09\x0b-\x1f"\\\\\x7f\ufffd]')
+#: Bytes a chunk may hold and still take the fast path: everything but the
+#: control characters other than newline, '"' and '\\' (and DEL for logfmt).
+#: bytes.translate deletes them at about 0.5 ns a byte; a regex search takes 4.
+_JSON_SAFE = bytes(b for b in range(256) if (b >= 0x20 or b == 0x0A) and b not in b'"\\')
+_LOGFMT_SAFE = _JSON_SAFE.replace(b"\x7f", b"")
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 _LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
@@ -1116,14 +1119,14 @@ class _Sink(object):
             head = '{"time":"' + stamp + '",' + self.fixed + '"message":"'
             if self.log.merge_json and "{" in text:
                 out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
-            elif _JSON_ESCAPE_RE.search(text) is None:
+            elif not data.translate(None, _JSON_SAFE):
                 out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
             else:
                 encode = self.log._encode
                 out = "".join(head + encode(line)[1:-1] + '"}\n' for line in text.split("\n"))
         else:
             head = "time=" + stamp + self.fixed + 'msg="'
-            if _LOGFMT_CHUNK_RE.search(text) is None:
+            if not data.translate(None, _LOGFMT_SAFE) and "\ufffd" not in text:
                 out = head + ('"\n' + head).join(text.split("\n")) + '"\n'
             else:
                 out = "".join(head + _logfmt_escape(line) + '"\n' for line in text.split("\n"))
@@ -1206,12 +1209,23 @@ class _Pipe(object):
         cut = data.rfind(b"\n")
         if cut >= 0:
             complete, data = data[:cut], data[cut + 1:]
-            if len(complete) > self.max_line:
+            if len(complete) > self.max_line and self._has_long_line(complete):
                 for line in complete.split(b"\n"):
                     self._long(line, last=True)
             else:
                 self.sink.lines(complete)
         self.partial = self._long(data, last=False)
+
+    def _has_long_line(self, complete):
+        """Is a line of `complete` over the limit?  Cheap in the common case: every
+        line after the first lies inside one read, so only the first can be long
+        while READ_SIZE <= max_line."""
+        first = complete.find(b"\n")
+        if (first if first >= 0 else len(complete)) > self.max_line:
+            return True
+        if READ_SIZE <= self.max_line:
+            return False
+        return max(map(len, complete.split(b"\n"))) > self.max_line
 
     def _long(self, line, last):
         """Emit marked pieces while `line` is over the limit; return or emit the rest."""
