@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""procwrap benchmarks: ratios against the floor and the peers, measured in the same run.
+
+usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
+
+  wrap      wall time of wrapping /bin/true (median of interleaved runs)
+  logs      lines/s for one child writing 1,000,000 lines of 100 bytes
+  idle      RSS, CPU and wake-ups of a supervisor of 50 idle sleeps
+  term      SIGTERM with 50 children: time from the last child's exit to procwrap's
+  many      500 children: time to all running, RSS, time to stop
+
+Peers come from a virtualenv (--peers, default /tmp/procwrap-bench-peers, made and filled
+with supervisor, honcho, circus and cloudreactor-procwrapper when missing) and from PATH
+(tini and dumb-init: apt-get install tini dumb-init).  A peer that is missing is reported,
+not fatal.  This machine is shared and noisy: read the ratios, not the absolute numbers.
+"""
+import json
+import os
+import py_compile
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PROCWRAP = os.path.join(ROOT, "procwrap.py")
+PYTHON = os.path.realpath(sys.executable)        # the real interpreter, never a pyenv shim
+LINE = b"x" * 99 + b"\n"
+WRITER = ("import os, sys\nn = int(sys.argv[1])\nblock = %r * 1000\n"
+          "for _ in range(n // 1000):\n    os.write(1, block)\n" % LINE)
+
+
+def log(text):
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def peers_venv(path):
+    """A virtualenv holding the Python peers; created on first use."""
+    python = os.path.join(path, "bin", "python")
+    if not os.path.exists(os.path.join(path, "bin", "supervisord")):
+        log("installing peers into %s ..." % path)
+        subprocess.check_call([PYTHON, "-m", "venv", path])
+        subprocess.check_call([python, "-m", "pip", "install", "-q", "supervisor", "honcho",
+                               "circus", "cloudreactor-procwrapper"])
+    return os.path.join(path, "bin")
+
+
+def environ(**extra):
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("PROCWRAP_"))
+    env.update(extra)
+    return env
+
+
+# -- process inspection from /proc ---------------------------------------------
+
+def proc_status(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as stream:
+        for line in stream:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def rss_mb(pid):
+    return int(proc_status(pid)["VmRSS"].split()[0]) / 1024.0
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as stream:
+        parts = stream.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def wakeups(pid):
+    status = proc_status(pid)
+    return int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"])
+
+
+def children_of(pid):
+    """Live (not zombie) children of pid."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as stream:
+                parts = stream.read().rsplit(")", 1)[1].split()
+        except (IOError, OSError):
+            continue
+        if int(parts[1]) == pid and parts[0] != "Z":
+            found.append(int(name))
+    return found
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError):
+        return False
+
+
+def wait_for(predicate, timeout, poll=0.005):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def stop(proc, timeout=30):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- supervisors under test -------------------------------------------------------
+
+class Setup(object):
+    """Writes the config files each supervisor needs for a list of commands."""
+
+    def __init__(self, peers):
+        self.peers = peers
+        self.dir = tempfile.mkdtemp(prefix="procwrap-bench-")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def write(self, name, text):
+        with open(self.path(name), "w") as stream:
+            stream.write(text)
+        return self.path(name)
+
+    def procwrap(self, commands, fmt="json"):
+        config = {"logs": {"format": fmt}, "processes": [
+            {"name": "p%d" % i, "command": command, "restartPolicy": "Never"}
+            for i, command in enumerate(commands)]}
+        return [PYTHON, PROCWRAP, "-c", self.write("procwrap.json", json.dumps(config))]
+
+    def supervisord(self, commands):
+        text = ("[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
+                "pidfile=%s\n[unix_http_server]\nfile=%s\n" % (
+                    self.path("supervisord.pid"), self.path("supervisor.sock")))
+        for i, command in enumerate(commands):
+            text += ("[program:p%d]\ncommand=%s\nautorestart=false\nstartsecs=0\n"
+                     "stdout_logfile=/dev/stdout\nstdout_logfile_maxbytes=0\n"
+                     "stderr_logfile=/dev/stderr\nstderr_logfile_maxbytes=0\n"
+                     % (i, " ".join(command)))
+        return [os.path.join(self.peers, "supervisord"), "-c",
+                self.write("supervisord.conf", text)]
+
+    def honcho(self, commands):
+        text = "".join("p%d: %s\n" % (i, " ".join(c)) for i, c in enumerate(commands))
+        return [os.path.join(self.peers, "honcho"), "-f", self.write("Procfile", text),
+                "-d", self.dir, "start"]
+
+    def circus(self, commands):
+        text = "[circus]\ncheck_delay = 5\n"
+        text += "endpoint = ipc://%s\npubsub_endpoint = ipc://%s\n" % (
+            self.path("circus.sock"), self.path("circus-pub.sock"))
+        for i, command in enumerate(commands):
+            text += ("[watcher:p%d]\ncmd = %s\nargs = %s\nnumprocesses = 1\nrespawn = False\n"
+                     "stdout_stream.class = StdoutStream\n" % (
+                         i, command[0], " ".join(command[1:])))
+        return [os.path.join(self.peers, "circusd"), self.write("circus.ini", text)]
+
+    def minimal(self, commands):
+        """The floor: a minimal Python supervisor (Popen each, then os.wait)."""
+        script = ("import subprocess, os, sys, json\n"
+                  "procs = [subprocess.Popen(c) for c in json.loads(sys.argv[1])]\n"
+                  "for _ in procs:\n    os.wait()\n")
+        return [PYTHON, "-c", script, json.dumps(commands)]
+
+
+# -- benchmarks ---------------------------------------------------------------------
+
+def bench_wrap(setup, runs):
+    """Median wall time of wrapping /bin/true, interleaved so noise hits all alike."""
+    cached = tempfile.mkdtemp(prefix="procwrap-pyc-")
+    shutil.copy(PROCWRAP, cached)
+    py_compile.compile(os.path.join(cached, "procwrap.py"), doraise=True)
+    commands = [
+        ("floor: python -c subprocess.call", [PYTHON, "-c", "import subprocess,sys; "
+                                              "sys.exit(subprocess.call(sys.argv[1:]))",
+                                              "/bin/true"], None),
+        ("procwrap: python -m procwrap (pyc cached)", [PYTHON, "-m", "procwrap", "--",
+                                                      "/bin/true"], cached),
+        ("procwrap: python procwrap.py (compiled each run)", [PYTHON, PROCWRAP, "--",
+                                                              "/bin/true"], None),
+        ("cloudreactor proc_wrapper --offline-mode", [os.path.join(setup.peers, "proc_wrapper"),
+                                                      "--offline-mode", "/bin/true"], None),
+        ("honcho run", [os.path.join(setup.peers, "honcho"), "run", "/bin/true"], None),
+        ("tini", ["tini", "-s", "--", "/bin/true"], None),
+        ("dumb-init", ["dumb-init", "/bin/true"], None),
+    ]
+    commands = [c for c in commands if shutil.which(c[1][0]) or os.path.exists(c[1][0])]
+    times = dict((name, []) for name, _, _ in commands)
+    devnull = open(os.devnull, "w")
+    for _ in range(runs):
+        for name, argv, cwd in commands:
+            start = time.perf_counter()
+            subprocess.call(argv, stdout=devnull, stderr=devnull, cwd=cwd, env=environ())
+            times[name].append(time.perf_counter() - start)
+    floor = statistics.median(times[commands[0][0]])
+    rows = []
+    for name, _, _ in commands:
+        median = statistics.median(times[name])
+        rows.append((name, "%.1f ms" % (median * 1000), "%.2fx floor" % (median / floor)))
+    return rows
+
+
+def count_lines(proc, expected, timeout):
+    """Read proc's stdout until `expected` payload lines arrived; (seconds, count)."""
+    import select
+    start = time.perf_counter()
+    fd = proc.stdout.fileno()
+    partial, count = b"", 0
+    deadline = time.monotonic() + timeout
+    while count < expected and time.monotonic() < deadline:
+        if not select.select([fd], [], [], 20)[0]:
+            break       # 20 s without a byte: the rest is lost
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        data = partial + chunk
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            count += data.count(b"x" * 99, 0, cut)
+            partial = data[cut + 1:]
+        else:
+            partial = data
+    return time.perf_counter() - start, count
+
+
+def bench_logs(setup, lines):
+    """Lines/s through each relay, every payload line counted on its stdout."""
+    writer = setup.write("writer.py", WRITER)
+    child = [PYTHON, writer, str(lines)]
+    naive = ("import subprocess, sys, json\n"
+             "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)\n"
+             "out = sys.stdout\n"
+             "for line in p.stdout:\n"
+             "    out.write(json.dumps({'time': '2026-11-22T00:00:00.000Z', 'process': 'w', "
+             "'stream': 'stdout', 'message': line.decode('utf-8', 'replace').rstrip('\\n')})"
+             " + '\\n')\n")
+    plain = ("import subprocess, sys\n"
+             "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)\n"
+             "out = sys.stdout.buffer\n"
+             "for line in p.stdout:\n    out.write(line)\n")
+    relays = [
+        ("naive Python json.dumps relay", [PYTHON, "-c", naive] + child),
+        ("plain Python line relay", [PYTHON, "-c", plain] + child),
+        ("procwrap wrap --log-format json", [PYTHON, PROCWRAP, "--log-format", "json", "--"]
+         + child),
+        ("procwrap wrap --log-format text", [PYTHON, PROCWRAP, "--log-format", "text", "--"]
+         + child),
+        ("procwrap supervisor json", setup.procwrap([child])),
+        ("procwrap supervisor logfmt", setup.procwrap([child], "logfmt")),
+        ("honcho start", setup.honcho([child])),
+        ("supervisord (stdout_logfile=/dev/stdout)", setup.supervisord([child])),
+        ("circus (StdoutStream)", setup.circus([child])),
+    ]
+    rows = []
+    rates = {}
+    for name, argv in relays:
+        if not os.path.exists(argv[0]):
+            rows.append((name, "not installed", ""))
+            continue
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=environ(), cwd=setup.dir)
+        seconds, count = count_lines(proc, lines, timeout=600)
+        stop(proc)
+        rates[name] = lines / seconds if count == lines else 0
+        rows.append((name, "%d lines/s" % rates[name] if count == lines else
+                     "LOST %d of %d lines" % (lines - count, lines), ""))
+    # procwrap's stdout straight to /dev/null, as the issue states the target.
+    for fmt in ("json", "text"):
+        start = time.perf_counter()
+        with open(os.devnull, "w") as devnull:
+            subprocess.call([PYTHON, PROCWRAP, "--log-format", fmt, "--"] + child,
+                            stdout=devnull, env=environ())
+        seconds = time.perf_counter() - start
+        rates["devnull " + fmt] = lines / seconds
+        rows.append(("procwrap wrap %s > /dev/null" % fmt, "%d lines/s" % (lines / seconds),
+                     ""))
+    naive_rate = rates.get("naive Python json.dumps relay") or 1
+    plain_rate = rates.get("plain Python line relay") or 1
+    final = []
+    for name, value, _ in rows:
+        key = name if name in rates else ("devnull json" if "json > /dev/null" in name else
+                                          "devnull text" if "text > /dev/null" in name else None)
+        rate = rates.get(key)
+        note = ""
+        if rate:
+            note = "%.2fx naive json, %.2fx plain relay" % (rate / naive_rate, rate / plain_rate)
+        final.append((name, value, note))
+    return final
+
+
+def idle_sample(argv, count, window, cwd):
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=environ(), cwd=cwd)
+    try:
+        if not wait_for(lambda: len(children_of(proc.pid)) >= count, 60, poll=0.05):
+            return None
+        time.sleep(2)      # let start-up work settle; this is a measurement, not a sync
+        cpu0, wake0 = cpu_seconds(proc.pid), wakeups(proc.pid)
+        time.sleep(window)
+        cpu1, wake1 = cpu_seconds(proc.pid), wakeups(proc.pid)
+        return rss_mb(proc.pid), (cpu1 - cpu0) * 60000.0 / window, (wake1 - wake0) * 60.0 / window
+    finally:
+        stop(proc)
+        for child in children_of(proc.pid):
+            os.kill(child, signal.SIGKILL)
+
+
+def bench_idle(setup, window):
+    commands = [["sleep", "3600"]] * 50
+    rows = []
+    floor = None
+    for name, argv in (("minimal Python supervisor (floor)", setup.minimal(commands)),
+                       ("procwrap", setup.procwrap(commands)),
+                       ("supervisord", setup.supervisord(commands)),
+                       ("honcho", setup.honcho(commands)),
+                       ("circus", setup.circus(commands))):
+        if not os.path.exists(argv[0]):
+            rows.append((name, "not installed", ""))
+            continue
+        sample = idle_sample(argv, 50, window, setup.dir)
+        if sample is None:
+            rows.append((name, "did not start 50 children", ""))
+            continue
+        rss, cpu, wake = sample
+        floor = floor or rss
+        rows.append((name, "RSS %.1f MB (%.2fx floor)" % (rss, rss / floor),
+                     "%.1f ms CPU/min, %.0f wake-ups/min" % (cpu, wake)))
+    return rows
+
+
+def bench_term(setup, count):
+    """SIGTERM with `count` children: procwrap's exit after the slowest child's exit."""
+    commands = [["sleep", "3600"]] * count
+    rows = []
+    for name, argv in (("procwrap", setup.procwrap(commands)),
+                       ("supervisord", setup.supervisord(commands))):
+        if not os.path.exists(argv[0]):
+            rows.append((name, "not installed", ""))
+            continue
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=environ(), cwd=setup.dir)
+        if not wait_for(lambda: len(children_of(proc.pid)) >= count, 60, poll=0.01):
+            rows.append((name, "did not start", ""))
+            stop(proc)
+            continue
+        time.sleep(1)
+        pids = children_of(proc.pid)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        last_child = None
+        while proc.poll() is None:
+            if last_child is None and not any(alive(p) for p in pids):
+                last_child = time.perf_counter()
+            time.sleep(0.0005)
+        gone = time.perf_counter()
+        if last_child is None:
+            last_child = gone
+        orphans = [p for p in pids if alive(p)]
+        rows.append((name, "exit %.1f ms after the last child (%.1f ms after TERM)" % (
+            (gone - last_child) * 1000, (gone - sent) * 1000),
+            "orphans: %d" % len(orphans)))
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
+    return rows
+
+
+def bench_many(setup, count):
+    """`count` children: time to all running, RSS then, time from TERM to exit."""
+    commands = [["sleep", "3600"]] * count
+    rows = []
+    for name, argv in (("procwrap", setup.procwrap(commands)),
+                       ("supervisord", setup.supervisord(commands))):
+        if not os.path.exists(argv[0]):
+            rows.append((name, "not installed", ""))
+            continue
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=environ(), cwd=setup.dir)
+        ok = wait_for(lambda: len(children_of(proc.pid)) >= count, 120, poll=0.01)
+        running = time.perf_counter() - start
+        rss = rss_mb(proc.pid)
+        pids = children_of(proc.pid)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        stopped = time.perf_counter() - sent
+        orphans = [p for p in pids if alive(p)]
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
+        rows.append((name, "%s %d running in %.2f s, RSS %.1f MB" % (
+            "all" if ok else "NOT all", count, running, rss),
+            "stopped in %.2f s, orphans: %d" % (stopped, len(orphans))))
+    return rows
+
+
+def main():
+    args = sys.argv[1:]
+    quick = "--quick" in args
+    only = None
+    if "--only" in args:
+        only = set(args[args.index("--only") + 1].split(","))
+    peers = peers_venv(args[args.index("--peers") + 1] if "--peers" in args
+                       else "/tmp/procwrap-bench-peers")
+    setup = Setup(peers)
+    benches = [
+        ("wrap", "wrapping /bin/true", lambda: bench_wrap(setup, 10 if quick else 40)),
+        ("logs", "log throughput, 1,000,000 lines of 100 bytes",
+         lambda: bench_logs(setup, 100000 if quick else 1000000)),
+        ("idle", "50 idle sleep children", lambda: bench_idle(setup, 5 if quick else 30)),
+        ("term", "SIGTERM with 50 children", lambda: bench_term(setup, 50)),
+        ("many", "500 children", lambda: bench_many(setup, 100 if quick else 500)),
+    ]
+    print("procwrap benchmarks, %s, Python %s" % (time.strftime("%Y-%m-%d"),
+                                                  sys.version.split()[0]))
+    for key, title, func in benches:
+        if only and key not in only:
+            continue
+        log("running %s ..." % key)
+        print("\n## %s" % title)
+        for row in func():
+            print("  %-48s %-44s %s" % row)
+        sys.stdout.flush()
+    shutil.rmtree(setup.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
