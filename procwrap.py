@@ -328,6 +328,14 @@ def _exit_status(wait_status):
     return os.WEXITSTATUS(wait_status)
 
 
+def _describe_wait(wait_status):
+    """'exited with status 3' or 'terminated by SIGKILL (status 137)' from a wait status."""
+    if os.WIFSIGNALED(wait_status):
+        signum = os.WTERMSIG(wait_status)
+        return "terminated by %s (status %d)" % (_signal_name(signum), 128 + signum)
+    return "exited with status %d" % os.WEXITSTATUS(wait_status)
+
+
 def _describe_status(status):
     """'exited with status 3' or 'terminated by SIGKILL' from a shell status."""
     if status > 128 and (status - 128) in _ALL_SIGNALS:
@@ -1450,12 +1458,14 @@ _HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
 
 def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
            tty=False):
-    """fork and exec argv in a new session; the pid, or _SpawnError if exec failed.
+    """fork and exec argv in a new session; (pid, fd of its exec report).
 
     Signals are blocked across fork so a signal meant for procwrap cannot run
     in the child before it has reset its handlers (the child would otherwise
     write into our wakeup fd).  The child reports a failed chdir, user switch
-    or exec as 'stage:errno' on a CLOEXEC pipe, which reads empty on success.
+    or exec as 'stage:errno' on a CLOEXEC pipe, which reads empty on success
+    (see _read_exec_report).  We do not wait for that here: forking a Python
+    process costs milliseconds, and the next fork can overlap this exec.
     """
     parent = os.getpid()
     pdeathsig = parent != 1 and _prctl(_PR_SET_PDEATHSIG, 0)   # loads ctypes here, not in the child
@@ -1503,26 +1513,33 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
             stage = "exec"
             os.execvpe(argv[0], argv, env)
         except BaseException as error:
+            code = getattr(error, "errno", 0) or 0
             try:
-                os.write(err_w, ("%s:%d" % (stage, getattr(error, "errno", 0) or 0)).encode())
-            except BaseException:
-                pass
+                os.write(err_w, ("%s:%d" % (stage, code)).encode())
+            finally:
+                os._exit(_SpawnError(stage, code).status)
         finally:
-            os._exit(EX_NOEXEC)
+            os._exit(EX_NOEXEC)     # not reached: exec or the handler above ends us
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(err_w)
-    report = b""
-    while True:
-        chunk = os.read(err_r, 64)
-        if not chunk:
-            break
-        report += chunk
-    os.close(err_r)
-    if report:
-        os.waitpid(pid, 0)          # it is exiting now; reap it before the loop sees it
-        stage, _, code = report.decode("ascii", "replace").partition(":")
-        raise _SpawnError(stage, int(code or 0))
-    return pid
+    os.set_blocking(err_r, False)
+    return pid, err_r
+
+
+def _read_exec_report(fd):
+    """None while the child has not exec'd yet; False once it has; a _SpawnError if it failed.
+
+    The child writes its report in one write of a few bytes, so one read
+    sees all of it; EOF with nothing means exec closed the pipe (CLOEXEC).
+    """
+    try:
+        report = os.read(fd, 64)
+    except BlockingIOError:
+        return None
+    if not report:
+        return False
+    stage, _, code = report.decode("ascii", "replace").partition(":")
+    return _SpawnError(stage, int(code) if code.isdigit() else 0)
 
 
 def _spawn_error_message(name, argv, workdir, user, error):
@@ -1540,21 +1557,23 @@ class State(object):
     """The states of a Process.  Strings, so logs and metrics print them."""
     STOPPED = "stopped"     #: not running and not wanted (the start, and after stop())
     WAITING = "waiting"     #: wanted, but a dependsOn process is not running yet
-    RUNNING = "running"     #: the child is alive
+    STARTING = "starting"   #: forked; exec not confirmed yet
+    RUNNING = "running"     #: the child has exec'd its command
     BACKOFF = "backoff"     #: exited; a timer will start it again
     STOPPING = "stopping"   #: stop signal sent; SIGKILL when the grace ends
     EXITED = "exited"       #: ended and its restartPolicy wants no restart
     FATAL = "fatal"         #: gave up restarting (backoff.limit), or cannot start
-    ALIVE = (RUNNING, STOPPING)
+    ALIVE = (STARTING, RUNNING, STOPPING)
     PENDING = (WAITING, BACKOFF)
     DONE = (EXITED, FATAL)
 
 
 _TRANSITIONS = {
-    State.STOPPED: (State.WAITING, State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.WAITING: (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.STOPPED: (State.WAITING, State.STARTING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.WAITING: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.STARTING: (State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
     State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.BACKOFF: (State.RUNNING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.BACKOFF: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
     State.STOPPING: (State.STOPPED,),
     State.EXITED: (),
     State.FATAL: (),
@@ -1564,12 +1583,13 @@ _TRANSITIONS = {
 class Process(object):
     """One supervised command and its state machine.
 
-        stopped  --start-->   running     (a failed exec goes on as an exit)
+        stopped  --start-->   starting  --exec'd-->  running
         stopped  --wait-->    waiting     (dependsOn not running yet)
         running  --stop-->    stopping  --reaped-->  stopped
-        running  --reaped-->  backoff   --timer-->   running
+        running  --reaped-->  backoff   --timer-->   starting
                               exited      (restartPolicy says no more)
                               fatal       (backoff.limit reached)
+        starting --reaped-->  as running (a failed exec is an exit, 126/127)
         waiting, backoff --stop--> stopped
 
     The owner is told of every change through on_change(process, old_state).
@@ -1594,6 +1614,7 @@ class Process(object):
         self._kill_timer = None         #: armed in STOPPING
         self._timeout_timer = None      #: armed while running with spec.timeout
         self._pipes = []                #: our ends of its stdout and stderr
+        self._report_fd = None          #: its exec report pipe, while STARTING
         if spec.capture:
             self._sinks = (log.sink(spec.name, "stdout", spec.labels),
                            log.sink(spec.name, "stderr", spec.labels))
@@ -1614,7 +1635,7 @@ class Process(object):
         self._set_state(State.WAITING)
 
     def start(self):
-        """STOPPED, WAITING or BACKOFF -> RUNNING; a failed exec counts as an exit."""
+        """STOPPED, WAITING or BACKOFF -> STARTING; RUNNING once exec is confirmed."""
         spec = self.spec
         self._cancel("_restart_timer")
         self.timed_out = False
@@ -1626,18 +1647,15 @@ class Process(object):
             _set_pipe_size(fds[0])
             _set_pipe_size(fds[1])
         try:
-            pid = _spawn(spec.argv, spec.env, spec.workdir, spec.user,
-                         _devnull() if spec.capture else None, fds[0], fds[1], spec.tty)
-        except (_SpawnError, OSError) as error:
+            pid, report = _spawn(spec.argv, spec.env, spec.workdir, spec.user,
+                                 _devnull() if spec.capture else None, fds[0], fds[1], spec.tty)
+        except OSError as error:                # fork itself failed (EAGAIN, ENOMEM)
             for fd in fds:
                 if fd is not None:
                     os.close(fd)
-            if not isinstance(error, _SpawnError):      # fork itself failed (EAGAIN)
-                error = _SpawnError("fork", error.errno or 0)
-            self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user,
-                                                error), "error", event="failed", name=self.name)
-            self.status = error.status
-            self._after_exit(error.status)
+            self._report_failure(_SpawnError("fork", error.errno or 0))
+            self.status = EX_NOEXEC
+            self._after_exit(EX_NOEXEC)
             return
         if spec.capture:
             os.close(fds[0])
@@ -1646,21 +1664,48 @@ class Process(object):
                            _Pipe(self.loop, fds[3], self._sinks[1], self.max_line)]
         self.pid = self.pgid = pid
         self.starts += 1
+        self._report_fd = report
+        self.loop.add_reader(report, self.on_exec_report)
         self.loop.watch_child(pid, self.finish)
         if spec.timeout is not None:
             self._timeout_timer = self.loop.call_later(spec.timeout, self.on_timeout)
-        self.log.event(STARTED_MSG % (self.name, pid), event="started", name=self.name, pid=pid)
-        self._set_state(State.RUNNING)
+        self._set_state(State.STARTING)
+
+    def on_exec_report(self):
+        """The exec report pipe is readable: the child exec'd, or says why it could not."""
+        outcome = _read_exec_report(self._report_fd)
+        if outcome is None:
+            return
+        self._close_report()
+        if outcome is not False:
+            self._report_failure(outcome)       # it exits 126/127 now; finish() follows
+        elif self.state == State.STARTING:
+            # STARTING -> RUNNING
+            self.log.event(STARTED_MSG % (self.name, self.pid), event="started", name=self.name,
+                           pid=self.pid)
+            self._set_state(State.RUNNING)
+
+    def _close_report(self):
+        if self._report_fd is not None:
+            self.loop.remove_reader(self._report_fd)
+            os.close(self._report_fd)
+            self._report_fd = None
+
+    def _report_failure(self, error):
+        spec = self.spec
+        self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user, error),
+                       "error", event="failed", name=self.name)
 
     def stop(self):
-        """Ask it to stop: RUNNING -> STOPPING (stop signal, then SIGKILL); pending -> STOPPED."""
+        """Ask it to stop: STARTING/RUNNING -> STOPPING (stop signal, then SIGKILL);
+        WAITING/BACKOFF -> STOPPED."""
         self.hold = True
         if self.state in State.PENDING:
             # WAITING/BACKOFF -> STOPPED
             self._cancel("_restart_timer")
             self._set_state(State.STOPPED)
-        elif self.state == State.RUNNING:
-            # RUNNING -> STOPPING
+        elif self.state in (State.STARTING, State.RUNNING):
+            # STARTING/RUNNING -> STOPPING
             self._set_state(State.STOPPING)
             self._terminate()
 
@@ -1698,6 +1743,12 @@ class Process(object):
 
     def finish(self, wait_status):
         """Reaped: drain its output, clear its group, then decide what comes next."""
+        if self._report_fd is not None:
+            # Reaped before its exec report was read: it is complete now.
+            outcome = _read_exec_report(self._report_fd)
+            self._close_report()
+            if outcome:
+                self._report_failure(outcome)
         status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
         pid, self.pid = self.pid, None
         for pipe in self._pipes:
@@ -1710,7 +1761,7 @@ class Process(object):
         self._cancel("_timeout_timer")
         self._cancel("_kill_timer")
         self.status = status
-        description = _describe_status(_exit_status(wait_status))
+        description = _describe_wait(wait_status)
         if self.timed_out:
             description = "timed out (%s)" % description
         self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
@@ -1774,6 +1825,26 @@ def _format_seconds(seconds):
     return ("%.3f" % seconds).rstrip("0").rstrip(".")
 
 
+def _children_of(parent):
+    """Pids whose parent is `parent`, from /proc (empty where there is no /proc)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as stream:
+                fields = stream.read().rsplit(b")", 1)[1].split()
+        except (IOError, OSError, IndexError):
+            continue
+        if int(fields[1]) == parent and fields[0] != b"Z":
+            found.append(int(name))
+    return found
+
+
 def _become_subreaper():
     """PR_SET_CHILD_SUBREAPER: orphaned grandchildren are re-parented to us."""
     return os.getpid() == 1 or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
@@ -1810,7 +1881,6 @@ class Supervisor(object):
         self.last_failure = None                #: status of the last failed exit
         self.shutting_down = False
         self._init_index = 0                    #: next init entry
-        self._known_groups = set()              #: every pgid we started, for the final sweep
         self._stop_pass = False                 #: inside _stop_ready
         self._stop_again = False                #: a state changed during that pass
 
@@ -1852,9 +1922,7 @@ class Supervisor(object):
             self._start_processes()
 
     def on_init_change(self, process, old):
-        if process.state == State.RUNNING:
-            self._remember(process)
-        elif process.state == State.EXITED:
+        if process.state == State.EXITED:
             if process.status != 0 and not self.shutting_down:
                 self.log.event("init entry %s failed (%s); not starting processes"
                                % (process.name, _describe_status(process.status)), "error",
@@ -1895,14 +1963,8 @@ class Supervisor(object):
                 return
         process.start()
 
-    def _remember(self, process):
-        if process.pgid is not None:
-            self._known_groups.add(process.pgid)
-
     def on_change(self, process, old):
         state = process.state
-        if state == State.RUNNING:
-            self._remember(process)
         if state == State.RUNNING or state in State.DONE:
             for dependent in self.dependents[process.name]:
                 if dependent.state == State.WAITING:
@@ -1959,12 +2021,12 @@ class Supervisor(object):
             while self._stop_again:
                 self._stop_again = False
                 for process in self.init:
-                    if process.state == State.RUNNING:
+                    if process.state in State.ALIVE:
                         process.stop()
                 for process in self.processes:
                     if process.state in State.PENDING:
                         process.stop()
-                    elif process.state == State.RUNNING and not any(
+                    elif process.state in State.ALIVE and not any(
                             d.state in State.ALIVE for d in self.dependents[process.name]):
                         process.stop()
         finally:
@@ -1991,7 +2053,7 @@ class Supervisor(object):
                 process.signal(signum)
 
     def on_orphan(self, pid, wait_status):
-        self.log.event(ORPHAN_MSG % (pid, _describe_status(_exit_status(wait_status))),
+        self.log.event(ORPHAN_MSG % (pid, _describe_wait(wait_status)),
                        event="reaped", pid=pid)
 
     def on_error(self, text):
@@ -2000,11 +2062,21 @@ class Supervisor(object):
                        "error", event="bug")
 
     def _sweep(self):
-        """Leave no orphan: SIGKILL whatever is left of every group we started."""
-        for pgid in self._known_groups:
+        """Leave no orphan: SIGKILL the process group of every child we still have.
+
+        Whatever is still our child at exit is ours to end: a group member
+        that ignored SIGTERM, or an orphan re-parented to us.  Only children
+        are swept, never remembered group ids, which the kernel may have
+        handed to an unrelated process group since.
+        """
+        for pid in _children_of(os.getpid()):
             try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
                 pass
 
 
@@ -2055,7 +2127,7 @@ class Wrapper(object):
                 else:
                     process.signal(signum)
                 return
-            if process.state == State.RUNNING and signum == signal.SIGTERM:
+            if process.state in (State.STARTING, State.RUNNING) and signum == signal.SIGTERM:
                 process.stop()              # the stop signal, then SIGKILL after the grace
                 return
             process.hold = True

@@ -141,3 +141,28 @@ def test_flooding_child_does_not_stall_the_others(tmp_path, background):
     bg.signal(signal.SIGTERM)
     assert bg.wait() == 0
     assert rss_kb < 64 * 1024, "procwrap grew to %d KiB while a child flooded" % rss_kb
+
+
+def test_text_format_is_coloured_on_a_tty(tmp_path):
+    import pty
+    import subprocess
+    from conftest import PROCWRAP, clean_environ
+    config = write_config(tmp_path, {"processes": [
+        {"name": "web", "command": ["echo", "hi"], "restartPolicy": "Never"}]})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", config, "--log-format", "text"],
+                            stdout=slave, stderr=subprocess.DEVNULL, env=clean_environ())
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:         # EIO: the other side has closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(60) == 0
+    os.close(master)
+    text = output.decode()
+    assert "\x1b[36mweb |\x1b[0m hi" in text

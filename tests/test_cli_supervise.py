@@ -338,3 +338,25 @@ def test_check_accepts_a_valid_config():
     result = run("check", "-c", fixture("demo.json"))
     assert result.returncode == 0
     assert "is valid: 1 init entries, 3 processes" in result.stdout
+
+
+def test_group_member_that_ignores_term_is_killed_at_exit(tmp_path, background):
+    # The background sleep ignores TERM; its parent (the main child) does not.
+    config = write_config(tmp_path, {"processes": [
+        sh("app", "(trap '' TERM; exec sleep 300) & echo stubborn $!; exec sleep 301")]})
+    bg = background("-c", config)
+    line = bg.expect("stubborn ")
+    stubborn = int(json.loads(line)["message"].split()[1])
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 0
+    wait_until(lambda: not pid_alive(stubborn), what="the TERM-ignoring member to be killed")
+
+
+def test_exit_description_tells_signal_from_exit_code(tmp_path):
+    config = write_config(tmp_path, {"processes": [
+        sh("code", "exit 137", restartPolicy="Never"),
+        sh("killed", "kill -KILL $$$$", restartPolicy="Never")]})
+    result = run("-c", config)
+    said = dict((e["name"], e["message"]) for e in events(result.stdout, "exited"))
+    assert said == {"code": "code exited with status 137",
+                    "killed": "killed terminated by SIGKILL (status 137)"}
