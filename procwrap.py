@@ -143,6 +143,7 @@ class _Pattern(object):
         self._compiled = None       #: the re.Pattern, once used
 
     def __getattr__(self, name):
+        """Compile on first use, then behave as the compiled pattern."""
         if self._compiled is None:
             self._compiled = re.compile(self.source, self.flags)
         return getattr(self._compiled, name)
@@ -656,6 +657,7 @@ class _Checker(object):
         self.problems = []      #: 'where: what; fix' lines
 
     def fail(self, where, message):
+        """Record one problem at `where`; returns _INVALID for the caller to pass on."""
         self.problems.append("%s: %s" % (where, message))
         return _INVALID
 
@@ -675,6 +677,7 @@ class _Checker(object):
         return value
 
     def string(self, value, where):
+        """A string, or a problem."""
         if not isinstance(value, str):
             return self.fail(where, "expected a string, got %s" % _type_name(value))
         return value
@@ -693,11 +696,13 @@ class _Checker(object):
         return list(value)
 
     def boolean(self, value, where):
+        """true or false (not 'yes', not 1), or a problem."""
         if not isinstance(value, bool):
             return self.fail(where, "expected true or false, got %r" % (value,))
         return value
 
     def seconds(self, value, where):
+        """A duration in seconds (see _parse_duration), or a problem."""
         try:
             return _parse_duration(value)
         except ValueError:
@@ -705,6 +710,7 @@ class _Checker(object):
                              % (value,))
 
     def number(self, value, where, minimum, integer=False):
+        """A number (a whole one if `integer`) >= minimum, or a problem."""
         kinds = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
             return self.fail(where, "expected %s >= %s, got %r"
@@ -712,12 +718,14 @@ class _Checker(object):
         return value
 
     def choice(self, value, where, choices):
+        """One of `choices`, exactly (no case folding: 'always' is a typo), or a problem."""
         if value not in choices:
             return self.fail(where, "expected %s or %s, got %r"
                              % (", ".join(choices[:-1]), choices[-1], value))
         return value
 
     def signal(self, value, where):
+        """A signal name or number, or a problem."""
         try:
             return _parse_signal(value)
         except ValueError:
@@ -795,6 +803,7 @@ def _load_config(source, where):
 
 
 def _parse_json(text, where):
+    """JSON text to a config; ConfigError with the parser's position."""
     import json
     try:
         return json.loads(text)
@@ -1002,6 +1011,7 @@ def _check_dependencies(specs, skipped, names, checker):
     state = {}
 
     def visit(spec, path):
+        """Depth-first walk; a name met again while open closes a cycle."""
         state[spec.name] = "open"
         for name in spec.depends_on:
             other = by_name.get(name)
@@ -1063,6 +1073,7 @@ class Log(object):
         return _Sink(self, process, stream, labels or {})
 
     def next_color(self):
+        """The next ANSI colour for a process name in text format."""
         color = _COLORS[self._colors_used % len(_COLORS)]
         self._colors_used += 1
         return color
@@ -1137,6 +1148,7 @@ class _Sink(object):
         """Records for `data`: complete lines joined by b'\\n', without the last newline."""
         fmt = self.format
         if fmt == "text":
+            # Bytes in, bytes out: text format never decodes.
             head = self.head
             self.log.write(head + (b"\n" + head).join(data.split(b"\n")) + b"\n")
             return
@@ -1147,6 +1159,8 @@ class _Sink(object):
             if self.log.merge_json and "{" in text:
                 out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
             elif not data.translate(None, _JSON_SAFE):
+                # The common case: nothing to escape, so a chunk of lines
+                # becomes records with one join (about 10x a json.dumps a line).
                 out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
             else:
                 encode = self.log._encode
@@ -1219,6 +1233,7 @@ class _Pipe(object):
         loop.add_reader(fd, self.on_readable)
 
     def on_readable(self):
+        """The loop says the pipe is readable: one read, so every pipe gets a turn."""
         try:
             data = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
@@ -1231,6 +1246,7 @@ class _Pipe(object):
             self.close()
 
     def feed(self, data):
+        """Split `data` (after what was left over) into complete lines and a rest."""
         if self.partial:
             data = self.partial + data
         cut = data.rfind(b"\n")
@@ -1281,11 +1297,13 @@ class _Pipe(object):
         self.flush()
 
     def flush(self):
+        """Emit the unfinished last line as a line of its own."""
         if self.partial:
             line, self.partial = self.partial, b""
             self.sink.lines(line)
 
     def close(self):
+        """EOF: flush, unregister and close the read end."""
         if self.fd >= 0:
             self.flush()
             self.loop.remove_reader(self.fd)
@@ -1314,6 +1332,7 @@ class Timer(object):
         return self.when < other.when
 
     def cancel(self):
+        """Mark cancelled; the heap drops it when it reaches the top."""
         self.cancelled = True
 
 
@@ -1347,14 +1366,17 @@ class Loop(object):
 
     # -- registration
     def call_later(self, delay, func, *args):
+        """Call func(*args) after `delay` seconds; returns the Timer."""
         timer = Timer(self.clock() + max(0.0, delay), func, args)
         heapq.heappush(self.timers, timer)
         return timer
 
     def add_reader(self, fd, func):
+        """Call func() whenever fd is readable."""
         self.selector.register(fd, selectors.EVENT_READ, func)
 
     def remove_reader(self, fd):
+        """Stop watching fd."""
         self.selector.unregister(fd)
 
     def add_signal_handler(self, signum, func):
@@ -1381,13 +1403,17 @@ class Loop(object):
 
     # -- running
     def run(self):
+        """Run passes until `stopped` is set."""
         while not self.stopped:
             self.run_once()
 
     def run_once(self):
+        """One pass of the loop (see the class docstring)."""
         timers = self.timers
         while timers and timers[0].cancelled:
             heapq.heappop(timers)
+        # No timer means no timeout: an idle supervisor sleeps in the kernel
+        # until a child writes, exits (SIGCHLD) or a signal comes.
         timeout = max(0.0, timers[0].when - self.clock()) if timers else None
         events = self.selector.select(timeout)
         signals = b""
@@ -1397,10 +1423,13 @@ class Loop(object):
                 signals = self._drain_wakeup()
             else:
                 ready.append(key.data)
+        # Signals first (a TERM should not wait behind a flood of output), then
+        # fds, then timers; children are reaped last, so output a child wrote
+        # just before exiting is read by its pipes' drain() in finish().
         reap = False
         for signum in signals:
             if signum == signal.SIGCHLD:
-                reap = True
+                reap = True     # many SIGCHLDs, one waitpid loop
             func = self.signal_handlers.get(signum)
             if func is not None and signum != signal.SIGCHLD:
                 self._call(func, signum)
@@ -1416,6 +1445,7 @@ class Loop(object):
             self.reap()
 
     def _drain_wakeup(self):
+        """Read every signal number the C handler wrote since the last pass."""
         data = b""
         while True:
             try:
@@ -1427,7 +1457,11 @@ class Loop(object):
             data += chunk
 
     def reap(self):
-        """waitpid(-1) until nothing is left to reap; the only place that waits."""
+        """waitpid(-1) until nothing is left to reap; the only place that waits.
+
+        waitpid(-1) rather than per-pid waits: as PID 1 or subreaper, orphans
+        we never started are our children too, and must not stay zombies.
+        """
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -1442,6 +1476,7 @@ class Loop(object):
                 self._call(self.on_orphan, pid, status)
 
     def _call(self, func, *args):
+        """Run a callback; a crash is reported through on_error, the loop goes on."""
         try:
             func(*args)
         except Exception:
@@ -1491,6 +1526,7 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
     if pid == 0:
         stage = "setup"
         try:
+            # The child shares our wakeup pipe until exec; detach it first.
             signal.set_wakeup_fd(-1)
             for signum in _HANDLED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
@@ -1501,6 +1537,8 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
                     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
                 except OSError:
                     pass    # as dumb-init: the tty belongs to another session
+            # dup2 makes the targets inheritable; every other fd of ours is
+            # CLOEXEC (PEP 446), so exec leaves the child only 0, 1 and 2.
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd is not None:
                     os.dup2(fd, target)
@@ -1628,9 +1666,11 @@ class Process(object):
 
     @property
     def name(self):
+        """The spec's name."""
         return self.spec.name
 
     def _set_state(self, new):
+        """Move to `new` if _TRANSITIONS allows it (else it is our bug), then tell the owner."""
         old = self.state
         if new not in _TRANSITIONS[old]:
             raise RuntimeError("%s: illegal transition %s -> %s" % (self.name, old, new))
@@ -1693,12 +1733,14 @@ class Process(object):
             self._set_state(State.RUNNING)
 
     def _close_report(self):
+        """Stop watching the exec report pipe and close it."""
         if self._report_fd is not None:
             self.loop.remove_reader(self._report_fd)
             os.close(self._report_fd)
             self._report_fd = None
 
     def _report_failure(self, error):
+        """Log why the command could not be started."""
         spec = self.spec
         self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user, error),
                        "error", event="failed", name=self.name)
@@ -1742,6 +1784,7 @@ class Process(object):
                 pass
 
     def on_timeout(self):
+        """spec.timeout expired: stop this attempt (status 124 when it is reaped)."""
         self._timeout_timer = None
         self.timed_out = True
         self.log.event(TIMEOUT_MSG % (self.name, _format_seconds(self.spec.timeout)), "warning",
@@ -1762,7 +1805,9 @@ class Process(object):
             pipe.drain()        # everything it wrote before exiting comes first
         self._pipes = []
         if not self.spec.keep_group:
-            # dumb-init's rule: what is left of its group goes with it.
+            # dumb-init's rule: what is left of its group goes with it.  The
+            # group id cannot have been reused yet: a group that still has
+            # members keeps its id, and an empty one gets ESRCH.
             self.signal(signal.SIGTERM)
             self.pgid = None
         self._cancel("_timeout_timer")
@@ -1782,6 +1827,7 @@ class Process(object):
     def _after_exit(self, status):
         """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""
         spec = self.spec
+        # A run that lasted resetAfter seconds was healthy: forget the crash loop.
         if self.loop.clock() - self.started_at >= spec.backoff_reset:
             self.restarts = 0
         failed = status not in spec.success_codes
@@ -1811,6 +1857,7 @@ class Process(object):
         self._set_state(State.FATAL)
 
     def _cancel(self, attribute):
+        """Cancel the timer held in `attribute`, if any."""
         timer = getattr(self, attribute)
         if timer is not None:
             timer.cancel()
@@ -1927,6 +1974,7 @@ class Supervisor(object):
 
     # -- init phase
     def _next_init(self):
+        """Start the next init entry, or the processes once init is done."""
         if self.shutting_down:
             return self._check_done()
         if self._init_index < len(self.init):
@@ -1937,6 +1985,7 @@ class Supervisor(object):
             self._start_processes()
 
     def on_init_change(self, process, old):
+        """An init entry changed state: go on, or stop everything if it failed."""
         if process.state == State.EXITED:
             if process.status != 0 and not self.shutting_down:
                 self.log.event("init entry %s failed (%s); not starting processes"
@@ -1951,6 +2000,7 @@ class Supervisor(object):
 
     # -- processes
     def _start_processes(self):
+        """Init is done: every process waits, then those free to go start."""
         if not self.processes:
             self.loop.stopped = True
             return
@@ -1979,6 +2029,7 @@ class Supervisor(object):
         process.start()
 
     def on_change(self, process, old):
+        """A process changed state: start dependents, end the run, or go on stopping."""
         state = process.state
         if state == State.RUNNING or state in State.DONE:
             for dependent in self.dependents[process.name]:
@@ -2047,6 +2098,7 @@ class Supervisor(object):
             self._stop_pass = False
 
     def on_stop_signal(self, signum):
+        """TERM, INT or QUIT: shut down; a second one may kill at once."""
         self.log.event(SIGNAL_MSG % _signal_name(signum), event="signal",
                        signal=_signal_name(signum))
         if not self.shutting_down:
@@ -2067,10 +2119,12 @@ class Supervisor(object):
                 process.signal(signum)
 
     def on_orphan(self, pid, wait_status):
+        """An orphaned grandchild was reaped (we are PID 1 or subreaper)."""
         self.log.event(ORPHAN_MSG % (pid, _describe_wait(wait_status)),
                        event="reaped", pid=pid)
 
     def on_error(self, text):
+        """A callback crashed (our bug): print the traceback, log it, carry on."""
         sys.stderr.write(text)
         self.log.event("internal error, carrying on: %s" % text.strip().splitlines()[-1],
                        "error", event="bug")
@@ -2113,6 +2167,7 @@ class Wrapper(object):
         self.waiting_for_group = False  #: --wait-group: child gone, group not yet
 
     def run(self):
+        """Start the child and run the loop; return the status to exit with."""
         loop = self.loop
         for name in FORWARDED_SIGNALS:
             loop.add_signal_handler(getattr(signal, name), self.on_signal)
@@ -2132,6 +2187,7 @@ class Wrapper(object):
         return self.status
 
     def on_signal(self, signum):
+        """TERM (remapped), INT, QUIT stop the child without retry; the rest are forwarded."""
         process = self.process
         if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             # A request to stop: no retry follows, whatever the status.
@@ -2151,6 +2207,7 @@ class Wrapper(object):
         self.on_forward(signum)
 
     def on_forward(self, signum):
+        """Pass the signal on to the child's process group."""
         self.process.signal(signum)
 
     def on_job_control(self, signum):
@@ -2159,6 +2216,7 @@ class Wrapper(object):
         os.kill(os.getpid(), signal.SIGSTOP)
 
     def on_change(self, process, old):
+        """Log a retry, or end the run when the child is done for good."""
         spec = process.spec
         if process.state == State.BACKOFF:
             attempts = (spec.restart_limit or 0) + 1
@@ -2174,6 +2232,7 @@ class Wrapper(object):
                 self.loop.stopped = True
 
     def _group_alive(self):
+        """Does the child's process group still have members?"""
         if self.process.pgid is None:
             return False
         try:
@@ -2183,6 +2242,7 @@ class Wrapper(object):
             return False
 
     def on_orphan(self, pid, wait_status):
+        """--wait-group: a group member was reaped; end once none is left."""
         if self.waiting_for_group and not self._group_alive():
             self.loop.stopped = True
 
@@ -2194,6 +2254,7 @@ class Wrapper(object):
 # =============================================================================
 
 def _opt_seconds(text, where):
+    """--timeout and friends: seconds, with ms/s/m/h suffixes."""
     try:
         return _parse_duration(text)
     except ValueError:
@@ -2201,12 +2262,14 @@ def _opt_seconds(text, where):
 
 
 def _opt_count(text, where):
+    """--retries, --log-max-line: a whole number >= 0."""
     if not text.strip().isdigit():
         raise UsageError(BAD_VALUE_MSG % (where, "expected a whole number >= 0", text))
     return int(text)
 
 
 def _opt_factor(text, where):
+    """--retry-backoff: a multiplier >= 1."""
     try:
         value = float(text)
     except ValueError:
@@ -2217,6 +2280,7 @@ def _opt_factor(text, where):
 
 
 def _opt_fraction(text, where):
+    """--retry-jitter: a fraction from 0 to 1."""
     try:
         value = float(text)
     except ValueError:
@@ -2227,6 +2291,7 @@ def _opt_fraction(text, where):
 
 
 def _opt_signal(text, where):
+    """--stop-signal: a signal name or number."""
     try:
         return _parse_signal(text)
     except ValueError:
@@ -2234,6 +2299,7 @@ def _opt_signal(text, where):
 
 
 def _opt_format(text, where):
+    """--log-format: one of LOG_FORMATS."""
     if text not in LOG_FORMATS:
         raise UsageError(BAD_VALUE_MSG % (where, "expected one of " + ", ".join(LOG_FORMATS),
                                           text))
@@ -2241,6 +2307,7 @@ def _opt_format(text, where):
 
 
 def _opt_codes(text, where):
+    """--success-codes: exit codes separated by commas."""
     codes = []
     for part in text.split(","):
         part = part.strip()
@@ -2252,14 +2319,17 @@ def _opt_codes(text, where):
 
 
 def _opt_names(text, where):
+    """--skip: names separated by commas."""
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _opt_text(text, where):
+    """Any text, as given."""
     return text
 
 
 def _opt_assignment(text, where):
+    """--env: NAME=VALUE as a (name, value) pair."""
     name, equals, value = text.partition("=")
     if not equals or not name or "\x00" in name:
         raise UsageError(BAD_VALUE_MSG % (where, "expected NAME=VALUE", text))
@@ -2282,6 +2352,7 @@ class _Option(object):
 
     @property
     def env(self):
+        """The environment twin of this option: PROCWRAP_<OPTION>."""
         return "PROCWRAP_" + self.dest.upper()
 
 
@@ -2343,6 +2414,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 def _usage():
+    """The --help text, generated from _OPTIONS and the module docstring."""
     lines = [
         "usage: procwrap [OPTIONS] [--] CMD [ARGS...]   wrap one command",
         "       procwrap -c FILE [OPTIONS]               supervise many (a container's PID 1)",
@@ -2456,6 +2528,7 @@ def _wrap_spec(options, command, environ):
 
 
 def _isatty(fd):
+    """os.isatty that treats a closed fd as 'not a tty'."""
     try:
         return os.isatty(fd)
     except OSError:
@@ -2475,6 +2548,7 @@ def _ensure_stdio():
 
 
 def _run(argv, environ):
+    """main() without the error handling: parse, pick the mode, run it."""
     subcommand, options, command, given = _parse_args(argv, environ)
     if subcommand == "help":
         sys.stdout.write(_usage())

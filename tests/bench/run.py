@@ -142,11 +142,24 @@ class Setup(object):
             stream.write(text)
         return self.path(name)
 
-    def procwrap(self, commands, fmt="json"):
+    def procwrap(self, commands, fmt="json", module=False):
+        """procwrap.py as a script (compiled each run), or `python -m procwrap` from a
+        copy with its bytecode cached (as pip installs it)."""
         config = {"logs": {"format": fmt}, "processes": [
             {"name": "p%d" % i, "command": command, "restartPolicy": "Never"}
             for i, command in enumerate(commands)]}
-        return [PYTHON, PROCWRAP, "-c", self.write("procwrap.json", json.dumps(config))]
+        path = self.write("procwrap.json", json.dumps(config))
+        if module:
+            return [PYTHON, "-m", "procwrap", "-c", path]
+        return [PYTHON, PROCWRAP, "-c", path]
+
+    def cached_copy(self):
+        """A directory holding procwrap.py and its .pyc, for `python -m procwrap`."""
+        target = os.path.join(self.dir, "procwrap.py")
+        if not os.path.exists(target):
+            shutil.copy(PROCWRAP, target)
+            py_compile.compile(target, doraise=True)
+        return self.dir
 
     def supervisord(self, commands):
         text = ("[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
@@ -329,8 +342,10 @@ def bench_idle(setup, window):
     commands = [["sleep", "3600"]] * 50
     rows = []
     floor = None
+    setup.cached_copy()
     for name, argv in (("minimal Python supervisor (floor)", setup.minimal(commands)),
-                       ("procwrap", setup.procwrap(commands)),
+                       ("procwrap -m (pyc cached)", setup.procwrap(commands, module=True)),
+                       ("procwrap procwrap.py (script)", setup.procwrap(commands)),
                        ("supervisord", setup.supervisord(commands)),
                        ("honcho", setup.honcho(commands)),
                        ("circus", setup.circus(commands))):
@@ -388,7 +403,10 @@ def bench_many(setup, count):
     """`count` children: time to all running, RSS then, time from TERM to exit."""
     commands = [["sleep", "3600"]] * count
     rows = []
-    for name, argv in (("procwrap", setup.procwrap(commands)),
+    setup.cached_copy()
+    for name, argv in (("minimal Python supervisor (Popen, vfork)", setup.minimal(commands)),
+                       ("procwrap -m (pyc cached)", setup.procwrap(commands, module=True)),
+                       ("procwrap procwrap.py (script)", setup.procwrap(commands)),
                        ("supervisord", setup.supervisord(commands))):
         if not os.path.exists(argv[0]):
             rows.append((name, "not installed", ""))
