@@ -360,3 +360,41 @@ def test_exit_description_tells_signal_from_exit_code(tmp_path):
     said = dict((e["name"], e["message"]) for e in events(result.stdout, "exited"))
     assert said == {"code": "code exited with status 137",
                     "killed": "killed terminated by SIGKILL (status 137)"}
+
+
+def in_pid_namespace(*args):
+    return ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, PROCWRAP] + list(args)
+
+
+def test_pid1_spawn_path_reports_statuses_sessions_and_workdir(tmp_path):
+    # As PID 1 procwrap spawns through subprocess (vfork): the same behaviour is due.
+    config = write_config(tmp_path, {"processes": [
+        {"name": "missing", "command": ["no-such-procwrap"], "restartPolicy": "Never"},
+        {"name": "here", "command": ["pwd"], "workingDir": str(tmp_path),
+         "restartPolicy": "Never"},
+        sh("sess", "ps -o pid=,pgid=,sid= -p $$$$", restartPolicy="Never"),
+        sh("fail", "exit 3", restartPolicy="OnFailure", backoff={"initial": 0.01, "limit": 1})]})
+    result = subprocess.run(in_pid_namespace("-c", config), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=WAIT,
+                            env=clean_environ())
+    assert "missing: command not found: 'no-such-procwrap'" in result.stdout
+    assert lines_of(result.stdout, "here") == [str(tmp_path)]
+    pid, pgid, sid = lines_of(result.stdout, "sess")[0].split()
+    assert pid == pgid == sid
+    statuses = dict((e["name"], e["status"]) for e in events(result.stdout, "exited"))
+    assert statuses["fail"] == 3 and statuses["here"] == 0
+    assert result.returncode in (3, 127)        # the last failure, whichever ended last
+
+
+def test_pid1_shutdown_on_term(tmp_path, background):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "a", "command": [PYTHON, fixture("print_signals.py"), "--exit-on", "TERM"]},
+        {"name": "b", "command": ["sleep", "300"], "stopTimeout": 0.2}]})
+    bg = background(command=in_pid_namespace("-c", config))
+    bg.expect("ready (pid:")
+    with open("/proc/%d/task/%d/children" % (bg.pid, bg.pid)) as stream:
+        pid1 = int(stream.read().split()[0])     # procwrap, PID 1 inside
+    os.kill(pid1, signal.SIGTERM)
+    assert bg.wait() == 0
+    assert lines_of(bg.stdout, "a")[-1] == "SIGTERM"
+    assert events(bg.stdout, "exit")[0]["status"] == 0

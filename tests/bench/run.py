@@ -404,22 +404,29 @@ def bench_many(setup, count):
     commands = [["sleep", "3600"]] * count
     rows = []
     setup.cached_copy()
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
     for name, argv in (("minimal Python supervisor (Popen, vfork)", setup.minimal(commands)),
                        ("procwrap -m (pyc cached)", setup.procwrap(commands, module=True)),
                        ("procwrap procwrap.py (script)", setup.procwrap(commands)),
+                       ("procwrap -m as PID 1 (unshare --pid)",
+                        unshare + setup.procwrap(commands, module=True)),
                        ("supervisord", setup.supervisord(commands))):
-        if not os.path.exists(argv[0]):
+        if not shutil.which(argv[0]):
             rows.append((name, "not installed", ""))
             continue
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=environ(), cwd=setup.dir)
-        ok = wait_for(lambda: len(children_of(proc.pid)) >= count, 120, poll=0.01)
+        supervisor = proc.pid
+        if argv[0] == "unshare":       # the supervisor is unshare's child, PID 1 inside
+            wait_for(lambda: children_of(proc.pid), 60)
+            supervisor = children_of(proc.pid)[0]
+        ok = wait_for(lambda: len(children_of(supervisor)) >= count, 120, poll=0.01)
         running = time.perf_counter() - start
-        rss = rss_mb(proc.pid)
-        pids = children_of(proc.pid)
+        rss = rss_mb(supervisor)
+        pids = children_of(supervisor)
         sent = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
+        os.kill(supervisor, signal.SIGTERM)
         proc.wait(120)
         stopped = time.perf_counter() - sent
         orphans = [p for p in pids if alive(p)]
