@@ -1579,7 +1579,10 @@ def _spawn_vfork(argv, env, workdir=None, stdin=None, stdout=None, stderr=None):
     is most of the time to start 500 children.  It runs no Python in the
     child, so it cannot set the parent-death signal: used only when procwrap
     is PID 1, where the kernel ends every process of the namespace with us.
-    It blocks until exec, so a failure is known at once.
+    It blocks until exec, so a failure is known at once.  With vfork it blocks
+    signals and resets handlers in the child; before 3.10 (fork in C) a signal
+    sent to our process group in the microseconds before exec would also be
+    seen by us, which as a container's PID 1 nobody sends.
     """
     import subprocess
     try:
