@@ -2640,8 +2640,11 @@ def _run(argv, environ):
                          % ("config" if options["config"].lstrip().startswith("{")
                             else options["config"], len(init), len(processes)))
         return EX_OK
-    log = Log(options["log_format"] or settings["format"],
-              merge_json=options["log_merge_json"] or settings["merge_json"])
+    log_format = options["log_format"] or settings["format"]
+    if log_format == "none":
+        for spec in init + processes:       # pass-through: children write to our stdout/stderr
+            spec.capture = False
+    log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
     max_line = options["log_max_line"] or settings["max_line"]
     return Supervisor(init, processes, log, max_line, options["kill_on_second_signal"]).run()
 

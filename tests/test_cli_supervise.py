@@ -398,3 +398,12 @@ def test_pid1_shutdown_on_term(tmp_path, background):
     assert bg.wait() == 0
     assert lines_of(bg.stdout, "a")[-1] == "SIGTERM"
     assert events(bg.stdout, "exit")[0]["status"] == 0
+
+
+def test_log_format_none_passes_output_through(tmp_path):
+    config = write_config(tmp_path, {"logs": {"format": "none"}, "init": [
+        sh("prep", "echo raw-out; echo raw-err >&2")], "processes": []})
+    result = run("-c", config)
+    assert result.returncode == 0
+    assert result.stdout == "raw-out\n"
+    assert result.stderr == "raw-err\n"
