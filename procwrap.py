@@ -1514,6 +1514,13 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
     if tty:
         import fcntl
         import termios
+    # The PATH search happens here, not in the child: os.execvpe imports
+    # modules lazily on 3.6/3.7, which fails after a switch to a user who
+    # cannot read the interpreter's library.  The child only calls execve.
+    if os.path.dirname(argv[0]):
+        candidates = [argv[0]]
+    else:
+        candidates = [os.path.join(d, argv[0]) for d in os.get_exec_path(env)]
     err_r, err_w = os.pipe()
     mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
     try:
@@ -1556,7 +1563,7 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
                 if os.getppid() != parent:
                     os._exit(EX_SOFTWARE)      # procwrap died before prctl took effect
             stage = "exec"
-            os.execvpe(argv[0], argv, env)
+            _exec_first(candidates, argv, env)
         except BaseException as error:
             code = getattr(error, "errno", 0) or 0
             try:
@@ -1569,6 +1576,22 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
     os.close(err_w)
     os.set_blocking(err_r, False)
     return pid, err_r
+
+
+def _exec_first(candidates, argv, env):
+    """execve the first candidate path that works, as execvp(3) would.
+
+    A permission error wins over 'not found' in what is raised, so a command
+    found but not executable is 126, not 127.
+    """
+    failure = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as error:
+            if failure is None or failure.errno in (errno.ENOENT, errno.ENOTDIR):
+                failure = error
+    raise failure or OSError(errno.ENOENT, "not found")
 
 
 def _spawn_vfork(argv, env, workdir=None, stdin=None, stdout=None, stderr=None):

@@ -115,3 +115,11 @@ def test_config_error(python, tmp_path):
     assert result.returncode == 2
     assert result.stderr == ("procwrap: error: processes[0].restartPolicy: expected Always, "
                              "OnFailure or Never, got 'always'\n")
+
+
+def test_user_switch(python, test_user):
+    # The child must not import anything after setuid: the interpreter's
+    # library under /root is unreadable to the user (a 3.6/3.7 os.execvpe trap).
+    result = run_with(python, "--user", test_user.pw_name, "--", "id", "-un")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == test_user.pw_name + "\n"
