@@ -1856,11 +1856,15 @@ class Process(object):
     def finish(self, wait_status):
         """Reaped: drain its output, clear its group, then decide what comes next."""
         if self._report_fd is not None:
-            # Reaped before its exec report was read: it is complete now.
+            # Reaped before its exec report was read (it exec'd and exited within
+            # one loop pass): the report is complete now.  A successful exec
+            # still counts as a start, for the log and for dependents.
             outcome = _read_exec_report(self._report_fd)
             self._close_report()
             if outcome:
                 self._report_failure(outcome)
+            else:
+                self.on_exec_confirmed()
         status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
         if self._popen is not None:
             # Reaped by us, not by subprocess: say so, or its __del__ would

@@ -407,3 +407,20 @@ def test_log_format_none_passes_output_through(tmp_path):
     assert result.returncode == 0
     assert result.stdout == "raw-out\n"
     assert result.stderr == "raw-err\n"
+
+
+def test_fast_exiting_processes_are_logged_as_started(tmp_path):
+    # Children that exec and exit at once, each started from the previous one's
+    # state change (so inside a loop pass that may also reap): every one must
+    # still be 'started' (its exec report may be read only when it is reaped)
+    # and free its dependent.
+    entries = [{"name": "p%d" % i, "command": ["true"], "restartPolicy": "Never",
+                "dependsOn": ["p%d" % (i - 1)] if i else []} for i in range(60)]
+    entries += [{"name": "q%d" % i, "command": ["true"], "restartPolicy": "Never"}
+                for i in range(40)]
+    result = run("-c", write_config(tmp_path, {"processes": entries}))
+    assert result.returncode == 0
+    started = [e["name"] for e in events(result.stdout, "started")]
+    assert len(started) == 100
+    chain = [name for name in started if name.startswith("p")]
+    assert chain == ["p%d" % i for i in range(60)]
