@@ -40,7 +40,7 @@ config itself when it starts with "{".  Variables named PROCWRAP_* are never
 passed to children.
 
 Contents: Compat, Constants & messages, Errors, Pure helpers, Config,
-Logging, Event loop, Processes, Supervisor, Wrap mode, CLI.
+Secrets, Logging, Event loop, Processes, Supervisor, Wrap mode, CLI.
 """
 
 __version__ = "0.1.0"
@@ -1027,6 +1027,165 @@ def _check_dependencies(specs, skipped, names, checker):
     for spec in specs:
         if spec.name not in state and isinstance(spec.depends_on, tuple):
             visit(spec, [spec.name])
+
+
+# =============================================================================
+# Secrets
+# Location strings ([PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]), the built-in JSON
+# Path subset, and how resolved values become environment strings.  Only the
+# pure layer so far; providers and resolution come with issue 4.
+# =============================================================================
+
+#: Provider prefixes a location string may start with (upper case, then ':').
+SECRET_PROVIDERS = ("FILE", "ENV", "PLAIN", "CONFIG", "AWS_SM", "AWS_S3", "AWS_SSM", "VAULT")
+#: Formats a location may name after '!'.
+SECRET_FORMATS = ("dotenv", "json", "yaml", "toml")
+
+_PROVIDER_RE = _Pattern(r"^([A-Z][A-Z0-9_]*):")
+_FORMAT_RE = _Pattern(r"!([A-Za-z]+)$")
+_AUTODETECT = (("arn:aws:secretsmanager:", "AWS_SM"), ("arn:aws:s3:::", "AWS_S3"),
+               ("arn:aws:ssm:", "AWS_SSM"), ("ssm:", "AWS_SSM"))
+
+
+class _Location(object):
+    """A parsed location string."""
+    __slots__ = ("provider", "address", "format", "path")
+
+    def __init__(self, provider, address, format=None, path=None):
+        self.provider = provider    #: one of SECRET_PROVIDERS
+        self.address = address      #: what the provider looks up
+        self.format = format        #: one of SECRET_FORMATS, or None (detect)
+        self.path = path            #: a JSON Path into the parsed document, or None
+
+    def __eq__(self, other):
+        return isinstance(other, _Location) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self):
+        return "_Location(%r, %r, %r, %r)" % (self.provider, self.address, self.format,
+                                              self.path)
+
+
+def _parse_location(text, where):
+    """A _Location from '[PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]'; ConfigError if malformed.
+
+    An upper-case prefix must be a known provider; a lower-case one
+    ('file:x', 'c:x') is part of a path.  ARNs and 'ssm:' pick their AWS
+    provider; 'file://' is stripped; anything else is a file path.
+    """
+    rest, _, path = text.partition("|JP:")
+    if _ and not path.strip():
+        raise ConfigError("%s: empty JSON Path after '|JP:'; write |JP:$.field" % where)
+    fmt = None
+    match = _FORMAT_RE.search(rest)
+    if match:
+        fmt = match.group(1)
+        if fmt not in SECRET_FORMATS:
+            raise ConfigError("%s: unknown format %r after '!'%s; expected %s"
+                              % (where, fmt, _did_you_mean(fmt, SECRET_FORMATS),
+                                 ", ".join(SECRET_FORMATS)))
+        rest = rest[:match.start()]
+    provider = None
+    match = _PROVIDER_RE.match(rest)
+    if match:
+        provider = match.group(1)
+        if provider not in SECRET_PROVIDERS:
+            raise ConfigError("%s: unknown provider %r%s; expected one of %s"
+                              % (where, provider, _did_you_mean(provider, SECRET_PROVIDERS),
+                                 ", ".join(SECRET_PROVIDERS)))
+        rest = rest[match.end():]
+    else:
+        for prefix, name in _AUTODETECT:
+            if rest.startswith(prefix):
+                provider = name
+                if prefix == "ssm:":
+                    rest = rest[len(prefix):]
+                break
+    if provider is None or provider == "FILE":
+        provider = "FILE"
+        if rest.startswith("file://"):
+            rest = rest[len("file://"):]
+    if not rest and provider != "PLAIN":
+        raise ConfigError("%s: %s location has no address; write %s:ADDRESS"
+                          % (where, provider, provider))
+    return _Location(provider, rest, fmt, path.strip() or None)
+
+
+_JSONPATH_STEP_RE = _Pattern(
+    r"""\.([A-Za-z0-9_\-]+|[^\x00-\x7f]+)      # .name
+      | \.\*                                 # .*
+      | \[\s*\*\s*\]                          # [*]
+      | \[\s*(-?\d+)\s*\]                     # [n]
+      | \[\s*'((?:\\.|[^'\\])*)'\s*\]          # ['name']
+      | \[\s*"((?:\\.|[^"\\])*)"\s*\]          # ["name"]
+    """, re.X)
+
+
+def _jsonpath_steps(path):
+    """Steps of a JSON Path in the built-in subset, or None when it needs jsonpath-ng."""
+    if not path.startswith("$"):
+        path = "$." + path          # the dotted shorthand: data.password
+    steps, pos = [], 1
+    while pos < len(path):
+        match = _JSONPATH_STEP_RE.match(path, pos)
+        if not match:
+            return None
+        name, index, single, double = match.group(1, 2, 3, 4)
+        if name is not None:
+            steps.append(("member", name))
+        elif index is not None:
+            steps.append(("index", int(index)))
+        elif single is not None or double is not None:
+            quoted = single if single is not None else double
+            steps.append(("member", re.sub(r"\\(.)", r"\1", quoted)))
+        else:
+            steps.append(("all", None))
+        pos = match.end()
+    return steps
+
+
+def _jsonpath(document, path, where):
+    """Values that `path` selects in `document`, in order (an empty list if none).
+
+    $, .name, ['name'], [n] (negative from the end), [*] and .* need no
+    library; anything else is handed to jsonpath-ng.  Selectors never coerce:
+    [0] on an object and .name on an array select nothing.
+    """
+    steps = _jsonpath_steps(path)
+    if steps is None:
+        library = _require("jsonpath_ng.ext", "jsonpath-ng",
+                           "for JSON Path beyond $.a, ['a'], [0] and [*]", where)
+        try:
+            return [found.value for found in library.parse(path).find(document)]
+        except Exception as error:
+            raise ConfigError("%s: cannot use JSON Path %r: %s" % (where, path, error))
+    nodes = [document]
+    for kind, key in steps:
+        found = []
+        for node in nodes:
+            if kind == "member" and isinstance(node, dict) and key in node:
+                found.append(node[key])
+            elif kind == "index" and isinstance(node, list) and -len(node) <= key < len(node):
+                found.append(node[key])
+            elif kind == "all" and isinstance(node, list):
+                found.extend(node)
+            elif kind == "all" and isinstance(node, dict):
+                found.extend(node.values())
+        nodes = found
+    return nodes
+
+
+def _env_string(value):
+    """A resolved value as an environment string: dicts and lists as JSON,
+    booleans as TRUE/FALSE, null as empty, numbers as JSON writes them."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "TRUE" if value else "FALSE"
+    import json
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # =============================================================================
