@@ -1066,6 +1066,14 @@ class _Location(object):
                                               self.path)
 
 
+def _known(value, choices, what, where):
+    """`value` if it is one of `choices`; else a ConfigError with a did-you-mean."""
+    if value not in choices:
+        raise ConfigError("%s: unknown %s %r%s; expected one of %s" % (
+            where, what, value, _did_you_mean(value, choices), ", ".join(choices)))
+    return value
+
+
 def _parse_location(text, where):
     """A _Location from '[PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]'; ConfigError if malformed.
 
@@ -1073,26 +1081,18 @@ def _parse_location(text, where):
     ('file:x', 'c:x') is part of a path.  ARNs and 'ssm:' pick their AWS
     provider; 'file://' is stripped; anything else is a file path.
     """
-    rest, _, path = text.partition("|JP:")
-    if _ and not path.strip():
+    rest, separator, path = text.partition("|JP:")
+    if separator and not path.strip():
         raise ConfigError("%s: empty JSON Path after '|JP:'; write |JP:$.field" % where)
     fmt = None
     match = _FORMAT_RE.search(rest)
     if match:
-        fmt = match.group(1)
-        if fmt not in SECRET_FORMATS:
-            raise ConfigError("%s: unknown format %r after '!'%s; expected %s"
-                              % (where, fmt, _did_you_mean(fmt, SECRET_FORMATS),
-                                 ", ".join(SECRET_FORMATS)))
+        fmt = _known(match.group(1), SECRET_FORMATS, "format", where)
         rest = rest[:match.start()]
     provider = None
     match = _PROVIDER_RE.match(rest)
     if match:
-        provider = match.group(1)
-        if provider not in SECRET_PROVIDERS:
-            raise ConfigError("%s: unknown provider %r%s; expected one of %s"
-                              % (where, provider, _did_you_mean(provider, SECRET_PROVIDERS),
-                                 ", ".join(SECRET_PROVIDERS)))
+        provider = _known(match.group(1), SECRET_PROVIDERS, "provider", where)
         rest = rest[match.end():]
     else:
         for prefix, name in _AUTODETECT:
