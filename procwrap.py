@@ -1175,6 +1175,70 @@ def _jsonpath(document, path, where):
     return nodes
 
 
+MERGE_STRATEGIES = ("SHALLOW", "REPLACE", "ADDITIVE", "TYPESAFE_REPLACE", "TYPESAFE_ADDITIVE")
+
+
+def _merge(documents, strategy, where):
+    """One new dict from several, later ones winning, by a mergedeep-style strategy.
+
+    SHALLOW: top-level keys replace.  REPLACE: nested dicts merge, other
+    values replace.  ADDITIVE: as REPLACE, but lists concatenate.
+    TYPESAFE_*: as their namesakes, but a key whose types differ is an error.
+    """
+    _known(strategy, MERGE_STRATEGIES, "merge strategy", where)
+    result = {}
+    for document in documents:
+        if strategy == "SHALLOW":
+            result.update(document)
+        else:
+            _merge_into(result, document, strategy, where)
+    return result
+
+
+def _merge_into(target, source, strategy, where, trail=""):
+    for key, value in source.items():
+        place = "%s.%s" % (trail, key) if trail else str(key)
+        old = target.get(key)
+        if key in target and strategy.startswith("TYPESAFE") and type(old) is not type(value):
+            raise ConfigError("%s: %s is %s in one document and %s in another; make them "
+                              "agree or use merge strategy REPLACE" % (
+                                  where, place, type(old).__name__, type(value).__name__))
+        if isinstance(old, dict) and isinstance(value, dict):
+            _merge_into(old, value, strategy, where, place)
+        elif isinstance(old, list) and isinstance(value, list) and strategy.endswith("ADDITIVE"):
+            target[key] = old + value
+        else:
+            target[key] = _deep_copy(value)
+
+
+def _deep_copy(value):
+    """Copy the dicts and lists of a parsed document (so merging never aliases)."""
+    if isinstance(value, dict):
+        return dict((k, _deep_copy(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+_TEMPLATE_RE = _Pattern(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def _is_template(text):
+    """Does `text` use {{ .NAME }} (Simplevisor's vault-template form)?"""
+    return _TEMPLATE_RE.search(text) is not None
+
+
+def _render_template(text, values, where):
+    """Replace each {{ .NAME }} by values[NAME]; a missing NAME is an error naming it."""
+    def replace(match):
+        name = match.group(1)
+        if name not in values:
+            raise ConfigError("%s: the template uses {{ .%s }}, which is not set; set %s or "
+                              "fix the name%s" % (where, name, name, _did_you_mean(name, values)))
+        return _env_string(values[name])
+    return _TEMPLATE_RE.sub(replace, text)
+
+
 def _env_string(value):
     """A resolved value as an environment string: dicts and lists as JSON,
     booleans as TRUE/FALSE, null as empty, numbers as JSON writes them."""

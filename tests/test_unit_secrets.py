@@ -44,3 +44,47 @@ def test_jsonpath_beyond_the_subset_names_jsonpath_ng():
     ({"a": [1, "é"]}, '{"a":[1,"é"]}'), ([1, 2], "[1,2]")])
 def test_env_string(value, text):
     assert procwrap._env_string(value) == text
+
+
+MERGE_INPUT = [{"a": {"x": 1, "l": [1]}, "b": 1, "t": "s"},
+               {"a": {"y": 2, "l": [2]}, "b": 2, "t": 3}]
+
+
+@pytest.mark.parametrize("strategy, expect", [
+    ("SHALLOW", {"a": {"y": 2, "l": [2]}, "b": 2, "t": 3}),
+    ("REPLACE", {"a": {"x": 1, "y": 2, "l": [2]}, "b": 2, "t": 3}),
+    ("ADDITIVE", {"a": {"x": 1, "y": 2, "l": [1, 2]}, "b": 2, "t": 3}),
+])
+def test_merge_strategies(strategy, expect):
+    assert procwrap._merge(MERGE_INPUT, strategy, "--env-locations") == expect
+    assert MERGE_INPUT[0]["a"] == {"x": 1, "l": [1]}       # inputs untouched
+
+
+@pytest.mark.parametrize("strategy", ["TYPESAFE_REPLACE", "TYPESAFE_ADDITIVE"])
+def test_typesafe_merge_refuses_mixed_types(strategy):
+    with pytest.raises(procwrap.ConfigError) as caught:
+        procwrap._merge(MERGE_INPUT, strategy, "--env-locations")
+    assert str(caught.value) == ("--env-locations: t is str in one document and int in "
+                                 "another; make them agree or use merge strategy REPLACE")
+    same = [{"a": {"l": [1]}}, {"a": {"l": [2]}}]
+    merged = procwrap._merge(same, strategy, "x")
+    assert merged == {"a": {"l": [1, 2] if strategy.endswith("ADDITIVE") else [2]}}
+
+
+def test_unknown_merge_strategy():
+    with pytest.raises(procwrap.ConfigError) as caught:
+        procwrap._merge([], "ADDITIV", "--merge-strategy")
+    assert "unknown merge strategy 'ADDITIV'; did you mean 'ADDITIVE'?" in str(caught.value)
+
+
+def test_templates():
+    values = {"MONGO_USER": "app", "MONGO_PASSWORD": "p@ss", "PORT": 27017}
+    text = "mongodb://{{ .MONGO_USER }}:{{.MONGO_PASSWORD}}@db:{{ .PORT }}/app"
+    assert procwrap._is_template(text) and not procwrap._is_template("{{ MONGO_USER }}")
+    assert procwrap._render_template(text, values, "MONGO_URL") == \
+        "mongodb://app:p@ss@db:27017/app"
+    with pytest.raises(procwrap.ConfigError) as caught:
+        procwrap._render_template("{{ .MONGO_PASWORD }}", values, "MONGO_URL")
+    assert str(caught.value) == ("MONGO_URL: the template uses {{ .MONGO_PASWORD }}, which is "
+                                 "not set; set MONGO_PASWORD or fix the name; did you mean "
+                                 "'MONGO_PASSWORD'?")
