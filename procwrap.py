@@ -92,8 +92,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 _libc = None
 
 
-def _prctl(option, value):
-    """prctl(2) through ctypes; False where the call or ctypes is missing."""
+def _load_libc():
+    """The C library through ctypes, loaded once; False off Linux or without ctypes."""
     global _libc
     if _libc is None:
         _libc = False
@@ -103,9 +103,12 @@ def _prctl(option, value):
                 _libc = ctypes.CDLL(None, use_errno=True)
             except (ImportError, OSError):
                 pass
-    if not _libc:
-        return False
-    return _libc.prctl(option, value, 0, 0, 0) == 0
+    return _libc
+
+
+def _prctl(option, value):
+    """prctl(2); False where the call or ctypes is missing."""
+    return bool(_load_libc()) and _libc.prctl(option, value, 0, 0, 0) == 0
 
 
 def _trim_memory():
@@ -204,9 +207,9 @@ MODE_OPTION_MSG = "%s: applies to %s mode only; remove it or %s"
 MISSING_LIBRARY_MSG = "%s: needs the Python package '%s' (%s); pip install %s"
 UNKNOWN_USER_MSG = "%s: no such user %r; create it or fix the name"
 UNKNOWN_GROUP_MSG = "%s: no such group %r; create it or fix the name"
-NEED_ROOT_MSG = ("%s: running as another user needs root (procwrap runs as "
+NEED_ROOT_MSG = ("running as another user needs root (procwrap runs as "
                  "uid %d); run procwrap as root or drop the setting")
-NOT_A_DIR_MSG = "%s: no such directory %r; create it or fix the path"
+NOT_A_DIR_MSG = "no such directory %r; create it or fix the path"
 NOT_FOUND_MSG = "%s: command not found: %r"
 CANNOT_RUN_MSG = "%s: cannot %s %r: %s"
 
@@ -342,13 +345,6 @@ def _describe_wait(wait_status):
         signum = os.WTERMSIG(wait_status)
         return "terminated by %s (status %d)" % (_signal_name(signum), 128 + signum)
     return "exited with status %d" % os.WEXITSTATUS(wait_status)
-
-
-def _describe_status(status):
-    """'exited with status 3' or 'terminated by SIGKILL' from a shell status."""
-    if status > 128 and (status - 128) in _ALL_SIGNALS:
-        return "terminated by %s (status %d)" % (_signal_name(status - 128), status)
-    return "exited with status %d" % status
 
 
 def _backoff_delay(restarts, initial, factor, maximum, jitter=0.0, rand=None):
@@ -747,10 +743,13 @@ class _Checker(object):
 
 def _type_name(value):
     """'a list', 'a number', ... for messages."""
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (list, "a list"),
-                       (dict, "an object"), ((int, float), "a number")):
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number")):
         if isinstance(value, kind):
-            return "%s (%r)" % (name, value) if kind in (bool, str) or name == "a number" else name
+            return "%s (%r)" % (name, value)
     return "null" if value is None else type(value).__name__
 
 
@@ -902,17 +901,15 @@ def _build_spec(fields, where, base, checker, check_root):
             try:
                 spec.user = _resolve_user(user, where + ".user")
                 if check_root and os.geteuid() not in (0, spec.user.uid):
-                    checker.fail(where + ".user", NEED_ROOT_MSG.split(": ", 1)[1] % os.geteuid())
+                    checker.fail(where + ".user", NEED_ROOT_MSG % os.geteuid())
                 env.update(HOME=spec.user.home, USER=spec.user.name, LOGNAME=spec.user.name)
             except ConfigError as error:
                 checker.problems.extend(error.problems)
     if "envFile" in fields:
-        files = checker.strings(fields["envFile"], where + ".envFile", split=False) \
-            if isinstance(fields["envFile"], list) else [checker.string(fields["envFile"],
-                                                                       where + ".envFile")]
+        files = fields["envFile"]
+        files = checker.strings([files] if isinstance(files, str) else files,
+                                where + ".envFile")
         for path in files if files is not _INVALID else ():
-            if path is _INVALID:
-                continue
             try:
                 env.update(_read_dotenv(path, where + ".envFile", env))
             except ConfigError as error:
@@ -925,7 +922,7 @@ def _build_spec(fields, where, base, checker, check_root):
     if "workingDir" in fields:
         workdir = checker.string(fields["workingDir"], where + ".workingDir")
         if workdir is not _INVALID and not os.path.isdir(workdir):
-            checker.fail(where + ".workingDir", NOT_A_DIR_MSG.split(": ", 1)[1] % workdir)
+            checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
         spec.workdir = workdir
     if "stopSignal" in fields:
         spec.stop_signal = checker.signal(fields["stopSignal"], where + ".stopSignal")
@@ -949,8 +946,7 @@ def _build_spec(fields, where, base, checker, check_root):
 def _apply_env_entries(entries, where, env, checker):
     """Kubernetes-style `env`: a map, or a list of {name, value}; $(VAR) expanded in order."""
     if isinstance(entries, dict):
-        pairs = sorted(checker.mapping(entries, where).items()) \
-            if isinstance(entries, dict) else []
+        pairs = sorted(checker.mapping(entries, where).items())
     elif isinstance(entries, list):
         pairs = []
         for index, item in enumerate(entries):
@@ -1343,7 +1339,7 @@ class Log(object):
 
 class _Sink(object):
     """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
-    __slots__ = ("log", "format", "fixed", "head", "tail", "process", "stream", "labels")
+    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels")
 
     def __init__(self, log, process, stream, labels):
         self.log = log                  #: the Log written to
@@ -1351,7 +1347,6 @@ class _Sink(object):
         self.process = process          #: name, for the slow paths
         self.stream = stream            #: stdout | stderr
         self.labels = labels            #: extra fields of every record
-        self.tail = '"}\n'
         if self.format == "json":
             encode = log._encode
             self.fixed = '"process":%s,"stream":"%s",%s' % (encode(process), stream, "".join(
@@ -1359,7 +1354,6 @@ class _Sink(object):
         elif self.format == "logfmt":
             self.fixed = " process=%s stream=%s %s" % (_logfmt_value(process), stream, "".join(
                 "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
-            self.tail = '"\n'
         else:
             head = "%s |" % process
             if log.color:
@@ -1559,6 +1553,11 @@ class Timer(object):
         self.cancelled = True
 
 
+#: Signals procwrap has handlers for; a child resets them before exec (and
+#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
+_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
+
+
 def _noop_handler(signum, frame):
     """Python-level handler: the C handler has already written to the wakeup fd."""
 
@@ -1609,6 +1608,7 @@ class Loop(object):
         self._previous.setdefault(signum, signal.getsignal(signum))
         signal.signal(signum, _noop_handler)
         self.signal_handlers[signum] = func
+        _HANDLED_SIGNALS.add(signum)        # children reset it before exec
 
     def watch_child(self, pid, func):
         """Call func(wait_status) when pid is reaped."""
@@ -1716,11 +1716,6 @@ class Loop(object):
 # Process state machine that starts, stops, restarts and gives up.
 # =============================================================================
 
-#: Signals procwrap has handlers for; a child resets them before exec (and
-#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
-_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
-
-
 def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
            tty=False):
     """fork and exec argv in a new session; (pid, fd of its exec report).
@@ -1733,7 +1728,7 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
     process costs milliseconds, and the next fork can overlap this exec.
     """
     parent = os.getpid()
-    pdeathsig = parent != 1 and _prctl(_PR_SET_PDEATHSIG, 0)   # loads ctypes here, not in the child
+    pdeathsig = parent != 1 and bool(_load_libc())     # load ctypes here, not in the child
     if tty:
         import fcntl
         import termios
@@ -1915,6 +1910,8 @@ class Process(object):
     starts = 0              #: how many times it was started
     started_at = None       #: monotonic time of the last start
     timed_out = False       #: the last attempt hit spec.timeout
+    description = None      #: how the last run ended, for messages ('exited with status 3')
+    delay = None            #: seconds until the restart, while in BACKOFF
     hold = False            #: no more restarts (procwrap is stopping)
 
     def __init__(self, spec, loop, log, on_change, max_line=MAX_LINE_BYTES):
@@ -1957,36 +1954,38 @@ class Process(object):
         self._cancel("_restart_timer")
         self.timed_out = False
         self.started_at = self.loop.clock()
-        fds = [None, None, None, None]          # child stdout, stderr; our stdout, stderr
+        ours, theirs = (None, None), (None, None)   # read ends; the child's stdout, stderr
         if spec.capture:
-            fds[2], fds[0] = os.pipe()
-            fds[3], fds[1] = os.pipe()
-            _set_pipe_size(fds[0])
-            _set_pipe_size(fds[1])
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            ours, theirs = (out_r, err_r), (out_w, err_w)
+            for fd in theirs:
+                _set_pipe_size(fd)
+        stdin = _devnull() if spec.capture else None
         try:
             if os.getpid() == 1 and spec.user is None and not spec.tty:
-                self._popen = _spawn_vfork(spec.argv, spec.env, spec.workdir,
-                                           _devnull() if spec.capture else None, fds[0], fds[1])
+                self._popen = _spawn_vfork(spec.argv, spec.env, spec.workdir, stdin, *theirs)
                 pid, report = self._popen.pid, None
             else:
-                pid, report = _spawn(spec.argv, spec.env, spec.workdir, spec.user,
-                                     _devnull() if spec.capture else None, fds[0], fds[1],
-                                     spec.tty)
+                pid, report = _spawn(spec.argv, spec.env, spec.workdir, spec.user, stdin,
+                                     theirs[0], theirs[1], spec.tty)
         except (OSError, _SpawnError) as error:
-            for fd in fds:
+            for fd in ours + theirs:
                 if fd is not None:
                     os.close(fd)
             if not isinstance(error, _SpawnError):      # fork itself failed (EAGAIN, ENOMEM)
                 error = _SpawnError("fork", error.errno or 0)
             self._report_failure(error)
             self.status = error.status
+            self.description = ("could not fork (status %d)" % error.status
+                                if error.stage == "fork" else _describe_wait(error.status << 8))
             self._after_exit(error.status)
             return
         if spec.capture:
-            os.close(fds[0])
-            os.close(fds[1])
-            self._pipes = [_Pipe(self.loop, fds[2], self._sinks[0], self.max_line),
-                           _Pipe(self.loop, fds[3], self._sinks[1], self.max_line)]
+            for fd in theirs:
+                os.close(fd)
+            self._pipes = [_Pipe(self.loop, fd, sink, self.max_line)
+                           for fd, sink in zip(ours, self._sinks)]
         self.pid = self.pgid = pid
         self.starts += 1
         self.loop.watch_child(pid, self.finish)
@@ -2110,6 +2109,7 @@ class Process(object):
         description = _describe_wait(wait_status)
         if self.timed_out:
             description = "timed out (%s)" % description
+        self.description = description
         self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
                        pid=pid, status=status)
         if self.state == State.STOPPING:
@@ -2247,7 +2247,6 @@ class Supervisor(object):
         for name in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
             loop.add_signal_handler(getattr(signal, name), self.on_forward_signal)
         loop.add_signal_handler(signal.SIGCHLD, None)
-        _HANDLED_SIGNALS.update(loop.signal_handlers)
         loop.on_orphan = self.on_orphan
         loop.on_error = self.on_error
         if not _become_subreaper():
@@ -2287,7 +2286,7 @@ class Supervisor(object):
         if process.state == State.EXITED:
             if process.status != 0 and not self.shutting_down:
                 self.log.event("init entry %s failed (%s); not starting processes"
-                               % (process.name, _describe_status(process.status)), "error",
+                               % (process.name, process.description), "error",
                                event="init-failed", name=process.name, status=process.status)
                 self.exit_status = process.status
                 self.shutdown("init entry %s failed" % process.name)
@@ -2316,10 +2315,9 @@ class Supervisor(object):
             finished_well = other.state == State.EXITED and other.status in other.spec.success_codes
             if other.state in State.DONE and not finished_well:
                 self.log.event("%s: not starting, its dependency %s %s" % (
-                    process.name, name, _describe_status(other.status)
-                    if other.status is not None else "gave up"), "error",
+                    process.name, name, other.description or "gave up"), "error",
                     event="fatal", name=process.name)
-                process.status = other.status
+                process.status, process.description = other.status, other.description
                 process.give_up()
                 return
             if other.state != State.RUNNING and not finished_well:
@@ -2471,7 +2469,6 @@ class Wrapper(object):
             loop.add_signal_handler(getattr(signal, name), self.on_job_control)
         loop.add_signal_handler(signal.SIGCONT, self.on_forward)
         loop.add_signal_handler(signal.SIGCHLD, None)
-        _HANDLED_SIGNALS.update(loop.signal_handlers)
         loop.on_orphan = self.on_orphan
         subreaper = _become_subreaper()
         if self.process.spec.keep_group and not subreaper:
@@ -2517,8 +2514,7 @@ class Wrapper(object):
         if process.state == State.BACKOFF:
             attempts = (spec.restart_limit or 0) + 1
             self.log.event(RETRYING_MSG % (process.restarts, attempts,
-                                           _describe_status(process.status)
-                                           if not process.timed_out else "timed out",
+                                           process.description,
                                            process.delay), "warning", event="retry")
         elif process.state in State.DONE or process.state == State.STOPPED:
             self.status = process.status
@@ -2801,7 +2797,7 @@ def _wrap_spec(options, command, environ):
     if options["user"]:
         user = _resolve_user(options["user"], "--user")
         if os.geteuid() not in (0, user.uid):
-            raise UsageError(NEED_ROOT_MSG % ("--user", os.geteuid()))
+            raise UsageError("--user: " + NEED_ROOT_MSG % os.geteuid())
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
     for path in options["env_file"]:
         env.update(_read_dotenv(path, "--env-file", env))
@@ -2809,7 +2805,7 @@ def _wrap_spec(options, command, environ):
         env[name] = value
     workdir = options["workdir"]
     if workdir and not os.path.isdir(workdir):
-        raise UsageError(NOT_A_DIR_MSG % ("--workdir", workdir))
+        raise UsageError("--workdir: " + NOT_A_DIR_MSG % workdir)
     capture = (options["log_format"] or "none") != "none"
     return ProcessSpec(
         name=os.path.basename(command[0]) or "main", where="command", argv=list(command),
@@ -2875,11 +2871,11 @@ def _run(argv, environ):
         raise UsageError("check: needs -c FILE (or PROCWRAP_CONFIG)")
 
     _ensure_stdio()
-    max_line = options["log_max_line"] or MAX_LINE_BYTES
     if mode == "wrap":
         spec = _wrap_spec(options, command, environ)
         log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
-        return Wrapper(spec, log, max_line, options["kill_on_second_signal"]).run()
+        return Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
+                       options["kill_on_second_signal"]).run()
 
     where = given.get("config", "PROCWRAP_CONFIG")
     config = _load_config(options["config"], where)

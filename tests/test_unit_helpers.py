@@ -57,10 +57,11 @@ def test_parse_signal_rejects(text):
         procwrap._parse_signal(text)
 
 
-def test_describe_status():
-    assert procwrap._describe_status(0) == "exited with status 0"
-    assert procwrap._describe_status(137) == "terminated by SIGKILL (status 137)"
-    assert procwrap._describe_status(3) == "exited with status 3"
+def test_describe_wait():
+    assert procwrap._describe_wait(0) == "exited with status 0"
+    assert procwrap._describe_wait(signal.SIGKILL) == "terminated by SIGKILL (status 137)"
+    assert procwrap._describe_wait(3 << 8) == "exited with status 3"
+    assert procwrap._describe_wait(137 << 8) == "exited with status 137"   # not a signal
 
 
 def test_backoff_sequence_is_exponential_and_capped():
