@@ -2429,9 +2429,12 @@ class Supervisor(object):
         Whatever is still our child at exit is ours to end: a group member
         that ignored SIGTERM, or an orphan re-parented to us.  Only children
         are swept, never remembered group ids, which the kernel may have
-        handed to an unrelated process group since.
+        handed to an unrelated process group since.  Then leave no zombie:
+        wait for each (SIGKILL cannot be ignored, so the wait is short) and
+        reap whatever else has died since the loop stopped.
         """
-        for pid in _children_of(os.getpid()):
+        swept = _children_of(os.getpid())
+        for pid in swept:
             try:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             except OSError:
@@ -2440,6 +2443,14 @@ class Supervisor(object):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        for pid in swept:
+            try:
+                _, wait_status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                continue        # reaped already
+            self.loop.children.pop(pid, None)
+            self.on_orphan(pid, wait_status)
+        self.loop.reap()
 
 
 # =============================================================================
