@@ -39,12 +39,14 @@ the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON
 config itself when it starts with "{".  Variables named PROCWRAP_* are never
 passed to children.
 
-Contents: Compat, Constants & messages, Errors, Pure helpers, Config,
-Secrets, Logging, Event loop, Processes, Supervisor, Wrap mode, CLI.
+Contents: Compat, Constants & messages, Errors, Pure helpers, Secrets,
+Config (after Secrets: a config's env reads locations), Logging, Event
+loop, Processes, Supervisor, Wrap mode, CLI.
 """
 
 __version__ = "0.1.0"
-__all__ = ["main", "ProcwrapError", "UsageError", "ConfigError", "__version__"]
+__all__ = ["main", "resolve_config", "Secret", "ProcwrapError", "UsageError", "ConfigError",
+           "SecretError", "__version__"]
 
 import errno
 import heapq
@@ -160,6 +162,7 @@ class _Pattern(object):
 
 EX_OK = 0
 EX_USAGE = 2
+EX_UNAVAILABLE = 69   #: a secret could not be fetched or read (sysexits' EX_UNAVAILABLE)
 EX_SOFTWARE = 70      #: our bug, so it is not mistaken for a child's 1
 EX_TIMEOUT = 124      #: as GNU timeout(1)
 EX_NOEXEC = 126       #: as a shell: found but could not be executed
@@ -190,6 +193,24 @@ STOP_TIMEOUT = 10.0           #: as docker stop
 #: Wrap-mode retry defaults.
 RETRY_DELAY = 1.0
 RETRY_JITTER = 0.1            #: each delay shrinks by up to 10 %
+
+#: Secrets.  A variable NAME<suffix>=LOCATION in procwrap's environment
+#: becomes NAME=<value> in the child's; cloudreactor proc_wrapper's suffix
+#: works too, so its users can switch without renaming.
+RESOLVE_SUFFIX = "_FOR_PROCWRAP_TO_RESOLVE"
+PROC_WRAPPER_SUFFIX = "_FOR_PROC_WRAPPER_TO_RESOLVE"
+CONFIG_RESOLVE_SUFFIX = "__to_resolve"  #: resolve_config(): KEY__to_resolve -> KEY
+RESOLVE_DEPTH = 3             #: a value that is itself a location is followed this often
+CONFIG_RESOLVE_DEPTH = 5      #: resolve_config() looks this many dicts deep
+REDACTED = "[secret]"
+#: Shorter values are not blanked out of procwrap's own messages: '1' or
+#: 'no' would mangle every record, and say nothing useful about a secret.
+REDACT_MIN_LENGTH = 4
+VAULT_TIMEOUT = 10.0          #: seconds for one Vault request
+#: Renew a lease or token when this much of its TTL has passed (Vault Agent's rule).
+VAULT_RENEW_AT = 2.0 / 3.0
+VAULT_RETRY_MAX = 30.0        #: longest wait between failed renewals
+VAULT_RENEW_POLICIES = ("stop", "continue")
 
 LOG_FORMATS = ("json", "logfmt", "text", "none")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
@@ -226,6 +247,19 @@ SHUTDOWN_MSG = "shutting down (%s)"
 SECOND_SIGNAL_MSG = ("received %s again while stopping; waiting out the grace "
                      "period (--kill-on-second-signal kills at once)")
 ORPHAN_MSG = "reaped orphan pid %d (%s)"
+UNRESOLVED_MSG = "%s: cannot resolve %s: %s"
+SKIPPED_SECRET_MSG = "%s: left out (--allow-unresolved): %s"
+RESOLVED_MSG = "resolved %d variables from %d locations (%d fetches)"
+LOG_SECRETS_MSG = ("--log-secrets: resolved secret values will be written to this log; "
+                   "use it only to debug, never in production")
+CREDENTIALS_MSG = ("not passing %s to children: procwrap used them to fetch secrets; "
+                   "list them by name in env.pass (or --env-pass) to pass them")
+SECRET_IN_ARGV_MSG = ("$(%s) would put a resolved secret on the command line, where "
+                      "/proc/PID/cmdline shows it to every user; let the program read "
+                      "$%s from its environment")
+VAULT_RENEWED_MSG = "vault: renewed %s for %d s"
+VAULT_RENEW_FAILED_MSG = "vault: cannot renew %s: %s; retrying in %.0f s"
+VAULT_EXPIRED_MSG = "vault: %s expired and could not be renewed (%s)"
 NO_SUBREAPER_MSG = ("cannot become child subreaper (needs Linux >= 3.4); "
                     "orphaned grandchildren will not be reaped by procwrap")
 
@@ -264,6 +298,13 @@ class ConfigError(UsageError):
             problems = [problems]
         self.problems = list(problems)
         UsageError.__init__(self, "\n".join(self.problems))
+
+
+class SecretError(ProcwrapError):
+    """A location could not be fetched or read (exit 69): a missing file or
+    variable, a refused or unreachable service, content not in its format.
+    The message names the variable and the location, never the value."""
+    exit_status = EX_UNAVAILABLE
 
 
 class _SpawnError(Exception):
@@ -399,14 +440,15 @@ _DOTENV_SINGLE_ESCAPE_RE = _Pattern(r"\\([\\'])")
 _DOTENV_INTERPOLATE_RE = _Pattern(r"\$\{([^}:]*)(?::-([^}]*))?\}")
 
 
-def _parse_dotenv(text, where, environ):
+def _parse_dotenv(text, where, environ, quote=True):
     """Bindings of a dotenv file as [(name, value)], in order.
 
     python-dotenv semantics: `export `, comments, single quotes (only \\\\ and
     \\' escaped), double quotes with C escapes, multi-line quoted values,
     `${VAR}` and `${VAR:-default}` looked up in earlier bindings, then in
     `environ`.  A key without '=' has no value and is left out.  Unlike
-    python-dotenv, a statement it cannot parse is an error, not a warning.
+    python-dotenv, a statement it cannot parse is an error, not a warning,
+    which quotes the statement unless `quote` is false (a fetched secret).
     """
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -426,7 +468,7 @@ def _parse_dotenv(text, where, environ):
             pos = export.end()
         key = _DOTENV_KEY_RE.match(text, pos)
         if not key:
-            raise ConfigError(_dotenv_error(where, line, text, start))
+            raise ConfigError(_dotenv_error(where, line, text, start, quote))
         name = key.group(1) if key.group(1) is not None else key.group(2)
         pos = key.end()
         equals = _DOTENV_EQUALS_RE.match(text, pos)
@@ -435,10 +477,10 @@ def _parse_dotenv(text, where, environ):
         if equals.group(1) is not None:
             value, pos = _dotenv_value(text, pos, equals.group(1))
             if value is None:
-                raise ConfigError(_dotenv_error(where, line, text, start))
+                raise ConfigError(_dotenv_error(where, line, text, start, quote))
         tail = _DOTENV_END_RE.match(text, pos)
         if not tail or (tail.end() == pos and pos < end):
-            raise ConfigError(_dotenv_error(where, line, text, start))
+            raise ConfigError(_dotenv_error(where, line, text, start, quote))
         pos = tail.end()
         if value is not None:
             value = _dotenv_interpolate(value, seen, environ)
@@ -492,13 +534,14 @@ def _dotenv_interpolate(value, seen, environ):
     return _DOTENV_INTERPOLATE_RE.sub(replace, value)
 
 
-def _dotenv_error(where, line, text, start):
+def _dotenv_error(where, line, text, start, quote=True):
     """The one-line error for a statement the dotenv grammar cannot read."""
     statement = text[start:].split("\n", 1)[0]
     if len(statement) > 40:
         statement = statement[:40] + "..."
-    return ("%s:%d: cannot parse %r; write NAME=value, quote values with "
-            "spaces or '#', and close every quote" % (where, line, statement))
+    return ("%s:%d: cannot parse %s; write NAME=value, quote values with "
+            "spaces or '#', and close every quote"
+            % (where, line, repr(statement) if quote else "this line"))
 
 
 def _read_dotenv(path, where, environ):
@@ -563,184 +606,6 @@ def _did_you_mean(word, choices):
     return DID_YOU_MEAN_MSG % ("'%s'" % close[0]) if close else ""
 
 
-# =============================================================================
-# Config
-# Reading JSON/TOML/YAML, validating every field with its place, and turning
-# entries into ProcessSpecs.  All problems are collected, then raised as one
-# ConfigError with a line each.
-# =============================================================================
-
-class _User(object):
-    """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
-    __slots__ = ("name", "uid", "gid", "groups", "home")
-
-    def __init__(self, name, uid, gid, groups, home):
-        self.name = name        #: login name (the uid as text if it has none)
-        self.uid = uid          #: for setuid
-        self.gid = gid          #: for setgid
-        self.groups = groups    #: supplementary groups, for setgroups
-        self.home = home        #: HOME for the child
-
-
-def _resolve_user(spec, where):
-    """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
-    import grp
-    import pwd
-    user, _, group = str(spec).partition(":")
-    try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
-    except KeyError:
-        if not user.isdigit():
-            raise ConfigError(UNKNOWN_USER_MSG % (where, user))
-        name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
-    if group:
-        try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            if not group.isdigit():
-                raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
-            gid = int(group)
-    try:
-        groups = os.getgrouplist(name, gid)
-    except (KeyError, OSError):
-        groups = [gid]
-    return _User(name, uid, gid, groups, home)
-
-
-class ProcessSpec(object):
-    """What to run and how to keep it running; built from a config entry or the CLI."""
-    name = "main"                   #: unique; the `process` field of its records
-    where = "command"               #: its place in the config, for messages
-    argv = ()                       #: command and args after $(VAR) expansion
-    env = None                      #: the child's whole environment (dict)
-    workdir = None                  #: chdir before exec
-    user = None                     #: a _User, or None to stay who we are
-    stop_signal = signal.SIGTERM    #: sent to the group to ask it to stop
-    stop_timeout = STOP_TIMEOUT     #: grace before SIGKILL to the group
-    restart = "Always"              #: Always | OnFailure | Never
-    success_codes = (0,)            #: statuses that are not failures
-    backoff_initial = BACKOFF_INITIAL
-    backoff_factor = BACKOFF_FACTOR
-    backoff_max = BACKOFF_MAX
-    backoff_reset = BACKOFF_RESET_AFTER  #: seconds up after which backoff restarts
-    backoff_jitter = 0.0
-    restart_limit = None            #: consecutive restarts before giving up
-    timeout = None                  #: seconds an attempt may run
-    essential = False               #: its end ends the run
-    depends_on = ()                 #: names that must be running first
-    labels = None                   #: dict added to every log record
-    capture = True                  #: pipes to the log, or inherit our fds
-    keep_group = False              #: leave the group alone after the child exits
-    tty = False                     #: make our terminal its controlling tty
-
-    def __init__(self, **fields):
-        for key, value in fields.items():
-            if not hasattr(ProcessSpec, key):
-                raise TypeError("unknown ProcessSpec field %r" % key)
-            setattr(self, key, value)
-
-
-_NAME_RE = _Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_NAME_RE = _Pattern(r"^[^=\x00]+$")
-_INVALID = object()
-
-
-class _Checker(object):
-    """Validates a parsed config, collecting one message per problem."""
-
-    def __init__(self):
-        self.problems = []      #: 'where: what; fix' lines
-
-    def fail(self, where, message):
-        """Record one problem at `where`; returns _INVALID for the caller to pass on."""
-        self.problems.append("%s: %s" % (where, message))
-        return _INVALID
-
-    def fields(self, value, where, known, required=()):
-        """The dict at `where`, with unknown keys reported (with a did-you-mean)."""
-        if not isinstance(value, dict):
-            self.fail(where, "expected an object with fields %s, got %s"
-                      % (", ".join(sorted(known)), _type_name(value)))
-            return {}
-        for key in value:
-            if key not in known:
-                self.fail("%s.%s" % (where, key), "unknown field" + (
-                    _did_you_mean(str(key), known) or "; known: " + ", ".join(sorted(known))))
-        for key in required:
-            if key not in value:
-                self.fail("%s.%s" % (where, key), "required field is missing")
-        return value
-
-    def string(self, value, where):
-        """A string, or a problem."""
-        if not isinstance(value, str):
-            return self.fail(where, "expected a string, got %s" % _type_name(value))
-        return value
-
-    def strings(self, value, where, split=False):
-        """A list of strings; a single string too when `split` (split like a shell)."""
-        if split and isinstance(value, str):
-            import shlex
-            try:
-                return shlex.split(value)
-            except ValueError as error:
-                return self.fail(where, "cannot split %r: %s; close the quote or use a list"
-                                 % (value, error))
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
-        return list(value)
-
-    def boolean(self, value, where):
-        """true or false (not 'yes', not 1), or a problem."""
-        if not isinstance(value, bool):
-            return self.fail(where, "expected true or false, got %r" % (value,))
-        return value
-
-    def seconds(self, value, where):
-        """A duration in seconds (see _parse_duration), or a problem."""
-        try:
-            return _parse_duration(value)
-        except ValueError:
-            return self.fail(where, "expected seconds (a number >= 0, or '500ms', '2m'), got %r"
-                             % (value,))
-
-    def number(self, value, where, minimum, integer=False):
-        """A number (a whole one if `integer`) >= minimum, or a problem."""
-        kinds = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-            return self.fail(where, "expected %s >= %s, got %r"
-                             % ("a whole number" if integer else "a number", minimum, value))
-        return value
-
-    def choice(self, value, where, choices):
-        """One of `choices`, exactly (no case folding: 'always' is a typo), or a problem."""
-        if value not in choices:
-            return self.fail(where, "expected %s or %s, got %r"
-                             % (", ".join(choices[:-1]), choices[-1], value))
-        return value
-
-    def signal(self, value, where):
-        """A signal name or number, or a problem."""
-        try:
-            return _parse_signal(value)
-        except ValueError:
-            return self.fail(where, "expected a signal name like TERM or SIGINT, got %r" % (value,))
-
-    def mapping(self, value, where):
-        """A dict of string to string (numbers are accepted and written as text)."""
-        if not isinstance(value, dict):
-            return self.fail(where, "expected an object of names to strings, got %s"
-                             % _type_name(value))
-        result = {}
-        for key, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                self.fail("%s.%s" % (where, key), "expected a string, got %r; quote it" % (item,))
-            else:
-                result[str(key)] = str(item)
-        return result
-
-
 def _type_name(value):
     """'a list', 'a number', ... for messages."""
     if isinstance(value, list):
@@ -753,287 +618,16 @@ def _type_name(value):
     return "null" if value is None else type(value).__name__
 
 
-_TOP_FIELDS = ("init", "processes", "env", "logs")
-_LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
-_ENV_POLICY_FIELDS = ("pass",)
-_ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "workingDir", "user",
-                 "stopSignal", "stopTimeout", "labels", "timeout")
-_PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn")
-_BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
-
-
-def _load_config(source, where):
-    """The parsed config from a path, '-' (JSON on stdin) or JSON text."""
-    if source.lstrip().startswith("{"):
-        return _parse_json(source, where)
-    if source == "-":
-        return _parse_json(sys.stdin.read(), "stdin")
-    extension = os.path.splitext(source)[1].lower()
-    if extension not in (".json", ".toml", ".yaml", ".yml"):
-        raise ConfigError("%s: unknown config type %r; name it .json, .toml, .yaml or .yml"
-                          % (source, extension or "(no extension)"))
-    try:
-        with open(source, "rb") as stream:
-            data = stream.read()
-    except OSError as error:
-        raise ConfigError("%s: cannot read config %r: %s; fix the path"
-                          % (where, source, error.strerror))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("%s: not UTF-8 text; save the config as UTF-8" % source)
-    if extension == ".json":
-        return _parse_json(text, source)
-    if extension == ".toml":
-        try:
-            import tomllib as toml      # py<3.11: tomli, the same parser
-        except ImportError:
-            toml = _require("tomli", "tomli", "to read TOML before Python 3.11", source)
-        try:
-            return toml.loads(text)
-        except toml.TOMLDecodeError as error:
-            raise ConfigError("%s: %s; fix the TOML syntax" % (source, error))
-    yaml = _require("yaml", "PyYAML", "to read YAML", source)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError("%s: %s; fix the YAML syntax"
-                          % (source, " ".join(str(error).split())))
-
-
-def _parse_json(text, where):
-    """JSON text to a config; ConfigError with the parser's position."""
-    import json
-    try:
-        return json.loads(text)
-    except ValueError as error:
-        raise ConfigError("%s: %s; fix the JSON syntax" % (where, error))
-
-
-def _build_specs(config, environ, skip=(), check_root=True):
-    """(init specs, process specs, settings) from a parsed config; ConfigError lists every problem.
-
-    `environ` is procwrap's own environment; the top-level `env.pass` list
-    narrows what of it children see.  Entries named in `skip` are left out.
-    """
-    checker = _Checker()
-    top = checker.fields(config, "config", _TOP_FIELDS)
-    settings = {"format": "json", "merge_json": False, "max_line": MAX_LINE_BYTES}
-    logs = checker.fields(top.get("logs", {}), "logs", _LOGS_FIELDS)
-    if "format" in logs:
-        settings["format"] = checker.choice(logs["format"], "logs.format", LOG_FORMATS)
-    if "mergeJson" in logs:
-        settings["merge_json"] = checker.boolean(logs["mergeJson"], "logs.mergeJson")
-    if "maxLineBytes" in logs:
-        settings["max_line"] = checker.number(logs["maxLineBytes"], "logs.maxLineBytes", 80, True)
-    base = _base_environment(environ, top.get("env", {}), checker)
-
-    entries = {"init": [], "processes": []}
-    for section in ("init", "processes"):
-        value = top.get(section, [])
-        if not isinstance(value, list):
-            checker.fail(section, "expected a list of entries, got %s" % _type_name(value))
-            continue
-        for index, entry in enumerate(value):
-            where = "%s[%d]" % (section, index)
-            known = _PROCESS_FIELDS if section == "processes" else _ENTRY_FIELDS
-            fields = checker.fields(entry, where, known, required=("name", "command"))
-            entries[section].append((where, fields))
-    if "processes" not in top and "init" not in top and isinstance(config, dict):
-        checker.fail("config", "nothing to run; add a `processes` list (and optionally `init`)")
-
-    names = {}
-    for section in ("init", "processes"):
-        for where, fields in entries[section]:
-            name = fields.get("name")
-            if isinstance(name, str) and name in names:
-                checker.fail(where + ".name", "%r is also the name of %s; names must be unique"
-                             % (name, names[name]))
-            elif isinstance(name, str):
-                names[name] = where
-    unknown_skips = [name for name in skip if name not in names]
-    if unknown_skips:
-        checker.fail("--skip", "no entry named %s%s" % (", ".join(map(repr, unknown_skips)),
-                     _did_you_mean(unknown_skips[0], names)))
-
-    specs = {"init": [], "processes": []}
-    for section in ("init", "processes"):
-        for where, fields in entries[section]:
-            if fields.get("name") in skip:
-                continue
-            specs[section].append(_build_spec(fields, where, base, checker, check_root))
-    _check_dependencies(specs["processes"], set(skip), names, checker)
-    if checker.problems:
-        raise ConfigError(checker.problems)
-    return specs["init"], specs["processes"], settings
-
-
-def _base_environment(environ, policy, checker):
-    """procwrap's environment as children inherit it: PROCWRAP_* out, `env.pass` applied."""
-    base = dict((k, v) for k, v in environ.items() if not k.startswith("PROCWRAP_"))
-    policy = checker.fields(policy, "env", _ENV_POLICY_FIELDS)
-    if "pass" in policy:
-        patterns = checker.strings(policy["pass"], "env.pass")
-        if patterns is not _INVALID:
-            import fnmatch
-            base = dict((k, v) for k, v in base.items()
-                        if any(fnmatch.fnmatchcase(k, p) for p in patterns))
-    return base
-
-
-def _build_spec(fields, where, base, checker, check_root):
-    """One ProcessSpec from an entry; its problems go to the checker."""
-    spec = ProcessSpec(where=where, labels={})
-    name = checker.string(fields.get("name", ""), where + ".name")
-    if name is not _INVALID and (not _NAME_RE.match(name) or name == "procwrap"):
-        checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
-                     "and '-' (and not 'procwrap')" % name)
-    spec.name = name
-    command = checker.strings(fields.get("command", ["-"]), where + ".command", split=True)
-    if command is not _INVALID and not command:
-        checker.fail(where + ".command", "is empty; give the program to run")
-    args = checker.strings(fields.get("args", []), where + ".args")
-
-    env = dict(base)
-    if "user" in fields:
-        user = checker.string(fields["user"], where + ".user")
-        if user is not _INVALID:
-            try:
-                spec.user = _resolve_user(user, where + ".user")
-                if check_root and os.geteuid() not in (0, spec.user.uid):
-                    checker.fail(where + ".user", NEED_ROOT_MSG % os.geteuid())
-                env.update(HOME=spec.user.home, USER=spec.user.name, LOGNAME=spec.user.name)
-            except ConfigError as error:
-                checker.problems.extend(error.problems)
-    if "envFile" in fields:
-        files = fields["envFile"]
-        files = checker.strings([files] if isinstance(files, str) else files,
-                                where + ".envFile")
-        for path in files if files is not _INVALID else ():
-            try:
-                env.update(_read_dotenv(path, where + ".envFile", env))
-            except ConfigError as error:
-                checker.problems.extend(error.problems)
-    _apply_env_entries(fields.get("env", {}), where + ".env", env, checker)
-    spec.env = base if env == base else env     # 500 entries need not hold 500 copies
-    if command is not _INVALID and args is not _INVALID:
-        spec.argv = [_expand_vars(word, env) for word in command + args]
-
-    if "workingDir" in fields:
-        workdir = checker.string(fields["workingDir"], where + ".workingDir")
-        if workdir is not _INVALID and not os.path.isdir(workdir):
-            checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
-        spec.workdir = workdir
-    if "stopSignal" in fields:
-        spec.stop_signal = checker.signal(fields["stopSignal"], where + ".stopSignal")
-    if "stopTimeout" in fields:
-        spec.stop_timeout = checker.seconds(fields["stopTimeout"], where + ".stopTimeout")
-    if "timeout" in fields:
-        spec.timeout = checker.seconds(fields["timeout"], where + ".timeout")
-    if "labels" in fields:
-        spec.labels = checker.mapping(fields["labels"], where + ".labels")
-    if where.startswith("init"):
-        spec.restart = "Never"
-    else:
-        spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
-                                      where + ".restartPolicy", RESTART_POLICIES)
-        spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
-        spec.depends_on = checker.strings(fields.get("dependsOn", []), where + ".dependsOn")
-        _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
-    return spec
-
-
-def _apply_env_entries(entries, where, env, checker):
-    """Kubernetes-style `env`: a map, or a list of {name, value}; $(VAR) expanded in order."""
-    if isinstance(entries, dict):
-        pairs = sorted(checker.mapping(entries, where).items())
-    elif isinstance(entries, list):
-        pairs = []
-        for index, item in enumerate(entries):
-            place = "%s[%d]" % (where, index)
-            item = checker.fields(item, place, ("name", "value"), required=("name",))
-            if "name" not in item:
-                continue
-            name = checker.string(item["name"], place + ".name")
-            value = item.get("value", "")
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                checker.fail(place + ".value", "expected a string, got %r; quote it" % (value,))
-            elif name is not _INVALID:
-                pairs.append((name, str(value)))
-    else:
-        checker.fail(where, "expected an object or a list of {name, value}, got %s"
-                     % _type_name(entries))
-        return
-    for name, value in pairs:
-        if not _ENV_NAME_RE.match(name):
-            checker.fail(where, "%r is not a variable name; drop the '=' or NUL" % name)
-            continue
-        env[name] = _expand_vars(value, env)
-
-
-def _apply_backoff(fields, where, spec, checker):
-    """The `backoff` object: initial, max, factor, resetAfter (seconds) and limit."""
-    fields = checker.fields(fields, where, _BACKOFF_FIELDS)
-    if "initial" in fields:
-        spec.backoff_initial = checker.seconds(fields["initial"], where + ".initial")
-    if "max" in fields:
-        spec.backoff_max = checker.seconds(fields["max"], where + ".max")
-    if "factor" in fields:
-        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1)
-    if "resetAfter" in fields:
-        spec.backoff_reset = checker.seconds(fields["resetAfter"], where + ".resetAfter")
-    if fields.get("limit") is not None:
-        spec.restart_limit = checker.number(fields["limit"], where + ".limit", 0, True)
-
-
-def _check_dependencies(specs, skipped, names, checker):
-    """dependsOn names must exist and form no cycle; skipped ones are dropped."""
-    by_name = dict((spec.name, spec) for spec in specs if spec.name is not _INVALID)
-    for spec in specs:
-        if spec.depends_on is _INVALID:
-            continue
-        kept = []
-        for index, name in enumerate(spec.depends_on):
-            if name in skipped:
-                continue
-            if name not in by_name:
-                checker.fail("%s.dependsOn[%d]" % (spec.where, index),
-                             "no process named %r%s" % (name, _did_you_mean(name, by_name)
-                                                       or "; known: " + ", ".join(sorted(by_name))))
-            else:
-                kept.append(name)
-        spec.depends_on = tuple(kept)
-    # Depth-first search for a cycle; reported once, at the first entry in it.
-    state = {}
-
-    def visit(spec, path):
-        """Depth-first walk; a name met again while open closes a cycle."""
-        state[spec.name] = "open"
-        for name in spec.depends_on:
-            other = by_name.get(name)
-            if other is None or state.get(name) == "done":
-                continue
-            if state.get(name) == "open":
-                cycle = path[path.index(name):] + [name]
-                checker.fail(by_name[cycle[0]].where + ".dependsOn",
-                             "dependency cycle %s; remove one of them" % " -> ".join(cycle))
-                continue
-            visit(other, path + [name])
-        state[spec.name] = "done"
-    for spec in specs:
-        if spec.name not in state and isinstance(spec.depends_on, tuple):
-            visit(spec, [spec.name])
-
-
 # =============================================================================
 # Secrets
-# Location strings ([PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]), the built-in JSON
-# Path subset, and how resolved values become environment strings.  Only the
-# pure layer so far; providers and resolution come with issue 4.
+# Location strings ([PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]) and the built-in
+# JSON Path subset; the providers that fetch them; _Secrets, which resolves a
+# pass of them (each document fetched once) into values held as Secret; how
+# values become environment strings; resolve_config() for embedding.  Fetches
+# block, so they happen before children start; Vault renewals run in a worker
+# thread that reports back through the loop.  SECRET_PROVIDERS closes it.
 # =============================================================================
 
-#: Provider prefixes a location string may start with (upper case, then ':').
-SECRET_PROVIDERS = ("FILE", "ENV", "PLAIN", "CONFIG", "AWS_SM", "AWS_S3", "AWS_SSM", "VAULT")
 #: Formats a location may name after '!'.
 SECRET_FORMATS = ("dotenv", "json", "yaml", "toml")
 
@@ -1048,7 +642,7 @@ class _Location(object):
     __slots__ = ("provider", "address", "format", "path")
 
     def __init__(self, provider, address, format=None, path=None):
-        self.provider = provider    #: one of SECRET_PROVIDERS
+        self.provider = provider    #: a key of SECRET_PROVIDERS
         self.address = address      #: what the provider looks up
         self.format = format        #: one of SECRET_FORMATS, or None (detect)
         self.path = path            #: a JSON Path into the parsed document, or None
@@ -1056,6 +650,14 @@ class _Location(object):
     def __eq__(self, other):
         return isinstance(other, _Location) and all(
             getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    @property
+    def shown(self):
+        """The location as messages show it: a PLAIN one's address is the value itself."""
+        text = "%s:%s" % (self.provider, REDACTED if self.provider == "PLAIN" else self.address)
+        if self.format:
+            text += "!" + self.format
+        return text + ("|JP:" + self.path if self.path else "")
 
     def __repr__(self):
         return "_Location(%r, %r, %r, %r)" % (self.provider, self.address, self.format,
@@ -1248,6 +850,1410 @@ def _env_string(value):
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _is_location(text):
+    """Does a resolved value name another location (an upper-case provider
+    prefix, an AWS ARN or ssm:)?  Then it is resolved again."""
+    match = _PROVIDER_RE.match(text)
+    if match and match.group(1) in SECRET_PROVIDERS:
+        return True
+    return any(text.startswith(prefix) for prefix, _ in _AUTODETECT)
+
+
+# -- values and redaction
+
+class Secret(str):
+    """A resolved value: an ordinary str to the child, but repr() shows [secret].
+
+    Messages put values in with %r, so one that strays into a message
+    prints as [secret]::
+
+        >>> "%r" % procwrap.Secret("hunter2")
+        '[secret]'
+    """
+    __slots__ = ()
+
+    def __repr__(self):
+        return REDACTED
+
+
+def _secret(value):
+    """`value` with every string in it made a Secret."""
+    if isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, dict):
+        return dict((key, _secret(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return [_secret(item) for item in value]
+    return value
+
+
+class _Redactor(object):
+    """Remembers every resolved value and blanks it out of procwrap's own output.
+
+    Log.event and main's error lines pass through it; child output does
+    not (procwrap cannot know what an application chooses to print).
+    """
+    enabled = True          #: False under --log-secrets
+
+    def __init__(self):
+        self.values = set()         #: strings to hide
+        self._pattern = None        #: one alternation of them, longest first
+
+    def add(self, value):
+        """Remember a resolved value: each string in a dict or list, each line of it."""
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            for item in value:
+                self.add(item)
+        elif isinstance(value, str):
+            for text in [value] + value.splitlines():
+                if len(text.strip()) >= REDACT_MIN_LENGTH and text not in self.values:
+                    self.values.add(str(text))
+                    self._pattern = None
+
+    def __call__(self, text):
+        """`text` with every remembered value replaced by [secret]."""
+        if not self.values or not self.enabled or not isinstance(text, str):
+            return text
+        if self._pattern is None:
+            self._pattern = re.compile("|".join(
+                re.escape(value) for value in sorted(self.values, key=len, reverse=True)))
+        return self._pattern.sub(REDACTED, text)
+
+
+_redact = _Redactor()
+
+
+# -- documents
+
+_FORMAT_BY_EXTENSION = {".env": "dotenv", ".json": "json", ".yaml": "yaml", ".yml": "yaml",
+                        ".toml": "toml"}
+_FORMAT_BY_TYPE = {"application/json": "json", "application/yaml": "yaml",
+                   "application/x-yaml": "yaml", "text/yaml": "yaml", "text/x-yaml": "yaml",
+                   "application/toml": "toml"}
+
+
+class _Unavailable(Exception):
+    """A provider could not fetch: the reason, for UNRESOLVED_MSG."""
+
+
+class _Binary(bytes):
+    """Bytes a provider marks as binary: base64 text unless a format is named."""
+
+
+def _format_of(name, content_type=None):
+    """A document's format from its name's extension, else its content type, else None."""
+    base = os.path.basename(name)
+    if base.endswith(".env"):       # '.env' itself has no extension to splitext
+        return "dotenv"
+    extension = os.path.splitext(base)[1].lower()
+    if extension in _FORMAT_BY_EXTENSION:
+        return _FORMAT_BY_EXTENSION[extension]
+    if content_type:
+        return _FORMAT_BY_TYPE.get(content_type.split(";")[0].strip().lower())
+    return None
+
+
+def _parse_document(raw, fmt, shown, environ):
+    """A fetched document read in its format; structured data passes as it is.
+
+    Errors give the format and the position, never the content (it is
+    a secret): a YAML error's snippet is left out.
+    """
+    if not isinstance(raw, (str, bytes)):
+        return raw
+    if isinstance(raw, bytes):
+        if fmt is None and isinstance(raw, _Binary):
+            import base64
+            return base64.b64encode(raw).decode("ascii")
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if fmt is not None:
+                raise _Unavailable("not UTF-8 text, so not %s; drop !%s to get it base64-encoded"
+                                   % (fmt, fmt))
+            import base64
+            return base64.b64encode(raw).decode("ascii")
+    if fmt is None:
+        return raw
+    if fmt == "dotenv":
+        try:
+            return dict(_parse_dotenv(raw, shown, environ, quote=False))
+        except ConfigError as error:        # 'SHOWN:2: cannot parse this line; ...'
+            raise _Unavailable("line " + str(error)[len(shown) + 1:])
+    if fmt == "json":
+        import json
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise _Unavailable("not valid JSON (%s); fix the document or name its format" % error)
+    if fmt == "yaml":
+        yaml = _require("yaml", "PyYAML", "to read YAML documents", shown)
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            place = " at line %d" % (mark.line + 1) if mark is not None else ""
+            raise _Unavailable("not valid YAML%s; fix the document or name its format" % place)
+    try:
+        import tomllib as toml          # py<3.11: tomli, the same parser
+    except ImportError:
+        toml = _require("tomli", "tomli", "to read TOML before Python 3.11", shown)
+    try:
+        return toml.loads(raw)
+    except toml.TOMLDecodeError as error:
+        raise _Unavailable("not valid TOML (%s); fix the document or name its format" % error)
+
+
+# -- providers: fetch(location) -> (raw document, format hint); _Unavailable on failure
+
+class _FileProvider(object):
+    """FILE: a path, or file://path; the format from the file's extension."""
+
+    def __init__(self, secrets):
+        self.secrets = secrets
+
+    def fetch(self, location):
+        try:
+            with open(location.address, "rb") as stream:
+                return stream.read(), _format_of(location.address)
+        except OSError as error:
+            raise _Unavailable("cannot read %r: %s; fix the path"
+                               % (location.address, error.strerror))
+
+
+class _EnvProvider(_FileProvider):
+    """ENV: another variable of procwrap's own environment."""
+
+    def fetch(self, location):
+        value = self.secrets.environ.get(location.address)
+        if value is None:
+            raise _Unavailable("procwrap's environment has no variable %s; set it or fix "
+                               "the name" % location.address)
+        return value, None
+
+
+class _PlainProvider(_FileProvider):
+    """PLAIN: the address is the value (to give a format, or a default in a chain)."""
+
+    def fetch(self, location):
+        return location.address, None
+
+
+class _ConfigProvider(_FileProvider):
+    """CONFIG: a JSON Path into the config dict that resolve_config() was given."""
+
+    def fetch(self, location):
+        if self.secrets.config is None:
+            raise _Unavailable("CONFIG: locations read the dict given to "
+                               "procwrap.resolve_config(); use another provider here")
+        found = _jsonpath(self.secrets.config, location.address, location.shown)
+        if not found:
+            raise _Unavailable("%s selects nothing in the config" % location.address)
+        return (found[0] if len(found) == 1 else found), None
+
+
+class _AwsProvider(_FileProvider):
+    """What the AWS providers share: one boto3 client per region, errors in one line.
+
+    boto3 finds credentials and the default region as always (environment,
+    profile, instance or task role); AWS_ENDPOINT_URL and its per-service
+    twins point it elsewhere, as the AWS SDKs do.
+    """
+    service = None              #: boto3's name for the service
+    endpoint_variable = None    #: AWS_ENDPOINT_URL_<SERVICE>
+
+    def __init__(self, secrets):
+        _FileProvider.__init__(self, secrets)
+        self.clients = {}       #: region (None: the default) -> boto3 client
+
+    def call(self, location, region, operation, **arguments):
+        """client.operation(**arguments); a botocore error becomes _Unavailable."""
+        self.secrets.used.add("AWS")
+        boto3 = _require("boto3", "boto3", "for AWS_* locations", location.shown)
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            client = self.clients.get(region)
+            if client is None:
+                environ, options = self.secrets.environ, {}
+                endpoint = environ.get(self.endpoint_variable) or environ.get("AWS_ENDPOINT_URL")
+                if endpoint:
+                    options["endpoint_url"] = endpoint
+                if region:
+                    options["region_name"] = region
+                client = boto3.session.Session().client(self.service, **options)
+                self.clients[region] = client
+            return getattr(client, operation)(**arguments)
+        except (BotoCoreError, ClientError) as error:
+            raise _Unavailable("%s; check the name, the region (AWS_REGION) and the "
+                               "credentials" % error)
+
+
+_UUID_RE = _Pattern(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                    r"[0-9a-fA-F]{12}$")
+
+
+class _SecretsManagerProvider(_AwsProvider):
+    """AWS_SM: a secret by ARN (full, or partial without the 6-character
+    suffix) or by name, then optionally :VERSION_STAGE or :VERSION_ID (or
+    both); the region from the ARN.  A binary secret comes base64-encoded."""
+    service = "secretsmanager"
+    endpoint_variable = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+
+    def fetch(self, location):
+        parts = location.address.split(":")
+        region = None
+        if parts[0] == "arn":
+            if len(parts) < 7 or parts[5] != "secret":
+                raise _Unavailable("%r is not a Secrets Manager ARN; write "
+                                   "arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME"
+                                   % location.address)
+            region, secret_id, extra = parts[3] or None, ":".join(parts[:7]), parts[7:]
+        else:
+            secret_id, extra = parts[0], parts[1:]
+        arguments = {"SecretId": secret_id}
+        for part in extra[:2]:
+            if part:
+                arguments["VersionId" if _UUID_RE.match(part) else "VersionStage"] = part
+        response = self.call(location, region, "get_secret_value", **arguments)
+        if response.get("SecretString") is not None:
+            return response["SecretString"], None
+        return _Binary(response.get("SecretBinary") or b""), None
+
+
+class _S3Provider(_AwsProvider):
+    """AWS_S3: an object, arn:aws:s3:::BUCKET/KEY or BUCKET/KEY; the format
+    from the key's extension, else from the object's content type."""
+    service = "s3"
+    endpoint_variable = "AWS_ENDPOINT_URL_S3"
+
+    def fetch(self, location):
+        address = location.address
+        if address.startswith("arn:aws:s3:::"):
+            address = address[len("arn:aws:s3:::"):]
+        bucket, _, key = address.partition("/")
+        if not bucket or not key:
+            raise _Unavailable("%r names no object; write arn:aws:s3:::BUCKET/KEY"
+                               % location.address)
+        response = self.call(location, None, "get_object", Bucket=bucket, Key=key)
+        return response["Body"].read(), _format_of(key, response.get("ContentType"))
+
+
+class _ParameterStoreProvider(_AwsProvider):
+    """AWS_SSM: a Parameter Store parameter by name (NAME:VERSION picks a
+    version) or ARN, decrypted; a StringList becomes a list."""
+    service = "ssm"
+    endpoint_variable = "AWS_ENDPOINT_URL_SSM"
+
+    def fetch(self, location):
+        name, region = location.address, None
+        if name.startswith("arn:"):
+            parts = name.split(":", 5)
+            if len(parts) < 6 or not parts[5].startswith("parameter/"):
+                raise _Unavailable("%r is not a parameter ARN; write "
+                                   "arn:aws:ssm:REGION:ACCOUNT:parameter/NAME" % name)
+            region, name = parts[3] or None, parts[5][len("parameter/"):]
+            if "/" in name:         # the ARN of /app/key is .../parameter/app/key
+                name = "/" + name
+        response = self.call(location, region, "get_parameter", Name=name, WithDecryption=True)
+        parameter = response["Parameter"]
+        if parameter.get("Type") == "StringList":
+            return parameter["Value"].split(","), None
+        return parameter["Value"], None
+
+
+class _Lease(object):
+    """Something Vault granted for a time that procwrap keeps alive: a
+    secret's lease (dynamic credentials), or procwrap's own token."""
+
+    def __init__(self, name, lease_id, duration, renewable, data=None):
+        self.name = name            #: for messages: the lease id, or 'token'
+        self.lease_id = lease_id    #: None for the token
+        self.duration = duration    #: seconds last granted
+        self.renewable = renewable  #: Vault says it can be extended
+        self.data = data            #: the secret's data, shared by every reader
+        self.expires = None         #: loop time it runs out, once renewal started
+
+
+class _VaultProvider(_FileProvider):
+    """VAULT: a path under Vault's /v1/ ('kv/app', 'secret/data/app',
+    'database/creds/app'), read with VAULT_TOKEN or an AppRole login
+    (VAULT_ROLE_ID, VAULT_SECRET_ID); VAULT_NAMESPACE, VAULT_CACERT and
+    VAULT_SKIP_VERIFY as the vault CLI reads them.
+
+    KV v2's data.data is unwrapped.  A leased secret (dynamic credentials)
+    is read once and shared by every process that names it; renewal keeps
+    its lease and the token alive from the event loop (SPECS.md 2.5, 2.9).
+    """
+
+    def __init__(self, secrets):
+        _FileProvider.__init__(self, secrets)
+        environ = secrets.environ
+        self.address = (environ.get("VAULT_ADDR") or "").rstrip("/")
+        self.token = environ.get("VAULT_TOKEN") or None
+        self.role_id = environ.get("VAULT_ROLE_ID") or None
+        self.secret_id = environ.get("VAULT_SECRET_ID") or None
+        self.namespace = environ.get("VAULT_NAMESPACE") or None
+        self.cacert = environ.get("VAULT_CACERT") or None
+        self.verify = environ.get("VAULT_SKIP_VERIFY", "").lower() not in ("1", "true", "yes")
+        self.token_lease = None     #: a _Lease for our token, once known
+        self.leases = {}            #: path -> _Lease of a leased secret
+        self.loop = None            #: set by start_renewal
+        self.log = None
+        self.on_expired = None      #: func(reason) when renewal finally fails
+
+    # -- requests (blocking: before the loop, or in a worker)
+    def request(self, method, path, body=None, auth=True):
+        """One Vault API call, JSON in and out; retries what SPECS.md 2.3 says
+        to retry, logs in again once on 403 when AppRole is configured."""
+        import json
+        import urllib.error
+        import urllib.request
+        if not self.address:
+            raise _Unavailable("VAULT_ADDR is not set; set it to Vault's address, like "
+                               "https://vault.example:8200")
+        relogin = auth and self.role_id is not None
+        for attempt in range(3):
+            if auth and self.token is None:
+                self.login()
+            headers = {"X-Vault-Request": "true"}
+            if auth:
+                headers["X-Vault-Token"] = self.token
+            if self.namespace:
+                headers["X-Vault-Namespace"] = self.namespace
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode("utf-8")
+                headers["Content-Type"] = "application/json"
+            request = urllib.request.Request("%s/v1/%s" % (self.address, path), data=data,
+                                             headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=VAULT_TIMEOUT,
+                                            context=self._ssl_context()) as response:
+                    text = response.read()
+                return json.loads(text.decode("utf-8")) if text.strip() else {}
+            except urllib.error.HTTPError as error:
+                status, reason = error.code, _vault_errors(error)
+                if status in (412, 429, 500, 502, 503) and attempt < 2:
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
+                if status == 403 and relogin:
+                    relogin, self.token = False, None
+                    continue
+                raise _Unavailable("Vault answered %d to %s /v1/%s: %s"
+                                   % (status, method, path, reason))
+            except (urllib.error.URLError, OSError) as error:
+                raise _Unavailable("cannot reach Vault at %s: %s; check VAULT_ADDR and the "
+                                   "network" % (self.address, getattr(error, "reason", error)))
+            except ValueError:
+                raise _Unavailable("Vault answered %s /v1/%s with something that is not "
+                                   "JSON; is VAULT_ADDR Vault?" % (method, path))
+        raise _Unavailable("Vault kept failing %s /v1/%s" % (method, path))
+
+    def _ssl_context(self):
+        """Verify against VAULT_CACERT (or the system's CAs); no check with VAULT_SKIP_VERIFY."""
+        if not self.address.startswith("https:"):
+            return None
+        import ssl
+        context = ssl.create_default_context(cafile=self.cacert)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def login(self):
+        """AppRole login (SPECS.md 2.4): POST auth/approle/login -> auth.client_token."""
+        if self.role_id is None:
+            raise _Unavailable("no Vault token: set VAULT_TOKEN, or VAULT_ROLE_ID and "
+                               "VAULT_SECRET_ID to log in with AppRole")
+        body = {"role_id": self.role_id}
+        if self.secret_id is not None:
+            body["secret_id"] = self.secret_id
+        auth = self.request("POST", "auth/approle/login", body, auth=False).get("auth") or {}
+        if not auth.get("client_token"):
+            raise _Unavailable("the AppRole login answered no token")
+        self.token = auth["client_token"]
+        self.token_lease = _Lease("token", None, int(auth.get("lease_duration") or 0),
+                                  bool(auth.get("renewable")))
+
+    def fetch(self, location):
+        path = location.address.strip("/")
+        lease = self.leases.get(path)
+        if lease is not None:
+            return lease.data, None         # dynamic credentials: one set for everyone
+        self.secrets.used.add("VAULT")
+        response = self.request("GET", path)
+        data = response.get("data")
+        if (isinstance(data, dict) and isinstance(data.get("metadata"), dict)
+                and "data" in data):
+            data = data["data"]             # KV v2: the secret is under data.data
+        if data is None:
+            raise _Unavailable("Vault has no data at /v1/%s (deleted?)" % path)
+        if response.get("lease_id"):
+            self.leases[path] = _Lease(response["lease_id"], response["lease_id"],
+                                       int(response.get("lease_duration") or 0),
+                                       bool(response.get("renewable")), data)
+        return data, None
+
+    # -- renewal (in the loop; requests in a worker)
+    def start_renewal(self, loop, log, on_expired):
+        """Renew the token and each renewable lease at 2/3 of its TTL."""
+        self.loop, self.log, self.on_expired = loop, log, on_expired
+        if self.token is not None and self.token_lease is None:
+            try:
+                data = self.request("GET", "auth/token/lookup-self").get("data") or {}
+            except _Unavailable as error:
+                log.event("vault: cannot look up the token, so it is not renewed: %s" % error,
+                          "warning", event="vault-renew-failed")
+                data = {}
+            self.token_lease = _Lease("token", None, int(data.get("ttl") or 0),
+                                      bool(data.get("renewable")))
+        for lease in [self.token_lease] + list(self.leases.values()):
+            if lease is not None and lease.renewable and lease.duration > 0:
+                lease.expires = loop.clock() + lease.duration
+                loop.call_later(lease.duration * VAULT_RENEW_AT, self._renew, lease)
+
+    def _renew(self, lease):
+        """Ask Vault for more time, in a worker; _on_renewed gets the answer."""
+        if lease.lease_id is None:
+            def work():
+                return (self.request("POST", "auth/token/renew-self", {}).get("auth")
+                        or {}).get("lease_duration")
+        else:
+            def work():
+                return self.request("POST", "sys/leases/renew",
+                                    {"lease_id": lease.lease_id,
+                                     "increment": lease.duration}).get("lease_duration")
+        self.loop.run_in_worker(work, lambda granted, error:
+                                self._on_renewed(lease, granted, error))
+
+    def _on_renewed(self, lease, granted, error):
+        """Schedule the next renewal; or retry while time is left; or give up."""
+        now = self.loop.clock()
+        if error is None and granted:
+            lease.duration, lease.expires = int(granted), now + int(granted)
+            self.log.event(VAULT_RENEWED_MSG % (lease.name, lease.duration),
+                           event="vault-renewed", lease=lease.name, ttl=lease.duration)
+            self.loop.call_later(lease.duration * VAULT_RENEW_AT, self._renew, lease)
+            return
+        reason = str(error) if error is not None else "Vault granted no more time"
+        left = lease.expires - now
+        if left > 1.0 and error is not None:
+            delay = min(VAULT_RETRY_MAX, left / 3.0)
+            self.log.event(VAULT_RENEW_FAILED_MSG % (lease.name, reason, delay), "warning",
+                           event="vault-renew-failed", lease=lease.name)
+            self.loop.call_later(delay, self._renew, lease)
+        else:
+            self.loop.call_later(max(0.0, left), self._expired, lease, reason)
+
+    def _expired(self, lease, reason):
+        """Renewal finally failed: the --vault-renew-failure policy decides."""
+        message = VAULT_EXPIRED_MSG % (lease.name, reason)
+        self.log.event(message, "error", event="vault-expired", lease=lease.name)
+        if self.on_expired is not None:
+            self.on_expired(message)
+
+
+def _vault_errors(error):
+    """The `errors` list of a Vault error response, joined; or the HTTP reason."""
+    import json
+    try:
+        errors = json.loads(error.read().decode("utf-8")).get("errors") or []
+    except (ValueError, AttributeError, OSError):
+        errors = []
+    return "; ".join(str(e) for e in errors) or str(error.reason)
+
+
+# -- resolution
+
+class _Secrets(object):
+    """Resolves location strings for one run of procwrap, and holds its settings.
+
+    Providers (and so AWS clients, the Vault token and leases) live as long
+    as this object; fetched documents live for one pass, begun by begin(),
+    so fifty variables read from five documents cost five fetches.
+    """
+    suffix = RESOLVE_SUFFIX     #: NAME<suffix>=LOCATION is resolved into NAME
+    depth = RESOLVE_DEPTH       #: how often a value that is a location is followed
+    locations = ()              #: --env-locations: documents of variables, merged
+    strategy = "SHALLOW"        #: how those documents merge
+    allow_unresolved = False    #: leave out what cannot be fetched, with a warning
+    ttl = None                  #: seconds after which a restart resolves again
+    check_only = False          #: procwrap check: parse locations, fetch nothing
+
+    def __init__(self, environ, config=None, **settings):
+        self.environ = environ          #: procwrap's environment (ENV:, credentials)
+        self.config = config            #: the dict CONFIG: locations read
+        self.providers = {}             #: provider name -> instance, made on first use
+        self.raw = {}                   #: (provider, address) -> (raw, hint), this pass
+        self.documents = {}             #: (provider, address, format) -> parsed, this pass
+        self.fetches = 0                #: fetches, over every pass
+        self.used = set()               #: 'AWS', 'VAULT': whose credentials were used
+        self.notes = []                 #: (level, message) to log once the log exists
+        self.top = {}                   #: what the last top-level pass resolved (name -> value)
+        self.resolved = {}              #: every variable resolved, for the report and --log-secrets
+        self.written = None             #: the --env-output-file path, once written
+        for key, value in settings.items():
+            if not hasattr(_Secrets, key):
+                raise TypeError("unknown _Secrets setting %r" % key)
+            setattr(self, key, value)
+
+    def begin(self):
+        """Start a resolution pass: forget fetched documents (providers stay)."""
+        self.raw.clear()
+        self.documents.clear()
+
+    def resolve(self, text, where, default_format=None):
+        """The value at location `text` (a Secret, or a dict or list of them)."""
+        value = text
+        for _ in range(self.depth + 1):
+            location = _parse_location(value, where)
+            value = self.value(location, where, default_format)
+            if not (isinstance(value, str) and _is_location(value)):
+                _redact.add(value)
+                return _secret(value)
+        raise SecretError(UNRESOLVED_MSG % (where, location.shown,
+                                            "the value is still a location after %d lookups; "
+                                            "break the loop or raise --resolve-depth"
+                                            % (self.depth + 1)))
+
+    def value(self, location, where, default_format=None):
+        """One lookup: the document, or what its JSON Path selects."""
+        document = self.document(location, where, default_format)
+        if location.path is None:
+            return document
+        if not isinstance(document, (dict, list)):
+            raise SecretError(UNRESOLVED_MSG % (where, location.shown,
+                                                "|JP: needs a document, and this is text; "
+                                                "name its format, like !json"))
+        found = _jsonpath(document, location.path, where)
+        if not found:
+            keys = ("; its keys: " + ", ".join(sorted(map(str, document)))
+                    if isinstance(document, dict) else "")
+            raise SecretError(UNRESOLVED_MSG % (where, location.shown,
+                                                "the JSON Path selects nothing%s" % keys))
+        if len(found) == 1 and not location.path.rstrip().endswith(("[*]", "*")):
+            return found[0]
+        return found
+
+    def document(self, location, where, default_format=None):
+        """The parsed document at a location, fetched once per pass."""
+        key = (location.provider, location.address)
+        try:
+            if key not in self.raw:
+                provider = self.providers.get(location.provider)
+                if provider is None:
+                    provider = SECRET_PROVIDERS[location.provider](self)
+                    self.providers[location.provider] = provider
+                self.raw[key] = provider.fetch(location)
+                self.fetches += 1
+            raw, hint = self.raw[key]
+            fmt = (location.format or hint or default_format
+                   or ("json" if location.path else None))
+            if key + (fmt,) not in self.documents:
+                self.documents[key + (fmt,)] = _parse_document(raw, fmt, location.shown,
+                                                               self.environ)
+            return self.documents[key + (fmt,)]
+        except _Unavailable as error:
+            raise SecretError(UNRESOLVED_MSG % (where, location.shown, error))
+
+    def variables(self, wanted, env):
+        """{name: Secret} from [(name, location or template, where)]; templates
+        last, rendered from `env` and what was resolved."""
+        resolved, templates = {}, []
+        for name, text, where in wanted:
+            if _is_template(text):
+                templates.append((name, text, where))
+                continue
+            try:
+                resolved[name] = Secret(_env_string(self.resolve(text, where)))
+            except SecretError as error:
+                if not self.allow_unresolved:
+                    raise
+                self.notes.append(("warning", SKIPPED_SECRET_MSG % (name, error)))
+        values = dict(env)
+        values.update(resolved)
+        for name, text, where in templates:
+            resolved[name] = values[name] = Secret(_render_template(text, values, where))
+            _redact.add(resolved[name])
+        self.resolved.update(resolved)
+        return resolved
+
+    def documents_env(self, locations, where):
+        """{name: Secret} of the dictionaries at `locations`, merged in order."""
+        documents = []
+        for text in locations:
+            try:
+                document = self.resolve(text, where, default_format="dotenv")
+            except SecretError as error:
+                if not self.allow_unresolved:
+                    raise
+                self.notes.append(("warning", SKIPPED_SECRET_MSG % (text, error)))
+                continue
+            if not isinstance(document, dict):
+                raise SecretError(UNRESOLVED_MSG % (where, _parse_location(text, where).shown,
+                                                    "it is not a dictionary of variables; "
+                                                    "name its format, like !json"))
+            documents.append(document)
+        merged = _merge(documents, self.strategy, "--merge-strategy")
+        variables = dict((str(k), Secret(_env_string(v))) for k, v in merged.items())
+        self.resolved.update(variables)
+        return variables
+
+    def top_level(self, environ):
+        """(inherited, resolved): procwrap's environment without PROCWRAP_* and
+        the variables to resolve, and what those and --env-locations give."""
+        inherited, wanted = _split_resolvable(environ, self.suffix)
+        resolved = self.documents_env(self.locations, "--env-locations")
+        resolved.update(self.variables(wanted, dict(inherited, **resolved)))
+        self.top = resolved
+        return inherited, resolved
+
+    def write_output(self, path, owner=None):
+        """--env-output-file: the top-level resolved variables, 0600."""
+        _write_env_file(path, self.top, "--env-output-file", owner)
+        self.written = path
+
+    def credentials(self):
+        """Variables holding the credentials procwrap used, which children
+        get only when named in the pass list."""
+        names = []
+        if "VAULT" in self.used:
+            names += ["VAULT_TOKEN", "VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID"]
+        if "AWS" in self.used:
+            names += ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+        return names
+
+    def start_renewal(self, loop, log, on_expired):
+        """Keep Vault's token and leases alive from `loop`, if Vault was used."""
+        vault = self.providers.get("VAULT")
+        if vault is not None and "VAULT" in self.used:
+            vault.start_renewal(loop, log, on_expired)
+
+
+def _split_resolvable(environ, suffix):
+    """(environ without PROCWRAP_* and NAME<suffix> variables, [(NAME, location, variable)])."""
+    inherited, wanted = {}, []
+    suffixes = (suffix, PROC_WRAPPER_SUFFIX)
+    for key, value in environ.items():
+        if key.startswith("PROCWRAP_"):
+            continue
+        for end in suffixes:
+            if key.endswith(end) and len(key) > len(end):
+                wanted.append((key[:-len(end)], value, key))
+                break
+        else:
+            inherited[key] = value
+    return inherited, sorted(wanted)
+
+
+def _check_location(text, where, checker):
+    """procwrap check: parse a location (or template) without fetching it."""
+    if not _is_template(text):
+        try:
+            _parse_location(text, where)
+        except ConfigError as error:
+            checker.problems.extend(error.problems)
+
+
+class _EnvBuilder(object):
+    """Assembles children's environments: procwrap's own (PROCWRAP_* and the
+    variables to resolve taken out, the pass list applied), plus what the
+    top-level locations resolve to; each entry then adds its own and finish()
+    takes out the credentials procwrap used.
+
+    With secrets.check_only (procwrap check) nothing is fetched: location
+    strings are parsed, and resolved variables are empty.
+    """
+
+    def __init__(self, environ, patterns, secrets, checker):
+        self.environ = environ          #: procwrap's environment
+        self.patterns = patterns        #: env.pass / --env-pass globs; None passes all
+        self.secrets = secrets          #: the _Secrets that resolves, and its settings
+        if not secrets.check_only:
+            inherited, resolved = secrets.top_level(environ)
+        else:
+            inherited, wanted = _split_resolvable(environ, secrets.suffix)
+            resolved = dict((name, "") for name, _, _ in wanted)
+            for name, text, where in wanted:
+                _check_location(text, where, checker)
+            for text in secrets.locations:
+                _check_location(text, "--env-locations", checker)
+        if patterns is not None:
+            import fnmatch
+            inherited = dict((k, v) for k, v in inherited.items()
+                             if any(fnmatch.fnmatchcase(k, p) for p in patterns))
+        self.base = dict(inherited)     #: the environment every child starts from
+        self.base.update(resolved)
+        self.secret_names = set(resolved)   #: variables whose values are secrets
+
+    def value(self, kind, name, text, where, env, checker):
+        """An entry's valueFrom: a location's value or a template rendered
+        from `env`; None when it is left out (--allow-unresolved)."""
+        if self.secrets.check_only:
+            if kind == "location":
+                _check_location(text, where, checker)
+            return ""
+        if kind == "template":
+            try:
+                value = Secret(_render_template(text, env, where))
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+                return ""
+            _redact.add(value)
+            return value
+        return self.secrets.variables([(name, text, where)], env).get(name)
+
+    def documents(self, text, where, checker):
+        """An entry's envFrom location: {name: value} (nothing when checking)."""
+        if self.secrets.check_only:
+            _check_location(text, where, checker)
+            return {}
+        return self.secrets.documents_env([text], where)
+
+    def finish(self, env):
+        """Take out the credentials procwrap used and the child inherited,
+        unless the pass list names them exactly (a glob does not count)."""
+        if self.secrets.check_only:
+            return env
+        dropped = [name for name in self.secrets.credentials()
+                   if name in env and env[name] == self.environ.get(name)
+                   and name not in (self.patterns or ())]
+        for name in dropped:
+            del env[name]
+        note = ("info", CREDENTIALS_MSG % ", ".join(dropped))
+        if dropped and note not in self.secrets.notes:
+            self.secrets.notes.append(note)
+        return env
+
+
+def _write_env_file(path, values, where, owner=None):
+    """Write resolved variables to `path`, created 0600, atomically: JSON for
+    .json, else dotenv, single-quoted (only \\ and \' escaped; python-dotenv
+    still expands ${NAME} in them unless read with interpolate=False)."""
+    if path.endswith(".json"):
+        import json
+        text = json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    else:
+        text = "".join("%s='%s'\n" % (name, value.replace("\\", "\\\\").replace("'", "\\'"))
+                       for name, value in sorted(values.items()))
+    temporary = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            if owner is not None:
+                os.fchown(stream.fileno(), owner.uid, owner.gid)
+            stream.write(text)
+        os.rename(temporary, path)
+    except OSError as error:
+        raise UsageError("%s: cannot write %r: %s; fix the path" % (where, path, error.strerror))
+
+
+def resolve_config(config, locations=(), suffix=CONFIG_RESOLVE_SUFFIX,
+                   max_depth=CONFIG_RESOLVE_DEPTH, merge_strategy="SHALLOW", environ=None,
+                   resolve_depth=RESOLVE_DEPTH):
+    """A new dict: `config` with every KEY__to_resolve: LOCATION replaced by
+    KEY: value, in dicts up to `max_depth` deep (lists of dicts count too).
+
+    The documents at `locations` are merged first, in order (later ones
+    win), then `config` on top.  A key that is the bare suffix injects the
+    dictionary it resolves to into its own dict (explicit keys win).
+    CONFIG:$.path locations read the merged config; ENV: reads `environ`
+    (os.environ by default)::
+
+        >>> procwrap.resolve_config({"db": {"password__to_resolve": "ENV:DB_PASSWORD"}},
+        ...                         environ={"DB_PASSWORD": "hunter2"})
+        {'db': {'password': [secret]}}
+
+    Raises ConfigError for a malformed location, SecretError for one that
+    cannot be fetched.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError("resolve_config: config must be a dict, got %s" % _type_name(config))
+    secrets = _Secrets(os.environ if environ is None else environ, depth=resolve_depth)
+    documents = []
+    for index, text in enumerate(locations):
+        where = "locations[%d]" % index
+        document = secrets.resolve(text, where, default_format="json")
+        if not isinstance(document, dict):
+            raise SecretError(UNRESOLVED_MSG % (where, _parse_location(text, where).shown,
+                                                "it is not a dictionary; name its format, "
+                                                "like !json"))
+        documents.append(document)
+    secrets.config = _merge(documents + [config], merge_strategy, "merge_strategy")
+    return _resolve_tree(secrets.config, secrets, suffix, max_depth, "config", 1)
+
+
+def _resolve_tree(tree, secrets, suffix, max_depth, where, depth):
+    """resolve_config's walk: a resolved copy of one dict (and what is under it)."""
+    result, injected = {}, []
+    for key, value in tree.items():
+        place = "%s.%s" % (where, key)
+        if isinstance(key, str) and key.endswith(suffix):
+            if depth > max_depth:
+                raise ConfigError("%s: deeper than max_depth=%d, so it would not be resolved; "
+                                  "raise max_depth or move it up" % (place, max_depth))
+            if not isinstance(value, str):
+                raise ConfigError("%s: expected a location string, got %s"
+                                  % (place, _type_name(value)))
+            resolved = secrets.resolve(value, place)
+            if key == suffix:
+                if not isinstance(resolved, dict):
+                    raise SecretError(UNRESOLVED_MSG % (place, _parse_location(value, place).shown,
+                                                        "a bare %r key injects a dictionary, and "
+                                                        "this is not one" % suffix))
+                injected.append(resolved)
+            else:
+                result[key[:-len(suffix)]] = resolved
+        else:
+            result[key] = _resolve_value(value, secrets, suffix, max_depth, place, depth)
+    for document in injected:
+        for key, value in document.items():
+            result.setdefault(key, value)
+    return result
+
+
+def _resolve_value(value, secrets, suffix, max_depth, where, depth):
+    """A copy of one config value, with the dicts in it resolved."""
+    if isinstance(value, dict):
+        return _resolve_tree(value, secrets, suffix, max_depth, where, depth + 1)
+    if isinstance(value, list):
+        return [_resolve_value(item, secrets, suffix, max_depth, "%s[%d]" % (where, index), depth)
+                for index, item in enumerate(value)]
+    return value
+
+
+#: Provider name -> class; a location's upper-case prefix must be one of these.
+SECRET_PROVIDERS = {
+    "FILE": _FileProvider,
+    "ENV": _EnvProvider,
+    "PLAIN": _PlainProvider,
+    "CONFIG": _ConfigProvider,
+    "AWS_SM": _SecretsManagerProvider,
+    "AWS_S3": _S3Provider,
+    "AWS_SSM": _ParameterStoreProvider,
+    "VAULT": _VaultProvider,
+}
+
+
+# =============================================================================
+# Config
+# Reading JSON/TOML/YAML, validating every field with its place, and turning
+# entries into ProcessSpecs.  All problems are collected, then raised as one
+# ConfigError with a line each.
+# =============================================================================
+
+class _User(object):
+    """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
+    __slots__ = ("name", "uid", "gid", "groups", "home")
+
+    def __init__(self, name, uid, gid, groups, home):
+        self.name = name        #: login name (the uid as text if it has none)
+        self.uid = uid          #: for setuid
+        self.gid = gid          #: for setgid
+        self.groups = groups    #: supplementary groups, for setgroups
+        self.home = home        #: HOME for the child
+
+
+def _resolve_user(spec, where):
+    """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
+    import grp
+    import pwd
+    user, _, group = str(spec).partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
+    except KeyError:
+        if not user.isdigit():
+            raise ConfigError(UNKNOWN_USER_MSG % (where, user))
+        name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
+    if group:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            if not group.isdigit():
+                raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
+            gid = int(group)
+    try:
+        groups = os.getgrouplist(name, gid)
+    except (KeyError, OSError):
+        groups = [gid]
+    return _User(name, uid, gid, groups, home)
+
+
+class ProcessSpec(object):
+    """What to run and how to keep it running; built from a config entry or the CLI."""
+    name = "main"                   #: unique; the `process` field of its records
+    where = "command"               #: its place in the config, for messages
+    argv = ()                       #: command and args after $(VAR) expansion
+    env = None                      #: the child's whole environment (dict)
+    workdir = None                  #: chdir before exec
+    user = None                     #: a _User, or None to stay who we are
+    stop_signal = signal.SIGTERM    #: sent to the group to ask it to stop
+    stop_timeout = STOP_TIMEOUT     #: grace before SIGKILL to the group
+    restart = "Always"              #: Always | OnFailure | Never
+    success_codes = (0,)            #: statuses that are not failures
+    backoff_initial = BACKOFF_INITIAL
+    backoff_factor = BACKOFF_FACTOR
+    backoff_max = BACKOFF_MAX
+    backoff_reset = BACKOFF_RESET_AFTER  #: seconds up after which backoff restarts
+    backoff_jitter = 0.0
+    restart_limit = None            #: consecutive restarts before giving up
+    timeout = None                  #: seconds an attempt may run
+    essential = False               #: its end ends the run
+    depends_on = ()                 #: names that must be running first
+    labels = None                   #: dict added to every log record
+    capture = True                  #: pipes to the log, or inherit our fds
+    keep_group = False              #: leave the group alone after the child exits
+    tty = False                     #: make our terminal its controlling tty
+    make_env = None                 #: func() -> env with secrets resolved again
+    secrets_ttl = None              #: seconds after which a restart calls make_env
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            if not hasattr(ProcessSpec, key):
+                raise TypeError("unknown ProcessSpec field %r" % key)
+            setattr(self, key, value)
+
+
+_NAME_RE = _Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ENV_NAME_RE = _Pattern(r"^[^=\x00]+$")
+_INVALID = object()
+
+
+class _Checker(object):
+    """Validates a parsed config, collecting one message per problem."""
+
+    def __init__(self):
+        self.problems = []      #: 'where: what; fix' lines
+
+    def fail(self, where, message):
+        """Record one problem at `where`; returns _INVALID for the caller to pass on."""
+        self.problems.append("%s: %s" % (where, message))
+        return _INVALID
+
+    def fields(self, value, where, known, required=()):
+        """The dict at `where`, with unknown keys reported (with a did-you-mean)."""
+        if not isinstance(value, dict):
+            self.fail(where, "expected an object with fields %s, got %s"
+                      % (", ".join(sorted(known)), _type_name(value)))
+            return {}
+        for key in value:
+            if key not in known:
+                self.fail("%s.%s" % (where, key), "unknown field" + (
+                    _did_you_mean(str(key), known) or "; known: " + ", ".join(sorted(known))))
+        for key in required:
+            if key not in value:
+                self.fail("%s.%s" % (where, key), "required field is missing")
+        return value
+
+    def string(self, value, where):
+        """A string, or a problem."""
+        if not isinstance(value, str):
+            return self.fail(where, "expected a string, got %s" % _type_name(value))
+        return value
+
+    def strings(self, value, where, split=False):
+        """A list of strings; a single string too when `split` (split like a shell)."""
+        if split and isinstance(value, str):
+            import shlex
+            try:
+                return shlex.split(value)
+            except ValueError as error:
+                return self.fail(where, "cannot split %r: %s; close the quote or use a list"
+                                 % (value, error))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
+        return list(value)
+
+    def boolean(self, value, where):
+        """true or false (not 'yes', not 1), or a problem."""
+        if not isinstance(value, bool):
+            return self.fail(where, "expected true or false, got %r" % (value,))
+        return value
+
+    def seconds(self, value, where):
+        """A duration in seconds (see _parse_duration), or a problem."""
+        try:
+            return _parse_duration(value)
+        except ValueError:
+            return self.fail(where, "expected seconds (a number >= 0, or '500ms', '2m'), got %r"
+                             % (value,))
+
+    def number(self, value, where, minimum, integer=False):
+        """A number (a whole one if `integer`) >= minimum, or a problem."""
+        kinds = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+            return self.fail(where, "expected %s >= %s, got %r"
+                             % ("a whole number" if integer else "a number", minimum, value))
+        return value
+
+    def choice(self, value, where, choices):
+        """One of `choices`, exactly (no case folding: 'always' is a typo), or a problem."""
+        if value not in choices:
+            return self.fail(where, "expected %s or %s, got %r"
+                             % (", ".join(choices[:-1]), choices[-1], value))
+        return value
+
+    def signal(self, value, where):
+        """A signal name or number, or a problem."""
+        try:
+            return _parse_signal(value)
+        except ValueError:
+            return self.fail(where, "expected a signal name like TERM or SIGINT, got %r" % (value,))
+
+    def mapping(self, value, where):
+        """A dict of string to string (numbers are accepted and written as text)."""
+        if not isinstance(value, dict):
+            return self.fail(where, "expected an object of names to strings, got %s"
+                             % _type_name(value))
+        result = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                self.fail("%s.%s" % (where, key), "expected a string, got %r; quote it" % (item,))
+            else:
+                result[str(key)] = str(item)
+        return result
+
+
+_TOP_FIELDS = ("init", "processes", "env", "logs")
+_LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
+_ENV_POLICY_FIELDS = ("pass",)
+_ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
+                 "stopSignal", "stopTimeout", "labels", "timeout")
+_PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn")
+_BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
+
+
+def _load_config(source, where):
+    """The parsed config from a path, '-' (JSON on stdin) or JSON text."""
+    if source.lstrip().startswith("{"):
+        return _parse_json(source, where)
+    if source == "-":
+        return _parse_json(sys.stdin.read(), "stdin")
+    extension = os.path.splitext(source)[1].lower()
+    if extension not in (".json", ".toml", ".yaml", ".yml"):
+        raise ConfigError("%s: unknown config type %r; name it .json, .toml, .yaml or .yml"
+                          % (source, extension or "(no extension)"))
+    try:
+        with open(source, "rb") as stream:
+            data = stream.read()
+    except OSError as error:
+        raise ConfigError("%s: cannot read config %r: %s; fix the path"
+                          % (where, source, error.strerror))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("%s: not UTF-8 text; save the config as UTF-8" % source)
+    if extension == ".json":
+        return _parse_json(text, source)
+    if extension == ".toml":
+        try:
+            import tomllib as toml      # py<3.11: tomli, the same parser
+        except ImportError:
+            toml = _require("tomli", "tomli", "to read TOML before Python 3.11", source)
+        try:
+            return toml.loads(text)
+        except toml.TOMLDecodeError as error:
+            raise ConfigError("%s: %s; fix the TOML syntax" % (source, error))
+    yaml = _require("yaml", "PyYAML", "to read YAML", source)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError("%s: %s; fix the YAML syntax"
+                          % (source, " ".join(str(error).split())))
+
+
+def _parse_json(text, where):
+    """JSON text to a config; ConfigError with the parser's position."""
+    import json
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ConfigError("%s: %s; fix the JSON syntax" % (where, error))
+
+
+def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
+    """(init specs, process specs, settings) from a parsed config; ConfigError lists every problem.
+
+    `environ` is procwrap's own environment; the top-level `env.pass` list
+    narrows what of it children see.  Entries named in `skip` are left out.
+    `secrets` (a _Secrets) resolves every location, which may raise
+    SecretError; by default, or with check_only, locations are only parsed.
+    """
+    if secrets is None:
+        secrets = _Secrets(environ, check_only=True)
+    checker = _Checker()
+    top = checker.fields(config, "config", _TOP_FIELDS)
+    settings = {"format": "json", "merge_json": False, "max_line": MAX_LINE_BYTES}
+    logs = checker.fields(top.get("logs", {}), "logs", _LOGS_FIELDS)
+    if "format" in logs:
+        settings["format"] = checker.choice(logs["format"], "logs.format", LOG_FORMATS)
+    if "mergeJson" in logs:
+        settings["merge_json"] = checker.boolean(logs["mergeJson"], "logs.mergeJson")
+    if "maxLineBytes" in logs:
+        settings["max_line"] = checker.number(logs["maxLineBytes"], "logs.maxLineBytes", 80, True)
+    policy = checker.fields(top.get("env", {}), "env", _ENV_POLICY_FIELDS)
+    patterns = checker.strings(policy["pass"], "env.pass") if "pass" in policy else None
+    builder = _EnvBuilder(environ, None if patterns is _INVALID else patterns, secrets, checker)
+
+    entries = {"init": [], "processes": []}
+    for section in ("init", "processes"):
+        value = top.get(section, [])
+        if not isinstance(value, list):
+            checker.fail(section, "expected a list of entries, got %s" % _type_name(value))
+            continue
+        for index, entry in enumerate(value):
+            where = "%s[%d]" % (section, index)
+            known = _PROCESS_FIELDS if section == "processes" else _ENTRY_FIELDS
+            fields = checker.fields(entry, where, known, required=("name", "command"))
+            entries[section].append((where, fields))
+    if "processes" not in top and "init" not in top and isinstance(config, dict):
+        checker.fail("config", "nothing to run; add a `processes` list (and optionally `init`)")
+
+    names = {}
+    for section in ("init", "processes"):
+        for where, fields in entries[section]:
+            name = fields.get("name")
+            if isinstance(name, str) and name in names:
+                checker.fail(where + ".name", "%r is also the name of %s; names must be unique"
+                             % (name, names[name]))
+            elif isinstance(name, str):
+                names[name] = where
+    unknown_skips = [name for name in skip if name not in names]
+    if unknown_skips:
+        checker.fail("--skip", "no entry named %s%s" % (", ".join(map(repr, unknown_skips)),
+                     _did_you_mean(unknown_skips[0], names)))
+
+    specs = {"init": [], "processes": []}
+    for section in ("init", "processes"):
+        for where, fields in entries[section]:
+            if fields.get("name") in skip:
+                continue
+            specs[section].append(_build_spec(fields, where, builder, checker, check_root))
+    _check_dependencies(specs["processes"], set(skip), names, checker)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return specs["init"], specs["processes"], settings
+
+
+def _build_spec(fields, where, builder, checker, check_root):
+    """One ProcessSpec from an entry; its problems go to the checker."""
+    spec = ProcessSpec(where=where, labels={})
+    name = checker.string(fields.get("name", ""), where + ".name")
+    if name is not _INVALID and (not _NAME_RE.match(name) or name == "procwrap"):
+        checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
+                     "and '-' (and not 'procwrap')" % name)
+    spec.name = name
+    command = checker.strings(fields.get("command", ["-"]), where + ".command", split=True)
+    if command is not _INVALID and not command:
+        checker.fail(where + ".command", "is empty; give the program to run")
+    args = checker.strings(fields.get("args", []), where + ".args")
+
+    if "user" in fields:
+        user = checker.string(fields["user"], where + ".user")
+        if user is not _INVALID:
+            try:
+                spec.user = _resolve_user(user, where + ".user")
+                if check_root and os.geteuid() not in (0, spec.user.uid):
+                    checker.fail(where + ".user", NEED_ROOT_MSG % os.geteuid())
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+    env, secret_names = _entry_env(fields, where, spec.user, builder, checker)
+    spec.env = env
+    secrets = builder.secrets
+    if not secrets.check_only and secrets.ttl is not None:
+        spec.make_env = _entry_rebuilder(fields, where, spec.user, builder)
+        spec.secrets_ttl = secrets.ttl
+    if command is not _INVALID and args is not _INVALID:
+        for field, words in (("command", command), ("args", args)):
+            for word in words:
+                for match in _K8S_VAR_RE.finditer(word):
+                    if match.group(1) in secret_names:
+                        checker.fail("%s.%s" % (where, field), SECRET_IN_ARGV_MSG
+                                     % (match.group(1), match.group(1)))
+        spec.argv = [_expand_vars(word, env) for word in command + args]
+
+    if "workingDir" in fields:
+        workdir = checker.string(fields["workingDir"], where + ".workingDir")
+        if workdir is not _INVALID and not os.path.isdir(workdir):
+            checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
+        spec.workdir = workdir
+    if "stopSignal" in fields:
+        spec.stop_signal = checker.signal(fields["stopSignal"], where + ".stopSignal")
+    if "stopTimeout" in fields:
+        spec.stop_timeout = checker.seconds(fields["stopTimeout"], where + ".stopTimeout")
+    if "timeout" in fields:
+        spec.timeout = checker.seconds(fields["timeout"], where + ".timeout")
+    if "labels" in fields:
+        spec.labels = checker.mapping(fields["labels"], where + ".labels")
+    if where.startswith("init"):
+        spec.restart = "Never"
+    else:
+        spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
+                                      where + ".restartPolicy", RESTART_POLICIES)
+        spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
+        spec.depends_on = checker.strings(fields.get("dependsOn", []), where + ".dependsOn")
+        _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
+    return spec
+
+
+def _entry_env(fields, where, user, builder, checker):
+    """(env, names of its secret variables) of one entry: the builder's base,
+    then the user's HOME, envFile, envFrom and env, in that order."""
+    env = dict(builder.base)
+    names = set(builder.secret_names)
+    if user is not None:
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+    if "envFile" in fields:
+        files = fields["envFile"]
+        files = checker.strings([files] if isinstance(files, str) else files,
+                                where + ".envFile")
+        for path in files if files is not _INVALID else ():
+            try:
+                env.update(_read_dotenv(path, where + ".envFile", env))
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+    _apply_env_from(fields.get("envFrom", []), where + ".envFrom", env, names, builder, checker)
+    _apply_env_entries(fields.get("env", {}), where + ".env", env, names, builder, checker)
+    builder.finish(env)
+    # 500 entries that add nothing need not hold 500 copies.
+    return (builder.base if env == builder.base else env), names
+
+
+def _entry_rebuilder(fields, where, user, builder):
+    """spec.make_env for --secrets-ttl: the entry's env from a new resolution pass."""
+    def make_env():
+        builder.secrets.begin()
+        checker = _Checker()
+        fresh = _EnvBuilder(builder.environ, builder.patterns, builder.secrets, checker)
+        env = _entry_env(fields, where, user, fresh, checker)[0]
+        if checker.problems:
+            raise ConfigError(checker.problems)
+        return env
+    return make_env
+
+
+def _apply_env_from(sources, where, env, names, builder, checker):
+    """`envFrom`: [{location, prefix}], each a dictionary of variables (as
+    Kubernetes' envFrom, with a location string for the secret or map)."""
+    if not isinstance(sources, list):
+        checker.fail(where, "expected a list of {location, prefix}, got %s" % _type_name(sources))
+        return
+    for index, item in enumerate(sources):
+        place = "%s[%d]" % (where, index)
+        item = checker.fields(item, place, ("location", "prefix"), required=("location",))
+        location = checker.string(item.get("location", ""), place + ".location")
+        prefix = checker.string(item.get("prefix", ""), place + ".prefix")
+        if location is _INVALID or prefix is _INVALID:
+            continue
+        for name, value in builder.documents(location, place + ".location", checker).items():
+            env[prefix + name] = value
+            names.add(prefix + name)
+
+
+def _apply_env_entries(entries, where, env, names, builder, checker):
+    """Kubernetes-style `env`: a map, or a list of {name, value} or {name,
+    valueFrom: {location} or {template}}; $(VAR) expanded in order."""
+    if isinstance(entries, dict):
+        pairs = sorted(checker.mapping(entries, where).items())
+    elif isinstance(entries, list):
+        pairs = []
+        for index, item in enumerate(entries):
+            place = "%s[%d]" % (where, index)
+            item = checker.fields(item, place, ("name", "value", "valueFrom"), required=("name",))
+            if "name" not in item:
+                continue
+            name = checker.string(item["name"], place + ".name")
+            if "valueFrom" in item:
+                source = checker.fields(item["valueFrom"], place + ".valueFrom",
+                                        ("location", "template"))
+                if "value" in item or len(source) != 1:
+                    checker.fail(place, "give value, valueFrom.location or valueFrom.template; "
+                                 "exactly one")
+                    continue
+                kind, text = list(source.items())[0]
+                text = checker.string(text, "%s.valueFrom.%s" % (place, kind))
+                if text is not _INVALID and name is not _INVALID:
+                    pairs.append((name, (kind, text, "%s.valueFrom.%s" % (place, kind))))
+                continue
+            value = item.get("value", "")
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                checker.fail(place + ".value", "expected a string, got %r; quote it" % (value,))
+            elif name is not _INVALID:
+                pairs.append((name, str(value)))
+    else:
+        checker.fail(where, "expected an object or a list of {name, value}, got %s"
+                     % _type_name(entries))
+        return
+    for name, value in pairs:
+        if not _ENV_NAME_RE.match(name):
+            checker.fail(where, "%r is not a variable name; drop the '=' or NUL" % name)
+        elif isinstance(value, tuple):
+            kind, text, place = value
+            resolved = builder.value(kind, name, text, place, env, checker)
+            if resolved is not None:
+                env[name] = resolved
+                names.add(name)
+        else:
+            env[name] = _expand_vars(value, env)
+
+
+def _apply_backoff(fields, where, spec, checker):
+    """The `backoff` object: initial, max, factor, resetAfter (seconds) and limit."""
+    fields = checker.fields(fields, where, _BACKOFF_FIELDS)
+    if "initial" in fields:
+        spec.backoff_initial = checker.seconds(fields["initial"], where + ".initial")
+    if "max" in fields:
+        spec.backoff_max = checker.seconds(fields["max"], where + ".max")
+    if "factor" in fields:
+        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1)
+    if "resetAfter" in fields:
+        spec.backoff_reset = checker.seconds(fields["resetAfter"], where + ".resetAfter")
+    if fields.get("limit") is not None:
+        spec.restart_limit = checker.number(fields["limit"], where + ".limit", 0, True)
+
+
+def _check_dependencies(specs, skipped, names, checker):
+    """dependsOn names must exist and form no cycle; skipped ones are dropped."""
+    by_name = dict((spec.name, spec) for spec in specs if spec.name is not _INVALID)
+    for spec in specs:
+        if spec.depends_on is _INVALID:
+            continue
+        kept = []
+        for index, name in enumerate(spec.depends_on):
+            if name in skipped:
+                continue
+            if name not in by_name:
+                checker.fail("%s.dependsOn[%d]" % (spec.where, index),
+                             "no process named %r%s" % (name, _did_you_mean(name, by_name)
+                                                       or "; known: " + ", ".join(sorted(by_name))))
+            else:
+                kept.append(name)
+        spec.depends_on = tuple(kept)
+    # Depth-first search for a cycle; reported once, at the first entry in it.
+    state = {}
+
+    def visit(spec, path):
+        """Depth-first walk; a name met again while open closes a cycle."""
+        state[spec.name] = "open"
+        for name in spec.depends_on:
+            other = by_name.get(name)
+            if other is None or state.get(name) == "done":
+                continue
+            if state.get(name) == "open":
+                cycle = path[path.index(name):] + [name]
+                checker.fail(by_name[cycle[0]].where + ".dependsOn",
+                             "dependency cycle %s; remove one of them" % " -> ".join(cycle))
+                continue
+            visit(other, path + [name])
+        state[spec.name] = "done"
+    for spec in specs:
+        if spec.name not in state and isinstance(spec.depends_on, tuple):
+            visit(spec, [spec.name])
+
+
 # =============================================================================
 # Logging
 # Child output and procwrap's own events as records on one fd: JSON, logfmt or
@@ -1298,7 +2304,13 @@ class Log(object):
         return color
 
     def event(self, message, level="info", **fields):
-        """One record of procwrap's own: process=procwrap, a level, a message, fields."""
+        """One record of procwrap's own: process=procwrap, a level, a message, fields.
+
+        A resolved secret in the message or a field shows as [secret].
+        """
+        if _redact.values:
+            message = _redact(message)
+            fields = dict((k, _redact(v)) for k, v in fields.items())
         if self.format == "none":
             if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
                 self.write(("procwrap: %s\n" % message).encode("utf-8", "replace"))
@@ -1585,6 +2597,7 @@ class Loop(object):
         os.set_blocking(self._wake_w, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._old_wakeup = None
+        self._soon = []         #: (func, args) queued by other threads, run next pass
 
     # -- registration
     def call_later(self, delay, func, *args):
@@ -1592,6 +2605,39 @@ class Loop(object):
         timer = Timer(self.clock() + max(0.0, delay), func, args)
         heapq.heappush(self.timers, timer)
         return timer
+
+    def call_soon_threadsafe(self, func, *args):
+        """From another thread: call func(*args) in the loop's next pass.
+
+        The wakeup pipe carries it: byte 0 is no signal number, so a 0
+        written after the call is queued means 'run the queue'.
+        """
+        self._soon.append((func, args))     # list.append is atomic under the GIL
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass        # the pipe is full of wake-ups already; the loop will look
+
+    def run_in_worker(self, func, done):
+        """Run func() in a thread, then done(result, error) in the loop.
+
+        For the few blocking calls that must happen while the loop runs
+        (Vault renewals): the loop never waits on the network.
+        """
+        import threading
+        import warnings
+        # py>=3.12 warns of fork() while another thread runs.  Ours makes one
+        # HTTP request and takes no lock a forked child needs before exec.
+        # (An identical filter replaces itself, so this does not pile up.)
+        warnings.filterwarnings("ignore", ".* is multi-threaded, use of fork", DeprecationWarning)
+
+        def work():
+            try:
+                result, error = func(), None
+            except Exception as exc:     # handed to done(), which decides
+                result, error = None, exc
+            self.call_soon_threadsafe(done, result, error)
+        threading.Thread(target=work, name="procwrap-worker", daemon=True).start()
 
     def add_reader(self, fd, func):
         """Call func() whenever fd is readable."""
@@ -1651,6 +2697,8 @@ class Loop(object):
         # just before exiting is read by its pipes' drain() in finish().
         reap = False
         for signum in signals:
+            if signum == 0:
+                continue        # call_soon_threadsafe's wake-up, handled below
             if signum == signal.SIGCHLD:
                 reap = True     # many SIGCHLDs, one waitpid loop
             func = self.signal_handlers.get(signum)
@@ -1658,6 +2706,9 @@ class Loop(object):
                 self._call(func, signum)
         for func in ready:
             self._call(func)
+        while self._soon:
+            func, args = self._soon.pop(0)
+            self._call(func, *args)
         now = self.clock()
         while timers and (timers[0].cancelled or timers[0].when <= now):
             timer = heapq.heappop(timers)
@@ -1927,6 +2978,7 @@ class Process(object):
         self._pipes = []                #: our ends of its stdout and stderr
         self._report_fd = None          #: its exec report pipe, while STARTING
         self._popen = None              #: the subprocess.Popen, when spawned by _spawn_vfork
+        self._env_time = loop.clock()   #: when spec.env's secrets were resolved
         if spec.capture:
             self._sinks = (log.sink(spec.name, "stdout", spec.labels),
                            log.sink(spec.name, "stderr", spec.labels))
@@ -1954,6 +3006,13 @@ class Process(object):
         self._cancel("_restart_timer")
         self.timed_out = False
         self.started_at = self.loop.clock()
+        if self.starts and not self._refresh_env():
+            # Its secrets could not be resolved again: a failed start, as a
+            # failed fork is, so restartPolicy and backoff apply.
+            self.status = EX_UNAVAILABLE
+            self.description = "could not resolve its secrets (status %d)" % EX_UNAVAILABLE
+            self._after_exit(EX_UNAVAILABLE)
+            return
         ours, theirs = (None, None), (None, None)   # read ends; the child's stdout, stderr
         if spec.capture:
             out_r, out_w = os.pipe()
@@ -1997,6 +3056,24 @@ class Process(object):
         else:
             self._report_fd = report
             self.loop.add_reader(report, self.on_exec_report)
+
+    def _refresh_env(self):
+        """--secrets-ttl: resolve the environment again once it is older than
+        the TTL; False (after logging why) when that fails."""
+        spec, now = self.spec, self.loop.clock()
+        if spec.make_env is None or spec.secrets_ttl is None \
+                or now - self._env_time < spec.secrets_ttl:
+            return True
+        try:
+            spec.env = spec.make_env()
+        except ProcwrapError as error:
+            self.log.event(str(error), "error", event="secrets-failed", name=self.name)
+            return False
+        self._env_time = now
+        self.log.event("%s: resolved its secrets again (older than %s s)"
+                       % (self.name, _format_seconds(spec.secrets_ttl)),
+                       event="secrets-refreshed", name=self.name)
+        return True
 
     def on_exec_report(self):
         """The exec report pipe is readable: the child exec'd, or says why it could not."""
@@ -2361,8 +3438,14 @@ class Supervisor(object):
             self.loop.stopped = True
 
     # -- shutdown
-    def shutdown(self, reason):
-        """Stop everything: dependents before what they depend on, each with its own signal."""
+    def shutdown(self, reason, status=None):
+        """Stop everything: dependents before what they depend on, each with its own signal.
+
+        `status`, if given, is what procwrap exits with (unless something
+        already decided that).
+        """
+        if status is not None and self.exit_status is None:
+            self.exit_status = status
         if self.shutting_down:
             return
         self.shutting_down = True
@@ -2419,7 +3502,7 @@ class Supervisor(object):
 
     def on_error(self, text):
         """A callback crashed (our bug): print the traceback, log it, carry on."""
-        sys.stderr.write(text)
+        sys.stderr.write(_redact(text))
         self.log.event("internal error, carrying on: %s" % text.strip().splitlines()[-1],
                        "error", event="bug")
 
@@ -2469,6 +3552,7 @@ class Wrapper(object):
         self.kill_on_second_signal = kill_on_second_signal
         self.process = Process(spec, self.loop, log, self.on_change, max_line)
         self.status = None              #: the status procwrap exits with
+        self.forced_status = None       #: set by shutdown(), wins over the child's
         self.waiting_for_group = False  #: --wait-group: child gone, group not yet
 
     def run(self):
@@ -2488,7 +3572,16 @@ class Wrapper(object):
             self.process.spec.keep_group = False
         self.process.start()
         loop.run()
-        return self.status
+        return self.forced_status if self.forced_status is not None else self.status
+
+    def shutdown(self, reason, status=None):
+        """Stop the child for good (stop signal, grace, SIGKILL); exit with `status`."""
+        self.log.event(SHUTDOWN_MSG % reason, "warning", event="shutdown")
+        self.forced_status = status
+        process = self.process
+        process.hold = True
+        if process.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+            process.stop()
 
     def on_signal(self, signum):
         """TERM (remapped), INT, QUIT stop the child without retry; the rest are forwarded."""
@@ -2626,6 +3719,23 @@ def _opt_names(text, where):
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _opt_choice(choices):
+    """A parser for an option whose value is one of `choices`."""
+    def parse(text, where):
+        """One of the choices, exactly."""
+        if text not in choices:
+            raise UsageError(BAD_VALUE_MSG % (where, "expected one of " + ", ".join(choices),
+                                              text))
+        return text
+    return parse
+
+
+def _opt_location(text, where):
+    """--env-locations: a location string, parsed now so a typo stops us at once."""
+    _parse_location(text, where)
+    return text
+
+
 def _opt_text(text, where):
     """Any text, as given."""
     return text
@@ -2709,6 +3819,36 @@ _OPTIONS = [
             repeat=True),
     _Option(("--env",), "NAME=VALUE", _opt_assignment, [], _WRAP,
             "set a variable for the command (repeatable; twin: one per line)", repeat=True),
+    _Option(("--env-pass",), "PATTERNS", _opt_names, [], _WRAP,
+            "pass only the variables of procwrap's environment matching these globs "
+            "(comma-separated; the config's env.pass); name a credential procwrap used "
+            "(VAULT_TOKEN, AWS keys) exactly to pass it", repeat=True),
+    _Option(("--env-locations",), "LOCATION", _opt_location, [], _BOTH,
+            "merge the dictionary of variables at LOCATION into the environment "
+            "(repeatable, later ones win; dotenv unless the location says otherwise; "
+            "twin: comma-separated)", repeat=True),
+    _Option(("--merge-strategy",), "STRATEGY", _opt_choice(MERGE_STRATEGIES), "SHALLOW", _BOTH,
+            "how --env-locations documents merge: " + ", ".join(MERGE_STRATEGIES)
+            + " (default SHALLOW)"),
+    _Option(("--resolve-suffix",), "SUFFIX", _opt_text, RESOLVE_SUFFIX, _BOTH,
+            "NAME<SUFFIX>=LOCATION becomes NAME=<value> for children (default "
+            + RESOLVE_SUFFIX + "; " + PROC_WRAPPER_SUFFIX + " always works)"),
+    _Option(("--resolve-depth",), "N", _opt_count, RESOLVE_DEPTH, _BOTH,
+            "follow a resolved value that is itself a location up to N times (default 3)"),
+    _Option(("--allow-unresolved",), None, None, False, _BOTH,
+            "start without a variable whose location cannot be fetched (a warning names "
+            "it) instead of exiting 69"),
+    _Option(("--env-output-file",), "PATH", _opt_text, None, _BOTH,
+            "also write the resolved variables to PATH (JSON for .json, else dotenv), "
+            "created 0600 and removed when procwrap exits"),
+    _Option(("--secrets-ttl",), "SECONDS", _opt_seconds, None, _BOTH,
+            "resolve secrets again before a retry or restart that comes this long after "
+            "the last resolution"),
+    _Option(("--vault-renew-failure",), "POLICY", _opt_choice(VAULT_RENEW_POLICIES), "stop",
+            _BOTH, "when a Vault lease or token cannot be renewed before it expires: stop "
+            "(everything, exit 69) or continue (log it) (default stop)"),
+    _Option(("--log-secrets",), None, None, False, _BOTH,
+            "debugging only: log resolved values instead of [secret]"),
 ]
 _OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.flags)
 
@@ -2801,33 +3941,44 @@ def _parse_args(argv, environ):
     return subcommand, options, command, given
 
 
-def _wrap_spec(options, command, environ):
-    """The ProcessSpec wrap mode runs, from the options."""
-    env = dict((k, v) for k, v in environ.items() if not k.startswith("PROCWRAP_"))
+def _wrap_spec(options, command, environ, secrets):
+    """The ProcessSpec wrap mode runs, from the options; its secrets resolved."""
     user = None
     if options["user"]:
         user = _resolve_user(options["user"], "--user")
         if os.geteuid() not in (0, user.uid):
             raise UsageError("--user: " + NEED_ROOT_MSG % os.geteuid())
-        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
-    for path in options["env_file"]:
-        env.update(_read_dotenv(path, "--env-file", env))
-    for name, value in options["env"]:
-        env[name] = value
     workdir = options["workdir"]
     if workdir and not os.path.isdir(workdir):
         raise UsageError("--workdir: " + NOT_A_DIR_MSG % workdir)
+
+    def make_env():
+        """procwrap's environment and resolved variables, then --user, --env-file, --env."""
+        secrets.begin()
+        builder = _EnvBuilder(environ, options["env_pass"] or None, secrets, _Checker())
+        env = dict(builder.base)
+        if user is not None:
+            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
+        for path in options["env_file"]:
+            env.update(_read_dotenv(path, "--env-file", env))
+        for name, value in options["env"]:
+            env[name] = value
+        if options["env_output_file"]:
+            secrets.write_output(options["env_output_file"], user)
+        return builder.finish(env)
+
     capture = (options["log_format"] or "none") != "none"
     return ProcessSpec(
         name=os.path.basename(command[0]) or "main", where="command", argv=list(command),
-        env=env, workdir=workdir, user=user, stop_signal=options["stop_signal"],
+        env=make_env(), workdir=workdir, user=user, stop_signal=options["stop_signal"],
         stop_timeout=options["stop_timeout"], timeout=options["timeout"],
         restart="OnFailure" if options["retries"] else "Never",
         success_codes=options["success_codes"], restart_limit=options["retries"],
         backoff_initial=options["retry_delay"], backoff_factor=options["retry_backoff"],
         backoff_max=options["retry_max_delay"], backoff_jitter=options["retry_jitter"],
         backoff_reset=float("inf"), capture=capture, keep_group=options["wait_group"],
-        tty=not capture and _isatty(0), labels={})
+        tty=not capture and _isatty(0), labels={}, make_env=make_env,
+        secrets_ttl=options["secrets_ttl"])
 
 
 def _isatty(fd):
@@ -2882,28 +4033,67 @@ def _run(argv, environ):
         raise UsageError("check: needs -c FILE (or PROCWRAP_CONFIG)")
 
     _ensure_stdio()
-    if mode == "wrap":
-        spec = _wrap_spec(options, command, environ)
-        log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
-        return Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
-                       options["kill_on_second_signal"]).run()
+    secrets = _Secrets(environ, suffix=options["resolve_suffix"], depth=options["resolve_depth"],
+                       locations=options["env_locations"], strategy=options["merge_strategy"],
+                       allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"],
+                       check_only=(mode == "check"))
+    _redact.enabled = not options["log_secrets"]
+    try:
+        if mode == "wrap":
+            spec = _wrap_spec(options, command, environ, secrets)
+            log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
+            owner = Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
+                            options["kill_on_second_signal"])
+        else:
+            where = given.get("config", "PROCWRAP_CONFIG")
+            config = _load_config(options["config"], where)
+            # Every config problem is reported before anything is fetched.
+            init, processes, settings = _build_specs(config, environ, options["skip"],
+                                                     check_root=(mode != "check"))
+            if mode == "check":
+                sys.stdout.write("procwrap: %s is valid: %d init entries, %d processes\n"
+                                 % ("config" if options["config"].lstrip().startswith("{")
+                                    else options["config"], len(init), len(processes)))
+                return EX_OK
+            init, processes, settings = _build_specs(config, environ, options["skip"],
+                                                     secrets=secrets)
+            if options["env_output_file"]:
+                secrets.write_output(options["env_output_file"])
+            log_format = options["log_format"] or settings["format"]
+            if log_format == "none":
+                for spec in init + processes:   # pass-through: children use our stdout/stderr
+                    spec.capture = False
+            log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
+            owner = Supervisor(init, processes, log, options["log_max_line"]
+                               or settings["max_line"], options["kill_on_second_signal"])
+        _report_secrets(log, secrets)
+        if options["vault_renew_failure"] == "stop":
+            secrets.start_renewal(owner.loop, log, lambda reason: owner.shutdown(
+                reason, EX_UNAVAILABLE))
+        else:
+            secrets.start_renewal(owner.loop, log, None)
+        return owner.run()
+    finally:
+        if secrets.written:
+            try:
+                os.unlink(secrets.written)
+            except OSError:
+                pass
 
-    where = given.get("config", "PROCWRAP_CONFIG")
-    config = _load_config(options["config"], where)
-    init, processes, settings = _build_specs(config, environ, options["skip"],
-                                             check_root=(mode != "check"))
-    if mode == "check":
-        sys.stdout.write("procwrap: %s is valid: %d init entries, %d processes\n"
-                         % ("config" if options["config"].lstrip().startswith("{")
-                            else options["config"], len(init), len(processes)))
-        return EX_OK
-    log_format = options["log_format"] or settings["format"]
-    if log_format == "none":
-        for spec in init + processes:       # pass-through: children write to our stdout/stderr
-            spec.capture = False
-    log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
-    max_line = options["log_max_line"] or settings["max_line"]
-    return Supervisor(init, processes, log, max_line, options["kill_on_second_signal"]).run()
+
+def _report_secrets(log, secrets):
+    """Log what resolution did: notes, a summary, and values under --log-secrets."""
+    if not _redact.enabled:
+        log.event(LOG_SECRETS_MSG, "warning", event="log-secrets")
+        for name, value in sorted(secrets.resolved.items()):
+            log.event("%s=%s" % (name, value), "warning", event="secret", name=name, value=value)
+    for level, message in secrets.notes:
+        log.event(message, level, event="secrets")
+    del secrets.notes[:]
+    if secrets.fetches:
+        log.event(RESOLVED_MSG % (len(secrets.resolved), len(secrets.raw), secrets.fetches),
+                  event="secrets-resolved", names=sorted(secrets.resolved),
+                  fetches=secrets.fetches)
 
 
 def main(argv=None):
@@ -2918,14 +4108,14 @@ def main(argv=None):
     try:
         return _run(list(argv), os.environ)
     except ProcwrapError as error:
-        for line in str(error).split("\n"):
+        for line in _redact(str(error)).split("\n"):
             sys.stderr.write(ERROR_MSG % line + "\n")
         return error.exit_status
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception:
         import traceback
-        traceback.print_exc()
+        sys.stderr.write(_redact(traceback.format_exc()))
         sys.stderr.write(INTERNAL_ERROR_MSG % __version__ + "\n")
         return EX_SOFTWARE
 

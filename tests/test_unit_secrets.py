@@ -1,4 +1,5 @@
 """Location strings, the built-in JSON Path subset and env projection (tables in test_fixtures/)."""
+import os
 import subprocess
 import sys
 
@@ -88,3 +89,98 @@ def test_templates():
     assert str(caught.value) == ("MONGO_URL: the template uses {{ .MONGO_PASWORD }}, which is "
                                  "not set; set MONGO_PASWORD or fix the name; did you mean "
                                  "'MONGO_PASSWORD'?")
+
+
+RESOLUTIONS = load_table("resolution_cases.json")
+
+
+def _fill(value, directory):
+    if isinstance(value, dict):
+        return dict((k, _fill(v, directory)) for k, v in value.items())
+    if isinstance(value, list):
+        return [_fill(v, directory) for v in value]
+    return value.replace("{dir}", directory) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("case", RESOLUTIONS, ids=[c["id"] for c in RESOLUTIONS])
+def test_resolution(case, tmp_path):
+    directory = str(tmp_path)
+    for name, text in case.get("files", {}).items():
+        (tmp_path / name).write_text(_fill(text, directory))
+    environ = _fill(case.get("environ", {}), directory)
+    secrets = procwrap._Secrets(environ, locations=_fill(case.get("locations", []), directory))
+    if "error" in case:
+        with pytest.raises(procwrap.ProcwrapError) as caught:
+            procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker())
+        assert str(caught.value).startswith(_fill(case["error"], directory))
+        return
+    base = procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker()).base
+    assert dict((k, base.get(k)) for k in case["expect"]) == case["expect"]
+    assert not any(k.endswith("_TO_RESOLVE") for k in base)
+
+
+def test_each_document_is_fetched_once_per_pass(tmp_path):
+    # The closing note's figure: 50 variables from 5 locations are 5 fetches.
+    import json
+    environ = {}
+    for n in range(5):
+        (tmp_path / ("doc%d.json" % n)).write_text(json.dumps(
+            dict(("key%d" % k, "value-%d-%d" % (n, k)) for k in range(10))))
+        for k in range(10):
+            environ["V%d_%d_FOR_PROCWRAP_TO_RESOLVE" % (n, k)] = "%s/doc%d.json|JP:$.key%d" % (
+                tmp_path, n, k)
+    secrets = procwrap._Secrets(environ)
+    base = procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker()).base
+    assert base["V3_7"] == "value-3-7"
+    assert len(secrets.resolved) == 50
+    assert secrets.fetches == 5
+    secrets.begin()             # a new pass (a restart after --secrets-ttl) fetches again
+    procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker())
+    assert secrets.fetches == 10
+
+
+def test_secret_repr_and_redaction():
+    value = procwrap.Secret("hunter2-value")
+    assert repr(value) == "[secret]" and "%r" % value == "[secret]"
+    assert value == "hunter2-value" and str(value) == "hunter2-value"
+    redact = procwrap._Redactor()
+    redact.add({"a": "hunter2-value", "b": ["line one\nsecond-line", "no"]})
+    assert redact("x hunter2-value y second-line no") == "x [secret] y [secret] no"
+    redact.enabled = False
+    assert redact("hunter2-value") == "hunter2-value"
+
+
+def test_resolve_config(tmp_path):
+    (tmp_path / "base.json").write_text('{"db": {"host": "db", "port": 1}, "mode": "base"}')
+    (tmp_path / "creds.json").write_text('{"user": "u", "password": "p"}')
+    config = {
+        "mode": "local",
+        "db": {"port": 5432, "password__to_resolve": "ENV:DB_PASSWORD",
+               "__to_resolve": str(tmp_path / "creds.json"),
+               "user": "explicit"},
+        "items": [{"token__to_resolve": "PLAIN:t"}],
+        "copy__to_resolve": "CONFIG:$.db.host",
+    }
+    result = procwrap.resolve_config(config, locations=[str(tmp_path / "base.json")],
+                                     environ={"DB_PASSWORD": "pw"}, merge_strategy="REPLACE")
+    assert result == {"mode": "local", "copy": "db", "items": [{"token": "t"}],
+                      "db": {"host": "db", "port": 5432, "password": "pw", "user": "explicit"}}
+    assert isinstance(result["db"]["password"], procwrap.Secret)
+    assert "password__to_resolve" in config["db"]          # the input is untouched
+    deep = {"a": {"b": {"c": {"d": {"e": {"x__to_resolve": "PLAIN:1"}}}}}}
+    with pytest.raises(procwrap.ConfigError) as caught:
+        procwrap.resolve_config(deep)
+    assert str(caught.value).startswith("config.a.b.c.d.e.x__to_resolve: deeper than max_depth=5")
+    assert procwrap.resolve_config(deep, max_depth=6)["a"]["b"]["c"]["d"]["e"] == {"x": "1"}
+    custom = procwrap.resolve_config({"k_RESOLVE": "PLAIN:v"}, suffix="_RESOLVE")
+    assert custom == {"k": "v"}
+
+
+def test_env_output_file_round_trips_through_dotenv(tmp_path):
+    values = {"A": "it's \\ \"quoted\" #not a comment", "B": "line1\nline2", "C": ""}
+    path = str(tmp_path / "out.env")
+    procwrap._write_env_file(path, values, "--env-output-file")
+    with open(path) as stream:
+        parsed = dict(procwrap._parse_dotenv(stream.read(), path, {}))
+    assert parsed == values
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
