@@ -1,8 +1,6 @@
 """Shared helpers: run procwrap's CLI for real and wait on what it prints."""
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
 import threading

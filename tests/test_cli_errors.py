@@ -1,5 +1,4 @@
 """Bad input: one line per problem naming the place and the fix, exit 2, never a traceback."""
-import json
 import os
 import subprocess
 import sys

@@ -1,13 +1,10 @@
 """Captured output: nothing lost, nothing merged, order kept, long lines split, no stall."""
-import json
 import os
 import signal
-import time
 
 import pytest
 
-from conftest import (PYTHON, background, events, fixture, lines_of, records, run,
-                      write_config)
+from conftest import PYTHON, lines_of, records, run, write_config
 
 # A child that writes `n` numbered lines of `size` bytes to stdout and stderr in
 # big, unaligned chunks, so lines straddle reads.

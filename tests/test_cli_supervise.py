@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import (PROCWRAP, PYTHON, WAIT, Background, clean_environ, events, fixture,
+from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, events, fixture,
                       lines_of, pid_alive, records, run, wait_until, write_config)
 
 

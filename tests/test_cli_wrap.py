@@ -1,14 +1,12 @@
 """Wrap mode through the CLI: statuses, signals, groups, time limits, retries, environment."""
-import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, events, fixture, lines_of,
-                      pid_alive, records, run, wait_until)
+from conftest import (PROCWRAP, PYTHON, clean_environ, events, fixture, lines_of, pid_alive,
+                      run, wait_until)
 
 
 @pytest.mark.parametrize("script, status", [

@@ -3,11 +3,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import FIXTURES, PROCWRAP, WAIT, Background, clean_environ, fixture, records
+from conftest import PROCWRAP, WAIT, Background, clean_environ, fixture, records
 
 REQUIRED = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
 
@@ -123,3 +122,20 @@ def test_user_switch(python, test_user):
     result = run_with(python, "--user", test_user.pw_name, "--", "id", "-un")
     assert result.returncode == 0, result.stderr
     assert result.stdout == test_user.pw_name + "\n"
+
+
+def test_secrets_resolution(python, tmp_path):
+    # Stdlib-only providers, a JSON Path, a template, the output file and a
+    # missing location's exit status, on every interpreter.
+    (tmp_path / "db.json").write_text('{"db": {"user": "app", "password": "pw"}}')
+    output = tmp_path / "out.env"
+    env = clean_environ(USER_FOR_PROCWRAP_TO_RESOLVE="%s/db.json|JP:$.db.user" % tmp_path,
+                        PASS_FOR_PROC_WRAPPER_TO_RESOLVE="%s/db.json|JP:db.password" % tmp_path,
+                        URL_FOR_PROCWRAP_TO_RESOLVE="pg://{{ .USER }}:{{ .PASS }}@db")
+    result = run_with(python, "--env-output-file", str(output), "--", "sh", "-c",
+                      'echo "$URL"; cat "$0"', str(output), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "pg://app:pw@db\nPASS='pw'\nURL='pg://app:pw@db'\nUSER='app'\n"
+    assert not output.exists()
+    missing = run_with(python, "--", "true", env=clean_environ(X_FOR_PROCWRAP_TO_RESOLVE="ENV:NO"))
+    assert missing.returncode == 69

@@ -1,7 +1,6 @@
 """Location strings, the built-in JSON Path subset and env projection (tables in test_fixtures/)."""
 import os
 import subprocess
-import sys
 
 import pytest
 
@@ -184,3 +183,9 @@ def test_env_output_file_round_trips_through_dotenv(tmp_path):
         parsed = dict(procwrap._parse_dotenv(stream.read(), path, {}))
     assert parsed == values
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_jsonpath_beyond_the_subset_uses_jsonpath_ng():
+    document = {"users": [{"name": "a", "role": "admin"}, {"name": "b", "role": "dev"}]}
+    assert procwrap._jsonpath(document, "$..name", "x") == ["a", "b"]
+    assert procwrap._jsonpath(document, "$.users[?(@.role == 'admin')].name", "x") == ["a"]
