@@ -28,11 +28,17 @@ Exit status:
                          init entry's status; otherwise the status of the last
                          process that finished with a failure
     2                    usage or config error (one line on stderr each)
+    69                   a secret's location could not be fetched or read
     70                   a bug in procwrap (a traceback follows; please report)
     124                  --timeout expired (wrap mode, last attempt)
     126                  the command could not be executed (permission,
                          not an executable, working directory, user switch)
     127                  the command was not found
+
+Secrets: NAME_FOR_PROCWRAP_TO_RESOLVE=LOCATION becomes NAME=<value> for the
+child, LOCATION being [PROVIDER:]ADDRESS[!FORMAT][|JP:PATH] with providers
+FILE, ENV, PLAIN, CONFIG, AWS_SM, AWS_S3, AWS_SSM and VAULT; values never
+appear in procwrap's own output.  Embedded: procwrap.resolve_config().
 
 Environment: every option has a twin PROCWRAP_<OPTION> (PROCWRAP_TIMEOUT=30);
 the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON

@@ -218,3 +218,18 @@ def test_missing_boto3_names_the_package(tmp_path):
     assert result.stderr == (
         "procwrap: error: AWS_SM:arn:aws:secretsmanager:us-east-1:1:secret:db|JP:$.password: "
         "needs the Python package 'boto3' (for AWS_* locations); pip install boto3\n")
+
+
+def test_supervisor_restart_after_the_ttl_resolves_again(tmp_path):
+    secret = tmp_path / "token.txt"
+    secret.write_text("v1")
+    script = ("import os, sys; v = os.environ['TOKEN']; print(v); "
+              "open(sys.argv[1], 'w').write('v2'); sys.exit(0 if v == 'v2' else 1)")
+    config = write_config(tmp_path, {"processes": [{
+        "name": "app", "command": [PYTHON, "-c", script, str(secret)],
+        "restartPolicy": "OnFailure", "backoff": {"initial": 0},
+        "env": [{"name": "TOKEN", "valueFrom": {"location": str(secret)}}]}]})
+    result = run("-c", config, "--secrets-ttl", "0")
+    assert result.returncode == 0, result.stderr
+    assert lines_of(result.stdout, "app") == ["v1", "v2"]
+    assert events(result.stdout, "secrets-refreshed")[0]["name"] == "app"
