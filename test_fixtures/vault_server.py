@@ -3,11 +3,12 @@
 
 No Vault server can be installed on the test machines, so this speaks the
 documented shapes (SPECS.md section 2): token and AppRole auth, KV v1 and
-v2 reads, database credentials with short renewable leases, token and
+v2 reads, database and AWS credentials with short renewable leases, token and
 lease renewal, and Vault's {"errors": [...]} error bodies.
 
     python3 vault_server.py DATA.json [--token-ttl S] [--lease-ttl S]
                            [--fail-renew-after N] [--token-renewable 0|1]
+                           [--tls CERT KEY]
 
 DATA.json maps mount paths to secrets: {"kv/app": {...}} is served as KV v1
 at /v1/kv/app, {"secret/app": {...}} as KV v2 at /v1/secret/data/app.
@@ -121,6 +122,17 @@ class Handler(BaseHTTPRequestHandler):
                                     "lease_duration": state.options.lease_ttl,
                                     "data": {"username": "v-%s-%d" % (role, number),
                                              "password": "db-pass-%d" % number}})
+        if path.startswith("aws/creds/") and method == "GET":
+            role = path[len("aws/creds/"):]
+            with state.lock:
+                state.counter += 1
+                lease_id = "aws/creds/%s/lease-%d" % (role, state.counter)
+                state.leases[lease_id] = True
+            return self.reply(200, {"lease_id": lease_id, "renewable": True,
+                                    "lease_duration": state.options.lease_ttl,
+                                    "data": {"access_key": "AKIAFAKE%d" % state.counter,
+                                             "secret_key": "aws-secret-%d" % state.counter,
+                                             "security_token": None}})
         if path.startswith("secret/data/"):
             key = "secret/" + path[len("secret/data/"):]
             if key not in state.data:
@@ -152,11 +164,17 @@ def main():
     parser.add_argument("--lease-ttl", type=int, default=3600)
     parser.add_argument("--fail-renew-after", type=int, default=None)
     parser.add_argument("--token-renewable", type=int, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), default=None)
     options = parser.parse_args()
     with open(options.data) as stream:
         data = json.load(stream)
     Handler.state = State(options, data)
     server = Server(("127.0.0.1", 0), Handler)
+    if options.tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*options.tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     sys.stdout.write("ready %d\n" % server.server_address[1])
     sys.stdout.flush()
     server.serve_forever()

@@ -48,6 +48,23 @@ def test_env_locations_merge_in_order(tmp_path):
     assert twin.stdout == "from-base from-json\n"
 
 
+def test_merge_strategy_applies_to_env_locations(tmp_path):
+    (tmp_path / "a.json").write_text('{"CONF": {"a": 1, "list": [1]}}')
+    (tmp_path / "b.json").write_text('{"CONF": {"b": 2, "list": [2]}}')
+    locations = ["--env-locations", str(tmp_path / "a.json"),
+                 "--env-locations", str(tmp_path / "b.json")]
+    shown = {}
+    for strategy in ("SHALLOW", "ADDITIVE"):
+        result = run(*locations + ["--merge-strategy", strategy, "--"] + PRINT_ENV + ["CONF"])
+        shown[strategy] = result.stdout
+    assert shown == {"SHALLOW": '{"b":2,"list":[2]}\n',
+                     "ADDITIVE": '{"a":1,"list":[1,2],"b":2}\n'}
+    bad = run("--merge-strategy", "DEEP", "--", "true")
+    assert bad.returncode == 2
+    assert bad.stderr == ("procwrap: error: --merge-strategy: expected one of SHALLOW, REPLACE, "
+                          "ADDITIVE, TYPESAFE_REPLACE, TYPESAFE_ADDITIVE, got 'DEEP'\n")
+
+
 def test_unfetchable_location_stops_before_the_child_starts(tmp_path):
     marker = tmp_path / "ran"
     env = clean_environ(API_KEY_FOR_PROCWRAP_TO_RESOLVE="/no/such/file.json|JP:$.key")

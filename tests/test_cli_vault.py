@@ -187,3 +187,24 @@ def test_renewal_that_finally_fails_follows_the_policy(vault, tmp_path, backgrou
         assert procwrap.wait() == 0
         assert not events(procwrap.stdout, "shutdown")[0]["message"].startswith(
             "shutting down (vault")
+
+
+def test_aws_credentials_engine_and_tls_with_vault_cacert(vault, tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=127.0.0.1", "-addext",
+                           "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address, requests = vault("--tls", cert, key)
+    address = address.replace("http:", "https:")
+    env = clean_environ(VAULT_ADDR=address, VAULT_TOKEN="root-token",
+                        AWS_ACCESS_KEY_ID_FOR_PROCWRAP_TO_RESOLVE="VAULT:aws/creds/deploy"
+                                                                  "|JP:$.access_key")
+    untrusted = run("--", "true", env=env)
+    assert untrusted.returncode == 69
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    trusted = run("--", *PRINT_ENV + ["AWS_ACCESS_KEY_ID"], env=dict(env, VAULT_CACERT=cert))
+    assert trusted.returncode == 0, trusted.stderr
+    assert trusted.stdout == "AKIAFAKE1\n"
+    skipped = run("--", "true", env=dict(env, VAULT_SKIP_VERIFY="true"))
+    assert skipped.returncode == 0, skipped.stderr
