@@ -561,6 +561,16 @@ def _read_dotenv(path, where, environ):
     return _parse_dotenv(text, path, environ)
 
 
+def _parse_http_address(text, where):
+    """(host, port) from '[HOST:]PORT' (port 0: any free one); the host defaults to
+    0.0.0.0, since a container's probes come from outside it."""
+    host, colon, port = str(text).rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected [HOST:]PORT, like 8111 or "
+                                          "127.0.0.1:8111", text))
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
 # -- timestamps and logfmt
 
 _last_second = [None, ""]
@@ -1815,6 +1825,8 @@ class ProcessSpec(object):
     tty = False                     #: make our terminal its controlling tty
     make_env = None                 #: func() -> env with secrets resolved again
     secrets_ttl = None              #: seconds after which a restart calls make_env
+    probes = ()                     #: ProbeSpecs (liveness, readiness, startup)
+    env_overrides = None            #: {name: value, or None to remove} applied at each start
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -1822,6 +1834,39 @@ class ProcessSpec(object):
                 raise TypeError("unknown ProcessSpec field %r" % key)
             setattr(self, key, value)
 
+
+class ProbeSpec(object):
+    """A probe from a process's config, with Kubernetes' field meanings and defaults."""
+    kind = "readiness"          #: liveness | readiness | startup
+    handler = "exec"            #: a key of PROBE_HANDLERS
+    options = None              #: the handler's own fields, checked (dict)
+    initial_delay = 0.0         #: initialDelaySeconds, counted from the process's start
+    period = 10.0               #: periodSeconds
+    timeout = 1.0               #: timeoutSeconds; a check that takes longer fails
+    success_threshold = 1       #: consecutive successes to pass (after failing)
+    failure_threshold = 3       #: consecutive failures to fail
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            if not hasattr(ProbeSpec, key):
+                raise TypeError("unknown ProbeSpec field %r" % key)
+            setattr(self, key, value)
+
+
+#: Probe handler -> its fields.  exec, httpGet and tcpSocket are Kubernetes';
+#: the rest are procwrap's own, for what containers need (see the README).
+PROBE_HANDLERS = {
+    "exec": ("command",),
+    "httpGet": ("path", "port", "host", "scheme", "httpHeaders"),
+    "tcpSocket": ("port", "host"),
+    "file": ("path", "maxAgeSeconds"),
+    "heartbeat": ("maxAgeSeconds",),
+    "pidFile": ("path",),
+    "notify": (),
+}
+PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
+_PROBE_FIELDS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
+                 "failureThreshold")
 
 _NAME_RE = _Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ENV_NAME_RE = _Pattern(r"^[^=\x00]+$")
@@ -1923,12 +1968,13 @@ class _Checker(object):
         return result
 
 
-_TOP_FIELDS = ("init", "processes", "env", "logs")
+_TOP_FIELDS = ("init", "processes", "env", "logs", "http", "readinessFile", "statusPort")
 _LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
 _ENV_POLICY_FIELDS = ("pass",)
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
                  "stopSignal", "stopTimeout", "labels", "timeout")
-_PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn")
+_PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
+    + PROBE_KINDS
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -2000,6 +2046,15 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         settings["merge_json"] = checker.boolean(logs["mergeJson"], "logs.mergeJson")
     if "maxLineBytes" in logs:
         settings["max_line"] = checker.number(logs["maxLineBytes"], "logs.maxLineBytes", 80, True)
+    if "http" in top:
+        try:
+            settings["http"] = _parse_http_address(top["http"], "http")
+        except UsageError as error:
+            checker.problems.append(str(error))
+    if "readinessFile" in top:
+        settings["readiness_file"] = checker.string(top["readinessFile"], "readinessFile")
+    if "statusPort" in top:
+        settings["status_port"] = checker.number(top["statusPort"], "statusPort", 0, True)
     policy = checker.fields(top.get("env", {}), "env", _ENV_POLICY_FIELDS)
     patterns = checker.strings(policy["pass"], "env.pass") if "pass" in policy else None
     builder = _EnvBuilder(environ, None if patterns is _INVALID else patterns, secrets, checker)
@@ -2102,7 +2157,77 @@ def _build_spec(fields, where, builder, checker, check_root):
         spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
         spec.depends_on = checker.strings(fields.get("dependsOn", []), where + ".dependsOn")
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
+        spec.probes = tuple(_build_probe(fields[kind], "%s.%s" % (where, kind), kind, checker)
+                            for kind in PROBE_KINDS if kind in fields)
     return spec
+
+
+def _build_probe(value, where, kind, checker):
+    """A ProbeSpec from a livenessProbe/readinessProbe/startupProbe object."""
+    fields = checker.fields(value, where, _PROBE_FIELDS + tuple(PROBE_HANDLERS) + ("grpc",))
+    probe = ProbeSpec(kind=kind[:-len("Probe")], options={})
+    handlers = [name for name in fields if name in PROBE_HANDLERS or name == "grpc"]
+    if "grpc" in handlers:
+        checker.fail(where + ".grpc", "gRPC probes are not supported; use exec with "
+                     "grpc_health_probe, or tcpSocket")
+    elif len(handlers) != 1:
+        checker.fail(where, "give exactly one handler: %s; got %s"
+                     % (", ".join(PROBE_HANDLERS), ", ".join(handlers) or "none"))
+    else:
+        probe.handler = handlers[0]
+        probe.options = _probe_options(fields[probe.handler], "%s.%s" % (where, probe.handler),
+                                       probe.handler, checker)
+    for name, attribute, minimum in (("initialDelaySeconds", "initial_delay", 0),
+                                     ("periodSeconds", "period", 0.01),
+                                     ("timeoutSeconds", "timeout", 0.01)):
+        if name in fields:
+            setattr(probe, attribute, checker.number(fields[name], "%s.%s" % (where, name),
+                                                     minimum))
+    for name, attribute in (("successThreshold", "success_threshold"),
+                            ("failureThreshold", "failure_threshold")):
+        if name in fields:
+            setattr(probe, attribute, checker.number(fields[name], "%s.%s" % (where, name), 1,
+                                                     True))
+    if probe.kind in ("liveness", "startup") and probe.success_threshold not in (1, _INVALID):
+        checker.fail(where + ".successThreshold", "must be 1 for a %s probe (as in Kubernetes)"
+                     % probe.kind)
+    return probe
+
+
+def _probe_options(value, where, handler, checker):
+    """A probe handler's fields, checked, with defaults filled in."""
+    required = {"exec": ("command",), "httpGet": ("port",), "tcpSocket": ("port",),
+                "file": ("path",), "heartbeat": ("maxAgeSeconds",), "pidFile": ("path",)}
+    fields = checker.fields(value if value is not None else {}, where, PROBE_HANDLERS[handler],
+                            required=required.get(handler, ()))
+    options = {"host": "127.0.0.1", "path": "/", "scheme": "HTTP", "headers": []}
+    if "command" in fields:
+        options["command"] = checker.strings(fields["command"], where + ".command", split=True)
+    if "port" in fields:
+        port = fields["port"]
+        if isinstance(port, str) and not port.isdigit():
+            checker.fail(where + ".port", "named ports need a pod; give the number")
+        else:
+            options["port"] = checker.number(int(port) if isinstance(port, str) else port,
+                                             where + ".port", 1, True)
+    if "host" in fields:
+        options["host"] = checker.string(fields["host"], where + ".host")
+    if "path" in fields:
+        options["path"] = checker.string(fields["path"], where + ".path")
+        if handler == "httpGet" and isinstance(options["path"], str) \
+                and not options["path"].startswith("/"):
+            checker.fail(where + ".path", "must start with '/'")
+    if "scheme" in fields:
+        options["scheme"] = checker.choice(fields["scheme"], where + ".scheme", ("HTTP", "HTTPS"))
+    if "maxAgeSeconds" in fields:
+        options["max_age"] = checker.number(fields["maxAgeSeconds"], where + ".maxAgeSeconds", 0)
+    for index, header in enumerate(fields.get("httpHeaders", [])):
+        place = "%s.httpHeaders[%d]" % (where, index)
+        header = checker.fields(header, place, ("name", "value"), required=("name", "value"))
+        if "name" in header and "value" in header:
+            options["headers"].append((checker.string(header["name"], place + ".name"),
+                                       checker.string(header["value"], place + ".value")))
+    return options
 
 
 def _entry_env(fields, where, user, builder, checker):
@@ -2649,6 +2774,14 @@ class Loop(object):
         """Call func() whenever fd is readable."""
         self.selector.register(fd, selectors.EVENT_READ, func)
 
+    def add_writer(self, fd, func):
+        """Call func() whenever fd is writable (a socket being connected or written)."""
+        self.selector.register(fd, selectors.EVENT_WRITE, func)
+
+    def remove_writer(self, fd):
+        """Stop watching fd for writability."""
+        self.selector.unregister(fd)
+
     def remove_reader(self, fd):
         """Stop watching fd."""
         self.selector.unregister(fd)
@@ -3027,12 +3160,20 @@ class Process(object):
             for fd in theirs:
                 _set_pipe_size(fd)
         stdin = _devnull() if spec.capture else None
+        env = spec.env
+        if spec.env_overrides:
+            env = dict(env)
+            for name, value in spec.env_overrides.items():
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
         try:
             if os.getpid() == 1 and spec.user is None and not spec.tty:
-                self._popen = _spawn_vfork(spec.argv, spec.env, spec.workdir, stdin, *theirs)
+                self._popen = _spawn_vfork(spec.argv, env, spec.workdir, stdin, *theirs)
                 pid, report = self._popen.pid, None
             else:
-                pid, report = _spawn(spec.argv, spec.env, spec.workdir, spec.user, stdin,
+                pid, report = _spawn(spec.argv, env, spec.workdir, spec.user, stdin,
                                      theirs[0], theirs[1], spec.tty)
         except (OSError, _SpawnError) as error:
             for fd in ours + theirs:
@@ -3149,6 +3290,14 @@ class Process(object):
                 os.killpg(self.pgid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
+
+    def terminate(self, reason):
+        """End this attempt (a failed liveness or startup probe): the stop signal,
+        SIGKILL after the grace; then its restartPolicy decides, as after any exit."""
+        if self.state in (State.STARTING, State.RUNNING):
+            self.log.event("%s: %s; stopping it" % (self.name, reason), "warning",
+                           event="unhealthy", name=self.name, pid=self.pid)
+            self._terminate()
 
     def on_timeout(self):
         """spec.timeout expired: stop this attempt (status 124 when it is reaped)."""
@@ -3282,6 +3431,700 @@ def _become_subreaper():
 
 
 # =============================================================================
+# Probes
+# Kubernetes-style probes run inside the loop: a Probe times its checks and
+# counts results against its thresholds; each check (exec, httpGet,
+# tcpSocket, file, heartbeat, pidFile, notify) reports back once, never
+# blocks, and is cut off at its timeout.  The status socket (heartbeats) and
+# the notify sockets (sd_notify from children) feed the last two.
+# =============================================================================
+
+class _Thresholds(object):
+    """Kubernetes' rule: the result flips only after a run of identical
+    consecutive results reaches successThreshold or failureThreshold."""
+
+    def __init__(self, success_threshold, failure_threshold, initial):
+        self.success_threshold = success_threshold
+        self.failure_threshold = failure_threshold
+        self.result = initial       #: True (passing), False (failing), None (not yet known)
+        self._last = None           #: the result of the current run
+        self._run = 0               #: its length
+
+    def record(self, ok):
+        """Count one result; True when `result` flipped."""
+        if ok == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = ok, 1
+        needed = self.success_threshold if ok else self.failure_threshold
+        if self._run >= needed and self.result != ok:
+            self.result = ok
+            return True
+        return False
+
+
+class Probe(object):
+    """One probe of one process: a check every period, counted against the
+    thresholds; on_flip(probe) when the result changes.
+
+    Kubernetes' initial results: liveness passes, readiness fails, startup
+    is unknown.  A liveness or startup probe that fails is put on hold
+    until start() is called for the next instance of the process.
+    """
+    check = None            #: the check in flight, or None
+    failures = 0            #: failed checks, ever (a metric)
+    message = ""            #: what the last check said
+
+    def __init__(self, spec, process, loop, on_flip, owner):
+        self.spec = spec                #: the ProbeSpec
+        self.process = process          #: the Process probed
+        self.loop = loop
+        self.on_flip = on_flip          #: func(probe) when the result flips
+        self.owner = owner              #: the Supervisor: heartbeats, notify state
+        self.thresholds = None
+        self._timer = None              #: the next check
+        self._deadline = None           #: the in-flight check's timeout
+        self.reset()
+
+    @property
+    def kind(self):
+        return self.spec.kind
+
+    @property
+    def result(self):
+        """True passing, False failing, None not known yet."""
+        return self.thresholds.result
+
+    def reset(self):
+        """Back to the initial result, as for a new instance of the process."""
+        initial = {"liveness": True, "readiness": False, "startup": None}[self.spec.kind]
+        self.thresholds = _Thresholds(self.spec.success_threshold, self.spec.failure_threshold,
+                                      initial)
+
+    def start(self):
+        """Begin probing the running process: the first check after
+        initialDelaySeconds counted from the process's start."""
+        self.stop()
+        when = self.process.started_at + self.spec.initial_delay
+        self._timer = self.loop.call_later(max(0.0, when - self.loop.clock()), self.tick)
+
+    def stop(self):
+        """No more checks; abandon the one in flight."""
+        for name in ("_timer", "_deadline"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+        if self.check is not None:
+            check, self.check = self.check, None
+            check.cancel()
+
+    def tick(self):
+        """Time for a check (unless the last one is still running)."""
+        self._timer = self.loop.call_later(self.spec.period, self.tick)
+        if self.check is None:
+            self.run_check()
+
+    def poke(self):
+        """Something it watches happened (a heartbeat, READY=1): check now."""
+        if self._timer is not None and self.check is None:
+            self.run_check()
+
+    def run_check(self):
+        self.check = _CHECKS[self.spec.handler](self)
+        self._deadline = self.loop.call_later(self.spec.timeout, self.on_deadline)
+        self.check.start()
+
+    def on_deadline(self):
+        self._deadline = None
+        if self.check is not None:
+            self.check.cancel()
+            self.done(False, "timed out after %s s" % _format_seconds(self.spec.timeout))
+
+    def done(self, ok, message):
+        """A check's outcome: count it; tell the owner when the result flips."""
+        if self.check is None:
+            return                      # already timed out or stopped
+        self.check = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.message = message
+        if not ok:
+            self.failures += 1
+        if self.thresholds.record(ok):
+            if not ok and self.spec.kind in ("liveness", "startup"):
+                self.stop()             # on hold until the next instance
+            self.on_flip(self)
+
+
+class _Check(object):
+    """A check's interface: start(), cancel(), and probe.done(ok, message) once."""
+
+    def __init__(self, probe):
+        self.probe = probe
+        self.options = probe.spec.options
+
+    def start(self):
+        raise NotImplementedError
+
+    def cancel(self):
+        pass
+
+
+class _ExecCheck(_Check):
+    """exec: the command exits 0.  It runs in its own group with the
+    process's environment, user and working directory, output discarded;
+    at the timeout its group gets SIGKILL."""
+    pid = None
+
+    def start(self):
+        process = self.probe.process
+        spec = process.spec
+        try:
+            self.pid = _spawn_quiet(self.options["command"], spec.env, spec.workdir, spec.user)
+        except (OSError, _SpawnError) as error:
+            return self.probe.done(False, "cannot run %s: %s" % (
+                self.options["command"][0], getattr(error, "strerror", None) or error))
+        self.probe.loop.watch_child(self.pid, self.on_exit)
+
+    def on_exit(self, wait_status):
+        self.pid = None
+        status = _exit_status(wait_status)
+        self.probe.done(status == 0, "exit status %d" % status if status < 128
+                        else _describe_wait(wait_status))
+
+    def cancel(self):
+        if self.pid is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)     # reaped by the loop as usual
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+class _SocketCheck(_Check):
+    """tcpSocket: a connection opens within the timeout.  Non-blocking
+    connect(), then writability; subclasses go on from on_connected()."""
+    sock = None
+
+    def start(self):
+        import socket
+        host, port = self.options["host"], self.options["port"]
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            code = self.sock.connect_ex((host, port))
+        except OSError as error:
+            return self.finish(False, "cannot connect to %s:%d: %s" % (host, port, error))
+        if code not in (0, errno.EINPROGRESS):
+            return self.finish(False, "cannot connect to %s:%d: %s"
+                               % (host, port, os.strerror(code)))
+        self.watch(self.on_writable, write=True)
+
+    def watch(self, func, write=False):
+        """Wait for the socket to be readable (or writable) once more."""
+        loop = self.probe.loop
+        try:
+            loop.remove_reader(self.sock)
+        except (KeyError, ValueError):
+            pass
+        (loop.add_writer if write else loop.add_reader)(self.sock, func)
+
+    def on_writable(self):
+        import socket
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            return self.finish(False, "cannot connect to %s:%d: %s" % (
+                self.options["host"], self.options["port"], os.strerror(code)))
+        self.on_connected()
+
+    def on_connected(self):
+        self.finish(True, "connected")
+
+    def finish(self, ok, message):
+        self.cancel()
+        self.probe.done(ok, message)
+
+    def cancel(self):
+        if self.sock is not None:
+            try:
+                self.probe.loop.remove_reader(self.sock)
+            except (KeyError, ValueError):
+                pass
+            self.sock.close()
+            self.sock = None
+
+
+class _HttpCheck(_SocketCheck):
+    """httpGet: GET path answers 200-399 (redirects are not followed: a 3xx
+    passes, as the kubelet's final 3xx does).  HTTPS is not verified, as in
+    Kubernetes.  Only the status line is read."""
+    _buffer = b""
+
+    def on_connected(self):
+        if self.options["scheme"] == "HTTPS":
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.sock = context.wrap_socket(self.sock, do_handshake_on_connect=False,
+                                            server_hostname=self.options["host"])
+            return self.handshake()
+        self.send_request()
+
+    def handshake(self):
+        import ssl
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return self.watch(self.handshake)
+        except ssl.SSLWantWriteError:
+            return self.watch(self.handshake, write=True)
+        except (ssl.SSLError, OSError) as error:
+            return self.finish(False, "TLS handshake failed: %s" % error)
+        self.send_request()
+
+    def send_request(self):
+        options = self.options
+        headers = [("Host", "%s:%d" % (options["host"], options["port"])),
+                   ("User-Agent", "procwrap-probe/" + __version__), ("Accept", "*/*"),
+                   ("Connection", "close")]
+        for name, value in options["headers"]:
+            headers = [h for h in headers if h[0].lower() != name.lower()]
+            if value:       # as the kubelet: an empty value removes the header
+                headers.append((name, value))
+        request = "GET %s HTTP/1.1\r\n%s\r\n\r\n" % (
+            options["path"], "\r\n".join("%s: %s" % h for h in headers))
+        try:
+            self.sock.sendall(request.encode("latin-1"))    # small: fits a socket buffer
+        except OSError as error:
+            return self.finish(False, "cannot send the request: %s" % error)
+        self.watch(self.on_readable)
+
+    def on_readable(self):
+        import ssl
+        try:
+            data = self.sock.recv(4096)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return
+        except OSError as error:
+            return self.finish(False, "no answer: %s" % error)
+        self._buffer += data
+        line, newline, _ = self._buffer.partition(b"\r\n")
+        if not newline and data and len(self._buffer) < 8192:
+            return
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            return self.finish(False, "not an HTTP answer")
+        code = int(parts[1])
+        self.finish(200 <= code < 400, "HTTP %d" % code)
+
+
+class _FileCheck(_Check):
+    """file: the path exists, and was modified within maxAgeSeconds if given."""
+
+    def start(self):
+        path, max_age = self.options["path"], self.options.get("max_age")
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError as error:
+            return self.probe.done(False, "%s: %s" % (path, error.strerror))
+        if max_age is not None and age > max_age:
+            return self.probe.done(False, "%s is %.0f s old" % (path, age))
+        self.probe.done(True, "%s exists" % path)
+
+
+class _PidFileCheck(_Check):
+    """pidFile: the pid written in the file is alive (a daemon that forked away)."""
+
+    def start(self):
+        path = self.options["path"]
+        try:
+            with open(path) as stream:
+                pid = int(stream.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return self.probe.done(False, "%s holds no pid" % path)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return self.probe.done(False, "pid %d from %s is gone" % (pid, path))
+        except PermissionError:
+            pass        # alive, someone else's
+        if _is_zombie(pid):
+            return self.probe.done(False, "pid %d from %s has exited" % (pid, path))
+        self.probe.done(True, "pid %d is alive" % pid)
+
+
+class _HeartbeatCheck(_Check):
+    """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
+
+    def start(self):
+        last = self.probe.owner.heartbeats.get(self.probe.process.name)
+        max_age = self.options["max_age"]
+        if last is None or last < self.probe.process.started_at:
+            return self.probe.done(False, "no heartbeat yet")
+        age = self.probe.loop.clock() - last
+        self.probe.done(age <= max_age, "last heartbeat %.1f s ago" % age)
+
+
+class _NotifyCheck(_Check):
+    """notify: the process wrote READY=1 to $NOTIFY_SOCKET since it started."""
+
+    def start(self):
+        ready = self.probe.owner.notified.get(self.probe.process.name)
+        self.probe.done(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
+
+
+_CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
+           "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
+           "notify": _NotifyCheck}
+
+
+def _is_zombie(pid):
+    """Has pid exited but not been reaped (state Z in /proc)?  False where /proc is missing."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _spawn_quiet(argv, env, workdir=None, user=None):
+    """Start a probe or hook command in its own process group, output discarded; its pid.
+
+    posix_spawn (a vfork in glibc) where it can, since probes run often:
+    a Python fork() copies page tables of the whole interpreter.
+    """
+    if hasattr(os, "posix_spawn") and user is None and workdir is None:
+        import shutil
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if path is None:
+            raise OSError(errno.ENOENT, "command not found")
+        null = os.devnull
+        actions = [(os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0,
+                              setsigdef=list(_HANDLED_SIGNALS), setsigmask=())
+    # py<3.8: drop with 3.7 (no os.posix_spawn); also a user or working directory
+    null = _devnull()
+    pid, report = _spawn(argv, env, workdir, user, null, null, null)
+    os.close(report)        # its exit status tells enough
+    return pid
+
+
+class _StatusSocket(object):
+    """The status socket: one JSON object per UDP datagram on 127.0.0.1.
+
+        {"name": "web"}                       a heartbeat from process web
+        {"name": "web", "status": "warm"}     a heartbeat and a status line
+
+    Children find it in PROCWRAP_STATUS_ADDRESS (127.0.0.1:PORT) and their
+    own name in PROCWRAP_PROCESS.
+    """
+
+    def __init__(self, loop, port, on_message):
+        import socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.setblocking(False)
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.on_message = on_message    #: func(dict)
+        self.bad = 0                    #: datagrams that were not a JSON object with a name
+        loop.add_reader(self.sock, self.on_readable)
+
+    def on_readable(self):
+        import json
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            try:
+                message = json.loads(data.decode("utf-8"))
+                if not isinstance(message, dict) or not isinstance(message.get("name"), str):
+                    raise ValueError
+            except ValueError:
+                self.bad += 1
+                continue
+            self.on_message(message)
+
+
+class _NotifySocket(object):
+    """$NOTIFY_SOCKET for one child: sd_notify datagrams (READY=1, STATUS=...,
+    WATCHDOG=1, STOPPING=1) on an abstract Unix socket named after it."""
+
+    def __init__(self, loop, name, on_message):
+        import socket
+        self.address = "@procwrap/%d/%s" % (os.getpid(), name)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.address[1:])
+        self.sock.setblocking(False)
+        self.on_message = on_message    #: func({key: value})
+        loop.add_reader(self.sock, self.on_readable)
+
+    def on_readable(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            fields = {}
+            for line in data.decode("utf-8", "replace").split("\n"):
+                key, equals, value = line.partition("=")
+                if equals:
+                    fields[key] = value
+            self.on_message(fields)
+
+
+def _sd_notify(address, text):
+    """Send one sd_notify datagram to systemd's $NOTIFY_SOCKET ('/path' or '@abstract')."""
+    import socket
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.sendto(text.encode("utf-8"), address)
+    except OSError:
+        pass        # systemd gone or not listening: nothing to tell
+    finally:
+        sock.close()
+
+
+# =============================================================================
+# HTTP endpoints
+# A small non-blocking HTTP/1.1 server in the loop for /liveness, /readiness,
+# /metrics and /status.  Requests are capped in size, idle connections are
+# closed, and connections are capped in number: a slow or hostile client
+# costs one socket, never the loop.  Prometheus text format 0.0.4.
+# =============================================================================
+
+HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
+HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
+HTTP_MAX_CONNECTIONS = 256      #: more are accepted and closed at once
+HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
+HTTP_WAIT_MAX = 300.0
+_HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                 500: "Internal Server Error",
+                 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+class _HttpServer(object):
+    """Accepts connections and hands each request to handler(connection, method, target)."""
+
+    def __init__(self, loop, host, port, handler):
+        import socket
+        self.loop = loop
+        self.handler = handler
+        self.connections = set()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()[:2]
+        loop.add_reader(self.sock, self.on_accept)
+
+    def on_accept(self):
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return          # EMFILE and friends: the next wake-up tries again
+            if len(self.connections) >= HTTP_MAX_CONNECTIONS:
+                sock.close()
+                continue
+            self.connections.add(_HttpConnection(self, sock))
+
+    def close(self):
+        for connection in list(self.connections):
+            connection.close()
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+
+
+class _HttpConnection(object):
+    """One client: read a request head, answer, keep alive or close."""
+    keep_alive = False      #: the current request allows another after it
+    head_only = False       #: HEAD: headers only
+
+    def __init__(self, server, sock):
+        import socket
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.buffer = b""           #: received, not yet parsed
+        self.out = b""              #: answer not yet sent
+        self.busy = False           #: a request is being answered (maybe a ?wait)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
+        self.watching = "read"
+        self.loop.add_reader(sock, self.on_readable)
+
+    def _watch(self, what):
+        """Read, write, or nothing (while an answer is being prepared)."""
+        if self.watching == what:
+            return
+        if self.watching is not None:
+            self.loop.remove_reader(self.sock)
+        self.watching = what
+        if what == "read":
+            self.loop.add_reader(self.sock, self.on_readable)
+        elif what == "write":
+            self.loop.add_writer(self.sock, self.flush)
+
+    def on_readable(self):
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self.close()
+        if not data:
+            return self.close()
+        self.buffer += data
+        self.next_request()
+
+    def next_request(self):
+        """Parse one request head from the buffer and hand it on."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buffer) > HTTP_MAX_REQUEST:
+                self.keep_alive = False
+                self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
+            return
+        if end > HTTP_MAX_REQUEST:
+            self.keep_alive = False
+            return self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
+        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self.keep_alive = False
+            return self.respond(400, {"error": "not an HTTP/1 request"})
+        method, target, version = parts
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        connection = headers.get("connection", "").lower()
+        self.keep_alive = (connection != "close" if version == "HTTP/1.1"
+                           else connection == "keep-alive")
+        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+            self.keep_alive = False     # we read no bodies, so we cannot find the next request
+        self.head_only = method == "HEAD"
+        self.busy = True
+        self.timer.cancel()
+        self._watch(None)
+        if method not in ("GET", "HEAD"):
+            return self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow",
+                                                                                "GET, HEAD")])
+        try:
+            self.server.handler(self, target)
+        except Exception:
+            self.keep_alive = False
+            self.respond(500, {"error": "internal error; see procwrap's log"})
+            raise                       # the loop reports our bug and carries on
+
+    def respond(self, status, body, content_type="application/json", headers=()):
+        """Send an answer (a dict or list is sent as JSON)."""
+        if self.sock is None:
+            return
+        if not isinstance(body, bytes):
+            import json
+            body = (json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        head = ["HTTP/1.1 %d %s" % (status, _HTTP_REASONS.get(status, "")),
+                "Content-Type: " + content_type, "Content-Length: %d" % len(body),
+                "Cache-Control: no-store",
+                "Connection: " + ("keep-alive" if self.keep_alive else "close")]
+        head.extend("%s: %s" % header for header in headers)
+        self.out += ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if not self.head_only:
+            self.out += body
+        self.busy = False
+        self.flush()
+
+    def flush(self):
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return self.close()
+        self.out = self.out[sent:]
+        if self.out:
+            return self._watch("write")
+        if not self.keep_alive:
+            return self.close()
+        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
+        self._watch("read")
+        if self.buffer:
+            self.next_request()         # a pipelined request
+
+    def close(self):
+        if self.sock is None:
+            return
+        self.timer.cancel()
+        self._watch(None)
+        self.sock.close()
+        self.sock = None
+        self.server.connections.discard(self)
+
+
+def _proc_usage(pid):
+    """(CPU seconds, resident bytes) of a pid from /proc; (None, None) if unknown."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as stream:
+            fields = stream.read().rsplit(b")", 1)[1].split()
+        with open("/proc/%d/statm" % pid, "rb") as stream:
+            pages = int(stream.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) / float(ticks),
+            pages * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _metric_label(value):
+    """A Prometheus label value, escaped."""
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Metrics(object):
+    """Prometheus text exposition 0.0.4: families in order, HELP and TYPE first."""
+
+    def __init__(self):
+        self.families = []      #: [(name, type, help, [(labels, value)])]
+        self._by_name = {}
+
+    def add(self, metric, kind, help, value, **labels):
+        """One sample of `metric` (a counter or gauge), with its labels."""
+        family = self._by_name.get(metric)
+        if family is None:
+            family = self._by_name[metric] = (metric, kind, help, [])
+            self.families.append(family)
+        family[3].append((labels, value))
+
+    def text(self):
+        lines = []
+        for name, kind, help, samples in self.families:
+            lines.append("# HELP %s %s" % (name, help))
+            lines.append("# TYPE %s %s" % (name, kind))
+            for labels, value in samples:
+                label_text = ",".join('%s="%s"' % (k, _metric_label(v))
+                                      for k, v in sorted(labels.items()))
+                lines.append("%s%s %s" % (name, "{%s}" % label_text if label_text else "",
+                                          repr(float(value)) if isinstance(value, float)
+                                          else int(value)))
+        return "\n".join(lines) + "\n"
+
+
+# =============================================================================
 # Supervisor
 # Many processes: init entries one after another, then `processes` kept
 # alive; essential processes, dependsOn, signals, and an orderly shutdown.
@@ -3304,7 +4147,7 @@ class Supervisor(object):
     """
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
-                 kill_on_second_signal=False, loop=None):
+                 kill_on_second_signal=False, loop=None, health=None):
         self.loop = loop or Loop()              #: the event loop
         self.log = log                          #: the Log
         self.kill_on_second_signal = kill_on_second_signal
@@ -3321,6 +4164,294 @@ class Supervisor(object):
         self.shutting_down = False
         self._init_index = 0                    #: next init entry
         self._alive = 0                         #: processes in State.ALIVE, kept by _track
+        self.started = time.time()              #: for uptime and /metrics
+        self._setup_health(health or {})
+
+    # -- health: probes, readiness, endpoints, sd_notify
+    def _setup_health(self, health):
+        """Probes per process, and the sockets and files health is reported through."""
+        self.health = health                    #: settings: http, readiness_file, status_port
+        self.probes = dict((p.name, [Probe(spec, p, self.loop, self.on_probe_flip, self)
+                                     for spec in p.spec.probes]) for p in self.processes)
+        self.heartbeats = {}                    #: name -> loop time of its last heartbeat
+        self.notified = {}                      #: name -> READY=1 seen since its start
+        self.status_text = {}                   #: name -> last STATUS / status message
+        self.ready = False                      #: every process ready, as last reported
+        self.waiters = []                       #: (connection, path, deadline Timer) of ?wait
+        self.http = None
+        self.status_socket = None
+        self.notify_sockets = {}
+        self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
+        handlers = set(spec.handler for p in self.processes for spec in p.spec.probes)
+        if "heartbeat" in handlers or health.get("status_port") is not None:
+            self.status_socket = _StatusSocket(self.loop, health.get("status_port") or 0,
+                                               self.on_status_message)
+        for process in self.processes:
+            overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
+            if any(spec.handler == "notify" for spec in process.spec.probes):
+                sock = _NotifySocket(self.loop, process.name,
+                                     lambda fields, name=process.name: self.on_notify(name, fields))
+                self.notify_sockets[process.name] = sock
+                overrides["NOTIFY_SOCKET"] = sock.address
+            if self.status_socket is not None:
+                overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
+                                 PROCWRAP_PROCESS=process.name)
+            if any(k in process.spec.env for k in overrides) or any(overrides.values()):
+                process.spec.env_overrides = overrides
+        if health.get("http") is not None:
+            host, port = health["http"]
+            try:
+                self.http = _HttpServer(self.loop, host, port, self.on_http)
+            except OSError as error:
+                raise UsageError("--http: cannot listen on %s:%d: %s; pick another port"
+                                 % (host, port, error.strerror))
+            self.log.event("serving /liveness /readiness /metrics /status on http://%s:%d"
+                           % self.http.address, event="http", address="%s:%d" % self.http.address)
+        if self.systemd:
+            usec = os.environ.get("WATCHDOG_USEC", "")
+            owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
+            if usec.isdigit() and int(usec) > 0 and owner == str(os.getpid()):
+                self._watchdog(int(usec) / 2e6)
+
+    def _watchdog(self, interval):
+        """WATCHDOG=1 to systemd at half its WATCHDOG_USEC, while the loop turns."""
+        _sd_notify(self.systemd, "WATCHDOG=1")
+        self.loop.call_later(interval, self._watchdog, interval)
+
+    def on_status_message(self, message):
+        """A datagram on the status socket: a heartbeat, maybe with a status line."""
+        name = message["name"]
+        process = self.by_name.get(name)
+        if process is None:
+            return
+        self.heartbeats[name] = self.loop.clock()
+        if isinstance(message.get("status"), str):
+            self._set_status_text(process, message["status"])
+        self._poke(name, "heartbeat")
+
+    def on_notify(self, name, fields):
+        """An sd_notify datagram from a child: READY=1, STATUS=..., WATCHDOG=1."""
+        process = self.by_name[name]
+        if fields.get("READY") == "1":
+            self.notified[name] = True
+        if "STATUS" in fields:
+            self._set_status_text(process, fields["STATUS"])
+        if fields.get("WATCHDOG") == "1":
+            self.heartbeats[name] = self.loop.clock()
+            self._poke(name, "heartbeat")
+        self._poke(name, "notify")
+
+    def _set_status_text(self, process, text):
+        """Keep a process's status line; log it when it changes."""
+        text = text[:200]
+        if self.status_text.get(process.name) != text:
+            self.status_text[process.name] = text
+            self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
+
+    def _poke(self, name, handler):
+        for probe in self.probes[name]:
+            if probe.spec.handler == handler:
+                probe.poke()
+
+    def _start_probes(self, process):
+        """A new instance runs: probes start over; startup gates the others."""
+        self.notified.pop(process.name, None)
+        self.heartbeats.pop(process.name, None)
+        probes = self.probes[process.name]
+        for probe in probes:
+            probe.reset()
+        startup = [p for p in probes if p.kind == "startup"]
+        for probe in startup or probes:
+            probe.start()
+
+    def on_probe_flip(self, probe):
+        """A probe's result changed: gate, kill or mark ready, and say so once."""
+        process, kind = probe.process, probe.kind
+        if probe.result:
+            self.log.event("%s: %s probe passed (%s)" % (process.name, kind, probe.message),
+                           event="probe", name=process.name, probe=kind, result="passed")
+            if kind == "startup":
+                probe.stop()
+                for other in self.probes[process.name]:
+                    if other.kind != "startup":
+                        other.start()
+        else:
+            self.log.event("%s: %s probe failed %d times (%s)" % (
+                process.name, kind, probe.spec.failure_threshold, probe.message), "warning",
+                event="probe", name=process.name, probe=kind, result="failed")
+            if kind in ("liveness", "startup"):
+                process.terminate("%s probe failed" % kind)
+        self._health_changed()
+
+    def is_live(self, process):
+        """Alive (or finished well for good) and no liveness/startup probe has failed."""
+        if process.state == State.EXITED and process.status in process.spec.success_codes:
+            return True
+        if process.state not in (State.STARTING, State.RUNNING):
+            return False
+        return all(p.result is not False for p in self.probes[process.name]
+                   if p.kind in ("liveness", "startup"))
+
+    def is_ready(self, process):
+        """Running with its startup and readiness probes passed (a one-shot
+        that finished well counts as ready)."""
+        if process.state == State.EXITED and process.status in process.spec.success_codes:
+            return True
+        if process.state != State.RUNNING:
+            return False
+        return all(p.result is True for p in self.probes[process.name]
+                   if p.kind in ("startup", "readiness"))
+
+    def _health_changed(self):
+        """Readiness of the whole may have changed: file, sd_notify, ?wait waiters."""
+        ready = (not self.shutting_down and self._init_index >= len(self.init)
+                 and not _any_in(self.init, State.ALIVE)
+                 and all(self.is_ready(p) for p in self.processes))
+        if ready != self.ready:
+            self.ready = ready
+            count = sum(1 for p in self.processes if self.is_ready(p))
+            self.log.event("ready: every process is ready" if ready else
+                           "not ready: shutting down" if self.shutting_down else
+                           "not ready: %d of %d processes ready" % (count, len(self.processes)),
+                           event="ready" if ready else "not-ready")
+            self._readiness_file(ready)
+            if self.systemd:
+                _sd_notify(self.systemd, ("READY=1\n" if ready else "")
+                           + "STATUS=%d of %d processes ready" % (count, len(self.processes)))
+        if self.waiters:
+            for waiter in list(self.waiters):
+                self._answer_waiter(waiter)
+
+    def _readiness_file(self, ready):
+        """Create the readiness file when ready, remove it when not."""
+        path = self.health.get("readiness_file")
+        if not path:
+            return
+        try:
+            if ready:
+                with open(path, "w") as stream:
+                    stream.write("%d\n" % os.getpid())
+            elif os.path.exists(path):
+                os.unlink(path)
+        except OSError as error:
+            self.log.event("readiness file %s: %s" % (path, error.strerror), "warning",
+                           event="readiness-file")
+
+    # -- HTTP endpoints
+    def on_http(self, connection, target):
+        """Route one GET/HEAD request."""
+        path, _, query = target.partition("?")
+        if path in ("/liveness", "/readiness"):
+            wait = None
+            for item in query.split("&"):
+                key, equals, value = item.partition("=")
+                if key == "wait":
+                    try:
+                        wait = min(float(value), HTTP_WAIT_MAX) if equals else HTTP_WAIT_DEFAULT
+                    except ValueError:
+                        return connection.respond(400, {"error": "?wait=SECONDS"})
+            waiter = [connection, path, None]
+            if wait and not self._check(path)[0]:
+                waiter[2] = self.loop.call_later(wait, self._answer_waiter, waiter, True)
+                self.waiters.append(waiter)
+                return
+            return self._answer_waiter(waiter, True)
+        if path == "/metrics":
+            return connection.respond(200, self.metrics().encode(),
+                                      "text/plain; version=0.0.4; charset=utf-8")
+        if path == "/status":
+            return connection.respond(200, self.status())
+        connection.respond(404, {"error": "no such endpoint; try /liveness, /readiness, "
+                                          "/metrics or /status"})
+
+    def _check(self, path):
+        """(ok, body) of /liveness or /readiness."""
+        test = self.is_live if path == "/liveness" else self.is_ready
+        results = dict((p.name, {"state": p.state, "ok": test(p)}) for p in self.processes)
+        ok = all(r["ok"] for r in results.values())
+        if path == "/readiness":
+            ok = ok and self.ready
+        return ok, {"status": "ok" if ok else "fail", "processes": results}
+
+    def _answer_waiter(self, waiter, final=False):
+        """Answer a ?wait request once healthy, or at its deadline."""
+        connection, path, timer = waiter
+        ok, body = self._check(path)
+        if not ok and not final:
+            return
+        if timer is not None:
+            timer.cancel()
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+        connection.respond(200 if ok else 503, body)
+
+    def status(self):
+        """The whole state as a JSON-ready dict (no environment, so no secrets)."""
+        now = self.loop.clock()
+        processes = []
+        for process in self.init + self.processes:
+            processes.append({
+                "name": process.name, "state": process.state, "pid": process.pid,
+                "uptime": round(now - process.started_at, 3)
+                if process.state in State.ALIVE else 0,
+                "starts": process.starts, "restarts": max(0, process.starts - 1),
+                "lastExit": process.status, "description": process.description,
+                "live": self.is_live(process), "ready": self.is_ready(process),
+                "status": self.status_text.get(process.name),
+                "probes": [{"probe": p.kind, "handler": p.spec.handler,
+                            "result": {True: "passing", False: "failing", None: "unknown"}[
+                                p.result], "failures": p.failures, "message": p.message}
+                           for p in self.probes.get(process.name, ())]})
+        return {"version": __version__, "pid": os.getpid(),
+                "uptime": round(time.time() - self.started, 3), "ready": self.ready,
+                "live": all(self.is_live(p) for p in self.processes),
+                "shuttingDown": self.shutting_down, "processes": processes}
+
+    def metrics(self):
+        """/metrics: per process and procwrap's own, Prometheus text format."""
+        metrics = _Metrics()
+        now = self.loop.clock()
+        metrics.add("procwrap_info", "gauge", "procwrap's version.", 1, version=__version__)
+        metrics.add("procwrap_start_time_seconds", "gauge", "When procwrap started, in Unix "
+                    "time.", float(self.started))
+        cpu, rss = _proc_usage(os.getpid())
+        if cpu is not None:
+            metrics.add("procwrap_cpu_seconds_total", "counter", "CPU time procwrap used.", cpu)
+            metrics.add("procwrap_resident_memory_bytes", "gauge", "procwrap's resident memory.",
+                        rss)
+        metrics.add("procwrap_ready", "gauge", "1 when every process is ready.", int(self.ready))
+        for process in self.processes:
+            name = process.name
+            running = process.state in State.ALIVE
+            metrics.add("procwrap_process_up", "gauge", "1 while the process runs.",
+                        int(running), name=name)
+            metrics.add("procwrap_process_ready", "gauge", "1 while the process is ready.",
+                        int(self.is_ready(process)), name=name)
+            for state in (State.STOPPED, State.WAITING, State.STARTING, State.RUNNING,
+                          State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL):
+                metrics.add("procwrap_process_state", "gauge", "1 for the state the process "
+                            "is in.", int(process.state == state), name=name, state=state)
+            metrics.add("procwrap_process_starts_total", "counter", "Times the process was "
+                        "started.", process.starts, name=name)
+            metrics.add("procwrap_process_restarts_total", "counter", "Times the process was "
+                        "started again.", max(0, process.starts - 1), name=name)
+            if process.status is not None:
+                metrics.add("procwrap_process_last_exit_status", "gauge", "Shell-style status "
+                            "of the last exit.", process.status, name=name)
+            metrics.add("procwrap_process_uptime_seconds", "gauge", "Seconds since the "
+                        "process last started (0 when not running).",
+                        round(now - process.started_at, 3) if running else 0.0, name=name)
+            for probe in self.probes[name]:
+                metrics.add("procwrap_probe_failures_total", "counter", "Failed probe checks.",
+                            probe.failures, name=name, probe=probe.kind)
+            if running and process.pid is not None:
+                cpu, rss = _proc_usage(process.pid)
+                if cpu is not None:
+                    metrics.add("procwrap_process_cpu_seconds_total", "counter", "CPU time of "
+                                "the process's main pid.", cpu, name=name)
+                    metrics.add("procwrap_process_resident_memory_bytes", "gauge", "Resident "
+                                "memory of the process's main pid.", rss, name=name)
+        return metrics.text()
 
     def run(self):
         """Run until everything has stopped; return procwrap's exit status."""
@@ -3343,6 +4474,9 @@ class Supervisor(object):
             loop.run()
         finally:
             self._sweep()
+            self._readiness_file(False)
+            if self.http is not None:
+                self.http.close()
         status = self.exit_status if self.exit_status is not None else 0
         self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
         return status
@@ -3411,6 +4545,12 @@ class Supervisor(object):
         """A process changed state: start dependents, end the run, or go on stopping."""
         self._track(process, old)
         state = process.state
+        if state == State.RUNNING:
+            self._start_probes(process)
+        elif old == State.RUNNING:
+            for probe in self.probes[process.name]:
+                probe.stop()
+        self._health_changed()
         if state == State.RUNNING or state in State.DONE:
             for dependent in self.dependents[process.name]:
                 if dependent.state == State.WAITING:
@@ -3456,6 +4596,9 @@ class Supervisor(object):
             return
         self.shutting_down = True
         self.log.event(SHUTDOWN_MSG % reason, event="shutdown")
+        if self.systemd:
+            _sd_notify(self.systemd, "STOPPING=1\nSTATUS=shutting down (%s)" % reason)
+        self._health_changed()
         for process in self.init + self.processes:
             process.hold = True
         self._stop_ready()
@@ -3736,6 +4879,11 @@ def _opt_choice(choices):
     return parse
 
 
+def _opt_http(text, where):
+    """--http: [HOST:]PORT."""
+    return _parse_http_address(text, where)
+
+
 def _opt_location(text, where):
     """--env-locations: a location string, parsed now so a typo stops us at once."""
     _parse_location(text, where)
@@ -3790,6 +4938,15 @@ _OPTIONS = [
             "json format: merge a line that is a JSON object into its record"),
     _Option(("--log-max-line",), "BYTES", _opt_count, None, _BOTH,
             "split lines longer than this into records marked partial (default 65536)"),
+    _Option(("--http",), "[HOST:]PORT", _opt_http, None, _SUPERVISE,
+            "serve /liveness, /readiness, /metrics and /status on this address "
+            "(8111 is the convention; the host defaults to 0.0.0.0)"),
+    _Option(("--readiness-file",), "PATH", _opt_text, None, _SUPERVISE,
+            "create PATH when every process is ready, remove it when not and at exit "
+            "(containers often use /tmp/started)"),
+    _Option(("--status-port",), "PORT", _opt_count, None, _SUPERVISE,
+            "UDP port on 127.0.0.1 for heartbeats and status messages from children "
+            "(default: any free port, when a heartbeat probe needs one)"),
     _Option(("--skip",), "NAMES", _opt_names, [], _SUPERVISE,
             "leave out the init entries and processes with these names (comma-separated)",
             repeat=True),
@@ -4070,8 +5227,11 @@ def _run(argv, environ):
                 for spec in init + processes:   # pass-through: children use our stdout/stderr
                     spec.capture = False
             log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
+            health = dict((key, options[key] if options[key] is not None else settings.get(key))
+                          for key in ("http", "readiness_file", "status_port"))
             owner = Supervisor(init, processes, log, options["log_max_line"]
-                               or settings["max_line"], options["kill_on_second_signal"])
+                               or settings["max_line"], options["kill_on_second_signal"],
+                               health=health)
         _report_secrets(log, secrets)
         if options["vault_renew_failure"] == "stop":
             secrets.start_renewal(owner.loop, log, lambda reason: owner.shutdown(

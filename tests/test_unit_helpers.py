@@ -152,3 +152,20 @@ def test_process_state_table_is_closed():
     for targets in procwrap._TRANSITIONS.values():
         assert set(targets) <= states
     assert procwrap._TRANSITIONS[procwrap.State.STOPPING] == (procwrap.State.STOPPED,)
+
+
+@pytest.mark.parametrize("success, failure, initial, results, flips", [
+    # Kubernetes: the result flips only when a run of identical results reaches its threshold.
+    (1, 3, True, "FFSFFF", [None, None, None, None, None, False]),
+    (1, 3, False, "SFS", [True, None, None]),
+    (2, 1, False, "SFSSF", [None, None, None, True, False]),
+    (1, 1, None, "FS", [False, True]),
+    (3, 2, True, "FFSSS", [None, False, None, None, True]),
+])
+def test_probe_thresholds(success, failure, initial, results, flips):
+    thresholds = procwrap._Thresholds(success, failure, initial)
+    seen = []
+    for letter in results:
+        flipped = thresholds.record(letter == "S")
+        seen.append(thresholds.result if flipped else None)
+    assert seen == flips
