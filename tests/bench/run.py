@@ -8,6 +8,9 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
   idle      RSS, CPU and wake-ups of a supervisor of 50 idle sleeps
   term      SIGTERM with 50 children: time from the last child's exit to procwrap's
   many      500 children: time to all running, RSS, time to stop
+  health    /readiness requests/s (4 keep-alive clients) while 50 chatty children log,
+            and no line lost
+  probes    procwrap's CPU with 50 children, each with a 1 s exec liveness probe
 
 Peers come from a virtualenv (--peers, default /tmp/procwrap-bench-peers, made and filled
 with supervisor, honcho, circus and cloudreactor-procwrapper when missing) and from PATH
@@ -437,6 +440,91 @@ def bench_many(setup, count):
             "stopped in %.2f s, orphans: %d" % (stopped, len(orphans))))
     return rows
 
+CHATTY = ("import sys, time\nname = sys.argv[1]\ni = 0\nwhile True:\n"
+          "    print(name, i, flush=True)\n    i += 1\n    time.sleep(0.01)\n")
+CLIENT = ("import http.client, sys, time\nhost, port, seconds = sys.argv[1], int(sys.argv[2]), "
+          "float(sys.argv[3])\nc = http.client.HTTPConnection(host, port)\nn = ok = 0\n"
+          "end = time.monotonic() + seconds\nwhile time.monotonic() < end:\n"
+          "    c.request('GET', '/readiness')\n    r = c.getresponse()\n    r.read()\n"
+          "    n += 1\n    ok += r.status == 200\nprint(n, ok)\n")
+
+
+def free_port():
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def bench_health(setup, seconds, count=50, clients=4):
+    port = free_port()
+    config = {"processes": [{"name": "p%d" % i, "command": [PYTHON, "-c", CHATTY, "p%d" % i]}
+                            for i in range(count)]}
+    path = os.path.join(setup.dir, "health.json")
+    with open(path, "w") as stream:
+        json.dump(config, stream)
+    out_path = os.path.join(setup.dir, "health.out")
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", path, "--http", "127.0.0.1:%d" % port],
+                                stdout=out, env=environ())
+    wait_for(lambda: b'"event":"ready"' in open(out_path, "rb").read(), 60)
+    started = time.monotonic()
+    cpu_before = cpu_seconds(proc.pid)
+    runners = [subprocess.Popen([PYTHON, "-c", CLIENT, "127.0.0.1", str(port), str(seconds)],
+                                stdout=subprocess.PIPE, universal_newlines=True)
+               for _ in range(clients)]
+    results = [tuple(map(int, r.communicate()[0].split())) for r in runners]
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(proc.pid) - cpu_before
+    stop(proc)
+    total = sum(n for n, _ in results)
+    ok = sum(o for _, o in results)
+    # No line lost: every child's numbers run 0..last without a gap.
+    seen = {}
+    with open(out_path, "rb") as stream:
+        for raw in stream:
+            record = json.loads(raw)
+            if record.get("stream") == "stdout":
+                name, number = record["message"].split()
+                seen.setdefault(name, []).append(int(number))
+    gaps = sum(1 for numbers in seen.values() if numbers != list(range(len(numbers))))
+    lines = sum(len(v) for v in seen.values())
+    rate = total / elapsed
+    return [("/readiness with %d children logging" % count,
+             "%.0f requests/s (%d of them 200)" % (rate, ok),
+             "%.1fx the 2,000/s target" % (rate / 2000.0)),
+            ("their log lines meanwhile", "%d lines, %d children with a gap" % (lines, gaps),
+             "%.0f lines/s" % (lines / elapsed)),
+            ("procwrap CPU while serving", "%.0f%% of one core" % (100 * cpu / elapsed), "")]
+
+
+def bench_probes(setup, seconds, count=50):
+    rows = []
+    measured = {}
+    for probes in (False, True):
+        entry = lambda i: dict(  # noqa: E731
+            {"name": "s%d" % i, "command": ["sleep", "100000"]},
+            **({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1}}
+               if probes else {}))
+        path = os.path.join(setup.dir, "probes%d.json" % probes)
+        with open(path, "w") as stream:
+            json.dump({"processes": [entry(i) for i in range(count)]}, stream)
+        proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", path], stdout=subprocess.DEVNULL,
+                                env=environ())
+        wait_for(lambda: len(children_of(proc.pid)) >= count, 60)
+        time.sleep(2)       # the first round of probes is staggered by start times
+        before, started = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        measured[probes] = (cpu_seconds(proc.pid) - before) / (time.monotonic() - started)
+        stop(proc)
+    rows.append(("%d children, no probes (floor)" % count, "%.2f%% of one core"
+                 % (100 * measured[False]), ""))
+    rows.append(("%d children, 1 s exec probe each" % count, "%.2f%% of one core"
+                 % (100 * measured[True]), "target < 5%%; %d probes/s" % count))
+    return rows
+
 
 def main():
     args = sys.argv[1:]
@@ -454,6 +542,8 @@ def main():
         ("idle", "50 idle sleep children", lambda: bench_idle(setup, 5 if quick else 30)),
         ("term", "SIGTERM with 50 children", lambda: bench_term(setup, 50)),
         ("many", "500 children", lambda: bench_many(setup, 100 if quick else 500)),
+        ("health", "/readiness under load", lambda: bench_health(setup, 3 if quick else 10)),
+        ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
     ]
     print("procwrap benchmarks, %s, Python %s" % (time.strftime("%Y-%m-%d"),
                                                   sys.version.split()[0]))
