@@ -28,7 +28,8 @@ Exit status:
                          init entry's status; otherwise the status of the last
                          process that finished with a failure
     2                    usage or config error (one line on stderr each)
-    69                   a secret's location could not be fetched or read
+    69                   a secret's location could not be fetched or read;
+                         procwrap ctl found no supervisor on its socket
     70                   a bug in procwrap (a traceback follows; please report)
     124                  --timeout expired (wrap mode, last attempt)
     126                  the command could not be executed (permission,
@@ -195,6 +196,8 @@ BACKOFF_FACTOR = 2.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 120.0   #: 2 x max, as client-go's hasExpired
 STOP_TIMEOUT = 10.0           #: as docker stop
+HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
+TAIL_BYTES = 65536            #: recent output kept per process for `procwrap ctl tail`
 
 #: Wrap-mode retry defaults.
 RETRY_DELAY = 1.0
@@ -306,11 +309,15 @@ class ConfigError(UsageError):
         UsageError.__init__(self, "\n".join(self.problems))
 
 
-class SecretError(ProcwrapError):
+class UnavailableError(ProcwrapError):
+    """Something procwrap needs is not there (exit 69): a supervisor's control socket."""
+    exit_status = EX_UNAVAILABLE
+
+
+class SecretError(UnavailableError):
     """A location could not be fetched or read (exit 69): a missing file or
     variable, a refused or unreachable service, content not in its format.
     The message names the variable and the location, never the value."""
-    exit_status = EX_UNAVAILABLE
 
 
 class _SpawnError(Exception):
@@ -1826,7 +1833,10 @@ class ProcessSpec(object):
     make_env = None                 #: func() -> env with secrets resolved again
     secrets_ttl = None              #: seconds after which a restart calls make_env
     probes = ()                     #: ProbeSpecs (liveness, readiness, startup)
+    post_start = None               #: lifecycle.postStart hook (a ProbeSpec), or None
+    pre_stop = None                 #: lifecycle.preStop hook (a ProbeSpec), or None
     env_overrides = None            #: {name: value, or None to remove} applied at each start
+    fingerprint = None              #: tells a changed entry on reload
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -1968,13 +1978,15 @@ class _Checker(object):
         return result
 
 
-_TOP_FIELDS = ("init", "processes", "env", "logs", "http", "readinessFile", "statusPort")
+_TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readinessFile",
+               "statusPort", "ctlSocket")
+_SECTIONS = ("init", "processes", "postStart")   #: postStart: one-shots once all are ready
 _LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
 _ENV_POLICY_FIELDS = ("pass",)
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
                  "stopSignal", "stopTimeout", "labels", "timeout")
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
-    + PROBE_KINDS
+    + PROBE_KINDS + ("lifecycle",)
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -2055,12 +2067,14 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         settings["readiness_file"] = checker.string(top["readinessFile"], "readinessFile")
     if "statusPort" in top:
         settings["status_port"] = checker.number(top["statusPort"], "statusPort", 0, True)
+    if "ctlSocket" in top:
+        settings["ctl_socket"] = checker.string(top["ctlSocket"], "ctlSocket")
     policy = checker.fields(top.get("env", {}), "env", _ENV_POLICY_FIELDS)
     patterns = checker.strings(policy["pass"], "env.pass") if "pass" in policy else None
     builder = _EnvBuilder(environ, None if patterns is _INVALID else patterns, secrets, checker)
 
-    entries = {"init": [], "processes": []}
-    for section in ("init", "processes"):
+    entries = dict((section, []) for section in _SECTIONS)
+    for section in _SECTIONS:
         value = top.get(section, [])
         if not isinstance(value, list):
             checker.fail(section, "expected a list of entries, got %s" % _type_name(value))
@@ -2074,7 +2088,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         checker.fail("config", "nothing to run; add a `processes` list (and optionally `init`)")
 
     names = {}
-    for section in ("init", "processes"):
+    for section in _SECTIONS:
         for where, fields in entries[section]:
             name = fields.get("name")
             if isinstance(name, str) and name in names:
@@ -2087,8 +2101,8 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         checker.fail("--skip", "no entry named %s%s" % (", ".join(map(repr, unknown_skips)),
                      _did_you_mean(unknown_skips[0], names)))
 
-    specs = {"init": [], "processes": []}
-    for section in ("init", "processes"):
+    specs = dict((section, []) for section in _SECTIONS)
+    for section in _SECTIONS:
         for where, fields in entries[section]:
             if fields.get("name") in skip:
                 continue
@@ -2096,6 +2110,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     _check_dependencies(specs["processes"], set(skip), names, checker)
     if checker.problems:
         raise ConfigError(checker.problems)
+    settings["post_start"] = specs["postStart"]
     return specs["init"], specs["processes"], settings
 
 
@@ -2123,6 +2138,8 @@ def _build_spec(fields, where, builder, checker, check_root):
                 checker.problems.extend(error.problems)
     env, secret_names = _entry_env(fields, where, spec.user, builder, checker)
     spec.env = env
+    spec.fingerprint = hash(repr((sorted(fields.items(), key=str),
+                                  sorted((k, str(v)) for k, v in env.items()))))
     secrets = builder.secrets
     if not secrets.check_only and secrets.ttl is not None:
         spec.make_env = _entry_rebuilder(fields, where, spec.user, builder)
@@ -2149,7 +2166,7 @@ def _build_spec(fields, where, builder, checker, check_root):
         spec.timeout = checker.seconds(fields["timeout"], where + ".timeout")
     if "labels" in fields:
         spec.labels = checker.mapping(fields["labels"], where + ".labels")
-    if where.startswith("init"):
+    if not where.startswith("processes"):     # init and postStart entries run once
         spec.restart = "Never"
     else:
         spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
@@ -2159,6 +2176,16 @@ def _build_spec(fields, where, builder, checker, check_root):
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
         spec.probes = tuple(_build_probe(fields[kind], "%s.%s" % (where, kind), kind, checker)
                             for kind in PROBE_KINDS if kind in fields)
+        lifecycle = checker.fields(fields.get("lifecycle", {}), where + ".lifecycle",
+                                   ("postStart", "preStop"))
+        for name in ("postStart", "preStop"):
+            if name in lifecycle:
+                hook = _build_hook(lifecycle[name], "%s.lifecycle.%s" % (where, name), name,
+                                   checker)
+                if name == "preStop" and spec.stop_timeout is not _INVALID:
+                    # The grace period counts from before the hook (Kubernetes' rule).
+                    hook.timeout = min(hook.timeout, spec.stop_timeout) or 0.01
+                setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
     return spec
 
 
@@ -2192,6 +2219,29 @@ def _build_probe(value, where, kind, checker):
         checker.fail(where + ".successThreshold", "must be 1 for a %s probe (as in Kubernetes)"
                      % probe.kind)
     return probe
+
+
+def _build_hook(value, where, name, checker):
+    """A lifecycle hook as a ProbeSpec run once: exec, httpGet or sleep, with
+    procwrap's timeoutSeconds (default 30; preStop: at most the stop timeout)."""
+    fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "timeoutSeconds"))
+    hook = ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
+    handlers = [key for key in fields if key != "timeoutSeconds"]
+    if len(handlers) != 1:
+        checker.fail(where, "give exactly one handler: exec, httpGet or sleep; got %s"
+                     % (", ".join(handlers) or "none"))
+        return hook
+    hook.handler = handlers[0]
+    place = "%s.%s" % (where, hook.handler)
+    if hook.handler == "sleep":
+        sleep = checker.fields(fields["sleep"], place, ("seconds",), required=("seconds",))
+        hook.options = {"seconds": checker.number(sleep.get("seconds", 0), place + ".seconds",
+                                                  0)}
+    else:
+        hook.options = _probe_options(fields[hook.handler], place, hook.handler, checker)
+    if "timeoutSeconds" in fields:
+        hook.timeout = checker.number(fields["timeoutSeconds"], where + ".timeoutSeconds", 0.01)
+    return hook
 
 
 def _probe_options(value, where, handler, checker):
@@ -2424,9 +2474,10 @@ class Log(object):
             self._json = json
             self._encode = json.encoder.encode_basestring
 
-    def sink(self, process, stream, labels=None):
-        """A _Sink that turns one child stream's lines into records."""
-        return _Sink(self, process, stream, labels or {})
+    def sink(self, process, stream, labels=None, ring=None):
+        """A _Sink that turns one child stream's lines into records (and keeps
+        them in `ring` for `procwrap ctl tail`)."""
+        return _Sink(self, process, stream, labels or {}, ring)
 
     def next_color(self):
         """The next ANSI colour for a process name in text format."""
@@ -2480,12 +2531,43 @@ class Log(object):
             data = data[written:]
 
 
+class _Ring(object):
+    """A process's recent output for `procwrap ctl tail`: whole chunks of
+    lines, up to TAIL_BYTES, the oldest dropped; followers see each chunk."""
+
+    def __init__(self, limit=None):
+        import collections
+        self.limit = limit or TAIL_BYTES
+        self.chunks = collections.deque()   #: (stream, bytes of lines joined by newlines)
+        self.size = 0
+        self.followers = []                 #: func(stream, data) for `tail -f`
+
+    def add(self, stream, data):
+        self.chunks.append((stream, data))
+        self.size += len(data)
+        while self.size > self.limit and len(self.chunks) > 1:
+            self.size -= len(self.chunks.popleft()[1])
+        for follower in self.followers:
+            follower(stream, data)
+
+    def lines(self, count):
+        """The last `count` lines as [(stream, text)]."""
+        result = []
+        for stream, data in reversed(self.chunks):
+            for line in reversed(data.split(b"\n")):
+                result.append((stream, line.decode("utf-8", "replace")))
+                if len(result) >= count:
+                    return result[::-1]
+        return result[::-1]
+
+
 class _Sink(object):
     """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
-    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels")
+    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring")
 
-    def __init__(self, log, process, stream, labels):
+    def __init__(self, log, process, stream, labels, ring=None):
         self.log = log                  #: the Log written to
+        self.ring = ring                #: a _Ring of recent output, or None
         self.format = log.format        #: copied for the hot path
         self.process = process          #: name, for the slow paths
         self.stream = stream            #: stdout | stderr
@@ -2506,6 +2588,8 @@ class _Sink(object):
 
     def lines(self, data):
         """Records for `data`: complete lines joined by b'\\n', without the last newline."""
+        if self.ring is not None:
+            self.ring.add(self.stream, data)    # one call a chunk, not a line
         fmt = self.format
         if fmt == "text":
             # Bytes in, bytes out: text format never decodes.
@@ -2535,6 +2619,8 @@ class _Sink(object):
 
     def piece(self, data):
         """A record for part of an over-long line, marked so a reader can join it up."""
+        if self.ring is not None:
+            self.ring.add(self.stream, data)
         fmt = self.format
         if fmt == "text":
             head = self.fixed[:-1] + "+ "   # 'name + piece': more of this line follows
@@ -3074,8 +3160,8 @@ _TRANSITIONS = {
     State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
     State.BACKOFF: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
     State.STOPPING: (State.STOPPED,),
-    State.EXITED: (),
-    State.FATAL: (),
+    State.EXITED: (State.STARTING,),    # procwrap ctl start
+    State.FATAL: (State.STARTING,),
 }
 
 
@@ -3118,9 +3204,13 @@ class Process(object):
         self._report_fd = None          #: its exec report pipe, while STARTING
         self._popen = None              #: the subprocess.Popen, when spawned by _spawn_vfork
         self._env_time = loop.clock()   #: when spec.env's secrets were resolved
+        self.before_stop = None         #: func(process, then): a preStop hook, then then()
+        self._hook_ran = False          #: before_stop already ran for this instance
+        self.ring = None                #: its recent output, for ctl tail
         if spec.capture:
-            self._sinks = (log.sink(spec.name, "stdout", spec.labels),
-                           log.sink(spec.name, "stderr", spec.labels))
+            self.ring = _Ring()
+            self._sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring),
+                           log.sink(spec.name, "stderr", spec.labels, self.ring))
 
     @property
     def name(self):
@@ -3144,6 +3234,7 @@ class Process(object):
         spec = self.spec
         self._cancel("_restart_timer")
         self.timed_out = False
+        self._hook_ran = False
         self.started_at = self.loop.clock()
         if self.starts and not self._refresh_env():
             # Its secrets could not be resolved again: a failed start, as a
@@ -3267,12 +3358,26 @@ class Process(object):
             self._terminate()
 
     def _terminate(self):
-        """Stop signal to the group now, SIGKILL to the group after the grace."""
+        """Stop signal to the group now, SIGKILL to the group after the grace.
+
+        With a preStop hook (before_stop), the hook runs first and the grace
+        counts from before it, as in Kubernetes.
+        """
+        if self._kill_timer is None:
+            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self.kill)
+        if self.before_stop is not None and not self._hook_ran:
+            self._hook_ran = True
+            self.before_stop(self, self._send_stop_signal)
+        else:
+            self._send_stop_signal()
+
+    def _send_stop_signal(self):
+        """The stop signal to the group, if it is still there."""
+        if self.pid is None:
+            return
         self.log.event(STOPPING_MSG % (self.name, _signal_name(self.spec.stop_signal), self.pid),
                        event="stopping", name=self.name, pid=self.pid)
         self.signal(self.spec.stop_signal)
-        if self._kill_timer is None:
-            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self.kill)
 
     def kill(self):
         """SIGKILL to the whole process group: the grace period is over."""
@@ -3497,7 +3602,7 @@ class Probe(object):
 
     def reset(self):
         """Back to the initial result, as for a new instance of the process."""
-        initial = {"liveness": True, "readiness": False, "startup": None}[self.spec.kind]
+        initial = {"liveness": True, "readiness": False}.get(self.spec.kind)
         self.thresholds = _Thresholds(self.spec.success_threshold, self.spec.failure_threshold,
                                       initial)
 
@@ -3556,6 +3661,24 @@ class Probe(object):
             if not ok and self.spec.kind in ("liveness", "startup"):
                 self.stop()             # on hold until the next instance
             self.on_flip(self)
+
+
+class _Hook(Probe):
+    """A lifecycle hook, run once: its check, cut off at its timeout, then on_done(ok, message)."""
+
+    def __init__(self, spec, process, loop, owner, on_done):
+        Probe.__init__(self, spec, process, loop, None, owner)
+        self.on_done = on_done          #: func(ok, message)
+
+    def done(self, ok, message):
+        if self.check is None:
+            return
+        self.check = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.message = message
+        self.on_done(ok, message)
 
 
 class _Check(object):
@@ -3776,9 +3899,22 @@ class _NotifyCheck(_Check):
         self.probe.done(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
 
 
+class _SleepCheck(_Check):
+    """sleep (hooks only): wait that many seconds, then succeed."""
+    timer = None
+
+    def start(self):
+        self.timer = self.probe.loop.call_later(self.options["seconds"], self.probe.done, True,
+                                                "slept")
+
+    def cancel(self):
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
            "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
-           "notify": _NotifyCheck}
+           "notify": _NotifyCheck, "sleep": _SleepCheck}
 
 
 def _is_zombie(pid):
@@ -3895,9 +4031,9 @@ def _sd_notify(address, text):
 # =============================================================================
 # HTTP endpoints
 # A small non-blocking HTTP/1.1 server in the loop for /liveness, /readiness,
-# /metrics and /status.  Requests are capped in size, idle connections are
-# closed, and connections are capped in number: a slow or hostile client
-# costs one socket, never the loop.  Prometheus text format 0.0.4.
+# /metrics and /status, and the control socket of `procwrap ctl`.  Requests
+# are capped in size, idle connections are closed, and connections are capped
+# in number: a slow or hostile client costs one socket, never the loop.
 # =============================================================================
 
 HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
@@ -4076,6 +4212,165 @@ class _HttpConnection(object):
         self.server.connections.discard(self)
 
 
+class _CtlServer(object):
+    """The control socket of `procwrap ctl`: a Unix stream socket created 0600,
+    one JSON request line per connection, JSON answer lines back."""
+
+    def __init__(self, loop, path, handler):
+        import socket
+        self.loop = loop
+        self.path = path
+        self.handler = handler          #: func(connection, request dict)
+        self.connections = set()
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+            raise UsageError("--ctl-socket: another procwrap is listening on %s; stop it or "
+                             "pick another path" % path)
+        except OSError:
+            pass                        # nobody there: a stale file, or none
+        finally:
+            probe.close()
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)           # created 0600: only procwrap's user may control it
+        try:
+            self.sock.bind(path)
+        except OSError as error:
+            raise UsageError("--ctl-socket: cannot create %s: %s; fix the path"
+                             % (path, error.strerror))
+        finally:
+            os.umask(old)
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        loop.add_reader(self.sock, self.on_accept)
+
+    def on_accept(self):
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(self.connections) >= HTTP_MAX_CONNECTIONS:
+                sock.close()
+                continue
+            self.connections.add(_CtlConnection(self, sock))
+
+    def close(self):
+        for connection in list(self.connections):
+            connection.close()
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class _CtlConnection(object):
+    """One `procwrap ctl` client: a request line in; answer lines out; a
+    follower (tail -f) stays until it goes away or falls too far behind."""
+    following = None        #: the _Ring followed, for tail -f
+
+    def __init__(self, server, sock):
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.buffer = b""
+        self.out = b""
+        self.closing = False
+        sock.setblocking(False)
+        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
+        self.watching = "read"
+        self.loop.add_reader(sock, self.on_readable)
+
+    def on_readable(self):
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self.close()
+        if not data:
+            return self.close()
+        if self.following is not None:
+            return              # a follower sends nothing more; ignore
+        self.buffer += data
+        if b"\n" not in self.buffer:
+            if len(self.buffer) > 65536:
+                self.close()
+            return
+        import json
+        line = self.buffer.split(b"\n", 1)[0]
+        self.timer.cancel()
+        try:
+            request = json.loads(line.decode("utf-8"))
+            if not isinstance(request, dict):
+                raise ValueError
+        except ValueError:
+            return self.send({"ok": False, "error": "not a JSON request"}, last=True)
+        try:
+            self.server.handler(self, request)
+        except Exception:
+            self.send({"ok": False, "error": "internal error; see procwrap's log"}, last=True)
+            raise
+
+    def send(self, answer, last=False):
+        """One JSON answer line; `last` closes the connection once it is sent."""
+        import json
+        if self.sock is None:
+            return
+        self.out += (json.dumps(answer, separators=(",", ":")) + "\n").encode("utf-8")
+        self.closing = self.closing or last
+        if len(self.out) > 1 << 20:
+            return self.close()         # a follower that does not read: let it go
+        self.flush()
+
+    def follow(self, ring):
+        """tail -f: every chunk the process writes from now on."""
+        self.following = ring
+        ring.followers.append(self.on_output)
+
+    def on_output(self, stream, data):
+        self.send({"stream": stream, "lines": data.decode("utf-8", "replace").split("\n")})
+
+    def flush(self):
+        if self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return self.close()
+            self.out = self.out[sent:]
+        if self.out:
+            if self.watching != "write":
+                self.loop.remove_reader(self.sock)
+                self.loop.add_writer(self.sock, self.flush)
+                self.watching = "write"
+            return
+        if self.closing:
+            return self.close()
+        if self.watching != "read":
+            self.loop.remove_writer(self.sock)
+            self.loop.add_reader(self.sock, self.on_readable)
+            self.watching = "read"
+
+    def close(self):
+        if self.sock is None:
+            return
+        self.timer.cancel()
+        if self.following is not None and self.on_output in self.following.followers:
+            self.following.followers.remove(self.on_output)
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+        self.sock = None
+        self.server.connections.discard(self)
+
+
 def _proc_usage(pid):
     """(CPU seconds, resident bytes) of a pid from /proc; (None, None) if unknown."""
     try:
@@ -4147,13 +4442,17 @@ class Supervisor(object):
     """
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
-                 kill_on_second_signal=False, loop=None, health=None):
+                 kill_on_second_signal=False, loop=None, health=None, post_start=()):
         self.loop = loop or Loop()              #: the event loop
         self.log = log                          #: the Log
         self.kill_on_second_signal = kill_on_second_signal
         self.init = [Process(s, self.loop, log, self.on_init_change, max_line) for s in init]
         self.processes = [Process(s, self.loop, log, self.on_change, max_line)
                           for s in processes]
+        #: one-shots run in order once every process is first ready
+        self.post_start = [Process(s, self.loop, log, self.on_post_start_change, max_line)
+                           for s in post_start]
+        self._post_index = None                 #: next postStart entry, once begun
         self.by_name = dict((p.name, p) for p in self.processes)
         self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
         for process in self.processes:
@@ -4171,14 +4470,18 @@ class Supervisor(object):
     def _setup_health(self, health):
         """Probes per process, and the sockets and files health is reported through."""
         self.health = health                    #: settings: http, readiness_file, status_port
-        self.probes = dict((p.name, [Probe(spec, p, self.loop, self.on_probe_flip, self)
-                                     for spec in p.spec.probes]) for p in self.processes)
+        self.probes = {}                        #: name -> [Probe]
+        self.hooks_pending = set()              #: names whose postStart hook still runs
         self.heartbeats = {}                    #: name -> loop time of its last heartbeat
         self.notified = {}                      #: name -> READY=1 seen since its start
         self.status_text = {}                   #: name -> last STATUS / status message
         self.ready = False                      #: every process ready, as last reported
         self.waiters = []                       #: (connection, path, deadline Timer) of ?wait
         self.http = None
+        self.ctl = None
+        self.reload_config = None               #: func() -> (init, processes, settings)
+        self._replacing = {}                    #: name -> new spec (None: remove) when stopped
+        self._restarting = set()                #: names to start again once stopped (ctl)
         self.status_socket = None
         self.notify_sockets = {}
         self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
@@ -4187,17 +4490,7 @@ class Supervisor(object):
             self.status_socket = _StatusSocket(self.loop, health.get("status_port") or 0,
                                                self.on_status_message)
         for process in self.processes:
-            overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
-            if any(spec.handler == "notify" for spec in process.spec.probes):
-                sock = _NotifySocket(self.loop, process.name,
-                                     lambda fields, name=process.name: self.on_notify(name, fields))
-                self.notify_sockets[process.name] = sock
-                overrides["NOTIFY_SOCKET"] = sock.address
-            if self.status_socket is not None:
-                overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
-                                 PROCWRAP_PROCESS=process.name)
-            if any(k in process.spec.env for k in overrides) or any(overrides.values()):
-                process.spec.env_overrides = overrides
+            self._wire(process)
         if health.get("http") is not None:
             host, port = health["http"]
             try:
@@ -4207,11 +4500,32 @@ class Supervisor(object):
                                  % (host, port, error.strerror))
             self.log.event("serving /liveness /readiness /metrics /status on http://%s:%d"
                            % self.http.address, event="http", address="%s:%d" % self.http.address)
+        if health.get("ctl_socket"):
+            self.ctl = _CtlServer(self.loop, health["ctl_socket"], self.on_ctl)
         if self.systemd:
             usec = os.environ.get("WATCHDOG_USEC", "")
             owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
             if usec.isdigit() and int(usec) > 0 and owner == str(os.getpid()):
                 self._watchdog(int(usec) / 2e6)
+
+    def _wire(self, process):
+        """A process's probes, hooks and the variables that point it at our sockets."""
+        self.probes[process.name] = [Probe(spec, process, self.loop, self.on_probe_flip, self)
+                                     for spec in process.spec.probes]
+        if process.spec.pre_stop is not None:
+            process.before_stop = self._run_pre_stop
+        overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
+        if any(spec.handler == "notify" for spec in process.spec.probes):
+            if process.name not in self.notify_sockets:
+                self.notify_sockets[process.name] = _NotifySocket(
+                    self.loop, process.name,
+                    lambda fields, name=process.name: self.on_notify(name, fields))
+            overrides["NOTIFY_SOCKET"] = self.notify_sockets[process.name].address
+        if self.status_socket is not None:
+            overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
+                             PROCWRAP_PROCESS=process.name)
+        if any(k in process.spec.env for k in overrides) or any(overrides.values()):
+            process.spec.env_overrides = overrides
 
     def _watchdog(self, interval):
         """WATCHDOG=1 to systemd at half its WATCHDOG_USEC, while the loop turns."""
@@ -4263,6 +4577,53 @@ class Supervisor(object):
         startup = [p for p in probes if p.kind == "startup"]
         for probe in startup or probes:
             probe.start()
+        if process.spec.post_start is not None:
+            self.hooks_pending.add(process.name)
+            _Hook(process.spec.post_start, process, self.loop, self,
+                  lambda ok, message: self._post_start_done(process, ok, message)).run_check()
+
+    def _post_start_done(self, process, ok, message):
+        """lifecycle.postStart finished: ready may follow; a failure kills, as in Kubernetes."""
+        self.hooks_pending.discard(process.name)
+        if not ok:
+            self.log.event("%s: postStart hook failed (%s)" % (process.name, message), "warning",
+                           event="hook", name=process.name, hook="postStart", result="failed")
+            process.terminate("postStart hook failed")
+        else:
+            self.log.event("%s: postStart hook done (%s)" % (process.name, message),
+                           event="hook", name=process.name, hook="postStart", result="passed")
+        self._health_changed()
+
+    def _run_pre_stop(self, process, then):
+        """lifecycle.preStop before the stop signal, bounded by the stop timeout."""
+        def done(ok, message):
+            self.log.event("%s: preStop hook %s (%s)" % (process.name, "done" if ok else
+                                                           "failed", message),
+                           "info" if ok else "warning", event="hook", name=process.name,
+                           hook="preStop", result="passed" if ok else "failed")
+            then()
+        _Hook(process.spec.pre_stop, process, self.loop, self, done).run_check()
+
+    def on_post_start_change(self, process, old):
+        """A top-level postStart entry changed state: run the next, or fail the run."""
+        self._track(process, old)
+        if process.state == State.EXITED and not self.shutting_down:
+            if process.status != 0:
+                self.log.event("postStart entry %s failed (%s)" % (process.name,
+                                                                    process.description),
+                               "error", event="post-start-failed", name=process.name,
+                               status=process.status)
+                self.exit_status = process.status
+                self.shutdown("postStart entry %s failed" % process.name)
+                return
+            self._next_post_start()
+        self._check_done()
+
+    def _next_post_start(self):
+        """Start the next top-level postStart entry (they run one after another)."""
+        if self._post_index < len(self.post_start):
+            self._post_index += 1
+            self.post_start[self._post_index - 1].start()
 
     def on_probe_flip(self, probe):
         """A probe's result changed: gate, kill or mark ready, and say so once."""
@@ -4297,7 +4658,7 @@ class Supervisor(object):
         that finished well counts as ready)."""
         if process.state == State.EXITED and process.status in process.spec.success_codes:
             return True
-        if process.state != State.RUNNING:
+        if process.state != State.RUNNING or process.name in self.hooks_pending:
             return False
         return all(p.result is True for p in self.probes[process.name]
                    if p.kind in ("startup", "readiness"))
@@ -4315,6 +4676,9 @@ class Supervisor(object):
                            "not ready: %d of %d processes ready" % (count, len(self.processes)),
                            event="ready" if ready else "not-ready")
             self._readiness_file(ready)
+            if ready and self._post_index is None:
+                self._post_index = 0
+                self._next_post_start()
             if self.systemd:
                 _sd_notify(self.systemd, ("READY=1\n" if ready else "")
                            + "STATUS=%d of %d processes ready" % (count, len(self.processes)))
@@ -4389,7 +4753,7 @@ class Supervisor(object):
         """The whole state as a JSON-ready dict (no environment, so no secrets)."""
         now = self.loop.clock()
         processes = []
-        for process in self.init + self.processes:
+        for process in self.init + self.processes + self.post_start:
             processes.append({
                 "name": process.name, "state": process.state, "pid": process.pid,
                 "uptime": round(now - process.started_at, 3)
@@ -4453,6 +4817,132 @@ class Supervisor(object):
                                 "memory of the process's main pid.", rss, name=name)
         return metrics.text()
 
+    # -- procwrap ctl
+    def on_ctl(self, connection, request):
+        """One `procwrap ctl` request: status, start, stop, restart, signal, tail,
+        reload or shutdown; errors come back as {"ok": false, "error": ...}."""
+        command = request.get("command")
+        args = request.get("args") or []
+        if command == "status":
+            return connection.send({"ok": True, "processes": self.status()["processes"]},
+                                   last=True)
+        if command == "shutdown":
+            connection.send({"ok": True, "message": "shutting down"}, last=True)
+            return self.shutdown("procwrap ctl shutdown")
+        if command == "reload":
+            return connection.send(self.reload(), last=True)
+        names = ("start", "stop", "restart", "signal", "tail")
+        if command not in names:
+            return connection.send({"ok": False, "usage": True, "error": "unknown command %r%s"
+                                    % (command, _did_you_mean(str(command), names + (
+                                        "status", "reload", "shutdown")))}, last=True)
+        if not args or args[-1] not in self.by_name:
+            name = args[-1] if args else ""
+            return connection.send({"ok": False, "usage": True, "error": "no process named %r%s"
+                                    % (name, _did_you_mean(name, self.by_name) or "; known: "
+                                       + ", ".join(sorted(self.by_name)))}, last=True)
+        process = self.by_name[args[-1]]
+        if self.shutting_down and command in ("start", "restart"):
+            return connection.send({"ok": False, "error": "procwrap is shutting down"},
+                                   last=True)
+        if command == "start":
+            if process.state in State.ALIVE:
+                return connection.send({"ok": False, "error": "%s is already %s"
+                                        % (process.name, process.state)}, last=True)
+            self._ctl_start(process)
+        elif command == "stop":
+            process.stop()
+        elif command == "restart":
+            if process.state in State.ALIVE:
+                self._restarting.add(process.name)
+                process.stop()
+            else:
+                self._ctl_start(process)
+        elif command == "signal":
+            try:
+                signum = _parse_signal(args[0] if len(args) > 1 else "")
+            except ValueError:
+                return connection.send({"ok": False, "usage": True, "error": "expected a signal "
+                                        "name like HUP or TERM, got %r" % (args[0],)}, last=True)
+            if process.state not in State.ALIVE:
+                return connection.send({"ok": False, "error": "%s is not running (%s)"
+                                        % (process.name, process.state)}, last=True)
+            process.signal(signum)
+        else:
+            if process.ring is None:
+                return connection.send({"ok": False, "error": "%s's output is not captured "
+                                        "(log format none)" % process.name}, last=True)
+            count = request.get("lines") or 10
+            connection.send({"ok": True, "lines": process.ring.lines(int(count))},
+                            last=not request.get("follow"))
+            if request.get("follow"):
+                connection.follow(process.ring)
+            return
+        connection.send({"ok": True, "name": process.name, "state": process.state}, last=True)
+
+    def _ctl_start(self, process):
+        """Start a stopped, exited or fatal process again, its backoff forgotten."""
+        process.hold = False
+        process.restarts = 0
+        if process.state in State.PENDING:
+            process.stop()
+        process.start()
+
+    def reload(self):
+        """Read the config again: start what was added, stop what was removed,
+        restart what changed (init entries do not run again; health settings stay)."""
+        try:
+            init, processes, settings = self.reload_config()
+        except ProcwrapError as error:
+            return {"ok": False, "error": "reload: %s" % error}
+        new = dict((spec.name, spec) for spec in processes)
+        added = [name for name in new if name not in self.by_name]
+        removed = [p.name for p in self.processes if p.name not in new]
+        changed = [p.name for p in self.processes
+                   if p.name in new and new[p.name].fingerprint != p.spec.fingerprint]
+        for name in removed + changed:
+            process = self.by_name[name]
+            self._replacing[name] = new.get(name)
+            if process.state in State.ALIVE or process.state in State.PENDING:
+                process.stop()
+            else:
+                self._replace(process, self._replacing.pop(name))
+        for name in added:
+            self._add(new[name])
+        self.log.event("reloaded: %d added, %d removed, %d changed"
+                       % (len(added), len(removed), len(changed)), event="reload",
+                       added=added, removed=removed, changed=changed)
+        return {"ok": True, "added": added, "removed": removed, "changed": changed}
+
+    def _add(self, spec):
+        """A process new to the config: wire it and start it (after its dependencies)."""
+        process = Process(spec, self.loop, self.log, self.on_change,
+                          self.processes[0].max_line if self.processes else MAX_LINE_BYTES)
+        self.processes.append(process)
+        self.by_name[spec.name] = process
+        self.dependents[spec.name] = []
+        for name in spec.depends_on:
+            if name in self.dependents:
+                self.dependents[name].append(process)
+        self._wire(process)
+        process.wait()
+        self._try_start(process)
+
+    def _replace(self, process, spec):
+        """A removed or changed process has stopped: drop it, and start its new version."""
+        self.processes.remove(process)
+        del self.by_name[process.name]
+        for probe in self.probes.pop(process.name, ()):
+            probe.stop()
+        for dependents in self.dependents.values():
+            if process in dependents:
+                dependents.remove(process)
+        self.dependents.pop(process.name, None)
+        if spec is not None:
+            self._add(spec)
+        self._health_changed()
+        self._check_done()
+
     def run(self):
         """Run until everything has stopped; return procwrap's exit status."""
         loop = self.loop
@@ -4477,6 +4967,8 @@ class Supervisor(object):
             self._readiness_file(False)
             if self.http is not None:
                 self.http.close()
+            if self.ctl is not None:
+                self.ctl.close()
         status = self.exit_status if self.exit_status is not None else 0
         self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
         return status
@@ -4545,6 +5037,15 @@ class Supervisor(object):
         """A process changed state: start dependents, end the run, or go on stopping."""
         self._track(process, old)
         state = process.state
+        if state not in State.ALIVE and not self.shutting_down:
+            if process.name in self._replacing and self.by_name.get(process.name) is process:
+                return self._replace(process, self._replacing.pop(process.name))
+            if state == State.STOPPED and process.name in self._restarting:
+                self._restarting.discard(process.name)
+                process.hold = False
+                process.restarts = 0
+                process.start()
+                return
         if state == State.RUNNING:
             self._start_probes(process)
         elif old == State.RUNNING:
@@ -4575,7 +5076,8 @@ class Supervisor(object):
             if not self._alive:
                 self.loop.stopped = True
             return
-        if self._init_index < len(self.init) or _any_in(self.init, State.ALIVE):
+        if self._init_index < len(self.init) or _any_in(self.init + self.post_start,
+                                                          State.ALIVE):
             return
         if all(p.state in State.DONE for p in self.processes):
             if self.exit_status is None:
@@ -4599,7 +5101,7 @@ class Supervisor(object):
         if self.systemd:
             _sd_notify(self.systemd, "STOPPING=1\nSTATUS=shutting down (%s)" % reason)
         self._health_changed()
-        for process in self.init + self.processes:
+        for process in self.init + self.post_start + self.processes:
             process.hold = True
         self._stop_ready()
         self._check_done()
@@ -4608,7 +5110,7 @@ class Supervisor(object):
         """The first pass of a shutdown: stop init, pending processes, and every
         process that nothing alive depends on.  The rest follow from on_change as
         their dependents end (_stop_if_free), one check per change."""
-        for process in self.init:
+        for process in self.init + self.post_start:
             if process.state in State.ALIVE:
                 process.stop()
         for process in self.processes:
@@ -4630,7 +5132,7 @@ class Supervisor(object):
         if not self.shutting_down:
             self.shutdown("received %s" % _signal_name(signum))
         elif self.kill_on_second_signal:
-            for process in self.init + self.processes:
+            for process in self.init + self.post_start + self.processes:
                 if process.state in State.ALIVE:
                     process.kill()
         else:
@@ -4640,7 +5142,7 @@ class Supervisor(object):
         """HUP, USR1, USR2: passed on to every running process (log reopening and the like)."""
         self.log.event(SIGNAL_MSG % _signal_name(signum) + "; forwarding it",
                        event="signal", signal=_signal_name(signum))
-        for process in self.init + self.processes:
+        for process in self.init + self.post_start + self.processes:
             if process.state in State.ALIVE:
                 process.signal(signum)
 
@@ -4947,6 +5449,9 @@ _OPTIONS = [
     _Option(("--status-port",), "PORT", _opt_count, None, _SUPERVISE,
             "UDP port on 127.0.0.1 for heartbeats and status messages from children "
             "(default: any free port, when a heartbeat probe needs one)"),
+    _Option(("--ctl-socket",), "PATH", _opt_text, None, _SUPERVISE,
+            "listen for `procwrap ctl` on this Unix socket (created 0600); the same twin "
+            "tells `procwrap ctl` where to connect"),
     _Option(("--skip",), "NAMES", _opt_names, [], _SUPERVISE,
             "leave out the init entries and processes with these names (comma-separated)",
             repeat=True),
@@ -5025,6 +5530,8 @@ def _usage():
         "usage: procwrap [OPTIONS] [--] CMD [ARGS...]   wrap one command",
         "       procwrap -c FILE [OPTIONS]               supervise many (a container's PID 1)",
         "       procwrap check -c FILE                   validate a config and exit",
+        "       procwrap ctl COMMAND [ARGS]              control a running supervisor "
+        "(see ctl --help)",
         "",
         "options (each also read from its environment twin; the command line wins):",
     ]
@@ -5164,8 +5671,136 @@ def _ensure_stdio():
                 os.close(null)
 
 
+CTL_USAGE = """usage: procwrap ctl [--socket PATH] [--json] COMMAND [ARGS]
+
+commands:
+  status                  a table: name, state, pid, uptime, restarts, last exit
+  start NAME              start a stopped, exited or failed process
+  stop NAME               stop it (stop signal, grace, SIGKILL); it stays stopped
+  restart NAME            stop it, then start it
+  signal SIGNAL NAME      send a signal to its process group
+  tail [-f] [-n N] NAME   its recent output (-f: and what follows, until ^C)
+  reload                  read the config again: start added processes, stop
+                          removed ones, restart changed ones
+  shutdown                stop everything and exit
+
+--socket defaults to PROCWRAP_CTL_SOCKET, the supervisor's --ctl-socket twin.
+--json prints the answers as JSON lines.  Exit status: 0 done, 1 refused (already
+running, not running), 2 usage, 69 no supervisor on the socket.
+"""
+
+
+def _ctl(argv, environ):
+    """`procwrap ctl ...`: one request to a supervisor's control socket."""
+    import json
+    import socket
+    path, as_json, follow, lines = environ.get("PROCWRAP_CTL_SOCKET"), False, False, 10
+    words = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-h", "--help"):
+            sys.stdout.write(CTL_USAGE)
+            return EX_OK
+        if arg == "--socket" or arg.startswith("--socket="):
+            if "=" in arg:
+                path = arg.split("=", 1)[1]
+            else:
+                index += 1
+                if index >= len(argv):
+                    raise UsageError(NEEDS_VALUE_MSG % ("--socket", "PATH"))
+                path = argv[index]
+        elif arg == "--json":
+            as_json = True
+        elif arg == "-f" and words[:1] == ["tail"]:
+            follow = True
+        elif arg == "-n" and words[:1] == ["tail"] and index + 1 < len(argv) \
+                and argv[index + 1].isdigit():
+            index += 1
+            lines = int(argv[index])
+        elif arg.startswith("-") and not (words[:1] == ["signal"] and len(words) == 1):
+            raise UsageError("ctl: unknown option %r; see procwrap ctl --help" % arg)
+        else:
+            words.append(arg)
+        index += 1
+    arity = {"status": 0, "reload": 0, "shutdown": 0, "start": 1, "stop": 1, "restart": 1,
+             "tail": 1, "signal": 2}
+    if not words:
+        raise UsageError("ctl: no command; see procwrap ctl --help")
+    if words[0] not in arity:
+        raise UsageError("ctl: unknown command %r%s; see procwrap ctl --help"
+                         % (words[0], _did_you_mean(words[0], arity)))
+    if len(words) - 1 != arity[words[0]]:
+        raise UsageError("ctl %s: expects %s; see procwrap ctl --help" % (
+            words[0], {0: "no arguments", 1: "a process name", 2: "SIGNAL NAME"}[
+                arity[words[0]]]))
+    if not path:
+        raise UsageError("ctl: no socket; give --socket PATH or set PROCWRAP_CTL_SOCKET to the "
+                         "supervisor's --ctl-socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as error:
+        raise UnavailableError("ctl: cannot connect to %s: %s; is procwrap running with "
+                          "--ctl-socket %s?" % (path, error.strerror, path))
+    request = {"command": words[0], "args": words[1:], "follow": follow, "lines": lines}
+    sock.sendall((json.dumps(request) + "\n").encode("utf-8"))
+    stream = sock.makefile("rb")
+    status = EX_OK
+    try:
+        for raw in stream:
+            answer = json.loads(raw.decode("utf-8"))
+            if as_json:
+                sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+            elif answer.get("ok") is False:
+                pass
+            else:
+                sys.stdout.write(_ctl_text(words[0], answer))
+            sys.stdout.flush()
+            if answer.get("ok") is False:
+                if answer.get("usage"):
+                    raise UsageError("ctl %s: %s" % (words[0], answer["error"]))
+                if not as_json:
+                    sys.stderr.write(ERROR_MSG % ("ctl %s: %s" % (words[0], answer["error"]))
+                                     + "\n")
+                status = 1
+    except KeyboardInterrupt:
+        pass                            # tail -f ends with ^C
+    except BrokenPipeError:
+        # Our reader went away (`| head`): stop quietly, as a pipeline expects.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        sock.close()
+    return status
+
+
+def _ctl_text(command, answer):
+    """An answer as a person reads it."""
+    if command == "status":
+        rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT")]
+        for p in answer["processes"]:
+            rows.append((p["name"], p["state"], str(p["pid"] or "-"),
+                         _format_seconds(p["uptime"]) + "s" if p["uptime"] else "-",
+                         str(p["restarts"]), p["description"] or "-"))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                       + "  " + row[5] + "\n" for row in rows)
+    if command == "tail":
+        if "lines" in answer and answer["lines"] and isinstance(answer["lines"][0], list):
+            return "".join(line + "\n" for _, line in answer["lines"])
+        return "".join(line + "\n" for line in answer.get("lines", []))
+    if command == "reload":
+        return "reloaded: added %s; removed %s; changed %s\n" % tuple(
+            ", ".join(answer[key]) or "none" for key in ("added", "removed", "changed"))
+    if "name" in answer:
+        return "%s: %s\n" % (answer["name"], answer["state"])
+    return answer.get("message", "ok") + "\n"
+
+
 def _run(argv, environ):
     """main() without the error handling: parse, pick the mode, run it."""
+    if argv[:1] == ["ctl"]:
+        return _ctl(argv[1:], environ)
     subcommand, options, command, given = _parse_args(argv, environ)
     if subcommand == "help":
         sys.stdout.write(_usage())
@@ -5228,10 +5863,18 @@ def _run(argv, environ):
                     spec.capture = False
             log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
             health = dict((key, options[key] if options[key] is not None else settings.get(key))
-                          for key in ("http", "readiness_file", "status_port"))
+                          for key in ("http", "readiness_file", "status_port", "ctl_socket"))
             owner = Supervisor(init, processes, log, options["log_max_line"]
                                or settings["max_line"], options["kill_on_second_signal"],
-                               health=health)
+                               health=health, post_start=settings["post_start"])
+        if mode == "supervise":
+            def reload_config():
+                """`procwrap ctl reload`: the config read, checked and resolved again."""
+                fresh = _load_config(options["config"], where)
+                _build_specs(fresh, environ, options["skip"])
+                secrets.begin()
+                return _build_specs(fresh, environ, options["skip"], secrets=secrets)
+            owner.reload_config = reload_config
         _report_secrets(log, secrets)
         if options["vault_renew_failure"] == "stop":
             secrets.start_renewal(owner.loop, log, lambda reason: owner.shutdown(

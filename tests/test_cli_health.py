@@ -323,3 +323,39 @@ def test_sd_notify_to_systemd(background, tmp_path):
     until("STOPPING=1")
     assert procwrap.wait() == 0
     manager.close()
+
+
+def test_lifecycle_hooks_and_top_level_post_start(background, tmp_path):
+    marks = tmp_path / "marks"
+    procwrap, get = start(background, tmp_path, [
+        sleeper(stopTimeout=10, lifecycle={
+            "postStart": {"exec": {"command": ["sh", "-c", "echo post-start >> %s" % marks]}},
+            "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop >> %s; sleep 0.2"
+                                             % marks]}}})],
+        postStart=[{"name": "migrate", "command": ["sh", "-c", "echo migrate >> %s" % marks]}])
+    procwrap.expect_event("exited", "migrate")
+    assert marks.read_text() == "post-start\nmigrate\n"
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
+    assert marks.read_text() == "post-start\nmigrate\npre-stop\n"
+    hooks = [(e["hook"], e["result"]) for e in events(procwrap.stdout, "hook")]
+    assert hooks == [("postStart", "passed"), ("preStop", "passed")]
+    # The stop signal came only after the preStop hook had finished.
+    order = [e["event"] for e in events(procwrap.stdout)
+             if e["event"] in ("hook", "stopping")]
+    assert order == ["hook", "hook", "stopping"]
+
+
+def test_failing_post_start_hook_kills_and_failing_post_start_entry_stops_all(background,
+                                                                              tmp_path):
+    procwrap, _ = start(background, tmp_path, [sleeper(restartPolicy="Never", lifecycle={
+        "postStart": {"exec": {"command": ["false"]}}})])
+    assert procwrap.expect_event("unhealthy", "app")["message"] == \
+        "app: postStart hook failed; stopping it"
+    assert procwrap.wait() == 143
+    other = tmp_path / "second"
+    other.mkdir()
+    second, _ = start(background, other, [sleeper()], postStart=[
+        {"name": "migrate", "command": ["sh", "-c", "exit 7"]}])
+    assert second.expect_event("post-start-failed")["status"] == 7
+    assert second.wait() == 7

@@ -1,0 +1,136 @@
+"""procwrap ctl against a running supervisor, end to end over its control socket."""
+import json
+import os
+import signal
+import stat
+
+from conftest import PROCWRAP, PYTHON, Background, clean_environ, run, wait_until, write_config
+
+TICKER = [PYTHON, "-u", "-c", "import time\nn = 0\nwhile True:\n    print('tick', n)\n"
+          "    n += 1\n    time.sleep(0.05)\n"]
+
+
+def start(background, tmp_path, processes, **top):
+    socket_path = str(tmp_path / "ctl.sock")
+    top["processes"] = processes
+    config = write_config(tmp_path, top)
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    for entry in processes:
+        procwrap.expect_event("started", entry["name"])
+
+    def ctl(*args, **kwargs):
+        env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+        return run("ctl", *args, env=env, **kwargs)
+    return procwrap, ctl, config
+
+
+def test_status_stop_start_restart_signal(background, tmp_path):
+    procwrap, ctl, _ = start(background, tmp_path, [
+        {"name": "web", "command": ["sleep", "300"]},
+        {"name": "printer", "command": [PYTHON, "-c", "import signal, sys, time\n"
+                                        "signal.signal(signal.SIGHUP, lambda *a: print('HUP', "
+                                        "flush=True))\nprint('ready', flush=True)\n"
+                                        "while True: time.sleep(1)\n"]}])
+    assert stat.S_IMODE(os.stat(str(tmp_path / "ctl.sock")).st_mode) == 0o600
+    table = ctl("status")
+    assert table.returncode == 0
+    header, web, printer = table.stdout.splitlines()
+    assert header.split() == ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST", "EXIT"]
+    assert web.split()[:2] == ["web", "running"] and web.split()[4] == "0"
+
+    assert ctl("stop", "web").stdout == "web: stopping\n"
+    wait_until(lambda: json.loads(ctl("--json", "status").stdout)["processes"][0]["state"]
+               == "stopped", what="web stopped")
+    assert ctl("start", "web").stdout in ("web: starting\n", "web: running\n")
+    procwrap.expect_event("started", "web", count=2)
+    again = ctl("start", "web")
+    assert again.returncode == 1
+    assert again.stderr == "procwrap: error: ctl start: web is already running\n"
+
+    first = procwrap.expect_event("started", "web", count=2)["pid"]
+    assert ctl("restart", "web").returncode == 0
+    assert procwrap.expect_event("started", "web", count=3)["pid"] != first
+
+    procwrap.expect('"message":"ready"')
+    assert ctl("signal", "HUP", "printer").returncode == 0
+    procwrap.expect('"message":"HUP"')
+
+    assert ctl("shutdown").stdout == "shutting down\n"
+    assert procwrap.wait() == 0
+    assert not os.path.exists(str(tmp_path / "ctl.sock"))
+
+
+def test_tail_and_follow(background, tmp_path):
+    procwrap, ctl, _ = start(background, tmp_path, [{"name": "ticker", "command": TICKER}])
+    procwrap.expect('"message":"tick 20"')
+    tail = ctl("tail", "-n", "3", "ticker")
+    lines = tail.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("tick ") for line in lines)
+    numbers = [int(line.split()[1]) for line in lines]
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+    # -f: the recent lines, then new ones as they come; stop after a few.
+    follower = Background([], env=clean_environ(PROCWRAP_CTL_SOCKET=str(tmp_path / "ctl.sock")),
+                          command=[PYTHON, PROCWRAP, "ctl", "tail", "-f", "-n", "1", "ticker"])
+    try:
+        first = int(follower.expect("tick").split()[1])
+        later = int(follower.expect("tick", count=5).split()[1])
+        assert later >= first + 4
+    finally:
+        follower.kill()
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
+
+
+def test_errors_name_the_thing(background, tmp_path):
+    procwrap, ctl, _ = start(background, tmp_path, [{"name": "web", "command": ["sleep", "300"]}])
+    wrong = ctl("stop", "wbe")
+    assert (wrong.returncode, wrong.stderr) == (
+        2, "procwrap: error: ctl stop: no process named 'wbe'; did you mean 'web'?\n")
+    bad = ctl("stpo", "web")
+    assert (bad.returncode, bad.stderr) == (
+        2, "procwrap: error: ctl: unknown command 'stpo'; did you mean 'stop'?; see procwrap "
+           "ctl --help\n")
+    arity = ctl("signal", "web")
+    assert (arity.returncode, arity.stderr) == (
+        2, "procwrap: error: ctl signal: expects SIGNAL NAME; see procwrap ctl --help\n")
+    signal_name = ctl("signal", "HUPP", "web")
+    assert signal_name.returncode == 2 and "expected a signal name" in signal_name.stderr
+    procwrap.signal(signal.SIGTERM)
+    procwrap.wait()
+    gone = ctl("status")
+    assert gone.returncode == 69
+    assert gone.stderr.startswith("procwrap: error: ctl: cannot connect to ")
+    nowhere = run("ctl", "status")
+    assert (nowhere.returncode, nowhere.stderr) == (
+        2, "procwrap: error: ctl: no socket; give --socket PATH or set PROCWRAP_CTL_SOCKET to "
+           "the supervisor's --ctl-socket\n")
+
+
+def test_reload_adds_removes_and_restarts_what_changed(background, tmp_path):
+    processes = [{"name": "keep", "command": ["sleep", "300"]},
+                 {"name": "change", "command": ["sleep", "300"]},
+                 {"name": "drop", "command": ["sleep", "300"]}]
+    procwrap, ctl, config = start(background, tmp_path, processes)
+    pids = dict((name, procwrap.expect_event("started", name)["pid"])
+                for name in ("keep", "change", "drop"))
+    with open(config, "w") as stream:
+        json.dump({"processes": [
+            {"name": "keep", "command": ["sleep", "300"]},
+            {"name": "change", "command": ["sleep", "301"]},
+            {"name": "new", "command": ["sleep", "300"]}]}, stream)
+    answer = ctl("reload")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == "reloaded: added new; removed drop; changed change\n"
+    procwrap.expect_event("started", "new")
+    changed = procwrap.expect_event("started", "change", count=2)["pid"]
+    assert changed != pids["change"]
+    status = json.loads(ctl("--json", "status").stdout)["processes"]
+    assert sorted(p["name"] for p in status) == ["change", "keep", "new"]
+    assert [p["pid"] for p in status if p["name"] == "keep"] == [pids["keep"]]
+    with open(config, "w") as stream:
+        stream.write('{"processes": [{"name": "x", "command": ["true"], "restartPolcy": "Never"}]}')
+    broken = ctl("reload")
+    assert broken.returncode == 1
+    assert "restartPolcy: unknown field; did you mean 'restartPolicy'?" in broken.stderr
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
