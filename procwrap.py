@@ -3434,7 +3434,9 @@ class Process(object):
         for pipe in self._pipes:
             pipe.drain()        # everything it wrote before exiting comes first
         self._pipes = []
-        if not self.spec.keep_group:
+        adopted = (self.state == State.RUNNING and status in self.spec.success_codes
+                   and self._adopt())
+        if not self.spec.keep_group and not adopted:
             # dumb-init's rule: what is left of its group goes with it.  The
             # group id cannot have been reused yet: a group that still has
             # members keeps its id, and an empty one gets ESRCH.
@@ -3449,11 +3451,37 @@ class Process(object):
         self.description = description
         self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
                        pid=pid, status=status)
+        if adopted:
+            self.log.event("%s: following its daemon, pid %d" % (self.name, self.pid),
+                           event="adopted", name=self.name, pid=self.pid)
+            return
         if self.state == State.STOPPING:
             # STOPPING -> STOPPED
             self._set_state(State.STOPPED)
         else:
             self._after_exit(status)
+
+    def _adopt(self):
+        """The floating pid: a command that daemonized and exited well, leaving
+        its pid in the file of a pidFile probe, is followed to that pid.  As
+        subreaper (or PID 1) the daemon is our child, so its exit comes to
+        finish() like any other.  True when adopted."""
+        paths = [spec.options["path"] for spec in self.spec.probes if spec.handler == "pidFile"]
+        for path in paths:
+            try:
+                with open(path) as stream:
+                    pid = int(stream.read().split()[0])
+                with open("/proc/%d/status" % pid) as stream:
+                    parent = [line for line in stream if line.startswith("PPid:")]
+                if int(parent[0].split()[1]) != os.getpid():
+                    continue
+                pgid = os.getpgid(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+            self.pid, self.pgid = pid, pgid
+            self.loop.watch_child(pid, self.finish)
+            return True
+        return False
 
     def _after_exit(self, status):
         """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, wait_until, write_config
+from conftest import PYTHON, WAIT, clean_environ, events, run, wait_until, write_config
 
 FAST = {"periodSeconds": 0.2, "timeoutSeconds": 5}
 
@@ -359,3 +359,70 @@ def test_failing_post_start_hook_kills_and_failing_post_start_entry_stops_all(ba
         {"name": "migrate", "command": ["sh", "-c", "exit 7"]}])
     assert second.expect_event("post-start-failed")["status"] == 7
     assert second.wait() == 7
+
+
+def test_a_daemon_that_forks_away_is_followed_through_its_pid_file(background, tmp_path):
+    # The floating pid: the command starts a daemon in its own session and
+    # exits 0.  procwrap (subreaper) follows the pid in the pid file.
+    pid_file = tmp_path / "daemon.pid"
+    script = "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > %s" % pid_file
+    procwrap, get = start(background, tmp_path, [
+        {"name": "daemon", "command": ["sh", "-c", script], "restartPolicy": "Never",
+         "readinessProbe": probe({"pidFile": {"path": str(pid_file)}})}])
+    adopted = procwrap.expect_event("adopted", "daemon")
+    assert adopted["pid"] == int(pid_file.read_text())
+    procwrap.expect_event("ready")
+    status = get("/status")[1]["processes"][0]
+    assert (status["state"], status["pid"]) == ("running", adopted["pid"])
+    os.kill(adopted["pid"], signal.SIGKILL)
+    assert procwrap.expect_event("exited", "daemon", count=2)["pid"] == adopted["pid"]
+    assert procwrap.wait() == 137
+
+
+HTTPS_SERVER = ("import http.server, ssl, sys\n"
+                "server = http.server.HTTPServer(('127.0.0.1', 0), "
+                "http.server.SimpleHTTPRequestHandler)\n"
+                "context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+                "context.load_cert_chain(sys.argv[1], sys.argv[2])\n"
+                "server.socket = context.wrap_socket(server.socket, server_side=True)\n"
+                "print(server.server_address[1], flush=True)\n"
+                "server.serve_forever()\n")
+
+
+def test_https_probe_does_not_verify_the_certificate(background, tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=elsewhere", "-keyout", key, "-out", cert],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([PYTHON, "-c", HTTPS_SERVER, cert, key], cwd=str(tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              universal_newlines=True)
+    try:
+        port = int(server.stdout.readline())
+        procwrap, get = start(background, tmp_path, [sleeper(readinessProbe=probe(
+            {"httpGet": {"port": port, "path": "/cert.pem", "scheme": "HTTPS"}}))])
+        procwrap.expect_event("ready")
+        assert get("/status")[1]["processes"][0]["probes"][0]["message"] == "HTTP 200"
+        procwrap.signal(signal.SIGTERM)
+        assert procwrap.wait() == 0
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_no_secret_in_status_metrics_or_ctl(background, tmp_path):
+    canary = "canary-status-9d2e1f"
+    (tmp_path / "s.json").write_text(json.dumps({"password": canary}))
+    socket_path = str(tmp_path / "ctl.sock")
+    procwrap, get = start(background, tmp_path, [sleeper(env=[
+        {"name": "PASSWORD", "valueFrom": {"location": "%s/s.json|JP:$.password" % tmp_path}}],
+        readinessProbe=probe({"exec": {"command": ["sh", "-c", "test -n \"$PASSWORD\""]}}))],
+        "--ctl-socket", socket_path)
+    procwrap.expect_event("ready")      # the probe saw the secret in its environment
+    seen = [json.dumps(get("/status")[1]), get("/metrics")[1], json.dumps(get("/readiness")[1])]
+    seen.append(run("ctl", "--socket", socket_path, "status").stdout)
+    seen.append(run("ctl", "--socket", socket_path, "--json", "status").stdout)
+    assert not any(canary in text for text in seen)
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
+    assert canary not in procwrap.stdout + procwrap.stderr
