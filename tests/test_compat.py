@@ -139,3 +139,27 @@ def test_secrets_resolution(python, tmp_path):
     assert not output.exists()
     missing = run_with(python, "--", "true", env=clean_environ(X_FOR_PROCWRAP_TO_RESOLVE="ENV:NO"))
     assert missing.returncode == 69
+
+
+def test_health_endpoints_probes_and_ctl(python, tmp_path, background):
+    # An exec probe (posix_spawn, or fork before 3.8), the HTTP endpoint and ctl.
+    flag = tmp_path / "ready"
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"processes": [{
+        "name": "app", "command": ["sleep", "60"],
+        "readinessProbe": {"exec": {"command": ["test", "-e", str(flag)]},
+                           "periodSeconds": 0.1}}]}))
+    socket_path = str(tmp_path / "ctl.sock")
+    procwrap = background("-c", str(config), "--http", "127.0.0.1:0", "--ctl-socket",
+                          socket_path, python=python)
+    host, port = procwrap.expect_event("http")["address"].rsplit(":", 1)
+    flag.touch()
+    procwrap.expect_event("ready")
+    import urllib.request
+    with urllib.request.urlopen("http://%s:%s/readiness" % (host, port), timeout=WAIT) as answer:
+        assert json.loads(answer.read().decode())["status"] == "ok"
+    status = run_with(python, "ctl", "--socket", socket_path, "status")
+    assert status.returncode == 0 and status.stdout.splitlines()[1].split()[:2] == ["app",
+                                                                                    "running"]
+    assert run_with(python, "ctl", "--socket", socket_path, "shutdown").returncode == 0
+    assert procwrap.wait() == 0
