@@ -4699,11 +4699,11 @@ class Supervisor(object):
         if ready != self.ready:
             self.ready = ready
             count = sum(1 for p in self.processes if self.is_ready(p))
+            self._readiness_file(ready)         # before the record, which says it is done
             self.log.event("ready: every process is ready" if ready else
                            "not ready: shutting down" if self.shutting_down else
                            "not ready: %d of %d processes ready" % (count, len(self.processes)),
                            event="ready" if ready else "not-ready")
-            self._readiness_file(ready)
             if ready and self._post_index is None:
                 self._post_index = 0
                 self._next_post_start()

@@ -167,13 +167,13 @@ HEARTBEAT = ("import json, os, socket, sys, time\n"
              "message = {'name': os.environ['PROCWRAP_PROCESS'], 'status': 'warming up'}\n"
              "s.sendto(json.dumps(message).encode(), (host, int(port)))\n"
              "s.sendto(b'not json', (host, int(port)))\n"
-             "sys.stdin.read()\n")
+             "time.sleep(300)\n")
 
-NOTIFY = ("import os, socket, sys\n"
+NOTIFY = ("import os, socket, time\n"
           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
           "address = os.environ['NOTIFY_SOCKET']\n"
           "s.sendto(b'READY=1\\nSTATUS=serving', '\\0' + address[1:])\n"
-          "sys.stdin.read()\n")
+          "time.sleep(300)\n")
 
 
 def test_heartbeat_and_notify_probes(background, tmp_path):
