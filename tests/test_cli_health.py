@@ -426,3 +426,30 @@ def test_no_secret_in_status_metrics_or_ctl(background, tmp_path):
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
     assert canary not in procwrap.stdout + procwrap.stderr
+
+
+def test_exec_probe_is_killed_at_its_timeout(background, tmp_path):
+    marker = tmp_path / "probe-pids"
+    slow = ["sh", "-c", "echo $$ >> %s; exec sleep 30" % marker]
+    procwrap, get = start(background, tmp_path, [sleeper(readinessProbe=probe(
+        {"exec": {"command": slow}}, timeoutSeconds=0.3, periodSeconds=0.5))])
+    wait_until(lambda: get("/status")[1]["processes"][0]["probes"][0]["failures"] >= 2,
+               what="two timed-out checks")
+    message = get("/status")[1]["processes"][0]["probes"][0]["message"]
+    assert message == "timed out after 0.3 s"
+    first = int(marker.read_text().split()[0])
+    wait_until(lambda: not os.path.exists("/proc/%d" % first), what="the probe killed")
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
+
+
+def test_pre_stop_hook_is_bounded_by_the_stop_timeout(background, tmp_path):
+    procwrap, _ = start(background, tmp_path, [sleeper(stopTimeout=0.5, lifecycle={
+        "preStop": {"exec": {"command": ["sleep", "30"]}}})])
+    procwrap.expect_event("started", "app")
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
+    hook = events(procwrap.stdout, "hook")[0]
+    assert hook["message"] == "app: preStop hook failed (timed out after 0.5 s)"
+    exited = events(procwrap.stdout, "exited")[0]
+    assert exited["status"] in (143, 137)
