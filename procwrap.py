@@ -3710,10 +3710,10 @@ class _Hook(Probe):
 
 
 class _Check(object):
-    """A check's interface: start(), cancel(), and probe.done(ok, message) once."""
+    """A check's interface: start(), cancel(), and report(ok, message) once."""
 
     def __init__(self, probe):
-        self.probe = probe
+        self.probe = probe              #: the Probe (or _Hook) it reports to
         self.options = probe.spec.options
 
     def start(self):
@@ -3721,6 +3721,12 @@ class _Check(object):
 
     def cancel(self):
         pass
+
+    def report(self, ok, message):
+        """Tell the probe, unless it has moved on (a timed-out exec that exits
+        later must not count for the check after it)."""
+        if self.probe.check is self:
+            self.probe.done(ok, message)
 
 
 class _ExecCheck(_Check):
@@ -3735,14 +3741,14 @@ class _ExecCheck(_Check):
         try:
             self.pid = _spawn_quiet(self.options["command"], spec.env, spec.workdir, spec.user)
         except (OSError, _SpawnError) as error:
-            return self.probe.done(False, "cannot run %s: %s" % (
+            return self.report(False, "cannot run %s: %s" % (
                 self.options["command"][0], getattr(error, "strerror", None) or error))
         self.probe.loop.watch_child(self.pid, self.on_exit)
 
     def on_exit(self, wait_status):
         self.pid = None
         status = _exit_status(wait_status)
-        self.probe.done(status == 0, "exit status %d" % status if status < 128
+        self.report(status == 0, "exit status %d" % status if status < 128
                         else _describe_wait(wait_status))
 
     def cancel(self):
@@ -3795,7 +3801,7 @@ class _SocketCheck(_Check):
 
     def finish(self, ok, message):
         self.cancel()
-        self.probe.done(ok, message)
+        self.report(ok, message)
 
     def cancel(self):
         if self.sock is not None:
@@ -3880,10 +3886,10 @@ class _FileCheck(_Check):
         try:
             age = time.time() - os.stat(path).st_mtime
         except OSError as error:
-            return self.probe.done(False, "%s: %s" % (path, error.strerror))
+            return self.report(False, "%s: %s" % (path, error.strerror))
         if max_age is not None and age > max_age:
-            return self.probe.done(False, "%s is %.0f s old" % (path, age))
-        self.probe.done(True, "%s exists" % path)
+            return self.report(False, "%s is %.0f s old" % (path, age))
+        self.report(True, "%s exists" % path)
 
 
 class _PidFileCheck(_Check):
@@ -3895,16 +3901,16 @@ class _PidFileCheck(_Check):
             with open(path) as stream:
                 pid = int(stream.read().split()[0])
         except (OSError, ValueError, IndexError):
-            return self.probe.done(False, "%s holds no pid" % path)
+            return self.report(False, "%s holds no pid" % path)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return self.probe.done(False, "pid %d from %s is gone" % (pid, path))
+            return self.report(False, "pid %d from %s is gone" % (pid, path))
         except PermissionError:
             pass        # alive, someone else's
         if _is_zombie(pid):
-            return self.probe.done(False, "pid %d from %s has exited" % (pid, path))
-        self.probe.done(True, "pid %d is alive" % pid)
+            return self.report(False, "pid %d from %s has exited" % (pid, path))
+        self.report(True, "pid %d is alive" % pid)
 
 
 class _HeartbeatCheck(_Check):
@@ -3914,9 +3920,9 @@ class _HeartbeatCheck(_Check):
         last = self.probe.owner.heartbeats.get(self.probe.process.name)
         max_age = self.options["max_age"]
         if last is None or last < self.probe.process.started_at:
-            return self.probe.done(False, "no heartbeat yet")
+            return self.report(False, "no heartbeat yet")
         age = self.probe.loop.clock() - last
-        self.probe.done(age <= max_age, "last heartbeat %.1f s ago" % age)
+        self.report(age <= max_age, "last heartbeat %.1f s ago" % age)
 
 
 class _NotifyCheck(_Check):
@@ -3924,7 +3930,7 @@ class _NotifyCheck(_Check):
 
     def start(self):
         ready = self.probe.owner.notified.get(self.probe.process.name)
-        self.probe.done(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
+        self.report(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
 
 
 class _SleepCheck(_Check):
@@ -3932,7 +3938,7 @@ class _SleepCheck(_Check):
     timer = None
 
     def start(self):
-        self.timer = self.probe.loop.call_later(self.options["seconds"], self.probe.done, True,
+        self.timer = self.probe.loop.call_later(self.options["seconds"], self.report, True,
                                                 "slept")
 
     def cancel(self):
@@ -4123,7 +4129,6 @@ class _HttpConnection(object):
         self.sock = sock
         self.buffer = b""           #: received, not yet parsed
         self.out = b""              #: answer not yet sent
-        self.busy = False           #: a request is being answered (maybe a ?wait)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
@@ -4182,7 +4187,6 @@ class _HttpConnection(object):
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
             self.keep_alive = False     # we read no bodies, so we cannot find the next request
         self.head_only = method == "HEAD"
-        self.busy = True
         self.timer.cancel()
         self._watch(None)
         if method not in ("GET", "HEAD"):
@@ -4210,7 +4214,6 @@ class _HttpConnection(object):
         self.out += ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         if not self.head_only:
             self.out += body
-        self.busy = False
         self.flush()
 
     def flush(self):
@@ -4504,6 +4507,7 @@ class Supervisor(object):
         self.notified = {}                      #: name -> READY=1 seen since its start
         self.status_text = {}                   #: name -> last STATUS / status message
         self.ready = False                      #: every process ready, as last reported
+        self._health_timer = None               #: a pending _evaluate_health
         self.waiters = []                       #: (connection, path, deadline Timer) of ?wait
         self.http = None
         self.ctl = None
@@ -4692,7 +4696,14 @@ class Supervisor(object):
                    if p.kind in ("startup", "readiness"))
 
     def _health_changed(self):
-        """Readiness of the whole may have changed: file, sd_notify, ?wait waiters."""
+        """Readiness of the whole may have changed: look once this loop pass is
+        done, so 500 processes starting together cost one look, not 500."""
+        if self._health_timer is None:
+            self._health_timer = self.loop.call_later(0, self._evaluate_health)
+
+    def _evaluate_health(self):
+        """Readiness of the whole: the readiness file, sd_notify, ?wait waiters."""
+        self._health_timer = None
         ready = (not self.shutting_down and self._init_index >= len(self.init)
                  and not _any_in(self.init, State.ALIVE)
                  and all(self.is_ready(p) for p in self.processes))
