@@ -48,7 +48,8 @@ passed to children.
 
 Contents: Compat, Constants & messages, Errors, Pure helpers, Secrets,
 Config (after Secrets: a config's env reads locations), Logging, Event
-loop, Processes, Supervisor, Wrap mode, CLI.
+loop, Processes, Probes, HTTP endpoints (and the ctl socket), Supervisor,
+Wrap mode, CLI.
 """
 
 __version__ = "0.1.0"
@@ -1038,6 +1039,7 @@ class _FileProvider(object):
         self.secrets = secrets
 
     def fetch(self, location):
+        """The file's bytes, and a format from its extension."""
         try:
             with open(location.address, "rb") as stream:
                 return stream.read(), _format_of(location.address)
@@ -1050,6 +1052,7 @@ class _EnvProvider(_FileProvider):
     """ENV: another variable of procwrap's own environment."""
 
     def fetch(self, location):
+        """The variable's value."""
         value = self.secrets.environ.get(location.address)
         if value is None:
             raise _Unavailable("procwrap's environment has no variable %s; set it or fix "
@@ -1061,6 +1064,7 @@ class _PlainProvider(_FileProvider):
     """PLAIN: the address is the value (to give a format, or a default in a chain)."""
 
     def fetch(self, location):
+        """The address itself."""
         return location.address, None
 
 
@@ -1068,6 +1072,7 @@ class _ConfigProvider(_FileProvider):
     """CONFIG: a JSON Path into the config dict that resolve_config() was given."""
 
     def fetch(self, location):
+        """What the JSON Path selects in the config dict."""
         if self.secrets.config is None:
             raise _Unavailable("CONFIG: locations read the dict given to "
                                "procwrap.resolve_config(); use another provider here")
@@ -1125,6 +1130,7 @@ class _SecretsManagerProvider(_AwsProvider):
     endpoint_variable = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 
     def fetch(self, location):
+        """GetSecretValue: the string, or the binary (base64 unless a format is named)."""
         parts = location.address.split(":")
         region = None
         if parts[0] == "arn":
@@ -1152,6 +1158,7 @@ class _S3Provider(_AwsProvider):
     endpoint_variable = "AWS_ENDPOINT_URL_S3"
 
     def fetch(self, location):
+        """GetObject: the body, and a format from the key or the content type."""
         address = location.address
         if address.startswith("arn:aws:s3:::"):
             address = address[len("arn:aws:s3:::"):]
@@ -1170,6 +1177,7 @@ class _ParameterStoreProvider(_AwsProvider):
     endpoint_variable = "AWS_ENDPOINT_URL_SSM"
 
     def fetch(self, location):
+        """GetParameter, decrypted."""
         name, region = location.address, None
         if name.startswith("arn:"):
             parts = name.split(":", 5)
@@ -1301,6 +1309,7 @@ class _VaultProvider(_FileProvider):
                                   bool(auth.get("renewable")))
 
     def fetch(self, location):
+        """GET /v1/<path>; a leased answer is kept and shared."""
         path = location.address.strip("/")
         lease = self.leases.get(path)
         if lease is not None:
@@ -2543,6 +2552,7 @@ class _Ring(object):
         self.followers = []                 #: func(stream, data) for `tail -f`
 
     def add(self, stream, data):
+        """Keep a chunk (dropping the oldest past the limit) and pass it to followers."""
         self.chunks.append((stream, data))
         self.size += len(data)
         while self.size > self.limit and len(self.chunks) > 1:
@@ -3621,6 +3631,7 @@ class Probe(object):
 
     @property
     def kind(self):
+        """liveness, readiness or startup (hooks: postStart, preStop)."""
         return self.spec.kind
 
     @property
@@ -3664,11 +3675,13 @@ class Probe(object):
             self.run_check()
 
     def run_check(self):
+        """Start one check, with its timeout armed."""
         self.check = _CHECKS[self.spec.handler](self)
         self._deadline = self.loop.call_later(self.spec.timeout, self.on_deadline)
         self.check.start()
 
     def on_deadline(self):
+        """The check took longer than timeoutSeconds: a failure."""
         self._deadline = None
         if self.check is not None:
             self.check.cancel()
@@ -3699,6 +3712,7 @@ class _Hook(Probe):
         self.on_done = on_done          #: func(ok, message)
 
     def done(self, ok, message):
+        """The hook's one outcome, to on_done (no thresholds: hooks run once)."""
         if self.check is None:
             return
         self.check = None
@@ -3736,6 +3750,7 @@ class _ExecCheck(_Check):
     pid = None
 
     def start(self):
+        """Spawn the command; on_exit gets its status."""
         process = self.probe.process
         spec = process.spec
         try:
@@ -3746,12 +3761,14 @@ class _ExecCheck(_Check):
         self.probe.loop.watch_child(self.pid, self.on_exit)
 
     def on_exit(self, wait_status):
+        """Reaped: exit 0 passes; a signal is described."""
         self.pid = None
         status = _exit_status(wait_status)
         self.report(status == 0, "exit status %d" % status if status < 128
                         else _describe_wait(wait_status))
 
     def cancel(self):
+        """Timed out or stopped: SIGKILL to the command's group."""
         if self.pid is not None:
             try:
                 os.killpg(self.pid, signal.SIGKILL)     # reaped by the loop as usual
@@ -3765,6 +3782,7 @@ class _SocketCheck(_Check):
     sock = None
 
     def start(self):
+        """Begin a non-blocking connect; on_writable follows."""
         import socket
         host, port = self.options["host"], self.options["port"]
         try:
@@ -3789,6 +3807,7 @@ class _SocketCheck(_Check):
         (loop.add_writer if write else loop.add_reader)(self.sock, func)
 
     def on_writable(self):
+        """The connect finished: SO_ERROR says how."""
         import socket
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
@@ -3797,13 +3816,16 @@ class _SocketCheck(_Check):
         self.on_connected()
 
     def on_connected(self):
+        """Connected: that is all tcpSocket asks."""
         self.finish(True, "connected")
 
     def finish(self, ok, message):
+        """Close the socket and report."""
         self.cancel()
         self.report(ok, message)
 
     def cancel(self):
+        """Forget the socket (timed out, finished or stopped)."""
         if self.sock is not None:
             try:
                 self.probe.loop.remove_reader(self.sock)
@@ -3820,6 +3842,7 @@ class _HttpCheck(_SocketCheck):
     _buffer = b""
 
     def on_connected(self):
+        """Connected: wrap in TLS for HTTPS, else send the request."""
         if self.options["scheme"] == "HTTPS":
             import ssl
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -3831,6 +3854,7 @@ class _HttpCheck(_SocketCheck):
         self.send_request()
 
     def handshake(self):
+        """One step of a non-blocking TLS handshake."""
         import ssl
         try:
             self.sock.do_handshake()
@@ -3843,6 +3867,7 @@ class _HttpCheck(_SocketCheck):
         self.send_request()
 
     def send_request(self):
+        """Send the GET with the kubelet's default headers, overridden by httpHeaders."""
         options = self.options
         headers = [("Host", "%s:%d" % (options["host"], options["port"])),
                    ("User-Agent", "procwrap-probe/" + __version__), ("Accept", "*/*"),
@@ -3860,6 +3885,7 @@ class _HttpCheck(_SocketCheck):
         self.watch(self.on_readable)
 
     def on_readable(self):
+        """Read until the status line is complete, then judge its code."""
         import ssl
         try:
             data = self.sock.recv(4096)
@@ -3882,6 +3908,7 @@ class _FileCheck(_Check):
     """file: the path exists, and was modified within maxAgeSeconds if given."""
 
     def start(self):
+        """stat() the file; compare its age."""
         path, max_age = self.options["path"], self.options.get("max_age")
         try:
             age = time.time() - os.stat(path).st_mtime
@@ -3896,6 +3923,7 @@ class _PidFileCheck(_Check):
     """pidFile: the pid written in the file is alive (a daemon that forked away)."""
 
     def start(self):
+        """Read the pid; signal 0 says whether it lives."""
         path = self.options["path"]
         try:
             with open(path) as stream:
@@ -3917,6 +3945,7 @@ class _HeartbeatCheck(_Check):
     """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
 
     def start(self):
+        """Compare the last heartbeat since this start with maxAgeSeconds."""
         last = self.probe.owner.heartbeats.get(self.probe.process.name)
         max_age = self.options["max_age"]
         if last is None or last < self.probe.process.started_at:
@@ -3929,6 +3958,7 @@ class _NotifyCheck(_Check):
     """notify: the process wrote READY=1 to $NOTIFY_SOCKET since it started."""
 
     def start(self):
+        """Has READY=1 come since this start?"""
         ready = self.probe.owner.notified.get(self.probe.process.name)
         self.report(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
 
@@ -3938,10 +3968,12 @@ class _SleepCheck(_Check):
     timer = None
 
     def start(self):
+        """Arm the timer that ends the sleep."""
         self.timer = self.probe.loop.call_later(self.options["seconds"], self.report, True,
                                                 "slept")
 
     def cancel(self):
+        """Stop waiting."""
         if self.timer is not None:
             self.timer.cancel()
 
@@ -4005,6 +4037,7 @@ class _StatusSocket(object):
         loop.add_reader(self.sock, self.on_readable)
 
     def on_readable(self):
+        """Read every datagram waiting; bad ones are counted, not logged (no flood)."""
         import json
         while True:
             try:
@@ -4035,6 +4068,7 @@ class _NotifySocket(object):
         loop.add_reader(self.sock, self.on_readable)
 
     def on_readable(self):
+        """Read every datagram waiting: newline-separated KEY=VALUE."""
         while True:
             try:
                 data = self.sock.recv(65536)
@@ -4098,6 +4132,7 @@ class _HttpServer(object):
         loop.add_reader(self.sock, self.on_accept)
 
     def on_accept(self):
+        """Accept every waiting connection, up to the cap."""
         while True:
             try:
                 sock, _ = self.sock.accept()
@@ -4111,6 +4146,7 @@ class _HttpServer(object):
             self.connections.add(_HttpConnection(self, sock))
 
     def close(self):
+        """Close every connection and the listening socket."""
         for connection in list(self.connections):
             connection.close()
         self.loop.remove_reader(self.sock)
@@ -4148,6 +4184,7 @@ class _HttpConnection(object):
             self.loop.add_writer(self.sock, self.flush)
 
     def on_readable(self):
+        """More of a request; parse once a whole head is in."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -4217,6 +4254,7 @@ class _HttpConnection(object):
         self.flush()
 
     def flush(self):
+        """Send what fits; wait for room, or for the next request, or close."""
         try:
             sent = self.sock.send(self.out)
         except (BlockingIOError, InterruptedError):
@@ -4234,6 +4272,7 @@ class _HttpConnection(object):
             self.next_request()         # a pipelined request
 
     def close(self):
+        """Done with this client."""
         if self.sock is None:
             return
         self.timer.cancel()
@@ -4278,6 +4317,7 @@ class _CtlServer(object):
         loop.add_reader(self.sock, self.on_accept)
 
     def on_accept(self):
+        """Accept every waiting connection, up to the cap."""
         while True:
             try:
                 sock, _ = self.sock.accept()
@@ -4291,6 +4331,7 @@ class _CtlServer(object):
             self.connections.add(_CtlConnection(self, sock))
 
     def close(self):
+        """Close every connection, the socket, and remove its file."""
         for connection in list(self.connections):
             connection.close()
         self.loop.remove_reader(self.sock)
@@ -4319,6 +4360,7 @@ class _CtlConnection(object):
         self.loop.add_reader(sock, self.on_readable)
 
     def on_readable(self):
+        """Read the request line and hand it to the supervisor."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -4366,9 +4408,11 @@ class _CtlConnection(object):
         ring.followers.append(self.on_output)
 
     def on_output(self, stream, data):
+        """tail -f: one chunk of the process's output."""
         self.send({"stream": stream, "lines": data.decode("utf-8", "replace").split("\n")})
 
     def flush(self):
+        """Send what fits; wait for room, or close after the last answer."""
         if self.out:
             try:
                 sent = self.sock.send(self.out)
@@ -4391,6 +4435,7 @@ class _CtlConnection(object):
             self.watching = "read"
 
     def close(self):
+        """Done with this client (a follower stops following)."""
         if self.sock is None:
             return
         self.timer.cancel()
@@ -4437,6 +4482,7 @@ class _Metrics(object):
         family[3].append((labels, value))
 
     def text(self):
+        """The exposition text, ending in a newline (promtool insists)."""
         lines = []
         for name, kind, help, samples in self.families:
             lines.append("# HELP %s %s" % (name, help))
@@ -4595,6 +4641,7 @@ class Supervisor(object):
             self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
 
     def _poke(self, name, handler):
+        """A heartbeat or notification came: probes of that kind check now."""
         for probe in self.probes[name]:
             if probe.spec.handler == handler:
                 probe.poke()
