@@ -448,8 +448,10 @@ def test_pre_stop_hook_is_bounded_by_the_stop_timeout(background, tmp_path):
         "preStop": {"exec": {"command": ["sleep", "30"]}}})])
     procwrap.expect_event("started", "app")
     procwrap.signal(signal.SIGTERM)
+    # A 30 s hook does not hold the shutdown past the 0.5 s grace: the hook
+    # times out, or the grace's SIGKILL ends the process first (same instant).
     assert procwrap.wait() == 0
-    hook = events(procwrap.stdout, "hook")[0]
-    assert hook["message"] == "app: preStop hook failed (timed out after 0.5 s)"
-    exited = events(procwrap.stdout, "exited")[0]
-    assert exited["status"] in (143, 137)
+    assert events(procwrap.stdout, "exited")[0]["status"] in (143, 137)
+    for hook in events(procwrap.stdout, "hook"):
+        assert hook["message"] == "app: preStop hook failed (timed out after 0.5 s)"
+    assert any(e["event"] in ("hook", "killing") for e in events(procwrap.stdout))
