@@ -988,17 +988,18 @@ def _parse_document(raw, fmt, shown, environ):
     if not isinstance(raw, (str, bytes)):
         return raw
     if isinstance(raw, bytes):
-        if fmt is None and isinstance(raw, _Binary):
+        text = None
+        if fmt is not None or not isinstance(raw, _Binary):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                if fmt is not None:
+                    raise _Unavailable("not UTF-8 text, so not %s; drop !%s to get it "
+                                       "base64-encoded" % (fmt, fmt))
+        if text is None:            # binary, and no format asks to read it
             import base64
             return base64.b64encode(raw).decode("ascii")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            if fmt is not None:
-                raise _Unavailable("not UTF-8 text, so not %s; drop !%s to get it base64-encoded"
-                                   % (fmt, fmt))
-            import base64
-            return base64.b64encode(raw).decode("ascii")
+        raw = text
     if fmt is None:
         return raw
     if fmt == "dotenv":
@@ -1399,6 +1400,9 @@ def _vault_errors(error):
 
 # -- resolution
 
+_SKIPPED = object()     # a location left out under --allow-unresolved
+
+
 class _Secrets(object):
     """Resolves location strings for one run of procwrap, and holds its settings.
 
@@ -1413,6 +1417,7 @@ class _Secrets(object):
     allow_unresolved = False    #: leave out what cannot be fetched, with a warning
     ttl = None                  #: seconds after which a restart resolves again
     check_only = False          #: procwrap check: parse locations, fetch nothing
+    found = 0                   #: check_only: locations and templates seen
 
     def __init__(self, environ, config=None, **settings):
         self.environ = environ          #: procwrap's environment (ENV:, credentials)
@@ -1498,12 +1503,9 @@ class _Secrets(object):
             if _is_template(text):
                 templates.append((name, text, where))
                 continue
-            try:
-                resolved[name] = Secret(_env_string(self.resolve(text, where)))
-            except SecretError as error:
-                if not self.allow_unresolved:
-                    raise
-                self.notes.append(("warning", SKIPPED_SECRET_MSG % (name, error)))
+            value = self._resolve_or_skip(name, text, where)
+            if value is not _SKIPPED:
+                resolved[name] = Secret(_env_string(value))
         values = dict(env)
         values.update(resolved)
         for name, text, where in templates:
@@ -1512,16 +1514,23 @@ class _Secrets(object):
         self.resolved.update(resolved)
         return resolved
 
+    def _resolve_or_skip(self, label, text, where, default_format=None):
+        """resolve(); under --allow-unresolved a failure is a warning and _SKIPPED."""
+        try:
+            return self.resolve(text, where, default_format)
+        except SecretError as error:
+            if not self.allow_unresolved:
+                raise
+            self.notes.append(("warning", SKIPPED_SECRET_MSG % (label, error)))
+            return _SKIPPED
+
     def documents_env(self, locations, where):
         """{name: Secret} of the dictionaries at `locations`, merged in order."""
         documents = []
         for text in locations:
-            try:
-                document = self.resolve(text, where, default_format="dotenv")
-            except SecretError as error:
-                if not self.allow_unresolved:
-                    raise
-                self.notes.append(("warning", SKIPPED_SECRET_MSG % (text, error)))
+            document = self._resolve_or_skip(_parse_location(text, where).shown, text, where,
+                                             "dotenv")
+            if document is _SKIPPED:
                 continue
             if not isinstance(document, dict):
                 raise SecretError(UNRESOLVED_MSG % (where, _parse_location(text, where).shown,
@@ -1609,9 +1618,9 @@ class _EnvBuilder(object):
             inherited, wanted = _split_resolvable(environ, secrets.suffix)
             resolved = dict((name, "") for name, _, _ in wanted)
             for name, text, where in wanted:
-                _check_location(text, where, checker)
+                self._check(text, where, checker)
             for text in secrets.locations:
-                _check_location(text, "--env-locations", checker)
+                self._check(text, "--env-locations", checker)
         if patterns is not None:
             import fnmatch
             inherited = dict((k, v) for k, v in inherited.items()
@@ -1624,8 +1633,7 @@ class _EnvBuilder(object):
         """An entry's valueFrom: a location's value or a template rendered
         from `env`; None when it is left out (--allow-unresolved)."""
         if self.secrets.check_only:
-            if kind == "location":
-                _check_location(text, where, checker)
+            self._check(text, where, checker, template=(kind == "template"))
             return ""
         if kind == "template":
             try:
@@ -1640,9 +1648,15 @@ class _EnvBuilder(object):
     def documents(self, text, where, checker):
         """An entry's envFrom location: {name: value} (nothing when checking)."""
         if self.secrets.check_only:
-            _check_location(text, where, checker)
+            self._check(text, where, checker)
             return {}
         return self.secrets.documents_env([text], where)
+
+    def _check(self, text, where, checker, template=False):
+        """Check only: count a location or template, and parse a location."""
+        self.secrets.found += 1
+        if not template:
+            _check_location(text, where, checker)
 
     def finish(self, env):
         """Take out the credentials procwrap used and the child inherited,
@@ -3227,6 +3241,11 @@ class Process(object):
         """The spec's name."""
         return self.spec.name
 
+    @property
+    def restarts_total(self):
+        """Starts after the first, ever (`restarts` is the current crash loop's count)."""
+        return max(0, self.starts - 1)
+
     def _set_state(self, new):
         """Move to `new` if _TRANSITIONS allows it (else it is our bug), then tell the owner."""
         old = self.state
@@ -3481,14 +3500,12 @@ class Process(object):
             try:
                 with open(path) as stream:
                     pid = int(stream.read().split()[0])
-                with open("/proc/%d/status" % pid) as stream:
-                    parent = [line for line in stream if line.startswith("PPid:")]
-                if int(parent[0].split()[1]) != os.getpid():
-                    continue
-                pgid = os.getpgid(pid)
             except (OSError, ValueError, IndexError):
                 continue
-            self.pid, self.pgid = pid, pgid
+            fields = _proc_stat(pid)
+            if fields is None or int(fields[1]) != os.getpid():
+                continue
+            self.pid, self.pgid = pid, int(fields[2])
             self.loop.watch_child(pid, self.finish)
             return True
         return False
@@ -3548,6 +3565,16 @@ def _format_seconds(seconds):
     return ("%.3f" % seconds).rstrip("0").rstrip(".")
 
 
+def _proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp,
+    ...] (utime and stime are [11] and [12]); None if gone or without /proc."""
+    try:
+        with open("/proc/%s/stat" % pid, "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _children_of(parent):
     """Pids whose parent is `parent`, from /proc (empty where there is no /proc)."""
     found = []
@@ -3556,14 +3583,8 @@ def _children_of(parent):
     except OSError:
         return found
     for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as stream:
-                fields = stream.read().rsplit(b")", 1)[1].split()
-        except (IOError, OSError, IndexError):
-            continue
-        if int(fields[1]) == parent and fields[0] != b"Z":
+        fields = _proc_stat(name) if name.isdigit() else None
+        if fields is not None and int(fields[1]) == parent and fields[0] != b"Z":
             found.append(int(name))
     return found
 
@@ -3687,15 +3708,22 @@ class Probe(object):
             self.check.cancel()
             self.done(False, "timed out after %s s" % _format_seconds(self.spec.timeout))
 
-    def done(self, ok, message):
-        """A check's outcome: count it; tell the owner when the result flips."""
+    def _settle(self, message):
+        """The check in flight is over: disarm its timeout, keep its message.
+        False when there was none (it already timed out, or stopped)."""
         if self.check is None:
-            return                      # already timed out or stopped
+            return False
         self.check = None
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         self.message = message
+        return True
+
+    def done(self, ok, message):
+        """A check's outcome: count it; tell the owner when the result flips."""
+        if not self._settle(message):
+            return
         if not ok:
             self.failures += 1
         if self.thresholds.record(ok):
@@ -3713,14 +3741,8 @@ class _Hook(Probe):
 
     def done(self, ok, message):
         """The hook's one outcome, to on_done (no thresholds: hooks run once)."""
-        if self.check is None:
-            return
-        self.check = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self.message = message
-        self.on_done(ok, message)
+        if self._settle(message):
+            self.on_done(ok, message)
 
 
 class _Check(object):
@@ -3985,11 +4007,8 @@ _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
 
 def _is_zombie(pid):
     """Has pid exited but not been reaped (state Z in /proc)?  False where /proc is missing."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as stream:
-            return stream.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] == b"Z"
 
 
 def _spawn_quiet(argv, env, workdir=None, user=None):
@@ -4016,7 +4035,40 @@ def _spawn_quiet(argv, env, workdir=None, user=None):
     return pid
 
 
-class _StatusSocket(object):
+def _unix_address(text):
+    """An AF_UNIX address from sd_notify's form: '/path', or '@name' for the abstract namespace."""
+    return "\0" + text[1:] if text.startswith("@") else text
+
+
+class _Datagrams(object):
+    """A datagram socket in the loop: each datagram parse()d, and what
+    parses handed to on_message; what does not is counted (no log flood)."""
+    bad = 0                 #: datagrams that did not parse
+
+    def __init__(self, loop, sock, on_message):
+        self.sock = sock
+        self.on_message = on_message
+        sock.setblocking(False)
+        loop.add_reader(sock, self.on_readable)
+
+    def on_readable(self):
+        """Read every datagram waiting."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            message = self.parse(data)
+            if message is None:
+                self.bad += 1
+            else:
+                self.on_message(message)
+
+    def parse(self, data):
+        raise NotImplementedError
+
+
+class _StatusSocket(_Datagrams):
     """The status socket: one JSON object per UDP datagram on 127.0.0.1.
 
         {"name": "web"}                       a heartbeat from process web
@@ -4028,68 +4080,50 @@ class _StatusSocket(object):
 
     def __init__(self, loop, port, on_message):
         import socket
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.setblocking(False)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
-        self.on_message = on_message    #: func(dict)
-        self.bad = 0                    #: datagrams that were not a JSON object with a name
-        loop.add_reader(self.sock, self.on_readable)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", port))
+        self.address = "127.0.0.1:%d" % sock.getsockname()[1]
+        _Datagrams.__init__(self, loop, sock, on_message)
 
-    def on_readable(self):
-        """Read every datagram waiting; bad ones are counted, not logged (no flood)."""
+    def parse(self, data):
+        """A JSON object with a name, or None."""
         import json
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            try:
-                message = json.loads(data.decode("utf-8"))
-                if not isinstance(message, dict) or not isinstance(message.get("name"), str):
-                    raise ValueError
-            except ValueError:
-                self.bad += 1
-                continue
-            self.on_message(message)
+        try:
+            message = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("name"), str):
+            return None
+        return message
 
 
-class _NotifySocket(object):
+class _NotifySocket(_Datagrams):
     """$NOTIFY_SOCKET for one child: sd_notify datagrams (READY=1, STATUS=...,
     WATCHDOG=1, STOPPING=1) on an abstract Unix socket named after it."""
 
     def __init__(self, loop, name, on_message):
         import socket
         self.address = "@procwrap/%d/%s" % (os.getpid(), name)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + self.address[1:])
-        self.sock.setblocking(False)
-        self.on_message = on_message    #: func({key: value})
-        loop.add_reader(self.sock, self.on_readable)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(_unix_address(self.address))
+        _Datagrams.__init__(self, loop, sock, on_message)
 
-    def on_readable(self):
-        """Read every datagram waiting: newline-separated KEY=VALUE."""
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            fields = {}
-            for line in data.decode("utf-8", "replace").split("\n"):
-                key, equals, value = line.partition("=")
-                if equals:
-                    fields[key] = value
-            self.on_message(fields)
+    def parse(self, data):
+        """Newline-separated KEY=VALUE assignments, as a dict."""
+        fields = {}
+        for line in data.decode("utf-8", "replace").split("\n"):
+            key, equals, value = line.partition("=")
+            if equals:
+                fields[key] = value
+        return fields
 
 
 def _sd_notify(address, text):
     """Send one sd_notify datagram to systemd's $NOTIFY_SOCKET ('/path' or '@abstract')."""
     import socket
-    if address.startswith("@"):
-        address = "\0" + address[1:]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        sock.sendto(text.encode("utf-8"), address)
+        sock.sendto(text.encode("utf-8"), _unix_address(address))
     except OSError:
         pass        # systemd gone or not listening: nothing to tell
     finally:
@@ -4114,22 +4148,18 @@ _HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method N
                  431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
-class _HttpServer(object):
-    """Accepts connections and hands each request to handler(connection, method, target)."""
+class _Listener(object):
+    """A listening socket in the loop and the connections it accepted, capped
+    at HTTP_MAX_CONNECTIONS (more are accepted and closed at once)."""
+    connection_class = None     #: made for each accepted socket: cls(listener, sock)
 
-    def __init__(self, loop, host, port, handler):
-        import socket
+    def __init__(self, loop, sock, handler):
         self.loop = loop
-        self.handler = handler
+        self.sock = sock
+        self.handler = handler          #: the owner's callback for each request
         self.connections = set()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(128)
-        self.sock.setblocking(False)
-        self.address = self.sock.getsockname()[:2]
-        loop.add_reader(self.sock, self.on_accept)
+        sock.setblocking(False)
+        loop.add_reader(sock, self.on_accept)
 
     def on_accept(self):
         """Accept every waiting connection, up to the cap."""
@@ -4143,7 +4173,7 @@ class _HttpServer(object):
             if len(self.connections) >= HTTP_MAX_CONNECTIONS:
                 sock.close()
                 continue
-            self.connections.add(_HttpConnection(self, sock))
+            self.connections.add(self.connection_class(self, sock))
 
     def close(self):
         """Close every connection and the listening socket."""
@@ -4153,26 +4183,25 @@ class _HttpServer(object):
         self.sock.close()
 
 
-class _HttpConnection(object):
-    """One client: read a request head, answer, keep alive or close."""
-    keep_alive = False      #: the current request allows another after it
-    head_only = False       #: HEAD: headers only
+class _Connection(object):
+    """One accepted client: bytes in to a buffer, answers out with
+    back-pressure, closed after HTTP_IDLE_TIMEOUT without a whole request.
+    Subclasses parse in on_data() and may go on in on_sent()."""
+    closing = False         #: close once everything queued is sent
 
-    def __init__(self, server, sock):
-        import socket
-        self.server = server
-        self.loop = server.loop
+    def __init__(self, listener, sock):
+        self.listener = listener
+        self.loop = listener.loop
         self.sock = sock
         self.buffer = b""           #: received, not yet parsed
         self.out = b""              #: answer not yet sent
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
-        self.watching = "read"
-        self.loop.add_reader(sock, self.on_readable)
+        self.watching = None        #: 'read', 'write' or None (an answer is being prepared)
+        self._watch("read")
 
     def _watch(self, what):
-        """Read, write, or nothing (while an answer is being prepared)."""
+        """Read, write, or nothing."""
         if self.watching == what:
             return
         if self.watching is not None:
@@ -4184,7 +4213,7 @@ class _HttpConnection(object):
             self.loop.add_writer(self.sock, self.flush)
 
     def on_readable(self):
-        """More of a request; parse once a whole head is in."""
+        """Bytes from the client; on_data() looks at them."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -4194,82 +4223,36 @@ class _HttpConnection(object):
         if not data:
             return self.close()
         self.buffer += data
-        self.next_request()
+        self.on_data()
 
-    def next_request(self):
-        """Parse one request head from the buffer and hand it on."""
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > HTTP_MAX_REQUEST:
-                self.keep_alive = False
-                self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
-            return
-        if end > HTTP_MAX_REQUEST:
-            self.keep_alive = False
-            return self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
-        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            self.keep_alive = False
-            return self.respond(400, {"error": "not an HTTP/1 request"})
-        method, target, version = parts
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        self.keep_alive = (connection != "close" if version == "HTTP/1.1"
-                           else connection == "keep-alive")
-        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-            self.keep_alive = False     # we read no bodies, so we cannot find the next request
-        self.head_only = method == "HEAD"
-        self.timer.cancel()
-        self._watch(None)
-        if method not in ("GET", "HEAD"):
-            return self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow",
-                                                                                "GET, HEAD")])
-        try:
-            self.server.handler(self, target)
-        except Exception:
-            self.keep_alive = False
-            self.respond(500, {"error": "internal error; see procwrap's log"})
-            raise                       # the loop reports our bug and carries on
+    def on_data(self):
+        raise NotImplementedError
 
-    def respond(self, status, body, content_type="application/json", headers=()):
-        """Send an answer (a dict or list is sent as JSON)."""
-        if self.sock is None:
-            return
-        if not isinstance(body, bytes):
-            import json
-            body = (json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n").encode()
-        head = ["HTTP/1.1 %d %s" % (status, _HTTP_REASONS.get(status, "")),
-                "Content-Type: " + content_type, "Content-Length: %d" % len(body),
-                "Cache-Control: no-store",
-                "Connection: " + ("keep-alive" if self.keep_alive else "close")]
-        head.extend("%s: %s" % header for header in headers)
-        self.out += ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        if not self.head_only:
-            self.out += body
-        self.flush()
+    def queue(self, data):
+        """Send `data` after what is queued already."""
+        if self.sock is not None:
+            self.out += data
+            self.flush()
 
     def flush(self):
-        """Send what fits; wait for room, or for the next request, or close."""
-        try:
-            sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return self.close()
-        self.out = self.out[sent:]
+        """Send what fits; wait for room, or close, or go on (on_sent)."""
+        if self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return self.close()
+            self.out = self.out[sent:]
         if self.out:
             return self._watch("write")
-        if not self.keep_alive:
+        if self.closing:
             return self.close()
-        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
         self._watch("read")
-        if self.buffer:
-            self.next_request()         # a pipelined request
+        self.on_sent()
+
+    def on_sent(self):
+        """Everything queued is sent and the connection stays open."""
 
     def close(self):
         """Done with this client."""
@@ -4279,19 +4262,152 @@ class _HttpConnection(object):
         self._watch(None)
         self.sock.close()
         self.sock = None
-        self.server.connections.discard(self)
+        self.listener.connections.discard(self)
 
 
-class _CtlServer(object):
+class _HttpConnection(_Connection):
+    """One HTTP client: read a request head, answer, keep alive or close."""
+    head_only = False       #: HEAD: headers only
+
+    def __init__(self, listener, sock):
+        import socket
+        _Connection.__init__(self, listener, sock)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def on_data(self):
+        """Parse one request head from the buffer and hand it on."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 and len(self.buffer) <= HTTP_MAX_REQUEST:
+            return
+        if end < 0 or end > HTTP_MAX_REQUEST:
+            self.closing = True
+            return self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
+        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self.closing = True
+            return self.respond(400, {"error": "not an HTTP/1 request"})
+        method, target, version = parts
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        connection = headers.get("connection", "").lower()
+        self.closing = (connection == "close" if version == "HTTP/1.1"
+                        else connection != "keep-alive")
+        if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+            self.closing = True         # we read no bodies, so we cannot find the next request
+        self.head_only = method == "HEAD"
+        self.timer.cancel()
+        self._watch(None)
+        if method not in ("GET", "HEAD"):
+            return self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow",
+                                                                                "GET, HEAD")])
+        try:
+            self.listener.handler(self, target)
+        except Exception:
+            self.closing = True
+            self.respond(500, {"error": "internal error; see procwrap's log"})
+            raise                       # the loop reports our bug and carries on
+
+    def respond(self, status, body, content_type="application/json", headers=()):
+        """Send an answer (a dict or list is sent as JSON)."""
+        if not isinstance(body, bytes):
+            import json
+            body = (json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        head = ["HTTP/1.1 %d %s" % (status, _HTTP_REASONS.get(status, "")),
+                "Content-Type: " + content_type, "Content-Length: %d" % len(body),
+                "Cache-Control: no-store",
+                "Connection: " + ("close" if self.closing else "keep-alive")]
+        head.extend("%s: %s" % header for header in headers)
+        head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self.queue(head if self.head_only else head + body)
+
+    def on_sent(self):
+        """Kept alive: wait for the next request (or take a pipelined one)."""
+        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
+        if self.buffer:
+            self.on_data()
+
+
+class _HttpServer(_Listener):
+    """Accepts HTTP connections; handler(connection, target) answers each request."""
+    connection_class = _HttpConnection
+
+    def __init__(self, loop, host, port, handler):
+        import socket
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        self.address = sock.getsockname()[:2]
+        _Listener.__init__(self, loop, sock, handler)
+
+
+class _CtlConnection(_Connection):
+    """One `procwrap ctl` client: a request line in; answer lines out; a
+    follower (tail -f) stays until it goes away or falls too far behind."""
+    following = None        #: the _Ring followed, for tail -f
+
+    def on_data(self):
+        """The request line, to the supervisor."""
+        import json
+        if self.following is not None:
+            self.buffer = b""   # a follower has nothing more to ask; drop what it sends
+            return
+        if b"\n" not in self.buffer:
+            if len(self.buffer) > 65536:
+                self.close()
+            return
+        line = self.buffer.split(b"\n", 1)[0]
+        self.timer.cancel()
+        try:
+            request = json.loads(line.decode("utf-8"))
+            if not isinstance(request, dict):
+                raise ValueError
+        except ValueError:
+            return self.send({"ok": False, "error": "not a JSON request"}, last=True)
+        try:
+            self.listener.handler(self, request)
+        except Exception:
+            self.send({"ok": False, "error": "internal error; see procwrap's log"}, last=True)
+            raise
+
+    def send(self, answer, last=False):
+        """One JSON answer line; `last` closes the connection once it is sent."""
+        import json
+        self.closing = self.closing or last
+        if len(self.out) > 1 << 20:
+            return self.close()         # a follower that does not read: let it go
+        self.queue((json.dumps(answer, separators=(",", ":")) + "\n").encode("utf-8"))
+
+    def follow(self, ring):
+        """tail -f: every chunk the process writes from now on."""
+        self.following = ring
+        ring.followers.append(self.on_output)
+
+    def on_output(self, stream, data):
+        """tail -f: one chunk of the process's output, as [stream, line] pairs."""
+        self.send({"ok": True, "lines": [[stream, line] for line in
+                                         data.decode("utf-8", "replace").split("\n")]})
+
+    def close(self):
+        """Done with this client (a follower stops following)."""
+        if self.following is not None and self.on_output in self.following.followers:
+            self.following.followers.remove(self.on_output)
+        _Connection.close(self)
+
+
+class _CtlServer(_Listener):
     """The control socket of `procwrap ctl`: a Unix stream socket created 0600,
     one JSON request line per connection, JSON answer lines back."""
+    connection_class = _CtlConnection
 
     def __init__(self, loop, path, handler):
         import socket
-        self.loop = loop
         self.path = path
-        self.handler = handler          #: func(connection, request dict)
-        self.connections = set()
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(path)
@@ -4303,158 +4419,37 @@ class _CtlServer(object):
             probe.close()
         if os.path.exists(path):
             os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)           # created 0600: only procwrap's user may control it
         try:
-            self.sock.bind(path)
+            sock.bind(path)
         except OSError as error:
+            sock.close()
             raise UsageError("--ctl-socket: cannot create %s: %s; fix the path"
                              % (path, error.strerror))
         finally:
             os.umask(old)
-        self.sock.listen(16)
-        self.sock.setblocking(False)
-        loop.add_reader(self.sock, self.on_accept)
-
-    def on_accept(self):
-        """Accept every waiting connection, up to the cap."""
-        while True:
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            if len(self.connections) >= HTTP_MAX_CONNECTIONS:
-                sock.close()
-                continue
-            self.connections.add(_CtlConnection(self, sock))
+        sock.listen(16)
+        _Listener.__init__(self, loop, sock, handler)
 
     def close(self):
         """Close every connection, the socket, and remove its file."""
-        for connection in list(self.connections):
-            connection.close()
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
+        _Listener.close(self)
         try:
             os.unlink(self.path)
         except OSError:
             pass
 
 
-class _CtlConnection(object):
-    """One `procwrap ctl` client: a request line in; answer lines out; a
-    follower (tail -f) stays until it goes away or falls too far behind."""
-    following = None        #: the _Ring followed, for tail -f
-
-    def __init__(self, server, sock):
-        self.server = server
-        self.loop = server.loop
-        self.sock = sock
-        self.buffer = b""
-        self.out = b""
-        self.closing = False
-        sock.setblocking(False)
-        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
-        self.watching = "read"
-        self.loop.add_reader(sock, self.on_readable)
-
-    def on_readable(self):
-        """Read the request line and hand it to the supervisor."""
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self.close()
-        if not data:
-            return self.close()
-        if self.following is not None:
-            return              # a follower sends nothing more; ignore
-        self.buffer += data
-        if b"\n" not in self.buffer:
-            if len(self.buffer) > 65536:
-                self.close()
-            return
-        import json
-        line = self.buffer.split(b"\n", 1)[0]
-        self.timer.cancel()
-        try:
-            request = json.loads(line.decode("utf-8"))
-            if not isinstance(request, dict):
-                raise ValueError
-        except ValueError:
-            return self.send({"ok": False, "error": "not a JSON request"}, last=True)
-        try:
-            self.server.handler(self, request)
-        except Exception:
-            self.send({"ok": False, "error": "internal error; see procwrap's log"}, last=True)
-            raise
-
-    def send(self, answer, last=False):
-        """One JSON answer line; `last` closes the connection once it is sent."""
-        import json
-        if self.sock is None:
-            return
-        self.out += (json.dumps(answer, separators=(",", ":")) + "\n").encode("utf-8")
-        self.closing = self.closing or last
-        if len(self.out) > 1 << 20:
-            return self.close()         # a follower that does not read: let it go
-        self.flush()
-
-    def follow(self, ring):
-        """tail -f: every chunk the process writes from now on."""
-        self.following = ring
-        ring.followers.append(self.on_output)
-
-    def on_output(self, stream, data):
-        """tail -f: one chunk of the process's output."""
-        self.send({"stream": stream, "lines": data.decode("utf-8", "replace").split("\n")})
-
-    def flush(self):
-        """Send what fits; wait for room, or close after the last answer."""
-        if self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                return self.close()
-            self.out = self.out[sent:]
-        if self.out:
-            if self.watching != "write":
-                self.loop.remove_reader(self.sock)
-                self.loop.add_writer(self.sock, self.flush)
-                self.watching = "write"
-            return
-        if self.closing:
-            return self.close()
-        if self.watching != "read":
-            self.loop.remove_writer(self.sock)
-            self.loop.add_reader(self.sock, self.on_readable)
-            self.watching = "read"
-
-    def close(self):
-        """Done with this client (a follower stops following)."""
-        if self.sock is None:
-            return
-        self.timer.cancel()
-        if self.following is not None and self.on_output in self.following.followers:
-            self.following.followers.remove(self.on_output)
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
-        self.sock = None
-        self.server.connections.discard(self)
-
-
 def _proc_usage(pid):
     """(CPU seconds, resident bytes) of a pid from /proc; (None, None) if unknown."""
+    fields = _proc_stat(pid)
     try:
-        with open("/proc/%d/stat" % pid, "rb") as stream:
-            fields = stream.read().rsplit(b")", 1)[1].split()
         with open("/proc/%d/statm" % pid, "rb") as stream:
             pages = int(stream.read().split()[1])
     except (OSError, IndexError, ValueError):
+        return None, None
+    if fields is None:
         return None, None
     ticks = os.sysconf("SC_CLK_TCK")
     return ((int(fields[11]) + int(fields[12])) / float(ticks),
@@ -4844,7 +4839,7 @@ class Supervisor(object):
                 "name": process.name, "state": process.state, "pid": process.pid,
                 "uptime": round(now - process.started_at, 3)
                 if process.state in State.ALIVE else 0,
-                "starts": process.starts, "restarts": max(0, process.starts - 1),
+                "starts": process.starts, "restarts": process.restarts_total,
                 "lastExit": process.status, "description": process.description,
                 "live": self.is_live(process), "ready": self.is_ready(process),
                 "status": self.status_text.get(process.name),
@@ -4870,6 +4865,10 @@ class Supervisor(object):
             metrics.add("procwrap_resident_memory_bytes", "gauge", "procwrap's resident memory.",
                         rss)
         metrics.add("procwrap_ready", "gauge", "1 when every process is ready.", int(self.ready))
+        if self.status_socket is not None:
+            metrics.add("procwrap_status_datagrams_rejected_total", "counter", "Datagrams on "
+                        "the status socket that were not a JSON object with a name.",
+                        self.status_socket.bad)
         for process in self.processes:
             name = process.name
             running = process.state in State.ALIVE
@@ -4884,7 +4883,7 @@ class Supervisor(object):
             metrics.add("procwrap_process_starts_total", "counter", "Times the process was "
                         "started.", process.starts, name=name)
             metrics.add("procwrap_process_restarts_total", "counter", "Times the process was "
-                        "started again.", max(0, process.starts - 1), name=name)
+                        "started again.", process.restarts_total, name=name)
             if process.status is not None:
                 metrics.add("procwrap_process_last_exit_status", "gauge", "Shell-style status "
                             "of the last exit.", process.status, name=name)
@@ -5872,9 +5871,7 @@ def _ctl_text(command, answer):
         return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
                        + "  " + row[5] + "\n" for row in rows)
     if command == "tail":
-        if "lines" in answer and answer["lines"] and isinstance(answer["lines"][0], list):
-            return "".join(line + "\n" for _, line in answer["lines"])
-        return "".join(line + "\n" for line in answer.get("lines", []))
+        return "".join(line + "\n" for _, line in answer["lines"])
     if command == "reload":
         return "reloaded: added %s; removed %s; changed %s\n" % tuple(
             ", ".join(answer[key]) or "none" for key in ("added", "removed", "changed"))
@@ -5931,16 +5928,25 @@ def _run(argv, environ):
         else:
             where = given.get("config", "PROCWRAP_CONFIG")
             config = _load_config(options["config"], where)
-            # Every config problem is reported before anything is fetched.
-            init, processes, settings = _build_specs(config, environ, options["skip"],
-                                                     check_root=(mode != "check"))
             if mode == "check":
+                init, processes, settings = _build_specs(config, environ, options["skip"],
+                                                         check_root=False, secrets=secrets)
                 sys.stdout.write("procwrap: %s is valid: %d init entries, %d processes\n"
                                  % ("config" if options["config"].lstrip().startswith("{")
                                     else options["config"], len(init), len(processes)))
                 return EX_OK
-            init, processes, settings = _build_specs(config, environ, options["skip"],
-                                                     secrets=secrets)
+
+            def build(config):
+                """(init, processes, settings) of `config`: every problem reported
+                before anything is fetched, then built again resolving, if it needs it."""
+                checking = _Secrets(environ, check_only=True, suffix=secrets.suffix,
+                                    locations=secrets.locations)
+                specs = _build_specs(config, environ, options["skip"], secrets=checking)
+                if not checking.found:
+                    return specs
+                secrets.begin()
+                return _build_specs(config, environ, options["skip"], secrets=secrets)
+            init, processes, settings = build(config)
             if options["env_output_file"]:
                 secrets.write_output(options["env_output_file"])
             log_format = options["log_format"] or settings["format"]
@@ -5956,17 +5962,15 @@ def _run(argv, environ):
         if mode == "supervise":
             def reload_config():
                 """`procwrap ctl reload`: the config read, checked and resolved again."""
-                fresh = _load_config(options["config"], where)
-                _build_specs(fresh, environ, options["skip"])
-                secrets.begin()
-                return _build_specs(fresh, environ, options["skip"], secrets=secrets)
+                init, processes, settings = build(_load_config(options["config"], where))
+                for spec in processes:
+                    spec.capture = log.format != "none"
+                return init, processes, settings
             owner.reload_config = reload_config
         _report_secrets(log, secrets)
-        if options["vault_renew_failure"] == "stop":
-            secrets.start_renewal(owner.loop, log, lambda reason: owner.shutdown(
-                reason, EX_UNAVAILABLE))
-        else:
-            secrets.start_renewal(owner.loop, log, None)
+        stop = options["vault_renew_failure"] == "stop"
+        secrets.start_renewal(owner.loop, log, (lambda reason: owner.shutdown(
+            reason, EX_UNAVAILABLE)) if stop else None)
         return owner.run()
     finally:
         if secrets.written:

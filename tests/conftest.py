@@ -1,6 +1,7 @@
 """Shared helpers: run procwrap's CLI for real and wait on what it prints."""
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -168,6 +169,28 @@ def public_copy(tmp_path_factory):
     os.chmod(Copy.procwrap, 0o644)
     yield Copy
     shutil.rmtree(Copy.directory, ignore_errors=True)
+
+
+def read_line(stream, until="", timeout=WAIT):
+    """The first line of a server's output that contains `until`, waited for at
+    most `timeout`; the rest of the stream is drained in the background, so a
+    chatty server never blocks on a full pipe."""
+    found = queue.Queue()
+
+    def reader():
+        for line in iter(stream.readline, ""):
+            if found.empty() and until in line:
+                found.put(line)
+        found.put(None)
+    thread = threading.Thread(target=reader)
+    thread.daemon = True
+    thread.start()
+    try:
+        line = found.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError("no line with %r within %s s" % (until, timeout))
+    assert line is not None, "the stream ended without a line with %r" % until
+    return line
 
 
 def pid_alive(pid):

@@ -10,7 +10,7 @@ import subprocess
 import boto3        # the README's test command installs boto3 and moto[server]
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, run
+from conftest import PYTHON, WAIT, clean_environ, events, read_line, run
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
@@ -26,12 +26,8 @@ def aws():
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               universal_newlines=True)
     try:
-        for line in iter(server.stderr.readline, ""):
-            if "Running on http://" in line:
-                endpoint = line.split("Running on ", 1)[1].strip()
-                break
-        else:
-            raise AssertionError("moto server did not start")
+        line = read_line(server.stderr, "Running on http://")
+        endpoint = line.split("Running on ", 1)[1].strip()
         options = dict(endpoint_url=endpoint, region_name=REGION,
                        aws_access_key_id="testing", aws_secret_access_key="testing-secret")
         sm = boto3.client("secretsmanager", **options)

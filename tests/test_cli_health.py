@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, run, wait_until, write_config
+from conftest import (PYTHON, WAIT, clean_environ, events, read_line, run, wait_until,
+                      write_config)
 
 FAST = {"periodSeconds": 0.2, "timeoutSeconds": 5}
 
@@ -134,7 +135,7 @@ def test_http_and_tcp_probes_against_real_servers(background, tmp_path):
                               cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True)
     try:
-        http_port = int(server.stdout.readline().split(" port ")[1].split()[0])
+        http_port = int(read_line(server.stdout, " port ").split(" port ")[1].split()[0])
         (tmp_path / "healthz").write_text("ok")
         procwrap, get = start(background, tmp_path, [
             sleeper("web", readinessProbe=probe({"httpGet": {
@@ -187,6 +188,9 @@ def test_heartbeat_and_notify_probes(background, tmp_path):
     status = dict((p["name"], p) for p in get("/status")[1]["processes"])
     assert status["beat"]["status"] == "warming up"
     assert status["notifier"]["status"] == "serving"
+    # The child's 'not json' datagram was counted, not logged.
+    wait_until(lambda: "procwrap_status_datagrams_rejected_total 1" in get("/metrics")[1],
+               what="the bad datagram counted")
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
 
@@ -398,7 +402,7 @@ def test_https_probe_does_not_verify_the_certificate(background, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               universal_newlines=True)
     try:
-        port = int(server.stdout.readline())
+        port = int(read_line(server.stdout))
         procwrap, get = start(background, tmp_path, [sleeper(readinessProbe=probe(
             {"httpGet": {"port": port, "path": "/cert.pem", "scheme": "HTTPS"}}))])
         procwrap.expect_event("ready")

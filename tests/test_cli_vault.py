@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, fixture, run, write_config
+from conftest import PYTHON, WAIT, clean_environ, events, fixture, read_line, run, write_config
 
 DATA = {"kv/app": {"api_key": "kv1-key", "region": "eu"},
         "secret/app": {"password": "kv2-password", "user": "app"}}
@@ -29,8 +29,7 @@ def vault(tmp_path):
         server = subprocess.Popen([PYTHON, fixture("vault_server.py"), str(data)] + list(options),
                                   stdout=subprocess.PIPE, universal_newlines=True)
         started.append(server)
-        line = server.stdout.readline()
-        assert line.startswith("ready "), line
+        line = read_line(server.stdout, "ready ")
         address = "http://127.0.0.1:%d" % int(line.split()[1])
 
         def requests():
