@@ -200,6 +200,28 @@ STOP_TIMEOUT = 10.0           #: as docker stop
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
 TAIL_BYTES = 65536            #: recent output kept per process for `procwrap ctl tail`
 
+#: The first line of a dotenv --env-output-file: it lets a later procwrap
+#: recognise a file left behind by one that was killed, and replace it.
+ENV_OUTPUT_MARKER = b"# written by procwrap"
+#: The readiness file's content starts so (then the pid), for the same reason.
+READINESS_MARKER = b"procwrap ready"
+
+#: Limits on what users give us, so that no input can crash, hang or
+#: exhaust procwrap.  Ten years is longer than any sane timeout and fits the
+#: loop's clock with room to spare.
+MAX_SECONDS = 10 * 365 * 86400.0
+#: The longest a select() waits in one go: epoll takes at most 2**31-1 ms
+#: (24.8 days), so a timer further out is reached in daily steps.
+MAX_SELECT = 86400.0
+#: A config, env file or FILE: document larger than this is refused (a
+#: /dev/zero given by mistake must not fill memory).
+MAX_FILE_BYTES = 16 << 20
+#: Nesting and node budgets of a parsed config or document: a 400-byte YAML
+#: alias bomb expands to billions of nodes, and deep nesting overflows the
+#: recursion of anything that walks it.
+MAX_NESTING = 64
+MAX_NODES = 200000
+
 #: Wrap-mode retry defaults.
 RETRY_DELAY = 1.0
 RETRY_JITTER = 0.1            #: each delay shrinks by up to 10 %
@@ -226,6 +248,8 @@ LOG_FORMATS = ("json", "logfmt", "text", "none")
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 
 ERROR_MSG = "procwrap: error: %s"
+WARNING_MSG = "procwrap: warning: %s"
+UNKNOWN_VARIABLE_MSG = "%s: not a procwrap variable, so it is ignored%s"
 INTERNAL_ERROR_MSG = ("procwrap: internal error (a bug in procwrap %s; please "
                       "report it with the traceback above)")
 UNKNOWN_OPTION_MSG = "%s: unknown option%s; see procwrap --help"
@@ -243,6 +267,11 @@ NEED_ROOT_MSG = ("running as another user needs root (procwrap runs as "
 NOT_A_DIR_MSG = "no such directory %r; create it or fix the path"
 NOT_FOUND_MSG = "%s: command not found: %r"
 CANNOT_RUN_MSG = "%s: cannot %s %r: %s"
+TOO_LONG_MSG = "expected at most %d seconds (10 years), got %r"
+NUL_MSG = ("holds a NUL byte, which no argument, path or variable can; remove it "
+           "(a \\u0000 in the config?)")
+UNENCODABLE_MSG = ("holds a character the system cannot take in an argument, path or "
+                   "variable (a lone \\ud800-\\udfff escape?); fix the text")
 
 STARTED_MSG = "%s started (pid %d)"
 EXITED_MSG = "%s %s"
@@ -346,28 +375,57 @@ def _require(module, pip_name, why, where):
 # timestamps, logfmt.  No I/O here except reading a dotenv file's text.
 # =============================================================================
 
-_DURATION_RE = _Pattern(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = _Pattern(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+_DIGITS_RE = _Pattern(r"\A[0-9]+\Z")
+_CONTROL_RE = _Pattern("[\x00-\x1f\x7f-\x9f]")
+
+
+def _is_digits(text):
+    """Only ASCII digits?  str.isdigit() says yes to '²', which int() refuses."""
+    return isinstance(text, str) and _DIGITS_RE.match(text) is not None
+
+
+class _TooLong(ValueError):
+    """A duration over MAX_SECONDS (infinity included)."""
+
+
+def _os_text_problem(text):
+    """Why `text` cannot be an argument, path or variable (NUL_MSG or
+    UNENCODABLE_MSG), or None when it can."""
+    if "\0" in text:
+        return NUL_MSG
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return UNENCODABLE_MSG
+    return None
 
 
 def _parse_duration(value):
-    """Seconds from 10, 1.5, '10', '500ms', '2m' or '1h'; ValueError otherwise."""
+    """Seconds from 10, 1.5, '10', '500ms', '2m' or '1h', at most MAX_SECONDS;
+    ValueError otherwise (NaN, infinity, negative, 10**400)."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, (int, float)):
-        if value < 0 or value != value:
+        seconds = value
+    else:
+        match = _DURATION_RE.match(str(value))
+        if not match:
             raise ValueError(value)
-        return float(value)
-    match = _DURATION_RE.match(str(value))
-    if not match:
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    # Comparisons are False for NaN, and exact for integers of any size.
+    if not 0 <= seconds:
         raise ValueError(value)
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise _TooLong(value)
+    return float(seconds)
 
 
 def _parse_signal(value):
     """A signal number from 'TERM', 'SIGTERM', 'term' or '15'; ValueError otherwise."""
     text = str(value).strip().upper()
-    if text.isdigit():
+    if _is_digits(text):
         number = int(text)
         if number in _ALL_SIGNALS:
             return signal.Signals(number) if number < signal.NSIG else number
@@ -410,10 +468,10 @@ def _backoff_delay(restarts, initial, factor, maximum, jitter=0.0, rand=None):
     together.  `rand` is injectable for tests.
     """
     exponent = max(0, restarts - 1)
-    if factor > 1 and exponent > 1000:
-        delay = maximum
-    else:
-        delay = min(maximum, initial * (factor ** exponent))
+    try:
+        delay = min(maximum, initial * (float(factor) ** exponent))
+    except OverflowError:       # 1000.0 ** 200: the cap has long been reached
+        delay = maximum if initial > 0 else 0.0
     if jitter:
         if rand is None:
             import random
@@ -439,7 +497,7 @@ def _expand_vars(text, env):
 
 # -- dotenv: python-dotenv's grammar (SPECS.md 3.1-3.2), errors instead of skips.
 
-_DOTENV_SKIP_RE = _Pattern(r"(?:[ \t\f\v]*(?:#[^\r\n]*)?(?:\r\n|\n|\r))+")
+_DOTENV_SKIP_RE = _Pattern(r"(?:[ \t\f\v]*(?:#[^\r\n]*)?(?:\r\n|\n|\r|\Z))+")
 _DOTENV_EXPORT_RE = _Pattern(r"export[ \t]+")
 _DOTENV_KEY_RE = _Pattern(r"'([^']+)'|([^=#\s]+)")
 _DOTENV_EQUALS_RE = _Pattern(r"[ \t]*(=[ \t]*)?")
@@ -454,7 +512,7 @@ _DOTENV_SINGLE_ESCAPE_RE = _Pattern(r"\\([\\'])")
 _DOTENV_INTERPOLATE_RE = _Pattern(r"\$\{([^}:]*)(?::-([^}]*))?\}")
 
 
-def _parse_dotenv(text, where, environ, quote=True):
+def _parse_dotenv(text, where, environ):
     """Bindings of a dotenv file as [(name, value)], in order.
 
     python-dotenv semantics: `export `, comments, single quotes (only \\\\ and
@@ -462,7 +520,7 @@ def _parse_dotenv(text, where, environ, quote=True):
     `${VAR}` and `${VAR:-default}` looked up in earlier bindings, then in
     `environ`.  A key without '=' has no value and is left out.  Unlike
     python-dotenv, a statement it cannot parse is an error, not a warning,
-    which quotes the statement unless `quote` is false (a fetched secret).
+    which names the line and column but never quotes it (it may hold a secret).
     """
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -475,14 +533,12 @@ def _parse_dotenv(text, where, environ, quote=True):
         pos = _skip_blanks(text, pos)
         if pos >= end:
             return result
-        start = pos
-        line = text.count("\n", 0, start) + 1
         export = _DOTENV_EXPORT_RE.match(text, pos)
         if export:
             pos = export.end()
         key = _DOTENV_KEY_RE.match(text, pos)
         if not key:
-            raise ConfigError(_dotenv_error(where, line, text, start, quote))
+            raise ConfigError(_dotenv_error(where, text, pos))
         name = key.group(1) if key.group(1) is not None else key.group(2)
         pos = key.end()
         equals = _DOTENV_EQUALS_RE.match(text, pos)
@@ -491,10 +547,10 @@ def _parse_dotenv(text, where, environ, quote=True):
         if equals.group(1) is not None:
             value, pos = _dotenv_value(text, pos, equals.group(1))
             if value is None:
-                raise ConfigError(_dotenv_error(where, line, text, start, quote))
+                raise ConfigError(_dotenv_error(where, text, pos))
         tail = _DOTENV_END_RE.match(text, pos)
         if not tail or (tail.end() == pos and pos < end):
-            raise ConfigError(_dotenv_error(where, line, text, start, quote))
+            raise ConfigError(_dotenv_error(where, text, pos))
         pos = tail.end()
         if value is not None:
             value = _dotenv_interpolate(value, seen, environ)
@@ -548,32 +604,248 @@ def _dotenv_interpolate(value, seen, environ):
     return _DOTENV_INTERPOLATE_RE.sub(replace, value)
 
 
-def _dotenv_error(where, line, text, start, quote=True):
-    """The one-line error for a statement the dotenv grammar cannot read."""
-    statement = text[start:].split("\n", 1)[0]
-    if len(statement) > 40:
-        statement = statement[:40] + "..."
-    return ("%s:%d: cannot parse %s; write NAME=value, quote values with "
-            "spaces or '#', and close every quote"
-            % (where, line, repr(statement) if quote else "this line"))
+def _dotenv_error(where, text, pos):
+    """The one-line error for a statement the dotenv grammar cannot read: the
+    file, line and column, never the text (a value may be a secret)."""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return ("%s:%d:%d: cannot parse this line; write NAME=value, quote values with "
+            "spaces or '#', and close every quote" % (where, line, column))
 
 
 def _read_dotenv(path, where, environ):
     """Bindings of the dotenv file at `path`; ConfigError naming `where` if unreadable."""
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8"
-        raise ConfigError("%s: cannot read env file %r: %s; fix the path" % (where, path, reason))
+        text = _read_file(path).decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise ConfigError("%s: cannot read env file %r: %s; fix the path"
+                          % (where, path, _read_error(error)))
     return _parse_dotenv(text, path, environ)
+
+
+def _read_file(path, limit=MAX_FILE_BYTES):
+    """The bytes of the file at `path`, at most `limit` of them.
+
+    OSError if it cannot be read, ValueError if the path holds a NUL byte
+    or the file is larger (an endless /dev/zero included).
+    """
+    with open(path, "rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError("larger than %d MiB" % (limit >> 20))
+    return data
+
+
+def _read_error(error):
+    """The reason a _read_file() failed, as messages give it."""
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if "null" in str(error):
+        return "the path holds a NUL byte"
+    return str(error)
+
+
+class _ShapeError(ValueError):
+    """A parsed document too deep or too large (its message says how to fix it)."""
+
+
+def _check_shape(value):
+    """Raise _ShapeError if a parsed document nests deeper than MAX_NESTING or
+    holds more than MAX_NODES values (aliases counted each time they are used).
+
+    Iterative, and it stops at the first excess, so an alias bomb costs
+    microseconds, and nothing that walks the document later can recurse
+    too deep.
+    """
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise _ShapeError("more than %d values (a YAML alias bomb?); make it smaller"
+                              % MAX_NODES)
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > MAX_NESTING:
+            raise _ShapeError("nested deeper than %d levels; flatten it" % MAX_NESTING)
+        stack.extend((child, depth + 1) for child in item)
+
+
+def _parse_text(text, fmt, where, secret=False):
+    """JSON, YAML or TOML text parsed, then held to _check_shape().
+
+    _ShapeError if too deep or large; ValueError if it cannot be parsed: the
+    parser's message, or with `secret` only
+    the position (a YAML snippet would print the secret).  Parsers are
+    third-party code fed the user's bytes, so anything they raise (an
+    invalid date, too deep a nesting) is the input's fault.
+    """
+    try:
+        if fmt == "json":
+            import json
+            value = json.loads(text)
+        elif fmt == "yaml":
+            yaml = _require("yaml", "PyYAML", "to read YAML", where)
+            value = yaml.safe_load(text)
+        else:
+            try:
+                import tomllib as toml          # py<3.11: tomli, the same parser
+            except ImportError:
+                toml = _require("tomli", "tomli", "to read TOML before Python 3.11", where)
+            value = toml.loads(text)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise _ShapeError("nested deeper than %d levels; flatten it" % MAX_NESTING)
+    except Exception as error:
+        mark = getattr(error, "problem_mark", None)
+        if secret and mark is not None:
+            raise ValueError("at line %d" % (mark.line + 1))
+        raise ValueError(" ".join(str(error).split()) if not secret or fmt != "yaml" else "")
+    _check_shape(value)
+    return value
+
+
+# -- paths procwrap writes
+
+class _OwnPath(object):
+    """A file or socket path procwrap writes, created safely and removed only
+    while it is still the one this run created.
+
+    A file is written to an unpredictable temporary name in the same
+    directory (O_CREAT|O_EXCL|O_NOFOLLOW, so nothing pre-created there and no
+    symlink is written through), then renamed over the path, which replaces
+    a link rather than following it.  What is at the path already must be
+    procwrap's own: what this run created (same _identity()), or a
+    leftover of procwrap's kind (`leftover(path, stat)`: a file carrying
+    procwrap's marker, a socket nobody answers on), owned by our user.
+    Anything else (a file procwrap did not write, a directory, a device, a
+    FIFO, a symlink) is refused with a UsageError and left alone::
+
+        readiness = _OwnPath("/tmp/started", "--readiness-file", 0o644, marker)
+        readiness.check()           # at start: exit 2 now, not later
+        readiness.write(b"...")
+        readiness.remove()          # only if it is still ours
+    """
+
+    def __init__(self, path, where, mode=0o600, leftover=None):
+        self.path = path            #: the path, as the user gave it
+        self.where = where          #: the flag or field, for messages
+        self.mode = mode            #: permissions of what we create
+        self.leftover = leftover    #: func(path, lstat) -> True for a stale one of ours
+        self.identity = None        #: _identity() of what this run created
+
+    def refusal(self):
+        """Why the path may not be written now (a message), or None."""
+        import stat
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            return "cannot use %r: %s; fix the path" % (self.path, _read_error(error))
+        if _identity(info) == self.identity:
+            return None
+        kind = ("a symbolic link" if stat.S_ISLNK(info.st_mode) else
+                "a directory" if stat.S_ISDIR(info.st_mode) else
+                "a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "a file")
+        if info.st_uid == os.geteuid() and self.leftover is not None \
+                and self.leftover(self.path, info):
+            return None
+        return ("%r is %s that procwrap did not create; procwrap replaces only its own, so "
+                "remove it or pick another path" % (self.path, kind))
+
+    def check(self):
+        """UsageError (exit 2) if what is at the path may not be replaced."""
+        refusal = self.refusal()
+        if refusal:
+            raise UsageError("%s: %s" % (self.where, refusal))
+
+    def write(self, data, owner=None):
+        """Put `data` (bytes) at the path atomically, created with self.mode and
+        owned by `owner` (a _User) if given; UsageError if it cannot be."""
+        import binascii
+        self.check()
+        directory, base = os.path.split(self.path)
+        temporary = os.path.join(directory, ".%s.%s.tmp" % (
+            base, binascii.hexlify(os.urandom(8)).decode("ascii")))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+            | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(temporary, flags, self.mode)
+        except (OSError, ValueError) as error:
+            raise UsageError("%s: cannot write %r: %s; fix the path"
+                             % (self.where, self.path, _read_error(error)))
+        try:
+            try:
+                os.fchmod(fd, self.mode)        # the umask took bits away
+                if owner is not None:
+                    os.fchown(fd, owner.uid, owner.gid)
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+            os.rename(temporary, self.path)
+            self.identity = _identity(os.lstat(self.path))
+        except OSError as error:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise UsageError("%s: cannot write %r: %s; fix the path"
+                             % (self.where, self.path, error.strerror))
+
+    def created(self):
+        """Note that this run has just created the path itself (bound a socket there)."""
+        self.identity = _identity(os.lstat(self.path))
+
+    def remove(self):
+        """Remove the path if it is still what this run created."""
+        if self.identity is None:
+            return
+        try:
+            if _identity(os.lstat(self.path)) == self.identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.identity = None
+
+
+def _identity(info):
+    """What tells one file from another at the same path: device and inode, and
+    the change time, since a file removed and created again may get its inode
+    number back at once."""
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
+
+
+def _has_marker(marker):
+    """A `leftover` test for _OwnPath: a small regular file that starts with `marker`."""
+    def leftover(path, info):
+        import stat
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            return os.read(fd, len(marker)) == marker
+        finally:
+            os.close(fd)
+    return leftover
 
 
 def _parse_http_address(text, where):
     """(host, port) from '[HOST:]PORT' (port 0: any free one); the host defaults to
     0.0.0.0, since a container's probes come from outside it."""
     host, colon, port = str(text).rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) < 65536:
+    if not _is_digits(port) or not 0 <= int(port) < 65536 or "\0" in host:
         raise UsageError(BAD_VALUE_MSG % (where, "expected [HOST:]PORT, like 8111 or "
                                           "127.0.0.1:8111", text))
     return (host.strip("[]") or "0.0.0.0"), int(port)
@@ -1004,31 +1276,22 @@ def _parse_document(raw, fmt, shown, environ):
         return raw
     if fmt == "dotenv":
         try:
-            return dict(_parse_dotenv(raw, shown, environ, quote=False))
-        except ConfigError as error:        # 'SHOWN:2: cannot parse this line; ...'
-            raise _Unavailable("line " + str(error)[len(shown) + 1:])
-    if fmt == "json":
-        import json
-        try:
-            return json.loads(raw)
-        except ValueError as error:
-            raise _Unavailable("not valid JSON (%s); fix the document or name its format" % error)
-    if fmt == "yaml":
-        yaml = _require("yaml", "PyYAML", "to read YAML documents", shown)
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            place = " at line %d" % (mark.line + 1) if mark is not None else ""
-            raise _Unavailable("not valid YAML%s; fix the document or name its format" % place)
+            return dict(_parse_dotenv(raw, "", environ))
+        except ConfigError as error:        # ':2:5: cannot parse this line; ...'
+            line, column, rest = str(error)[1:].split(":", 2)
+            raise _Unavailable("line %s, column %s:%s" % (line, column, rest))
     try:
-        import tomllib as toml          # py<3.11: tomli, the same parser
-    except ImportError:
-        toml = _require("tomli", "tomli", "to read TOML before Python 3.11", shown)
-    try:
-        return toml.loads(raw)
-    except toml.TOMLDecodeError as error:
-        raise _Unavailable("not valid TOML (%s); fix the document or name its format" % error)
+        return _parse_text(raw, fmt, shown, secret=True)
+    except _ShapeError as error:
+        raise _Unavailable(str(error))
+    except ValueError as error:
+        detail = str(error)
+        if fmt == "yaml":
+            detail = " " + detail if detail else ""
+        else:
+            detail = " (%s)" % detail
+        raise _Unavailable("not valid %s%s; fix the document or name its format"
+                           % (fmt.upper() if fmt != "yaml" else "YAML", detail))
 
 
 # -- providers: fetch(location) -> (raw document, format hint); _Unavailable on failure
@@ -1042,11 +1305,10 @@ class _FileProvider(object):
     def fetch(self, location):
         """The file's bytes, and a format from its extension."""
         try:
-            with open(location.address, "rb") as stream:
-                return stream.read(), _format_of(location.address)
-        except OSError as error:
+            return _read_file(location.address), _format_of(location.address)
+        except (OSError, ValueError) as error:
             raise _Unavailable("cannot read %r: %s; fix the path"
-                               % (location.address, error.strerror))
+                               % (location.address, _read_error(error)))
 
 
 class _EnvProvider(_FileProvider):
@@ -1264,7 +1526,8 @@ class _VaultProvider(_FileProvider):
                 with urllib.request.urlopen(request, timeout=VAULT_TIMEOUT,
                                             context=self._ssl_context()) as response:
                     text = response.read()
-                return json.loads(text.decode("utf-8")) if text.strip() else {}
+                return (_parse_text(text.decode("utf-8"), "json", path, secret=True)
+                        if text.strip() else {})
             except urllib.error.HTTPError as error:
                 status, reason = error.code, _vault_errors(error)
                 if status in (412, 429, 500, 502, 503) and attempt < 2:
@@ -1390,9 +1653,8 @@ class _VaultProvider(_FileProvider):
 
 def _vault_errors(error):
     """The `errors` list of a Vault error response, joined; or the HTTP reason."""
-    import json
     try:
-        errors = json.loads(error.read().decode("utf-8")).get("errors") or []
+        errors = _parse_text(error.read().decode("utf-8"), "json", "vault").get("errors") or []
     except (ValueError, AttributeError, OSError):
         errors = []
     return "; ".join(str(e) for e in errors) or str(error.reason)
@@ -1430,7 +1692,7 @@ class _Secrets(object):
         self.notes = []                 #: (level, message) to log once the log exists
         self.top = {}                   #: what the last top-level pass resolved (name -> value)
         self.resolved = {}              #: every variable resolved, for the report and --log-secrets
-        self.written = None             #: the --env-output-file path, once written
+        self.written = None             #: the --env-output-file's _OwnPath, once written
         for key, value in settings.items():
             if not hasattr(_Secrets, key):
                 raise TypeError("unknown _Secrets setting %r" % key)
@@ -1553,8 +1815,9 @@ class _Secrets(object):
 
     def write_output(self, path, owner=None):
         """--env-output-file: the top-level resolved variables, 0600."""
-        _write_env_file(path, self.top, "--env-output-file", owner)
-        self.written = path
+        if self.written is None:
+            self.written = _env_output(path)
+        _write_env_file(self.written, self.top, owner)
 
     def credentials(self):
         """Variables holding the credentials procwrap used, which children
@@ -1674,26 +1937,27 @@ class _EnvBuilder(object):
         return env
 
 
-def _write_env_file(path, values, where, owner=None):
-    """Write resolved variables to `path`, created 0600, atomically: JSON for
-    .json, else dotenv, single-quoted (only \\ and \' escaped; python-dotenv
-    still expands ${NAME} in them unless read with interpolate=False)."""
-    if path.endswith(".json"):
+def _write_env_file(own, values, owner=None):
+    """Write resolved variables to an _OwnPath, created 0600, atomically: JSON
+    for .json, else dotenv behind a marker comment, single-quoted (only \\
+    and \' escaped; python-dotenv still expands ${NAME} in them unless read
+    with interpolate=False)."""
+    if own.path.endswith(".json"):
         import json
         text = json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     else:
-        text = "".join("%s='%s'\n" % (name, value.replace("\\", "\\\\").replace("'", "\\'"))
-                       for name, value in sorted(values.items()))
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            if owner is not None:
-                os.fchown(stream.fileno(), owner.uid, owner.gid)
-            stream.write(text)
-        os.rename(temporary, path)
-    except OSError as error:
-        raise UsageError("%s: cannot write %r: %s; fix the path" % (where, path, error.strerror))
+        text = "%s (pid %d); removed when it exits\n" % (ENV_OUTPUT_MARKER.decode(),
+                                                         os.getpid())
+        text += "".join("%s='%s'\n" % (name, value.replace("\\", "\\\\").replace("'", "\\'"))
+                        for name, value in sorted(values.items()))
+    own.write(text.encode("utf-8", "surrogateescape"), owner)
+
+
+def _env_output(path):
+    """The _OwnPath of --env-output-file: a dotenv one carries a marker, so a
+    leftover of a killed procwrap is replaced; a JSON one cannot."""
+    return _OwnPath(path, "--env-output-file", 0o600,
+                    None if path.endswith(".json") else _has_marker(ENV_OUTPUT_MARKER))
 
 
 def resolve_config(config, locations=(), suffix=CONFIG_RESOLVE_SUFFIX,
@@ -1802,23 +2066,34 @@ class _User(object):
         self.home = home        #: HOME for the child
 
 
+#: The largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "no change".
+MAX_ID = (1 << 32) - 2
+
+
 def _resolve_user(spec, where):
     """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
     import grp
     import pwd
     user, _, group = str(spec).partition(":")
+    for text in (user, group):
+        if _os_text_problem(text):
+            raise ConfigError("%s: %s" % (where, _os_text_problem(text)))
+        if _is_digits(text) and int(text) > MAX_ID:
+            raise ConfigError("%s: %s is not a user or group id (at most %d); fix the number"
+                              % (where, text, MAX_ID))
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        entry = pwd.getpwuid(int(user)) if _is_digits(user) else pwd.getpwnam(user)
         name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
     except KeyError:
-        if not user.isdigit():
+        if not _is_digits(user):
             raise ConfigError(UNKNOWN_USER_MSG % (where, user))
         name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
     if group:
         try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+            gid = (grp.getgrgid(int(group)).gr_gid if _is_digits(group)
+                   else grp.getgrnam(group).gr_gid)
         except KeyError:
-            if not group.isdigit():
+            if not _is_digits(group):
                 raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
             gid = int(group)
     try:
@@ -1923,25 +2198,34 @@ class _Checker(object):
             self.fail(where, "expected an object with fields %s, got %s"
                       % (", ".join(sorted(known)), _type_name(value)))
             return {}
+        hinted = False
         for key in value:
             if key not in known:
+                hint = _FIELD_HINTS.get(key) if isinstance(key, str) else None
+                hinted = hinted or hint is not None
                 self.fail("%s.%s" % (where, key), "unknown field" + (
-                    _did_you_mean(str(key), known) or "; known: " + ", ".join(sorted(known))))
-        for key in required:
+                    "; " + hint if hint else _did_you_mean(str(key), known)
+                    or "; known: " + ", ".join(sorted(known))))
+        for key in required if not hinted else ():   # the hint says what to write
             if key not in value:
                 self.fail("%s.%s" % (where, key), "required field is missing")
         return value
 
     def string(self, value, where):
-        """A string, or a problem."""
+        """A string without NUL bytes (no path, argument or variable can hold
+        one), or a problem."""
         if not isinstance(value, str):
             return self.fail(where, "expected a string, got %s" % _type_name(value))
+        if _os_text_problem(value):
+            return self.fail(where, _os_text_problem(value))
         return value
 
     def strings(self, value, where, split=False):
         """A list of strings; a single string too when `split` (split like a shell)."""
         if split and isinstance(value, str):
             import shlex
+            if _os_text_problem(value):
+                return self.fail(where, _os_text_problem(value))
             try:
                 return shlex.split(value)
             except ValueError as error:
@@ -1949,6 +2233,9 @@ class _Checker(object):
                                  % (value, error))
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
+        for index, item in enumerate(value):
+            if _os_text_problem(item):
+                return self.fail("%s[%d]" % (where, index), _os_text_problem(item))
         return list(value)
 
     def boolean(self, value, where):
@@ -1961,17 +2248,32 @@ class _Checker(object):
         """A duration in seconds (see _parse_duration), or a problem."""
         try:
             return _parse_duration(value)
+        except _TooLong:
+            return self.fail(where, TOO_LONG_MSG % (MAX_SECONDS, value))
         except ValueError:
             return self.fail(where, "expected seconds (a number >= 0, or '500ms', '2m'), got %r"
                              % (value,))
 
-    def number(self, value, where, minimum, integer=False):
-        """A number (a whole one if `integer`) >= minimum, or a problem."""
+    def number(self, value, where, minimum, integer=False, maximum=None):
+        """A number (a whole one if `integer`) from minimum to maximum, or a
+        problem.  Seconds (the default maximum) end at MAX_SECONDS; NaN and
+        infinity are never numbers here."""
         kinds = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-            return self.fail(where, "expected %s >= %s, got %r"
-                             % ("a whole number" if integer else "a number", minimum, value))
+        if maximum is None:
+            maximum = (1 << 31) - 1 if integer else MAX_SECONDS
+        what = "a whole number" if integer else "a number"
+        # Comparisons are False for NaN, and exact for integers of any size.
+        if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:
+            return self.fail(where, "expected %s >= %s, got %r" % (what, minimum, value))
+        if value > maximum:
+            return self.fail(where, "expected %s <= %d, got %r" % (what, maximum, value))
         return value
+
+    def port(self, value, where, listen=False):
+        """A TCP/UDP port number: 1-65535, or 0 (any free one) for a listening socket."""
+        if isinstance(value, str) and _is_digits(value):
+            value = int(value)
+        return self.number(value, where, 0 if listen else 1, True, 65535)
 
     def choice(self, value, where, choices):
         """One of `choices`, exactly (no case folding: 'always' is a typo), or a problem."""
@@ -1996,10 +2298,30 @@ class _Checker(object):
         for key, item in value.items():
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                 self.fail("%s.%s" % (where, key), "expected a string, got %r; quote it" % (item,))
-            else:
+            elif self.string(str(item), "%s.%s" % (where, key)) is not _INVALID:
                 result[str(key)] = str(item)
         return result
 
+
+#: Kubernetes fields that procwrap spells or does differently: what to
+#: write instead, said where the field is refused.
+_KEY_REF_HINT = ("procwrap reads values from location strings: write valueFrom: {location: "
+                 "...}, like FILE:/etc/secrets/KEY, VAULT:secret/app|JP:$.key or AWS_SM:NAME")
+_FIELD_HINTS = {
+    "terminationGracePeriodSeconds": "procwrap calls it stopTimeout (seconds from the stop "
+                                     "signal to SIGKILL)",
+    "secretKeyRef": _KEY_REF_HINT,
+    "configMapKeyRef": _KEY_REF_HINT,
+    "fieldRef": "no pod here: have the Downward API set a variable in procwrap's environment "
+                "and write valueFrom: {location: ENV:NAME}",
+    "resourceFieldRef": "no pod here: write the value, or valueFrom: {location: ENV:NAME}",
+    "secretRef": "write envFrom: [{location: ...}] with a location string of a dictionary, "
+                 "like FILE:/etc/app.env or VAULT:secret/app",
+    "configMapRef": "write envFrom: [{location: ...}] with a location string of a "
+                    "dictionary, like FILE:/etc/app.env",
+    "securityContext": "procwrap's field is user: NAME[:GROUP] (runAsUser, runAsGroup)",
+    "image": "procwrap runs commands, not images: give command (and args)",
+}
 
 _TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readinessFile",
                "statusPort", "ctlSocket")
@@ -2016,49 +2338,40 @@ _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 def _load_config(source, where):
     """The parsed config from a path, '-' (JSON on stdin) or JSON text."""
     if source.lstrip().startswith("{"):
-        return _parse_json(source, where)
+        return _parse_config(source, "json", where)
     if source == "-":
-        return _parse_json(sys.stdin.read(), "stdin")
+        data = getattr(sys.stdin, "buffer", sys.stdin).read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError("stdin: larger than %d MiB; a config is smaller"
+                              % (MAX_FILE_BYTES >> 20))
+        return _parse_config(data, "json", "stdin")
     extension = os.path.splitext(source)[1].lower()
-    if extension not in (".json", ".toml", ".yaml", ".yml"):
+    formats = {".json": "json", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
+    if extension not in formats:
         raise ConfigError("%s: unknown config type %r; name it .json, .toml, .yaml or .yml"
                           % (source, extension or "(no extension)"))
     try:
-        with open(source, "rb") as stream:
-            data = stream.read()
-    except OSError as error:
+        data = _read_file(source)
+    except (OSError, ValueError) as error:
         raise ConfigError("%s: cannot read config %r: %s; fix the path"
-                          % (where, source, error.strerror))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("%s: not UTF-8 text; save the config as UTF-8" % source)
-    if extension == ".json":
-        return _parse_json(text, source)
-    if extension == ".toml":
-        try:
-            import tomllib as toml      # py<3.11: tomli, the same parser
-        except ImportError:
-            toml = _require("tomli", "tomli", "to read TOML before Python 3.11", source)
-        try:
-            return toml.loads(text)
-        except toml.TOMLDecodeError as error:
-            raise ConfigError("%s: %s; fix the TOML syntax" % (source, error))
-    yaml = _require("yaml", "PyYAML", "to read YAML", source)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError("%s: %s; fix the YAML syntax"
-                          % (source, " ".join(str(error).split())))
+                          % (where, source, _read_error(error)))
+    return _parse_config(data, formats[extension], source)
 
 
-def _parse_json(text, where):
-    """JSON text to a config; ConfigError with the parser's position."""
-    import json
+def _parse_config(data, fmt, where):
+    """Config text or bytes in a format; ConfigError with the parser's position."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError("%s: not UTF-8 text; save the config as UTF-8" % where)
     try:
-        return json.loads(text)
+        return _parse_text(data, fmt, where)
+    except _ShapeError as error:
+        raise ConfigError("%s: %s" % (where, error))
     except ValueError as error:
-        raise ConfigError("%s: %s; fix the JSON syntax" % (where, error))
+        raise ConfigError("%s: %s; fix the %s syntax" % (where, error, fmt.upper()
+                                                           if fmt != "yaml" else "YAML"))
 
 
 def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
@@ -2089,7 +2402,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     if "readinessFile" in top:
         settings["readiness_file"] = checker.string(top["readinessFile"], "readinessFile")
     if "statusPort" in top:
-        settings["status_port"] = checker.number(top["statusPort"], "statusPort", 0, True)
+        settings["status_port"] = checker.port(top["statusPort"], "statusPort", listen=True)
     if "ctlSocket" in top:
         settings["ctl_socket"] = checker.string(top["ctlSocket"], "ctlSocket")
     policy = checker.fields(top.get("env", {}), "env", _ENV_POLICY_FIELDS)
@@ -2205,7 +2518,7 @@ def _build_spec(fields, where, builder, checker, check_root):
             if name in lifecycle:
                 hook = _build_hook(lifecycle[name], "%s.lifecycle.%s" % (where, name), name,
                                    checker)
-                if name == "preStop" and spec.stop_timeout is not _INVALID:
+                if name == "preStop" and _INVALID not in (spec.stop_timeout, hook.timeout):
                     # The grace period counts from before the hook (Kubernetes' rule).
                     hook.timeout = min(hook.timeout, spec.stop_timeout) or 0.01
                 setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
@@ -2249,10 +2562,11 @@ def _build_hook(value, where, name, checker):
     procwrap's timeoutSeconds (default 30; preStop: at most the stop timeout)."""
     fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "timeoutSeconds"))
     hook = ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
-    handlers = [key for key in fields if key != "timeoutSeconds"]
+    handlers = [key for key in fields if key in ("exec", "httpGet", "sleep")]
     if len(handlers) != 1:
-        checker.fail(where, "give exactly one handler: exec, httpGet or sleep; got %s"
-                     % (", ".join(handlers) or "none"))
+        if handlers or len(fields) == ("timeoutSeconds" in fields):   # else: reported
+            checker.fail(where, "give exactly one handler: exec, httpGet or sleep; got %s"
+                         % (", ".join(handlers) or "none"))
         return hook
     hook.handler = handlers[0]
     place = "%s.%s" % (where, hook.handler)
@@ -2278,11 +2592,10 @@ def _probe_options(value, where, handler, checker):
         options["command"] = checker.strings(fields["command"], where + ".command", split=True)
     if "port" in fields:
         port = fields["port"]
-        if isinstance(port, str) and not port.isdigit():
+        if isinstance(port, str) and not _is_digits(port):
             checker.fail(where + ".port", "named ports need a pod; give the number")
         else:
-            options["port"] = checker.number(int(port) if isinstance(port, str) else port,
-                                             where + ".port", 1, True)
+            options["port"] = checker.port(port, where + ".port")
     if "host" in fields:
         options["host"] = checker.string(fields["host"], where + ".host")
     if "path" in fields:
@@ -2294,7 +2607,12 @@ def _probe_options(value, where, handler, checker):
         options["scheme"] = checker.choice(fields["scheme"], where + ".scheme", ("HTTP", "HTTPS"))
     if "maxAgeSeconds" in fields:
         options["max_age"] = checker.number(fields["maxAgeSeconds"], where + ".maxAgeSeconds", 0)
-    for index, header in enumerate(fields.get("httpHeaders", [])):
+    headers = fields.get("httpHeaders", [])
+    if not isinstance(headers, list):
+        checker.fail(where + ".httpHeaders", "expected a list of {name, value}, got %s"
+                     % _type_name(headers))
+        headers = []
+    for index, header in enumerate(headers):
         place = "%s.httpHeaders[%d]" % (where, index)
         header = checker.fields(header, place, ("name", "value"), required=("name", "value"))
         if "name" in header and "value" in header:
@@ -2322,8 +2640,17 @@ def _entry_env(fields, where, user, builder, checker):
     _apply_env_from(fields.get("envFrom", []), where + ".envFrom", env, names, builder, checker)
     _apply_env_entries(fields.get("env", {}), where + ".env", env, names, builder, checker)
     builder.finish(env)
+    checker.problems.extend(_env_problems(env, where + ".env"))
     # 500 entries that add nothing need not hold 500 copies.
     return (builder.base if env == builder.base else env), names
+
+
+def _env_problems(env, where):
+    """A line for each variable whose value holds a NUL byte (from an env file
+    or a secret: execve cannot pass it, so the child could never start).  The
+    value is not shown: it may be a secret."""
+    return ["%s: the value of %s %s" % (where, name, _os_text_problem(value))
+            for name, value in sorted(env.items()) if _os_text_problem(value)]
 
 
 def _entry_rebuilder(fields, where, user, builder):
@@ -2348,7 +2675,9 @@ def _apply_env_from(sources, where, env, names, builder, checker):
     for index, item in enumerate(sources):
         place = "%s[%d]" % (where, index)
         item = checker.fields(item, place, ("location", "prefix"), required=("location",))
-        location = checker.string(item.get("location", ""), place + ".location")
+        if "location" not in item:
+            continue
+        location = checker.string(item["location"], place + ".location")
         prefix = checker.string(item.get("prefix", ""), place + ".prefix")
         if location is _INVALID or prefix is _INVALID:
             continue
@@ -2373,6 +2702,8 @@ def _apply_env_entries(entries, where, env, names, builder, checker):
             if "valueFrom" in item:
                 source = checker.fields(item["valueFrom"], place + ".valueFrom",
                                         ("location", "template"))
+                if any(key not in ("location", "template") for key in source):
+                    continue            # reported, with how to do it in procwrap
                 if "value" in item or len(source) != 1:
                     checker.fail(place, "give value, valueFrom.location or valueFrom.template; "
                                  "exactly one")
@@ -2412,7 +2743,8 @@ def _apply_backoff(fields, where, spec, checker):
     if "max" in fields:
         spec.backoff_max = checker.seconds(fields["max"], where + ".max")
     if "factor" in fields:
-        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1)
+        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1,
+                                             maximum=1000)
     if "resetAfter" in fields:
         spec.backoff_reset = checker.seconds(fields["resetAfter"], where + ".resetAfter")
     if fields.get("limit") is not None:
@@ -2421,9 +2753,10 @@ def _apply_backoff(fields, where, spec, checker):
 
 def _check_dependencies(specs, skipped, names, checker):
     """dependsOn names must exist and form no cycle; skipped ones are dropped."""
-    by_name = dict((spec.name, spec) for spec in specs if spec.name is not _INVALID)
+    by_name = dict((spec.name, spec) for spec in specs if isinstance(spec.name, str))
     for spec in specs:
         if spec.depends_on is _INVALID:
+            spec.depends_on = ()        # reported already; walk on without it
             continue
         kept = []
         for index, name in enumerate(spec.depends_on):
@@ -2436,26 +2769,27 @@ def _check_dependencies(specs, skipped, names, checker):
             else:
                 kept.append(name)
         spec.depends_on = tuple(kept)
-    # Depth-first search for a cycle; reported once, at the first entry in it.
+    # Depth-first search for a cycle, reported once, at the first entry in it.
+    # Iterative: a chain of a thousand entries must not exhaust the stack.
     state = {}
-
-    def visit(spec, path):
-        """Depth-first walk; a name met again while open closes a cycle."""
-        state[spec.name] = "open"
-        for name in spec.depends_on:
-            other = by_name.get(name)
-            if other is None or state.get(name) == "done":
-                continue
-            if state.get(name) == "open":
+    for root in specs:
+        if root.name in state or not isinstance(root.name, str):
+            continue
+        state[root.name] = "open"
+        path, stack = [root.name], [iter(root.depends_on)]
+        while stack:
+            name = next(stack[-1], None)
+            if name is None:
+                state[path.pop()] = "done"
+                stack.pop()
+            elif state.get(name) == "open":
                 cycle = path[path.index(name):] + [name]
                 checker.fail(by_name[cycle[0]].where + ".dependsOn",
                              "dependency cycle %s; remove one of them" % " -> ".join(cycle))
-                continue
-            visit(other, path + [name])
-        state[spec.name] = "done"
-    for spec in specs:
-        if spec.name not in state and isinstance(spec.depends_on, tuple):
-            visit(spec, [spec.name])
+            elif name not in state:
+                state[name] = "open"
+                path.append(name)
+                stack.append(iter(by_name[name].depends_on))
 
 
 # =============================================================================
@@ -2577,6 +2911,8 @@ class _Ring(object):
     def lines(self, count):
         """The last `count` lines as [(stream, text)]."""
         result = []
+        if count <= 0:
+            return result
         for stream, data in reversed(self.chunks):
             for line in reversed(data.split(b"\n")):
                 result.append((stream, line.decode("utf-8", "replace")))
@@ -2664,7 +3000,7 @@ class _Sink(object):
         if line.startswith("{") and line.endswith("}"):
             try:
                 parsed = self.log._json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
             if isinstance(parsed, dict):
                 record = dict(parsed)
@@ -2932,7 +3268,7 @@ class Loop(object):
             heapq.heappop(timers)
         # No timer means no timeout: an idle supervisor sleeps in the kernel
         # until a child writes, exits (SIGCHLD) or a signal comes.
-        timeout = max(0.0, timers[0].when - self.clock()) if timers else None
+        timeout = min(MAX_SELECT, max(0.0, timers[0].when - self.clock())) if timers else None
         events = self.selector.select(timeout)
         signals = b""
         ready = []
@@ -4040,32 +4376,47 @@ def _unix_address(text):
     return "\0" + text[1:] if text.startswith("@") else text
 
 
+#: Datagrams read per wake-up: a flooding sender gets its turn like a pipe
+#: does, and cannot keep the loop from everything else.
+DATAGRAMS_PER_PASS = 64
+
+
 class _Datagrams(object):
     """A datagram socket in the loop: each datagram parse()d, and what
     parses handed to on_message; what does not is counted (no log flood)."""
-    bad = 0                 #: datagrams that did not parse
+    bad = 0                 #: datagrams that did not parse, or from a stranger
 
     def __init__(self, loop, sock, on_message):
+        self.loop = loop
         self.sock = sock
         self.on_message = on_message
         sock.setblocking(False)
         loop.add_reader(sock, self.on_readable)
 
     def on_readable(self):
-        """Read every datagram waiting."""
-        while True:
+        """Read the datagrams waiting (up to DATAGRAMS_PER_PASS)."""
+        for _ in range(DATAGRAMS_PER_PASS):
             try:
-                data = self.sock.recv(65536)
+                data = self.receive()
             except (BlockingIOError, InterruptedError):
                 return
-            message = self.parse(data)
+            message = self.parse(data) if data is not None else None
             if message is None:
                 self.bad += 1
             else:
                 self.on_message(message)
 
+    def receive(self):
+        """One datagram, or None to drop it (a sender we do not take)."""
+        return self.sock.recv(65536)
+
     def parse(self, data):
         raise NotImplementedError
+
+    def close(self):
+        """Stop listening."""
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
 
 
 class _StatusSocket(_Datagrams):
@@ -4075,13 +4426,22 @@ class _StatusSocket(_Datagrams):
         {"name": "web", "status": "warm"}     a heartbeat and a status line
 
     Children find it in PROCWRAP_STATUS_ADDRESS (127.0.0.1:PORT) and their
-    own name in PROCWRAP_PROCESS.
+    own name in PROCWRAP_PROCESS.  Trust: UDP carries no sender credentials,
+    so any process on the host (in the container's network namespace) can
+    send a heartbeat or a status line for any name.  What it can do is
+    bounded: keep a heartbeat probe passing, and put a line of 200
+    characters, control characters taken out, into the log.  Use notify
+    probes, which check the sender's user, where that matters.
     """
 
     def __init__(self, loop, port, on_message):
         import socket
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", port))
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
         self.address = "127.0.0.1:%d" % sock.getsockname()[1]
         _Datagrams.__init__(self, loop, sock, on_message)
 
@@ -4090,7 +4450,7 @@ class _StatusSocket(_Datagrams):
         import json
         try:
             message = json.loads(data.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(message, dict) or not isinstance(message.get("name"), str):
             return None
@@ -4099,14 +4459,55 @@ class _StatusSocket(_Datagrams):
 
 class _NotifySocket(_Datagrams):
     """$NOTIFY_SOCKET for one child: sd_notify datagrams (READY=1, STATUS=...,
-    WATCHDOG=1, STOPPING=1) on an abstract Unix socket named after it."""
+    WATCHDOG=1, STOPPING=1) on an abstract Unix socket.
 
-    def __init__(self, loop, name, on_message):
+    Abstract names have no permissions, and /proc/net/unix shows them to
+    every user, so the kernel's word on the sender decides: with SO_PASSCRED
+    each datagram carries its sender's uid (SCM_CREDENTIALS, unix(7)), and
+    only the process's own user (or root) is heard.  The name has a random
+    part, so another user cannot bind it first.
+    """
+    stranger = None         #: uid of the last sender refused
+    on_stranger = None      #: func(uid) for the first one refused
+
+    def __init__(self, loop, name, uid, on_message):
+        import binascii
         import socket
-        self.address = "@procwrap/%d/%s" % (os.getpid(), name)
+        self.uid = uid          #: the user the process runs as
+        self.credentials = hasattr(socket, "SO_PASSCRED")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(_unix_address(self.address))
+        for attempt in range(8):
+            self.address = "@procwrap/%d/%s/%s" % (
+                os.getpid(), binascii.hexlify(os.urandom(8)).decode("ascii"), name)
+            try:
+                sock.bind(_unix_address(self.address))
+                break
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or attempt == 7:
+                    sock.close()
+                    raise UsageError("%s: cannot create its notify socket: %s"
+                                     % (name, error.strerror))
+        if self.credentials:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         _Datagrams.__init__(self, loop, sock, on_message)
+
+    def receive(self):
+        """A datagram from the process's user or root; None from anyone else."""
+        import socket
+        import struct
+        if not self.credentials:        # not Linux: no way to tell, take it
+            return self.sock.recv(65536)
+        size = struct.calcsize("3i")
+        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(size))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                _, uid, _ = struct.unpack("3i", payload[:size])
+                if uid in (0, self.uid):
+                    return data
+                if self.stranger is None and self.on_stranger is not None:
+                    self.on_stranger(uid)
+                self.stranger = uid
+        return None
 
     def parse(self, data):
         """Newline-separated KEY=VALUE assignments, as a dict."""
@@ -4363,12 +4764,9 @@ class _CtlConnection(_Connection):
             return
         line = self.buffer.split(b"\n", 1)[0]
         self.timer.cancel()
-        try:
-            request = json.loads(line.decode("utf-8"))
-            if not isinstance(request, dict):
-                raise ValueError
-        except ValueError:
-            return self.send({"ok": False, "error": "not a JSON request"}, last=True)
+        request = _ctl_request(line)
+        if isinstance(request, str):
+            return self.send({"ok": False, "usage": True, "error": request}, last=True)
         try:
             self.listener.handler(self, request)
         except Exception:
@@ -4400,45 +4798,83 @@ class _CtlConnection(_Connection):
         _Connection.close(self)
 
 
+def _ctl_request(line):
+    """A ctl request line checked: {command, args, lines, follow}; or what is wrong with it."""
+    import json
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return "not a JSON request"
+    if not isinstance(request, dict):
+        return "not a JSON object"
+    args, lines = request.get("args") or [], request.get("lines", 10)
+    if not isinstance(request.get("command"), str):
+        return "command: expected a string"
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        return "args: expected a list of strings"
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+        return "lines: expected a whole number >= 0"
+    if not isinstance(request.get("follow", False), bool):
+        return "follow: expected true or false"
+    return {"command": request["command"], "args": args, "lines": lines,
+            "follow": request.get("follow", False)}
+
+
 class _CtlServer(_Listener):
     """The control socket of `procwrap ctl`: a Unix stream socket created 0600,
     one JSON request line per connection, JSON answer lines back."""
     connection_class = _CtlConnection
 
-    def __init__(self, loop, path, handler):
+    def __init__(self, loop, path, handler, where="--ctl-socket"):
         import socket
-        self.path = path
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-            raise UsageError("--ctl-socket: another procwrap is listening on %s; stop it or "
-                             "pick another path" % path)
-        except OSError:
-            pass                        # nobody there: a stale file, or none
-        finally:
-            probe.close()
-        if os.path.exists(path):
-            os.unlink(path)
+        self.own = _OwnPath(path, where, 0o600, _dead_socket)
+        refusal = self.own.refusal()
+        if refusal is not None:
+            if _answers(path):
+                refusal = ("another procwrap is listening on %s; stop it or pick another path"
+                           % path)
+            raise UsageError("%s: %s" % (where, refusal))
+        if os.path.lexists(path):
+            os.unlink(path)             # a dead socket of ours (checked just above)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)           # created 0600: only procwrap's user may control it
         try:
+            # bind() creates the file and fails on anything already there
+            # (EADDRINUSE), so it never replaces or follows what appeared since.
             sock.bind(path)
-        except OSError as error:
+            self.own.created()
+        except (OSError, ValueError) as error:
             sock.close()
-            raise UsageError("--ctl-socket: cannot create %s: %s; fix the path"
-                             % (path, error.strerror))
+            raise UsageError("%s: cannot create %s: %s; fix the path"
+                             % (where, path, _read_error(error)))
         finally:
             os.umask(old)
         sock.listen(16)
         _Listener.__init__(self, loop, sock, handler)
 
     def close(self):
-        """Close every connection, the socket, and remove its file."""
+        """Close every connection, the socket, and remove its file (if still ours)."""
         _Listener.close(self)
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self.own.remove()
+
+
+def _answers(path):
+    """Does something accept connections on the Unix socket at `path`?"""
+    import socket
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        probe.close()
+
+
+def _dead_socket(path, info):
+    """A `leftover` test for _OwnPath: a socket nobody answers on."""
+    import stat
+    return stat.S_ISSOCK(info.st_mode) and not _answers(path)
 
 
 def _proc_usage(pid):
@@ -4557,11 +4993,21 @@ class Supervisor(object):
         self._restarting = set()                #: names to start again once stopped (ctl)
         self.status_socket = None
         self.notify_sockets = {}
+        self.readiness = None                   #: the readiness file's _OwnPath
+        if health.get("readiness_file"):
+            self.readiness = _OwnPath(health["readiness_file"], health.get("where", {}).get(
+                "readiness_file", "--readiness-file"), 0o644, _has_marker(READINESS_MARKER))
+            self.readiness.check()
         self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
         handlers = set(spec.handler for p in self.processes for spec in p.spec.probes)
         if "heartbeat" in handlers or health.get("status_port") is not None:
-            self.status_socket = _StatusSocket(self.loop, health.get("status_port") or 0,
-                                               self.on_status_message)
+            try:
+                self.status_socket = _StatusSocket(self.loop, health.get("status_port") or 0,
+                                                   self.on_status_message)
+            except OSError as error:
+                raise UsageError("%s: cannot listen on 127.0.0.1:%d: %s; pick another port" % (
+                    health.get("where", {}).get("status_port", "--status-port"),
+                    health.get("status_port") or 0, error.strerror))
         for process in self.processes:
             self._wire(process)
         if health.get("http") is not None:
@@ -4574,11 +5020,12 @@ class Supervisor(object):
             self.log.event("serving /liveness /readiness /metrics /status on http://%s:%d"
                            % self.http.address, event="http", address="%s:%d" % self.http.address)
         if health.get("ctl_socket"):
-            self.ctl = _CtlServer(self.loop, health["ctl_socket"], self.on_ctl)
+            self.ctl = _CtlServer(self.loop, health["ctl_socket"], self.on_ctl,
+                                  health.get("where", {}).get("ctl_socket", "--ctl-socket"))
         if self.systemd:
             usec = os.environ.get("WATCHDOG_USEC", "")
             owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
-            if usec.isdigit() and int(usec) > 0 and owner == str(os.getpid()):
+            if _is_digits(usec) and int(usec) > 0 and owner == str(os.getpid()):
                 self._watchdog(int(usec) / 2e6)
 
     def _wire(self, process):
@@ -4590,9 +5037,13 @@ class Supervisor(object):
         overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
         if any(spec.handler == "notify" for spec in process.spec.probes):
             if process.name not in self.notify_sockets:
-                self.notify_sockets[process.name] = _NotifySocket(
-                    self.loop, process.name,
+                uid = process.spec.user.uid if process.spec.user else os.geteuid()
+                notify = self.notify_sockets[process.name] = _NotifySocket(
+                    self.loop, process.name, uid,
                     lambda fields, name=process.name: self.on_notify(name, fields))
+                notify.on_stranger = lambda uid, name=process.name: self.log.event(
+                    "%s: ignoring sd_notify datagrams from uid %d, which is not the user it "
+                    "runs as" % (name, uid), "warning", event="notify-refused", name=name)
             overrides["NOTIFY_SOCKET"] = self.notify_sockets[process.name].address
         if self.status_socket is not None:
             overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
@@ -4629,8 +5080,10 @@ class Supervisor(object):
         self._poke(name, "notify")
 
     def _set_status_text(self, process, text):
-        """Keep a process's status line; log it when it changes."""
-        text = text[:200]
+        """Keep a process's status line; log it when it changes.  Any local
+        process may send one (see _StatusSocket), so control characters
+        (a terminal escape in text logs) are taken out."""
+        text = _CONTROL_RE.sub("", text[:200])
         if self.status_text.get(process.name) != text:
             self.status_text[process.name] = text
             self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
@@ -4768,19 +5221,16 @@ class Supervisor(object):
                 self._answer_waiter(waiter)
 
     def _readiness_file(self, ready):
-        """Create the readiness file when ready, remove it when not."""
-        path = self.health.get("readiness_file")
-        if not path:
+        """Create the readiness file when ready, remove it when not (only if it
+        is still the one we created)."""
+        if self.readiness is None:
             return
+        if not ready:
+            return self.readiness.remove()
         try:
-            if ready:
-                with open(path, "w") as stream:
-                    stream.write("%d\n" % os.getpid())
-            elif os.path.exists(path):
-                os.unlink(path)
-        except OSError as error:
-            self.log.event("readiness file %s: %s" % (path, error.strerror), "warning",
-                           event="readiness-file")
+            self.readiness.write(READINESS_MARKER + b" (pid %d)\n" % os.getpid())
+        except UsageError as error:
+            self.log.event(str(error), "warning", event="readiness-file")
 
     # -- HTTP endpoints
     def on_http(self, connection, target):
@@ -4792,7 +5242,8 @@ class Supervisor(object):
                 key, equals, value = item.partition("=")
                 if key == "wait":
                     try:
-                        wait = min(float(value), HTTP_WAIT_MAX) if equals else HTTP_WAIT_DEFAULT
+                        wait = (min(_parse_duration(value), HTTP_WAIT_MAX) if equals
+                                else HTTP_WAIT_DEFAULT)
                     except ValueError:
                         return connection.respond(400, {"error": "?wait=SECONDS"})
             waiter = [connection, path, None]
@@ -4957,8 +5408,7 @@ class Supervisor(object):
             if process.ring is None:
                 return connection.send({"ok": False, "error": "%s's output is not captured "
                                         "(log format none)" % process.name}, last=True)
-            count = request.get("lines") or 10
-            connection.send({"ok": True, "lines": process.ring.lines(int(count))},
+            connection.send({"ok": True, "lines": process.ring.lines(request["lines"])},
                             last=not request.get("follow"))
             if request.get("follow"):
                 connection.follow(process.ring)
@@ -5054,6 +5504,10 @@ class Supervisor(object):
                 self.http.close()
             if self.ctl is not None:
                 self.ctl.close()
+            for sock in [self.status_socket] + list(self.notify_sockets.values()):
+                if sock is not None:
+                    sock.close()
+            loop.close()
         status = self.exit_status if self.exit_status is not None else 0
         self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
         return status
@@ -5255,7 +5709,12 @@ class Supervisor(object):
         swept = _children_of(os.getpid())
         for pid in swept:
             try:
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                group = os.getpgid(pid)
+                # A child that shares our own group (one our parent forked
+                # before exec'ing procwrap) takes only itself: that group is
+                # our parent's too.
+                if group != os.getpgrp():
+                    os.killpg(group, signal.SIGKILL)
             except OSError:
                 pass
             try:
@@ -5306,8 +5765,11 @@ class Wrapper(object):
             self.log.event("--wait-group: " + NO_SUBREAPER_MSG + "; exiting with the child",
                            "warning")
             self.process.spec.keep_group = False
-        self.process.start()
-        loop.run()
+        try:
+            self.process.start()
+            loop.run()
+        finally:
+            loop.close()
         return self.forced_status if self.forced_status is not None else self.status
 
     def shutdown(self, reason, status=None):
@@ -5389,14 +5851,23 @@ def _opt_seconds(text, where):
     """--timeout and friends: seconds, with ms/s/m/h suffixes."""
     try:
         return _parse_duration(text)
+    except _TooLong:
+        raise UsageError("%s: %s" % (where, TOO_LONG_MSG % (MAX_SECONDS, text)))
     except ValueError:
         raise UsageError(BAD_VALUE_MSG % (where, "expected seconds (10, 1.5, 500ms, 2m)", text))
 
 
 def _opt_count(text, where):
     """--retries, --log-max-line: a whole number >= 0."""
-    if not text.strip().isdigit():
+    if not _is_digits(text.strip()) or int(text) > (1 << 31) - 1:
         raise UsageError(BAD_VALUE_MSG % (where, "expected a whole number >= 0", text))
+    return int(text)
+
+
+def _opt_port(text, where):
+    """--status-port: 0 (any free port) to 65535."""
+    if not _is_digits(text.strip()) or int(text) > 65535:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a port from 0 to 65535", text))
     return int(text)
 
 
@@ -5408,6 +5879,8 @@ def _opt_factor(text, where):
         value = -1.0
     if not value >= 1.0:
         raise UsageError(BAD_VALUE_MSG % (where, "expected a number >= 1", text))
+    if value > 1000.0:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a number <= 1000", text))
     return value
 
 
@@ -5477,6 +5950,15 @@ def _opt_location(text, where):
     return text
 
 
+def _opt_suffix(text, where):
+    """--resolve-suffix: the end of a variable's name, never empty (every name
+    would then be a location to resolve)."""
+    if not re.match(r"\A[A-Za-z0-9_]+\Z", text):
+        raise UsageError(BAD_VALUE_MSG % (where, "expected letters, digits and '_', like "
+                                          + RESOLVE_SUFFIX, text))
+    return text
+
+
 def _opt_text(text, where):
     """Any text, as given."""
     return text
@@ -5531,7 +6013,7 @@ _OPTIONS = [
     _Option(("--readiness-file",), "PATH", _opt_text, None, _SUPERVISE,
             "create PATH when every process is ready, remove it when not and at exit "
             "(containers often use /tmp/started)"),
-    _Option(("--status-port",), "PORT", _opt_count, None, _SUPERVISE,
+    _Option(("--status-port",), "PORT", _opt_port, None, _SUPERVISE,
             "UDP port on 127.0.0.1 for heartbeats and status messages from children "
             "(default: any free port, when a heartbeat probe needs one)"),
     _Option(("--ctl-socket",), "PATH", _opt_text, None, _SUPERVISE,
@@ -5583,7 +6065,7 @@ _OPTIONS = [
     _Option(("--merge-strategy",), "STRATEGY", _opt_choice(MERGE_STRATEGIES), "SHALLOW", _BOTH,
             "how --env-locations documents merge: " + ", ".join(MERGE_STRATEGIES)
             + " (default SHALLOW)"),
-    _Option(("--resolve-suffix",), "SUFFIX", _opt_text, RESOLVE_SUFFIX, _BOTH,
+    _Option(("--resolve-suffix",), "SUFFIX", _opt_suffix, RESOLVE_SUFFIX, _BOTH,
             "NAME<SUFFIX>=LOCATION becomes NAME=<value> for children (default "
             + RESOLVE_SUFFIX + "; " + PROC_WRAPPER_SUFFIX + " always works)"),
     _Option(("--resolve-depth",), "N", _opt_count, RESOLVE_DEPTH, _BOTH,
@@ -5604,6 +6086,10 @@ _OPTIONS = [
             "debugging only: log resolved values instead of [secret]"),
 ]
 _OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.flags)
+#: Every PROCWRAP_* variable procwrap reads: the twins, and what a supervisor
+#: tells its children (a nested procwrap sees them too).
+_TWINS = set(option.env for option in _OPTIONS) | set([
+    "PROCWRAP_CTL_SOCKET", "PROCWRAP_STATUS_ADDRESS", "PROCWRAP_PROCESS"])
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -5634,9 +6120,10 @@ def _usage():
 
 
 def _parse_args(argv, environ):
-    """(subcommand, options dict, command, flags given on the command line)."""
+    """(subcommand, options dict, command, flags given on the command line,
+    warnings: PROCWRAP_* variables that are not twins)."""
     options = dict((o.dest, list(o.default) if o.repeat else o.default) for o in _OPTIONS)
-    given = {}
+    given, warnings = {}, []
     subcommand = None
     index = 0
     if argv and argv[0] == "check":
@@ -5651,9 +6138,9 @@ def _parse_args(argv, environ):
             command = argv[index:]
             break
         if arg in ("-h", "--help"):
-            return "help", options, [], given
+            return "help", options, [], given, warnings
         if arg == "--version":
-            return "version", options, [], given
+            return "version", options, [], given, warnings
         name, equals, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
         option = _OPTION_INDEX.get(name)
         if option is None:
@@ -5672,6 +6159,9 @@ def _parse_args(argv, environ):
             if option.repeat:
                 options[option.dest] = options[option.dest] + (
                     parsed if isinstance(parsed, list) else [parsed])
+            elif option.dest in given:
+                raise UsageError("%s: given twice; give it once (the two would not merge)"
+                                 % name)
             else:
                 options[option.dest] = parsed
         given[option.dest] = name
@@ -5686,14 +6176,38 @@ def _parse_args(argv, environ):
                                                   "0/false/no", text))
             options[option.dest] = text.strip().lower() in _TRUE
         elif option.repeat:
-            parts = text.split("\n") if option.dest == "env" else text.split(",")
+            parts = text.split("\n") if option.dest == "env" else _split_list(text)
             for part in parts:
                 if part.strip():
                     parsed = option.parse(part.strip(), option.env)
                     options[option.dest] += parsed if isinstance(parsed, list) else [parsed]
         elif text.strip():
             options[option.dest] = option.parse(text.strip(), option.env)
-    return subcommand, options, command, given
+    for name in sorted(environ):
+        if name.startswith("PROCWRAP_") and name not in _TWINS:
+            warnings.append(UNKNOWN_VARIABLE_MSG % (name, _did_you_mean(name, _TWINS)))
+    return subcommand, options, command, given, warnings
+
+
+def _split_list(text):
+    """A twin's comma-separated list; a comma inside quotes, brackets or braces
+    does not split, so PLAIN:{"a":1,"b":2}!json stays one location."""
+    parts, start, depth, quote = [], 0, 0, None
+    for index, char in enumerate(text):
+        if quote is not None:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
 
 
 def _wrap_spec(options, command, environ, secrets):
@@ -5718,9 +6232,12 @@ def _wrap_spec(options, command, environ, secrets):
             env.update(_read_dotenv(path, "--env-file", env))
         for name, value in options["env"]:
             env[name] = value
+        problems = _env_problems(builder.finish(env), "--env")
+        if problems:
+            raise UsageError(problems[0])
         if options["env_output_file"]:
             secrets.write_output(options["env_output_file"], user)
-        return builder.finish(env)
+        return env
 
     capture = (options["log_format"] or "none") != "none"
     return ProcessSpec(
@@ -5799,9 +6316,12 @@ def _ctl(argv, environ):
             as_json = True
         elif arg == "-f" and words[:1] == ["tail"]:
             follow = True
-        elif arg == "-n" and words[:1] == ["tail"] and index + 1 < len(argv) \
-                and argv[index + 1].isdigit():
+        elif arg == "-n" and words[:1] == ["tail"]:
             index += 1
+            if index >= len(argv) or not _is_digits(argv[index]) \
+                    or int(argv[index]) > (1 << 31) - 1:
+                raise UsageError(BAD_VALUE_MSG % ("ctl tail -n", "expected a number of lines",
+                                                  argv[index] if index < len(argv) else ""))
             lines = int(argv[index])
         elif arg.startswith("-") and not (words[:1] == ["signal"] and len(words) == 1):
             raise UsageError("ctl: unknown option %r; see procwrap ctl --help" % arg)
@@ -5884,7 +6404,9 @@ def _run(argv, environ):
     """main() without the error handling: parse, pick the mode, run it."""
     if argv[:1] == ["ctl"]:
         return _ctl(argv[1:], environ)
-    subcommand, options, command, given = _parse_args(argv, environ)
+    subcommand, options, command, given, warnings = _parse_args(argv, environ)
+    for warning in warnings:
+        sys.stderr.write(WARNING_MSG % warning + "\n")
     if subcommand == "help":
         sys.stdout.write(_usage())
         return EX_OK
@@ -5954,8 +6476,13 @@ def _run(argv, environ):
                 for spec in init + processes:   # pass-through: children use our stdout/stderr
                     spec.capture = False
             log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
-            health = dict((key, options[key] if options[key] is not None else settings.get(key))
-                          for key in ("http", "readiness_file", "status_port", "ctl_socket"))
+            health = {"where": {}}
+            for key, field in (("http", "http"), ("readiness_file", "readinessFile"),
+                               ("status_port", "statusPort"), ("ctl_socket", "ctlSocket")):
+                health[key] = options[key] if options[key] is not None else settings.get(key)
+                health["where"][key] = given.get(key) or (
+                    field if key in settings else _OPTION_INDEX["--" + key.replace(
+                        "_", "-")].env)
             owner = Supervisor(init, processes, log, options["log_max_line"]
                                or settings["max_line"], options["kill_on_second_signal"],
                                health=health, post_start=settings["post_start"])
@@ -5973,11 +6500,8 @@ def _run(argv, environ):
             reason, EX_UNAVAILABLE)) if stop else None)
         return owner.run()
     finally:
-        if secrets.written:
-            try:
-                os.unlink(secrets.written)
-            except OSError:
-                pass
+        if secrets.written is not None:
+            secrets.written.remove()
 
 
 def _report_secrets(log, secrets):

@@ -104,8 +104,9 @@ def test_bad_dotenv_file_names_file_and_line(tmp_path):
     result = run("--env-file", str(envfile), "--", "true")
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        "%s:3: cannot parse 'BAD=\"unclosed'; write NAME=value, quote values with spaces or "
+        "%s:3:5: cannot parse this line; write NAME=value, quote values with spaces or "
         "'#', and close every quote" % envfile]
+    assert "unclosed" not in result.stderr      # the line may hold a secret
 
 
 @pytest.mark.parametrize("module, package, suffix", [("yaml", "PyYAML", "yaml"),

@@ -224,7 +224,7 @@ def test_readiness_file(background, tmp_path):
     assert not ready_file.exists()
     flag.touch()
     procwrap.expect_event("ready")
-    assert ready_file.read_text() == "%d\n" % procwrap.pid
+    assert ready_file.read_text() == "procwrap ready (pid %d)\n" % procwrap.pid
     flag.unlink()
     procwrap.expect_event("not-ready")
     assert not ready_file.exists()

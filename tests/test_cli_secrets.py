@@ -113,6 +113,8 @@ def test_env_output_file_exists_only_while_procwrap_runs(tmp_path, secret_file, 
     if name.endswith(".json"):
         assert json.loads(content) == {"DB_PASSWORD": CANARY}
     else:
+        marker, content = content.split("\n", 1)
+        assert marker.startswith("# written by procwrap (pid ")
         assert content == "DB_PASSWORD='%s'\n" % CANARY
     assert not output.exists()
 

@@ -178,7 +178,7 @@ def test_resolve_config(tmp_path):
 def test_env_output_file_round_trips_through_dotenv(tmp_path):
     values = {"A": "it's \\ \"quoted\" #not a comment", "B": "line1\nline2", "C": ""}
     path = str(tmp_path / "out.env")
-    procwrap._write_env_file(path, values, "--env-output-file")
+    procwrap._write_env_file(procwrap._env_output(path), values)
     with open(path) as stream:
         parsed = dict(procwrap._parse_dotenv(stream.read(), path, {}))
     assert parsed == values
