@@ -1193,7 +1193,27 @@ class _Redactor(object):
 
     def __init__(self):
         self.values = set()         #: strings to hide
+        self.public = set()         #: procwrap's identifiers (process names): never hidden
         self._pattern = None        #: one alternation of them, longest first
+
+    def make_public(self, names):
+        """Identifiers that every record shows anyway (process names): a
+        resolved value equal to one is not blanked out, so a process named
+        postgres stays postgres when a password is 'postgres' too."""
+        self.public.update(names)
+        self._pattern = None
+
+    def contains(self, text):
+        """Does `text` hold a resolved value (whatever --log-secrets says)?"""
+        return bool(self.values) and self._compiled().search(text) is not None
+
+    def _compiled(self):
+        """The alternation of the values to hide, longest first (a never-
+        matching pattern when there are none)."""
+        if self._pattern is None:
+            hidden = sorted(self.values - self.public, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, hidden)) or "(?!)")
+        return self._pattern
 
     def add(self, value):
         """Remember a resolved value: each string in a dict or list, each line of it."""
@@ -1212,10 +1232,7 @@ class _Redactor(object):
         """`text` with every remembered value replaced by [secret]."""
         if not self.values or not self.enabled or not isinstance(text, str):
             return text
-        if self._pattern is None:
-            self._pattern = re.compile("|".join(
-                re.escape(value) for value in sorted(self.values, key=len, reverse=True)))
-        return self._pattern.sub(REDACTED, text)
+        return self._compiled().sub(REDACTED, text)
 
 
 _redact = _Redactor()
@@ -1801,6 +1818,10 @@ class _Secrets(object):
             documents.append(document)
         merged = _merge(documents, self.strategy, "--merge-strategy")
         variables = dict((str(k), Secret(_env_string(v))) for k, v in merged.items())
+        # NAME_FOR_PROCWRAP_TO_RESOLVE in a document is a location too, as in
+        # procwrap's own environment (proc_wrapper does the same).
+        variables, wanted = _split_resolvable(variables, self.suffix)
+        variables.update(self.variables(wanted, dict(self.environ, **variables)))
         self.resolved.update(variables)
         return variables
 
@@ -2484,7 +2505,9 @@ def _build_spec(fields, where, builder, checker, check_root):
         for field, words in (("command", command), ("args", args)):
             for word in words:
                 for match in _K8S_VAR_RE.finditer(word):
-                    if match.group(1) in secret_names:
+                    name = match.group(1)
+                    # By name, or by value: an envFile's ${PASSWORD} carries one too.
+                    if name in secret_names or (name in env and _redact.contains(env[name])):
                         checker.fail("%s.%s" % (where, field), SECRET_IN_ARGV_MSG
                                      % (match.group(1), match.group(1)))
         spec.argv = [_expand_vars(word, env) for word in command + args]
@@ -2733,6 +2756,10 @@ def _apply_env_entries(entries, where, env, names, builder, checker):
                 names.add(name)
         else:
             env[name] = _expand_vars(value, env)
+            # A value built from a secret is a secret: $(URL) with URL holding
+            # $(PASSWORD) must not reach argv either.
+            if any(m.group(1) in names for m in _K8S_VAR_RE.finditer(value)):
+                names.add(name)
 
 
 def _apply_backoff(fields, where, spec, checker):
@@ -2808,6 +2835,12 @@ _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 _LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
 
+#: Fields of procwrap's records that hold its own identifiers, never secrets:
+#: redaction leaves them alone.
+_IDENTIFIER_FIELDS = frozenset(["name", "event", "probe", "hook", "result", "names",
+                                "signal", "lease", "pid", "status"])
+
+
 class Log(object):
     """Writes every record procwrap emits to one file descriptor.
 
@@ -2849,7 +2882,8 @@ class Log(object):
         """
         if _redact.values:
             message = _redact(message)
-            fields = dict((k, _redact(v)) for k, v in fields.items())
+            fields = dict((k, v if k in _IDENTIFIER_FIELDS else _redact(v))
+                          for k, v in fields.items())
         if self.format == "none":
             if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
                 self.write(("procwrap: %s\n" % message).encode("utf-8", "replace"))
@@ -4962,6 +4996,7 @@ class Supervisor(object):
                            for s in post_start]
         self._post_index = None                 #: next postStart entry, once begun
         self.by_name = dict((p.name, p) for p in self.processes)
+        _redact.make_public(p.name for p in self.init + self.processes + self.post_start)
         self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
         for process in self.processes:
             for name in process.spec.depends_on:
@@ -5453,6 +5488,7 @@ class Supervisor(object):
         """A process new to the config: wire it and start it (after its dependencies)."""
         process = Process(spec, self.loop, self.log, self.on_change,
                           self.processes[0].max_line if self.processes else MAX_LINE_BYTES)
+        _redact.make_public([spec.name])
         self.processes.append(process)
         self.by_name[spec.name] = process
         self.dependents[spec.name] = []
@@ -5746,6 +5782,7 @@ class Wrapper(object):
         self.log = log
         self.kill_on_second_signal = kill_on_second_signal
         self.process = Process(spec, self.loop, log, self.on_change, max_line)
+        _redact.make_public([spec.name])
         self.status = None              #: the status procwrap exits with
         self.forced_status = None       #: set by shutdown(), wins over the child's
         self.waiting_for_group = False  #: --wait-group: child gone, group not yet

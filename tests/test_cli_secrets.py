@@ -252,3 +252,52 @@ def test_supervisor_restart_after_the_ttl_resolves_again(tmp_path):
     assert result.returncode == 0, result.stderr
     assert lines_of(result.stdout, "app") == ["v1", "v2"]
     assert events(result.stdout, "secrets-refreshed")[0]["name"] == "app"
+
+
+@pytest.mark.parametrize("how", ["env", "envFile"])
+def test_a_variable_built_from_a_secret_is_refused_in_argv_too(tmp_path, secret_file, how):
+    """Before: URL holding $(PASSWORD) passed, and the password reached /proc/PID/cmdline."""
+    password = {"name": "PASSWORD", "valueFrom": {"location": secret_file + "|JP:$.db.password"}}
+    entry = {"name": "app", "command": ["psql", "$(URL)"], "restartPolicy": "Never"}
+    if how == "env":
+        entry["env"] = [password, {"name": "URL", "value": "postgres://app:$(PASSWORD)@db/app"}]
+    else:
+        (tmp_path / "url.env").write_text("URL=postgres://app:${PASSWORD}@db/app\n")
+        entry["env"] = [password]
+        entry["envFrom"] = [{"location": str(tmp_path / "url.env")}]
+    result = run("-c", write_config(tmp_path, {"processes": [entry]}))
+    assert result.returncode == 2
+    assert result.stderr == ("procwrap: error: processes[0].command: $(URL) would put a "
+                             "resolved secret on the command line, where /proc/PID/cmdline shows "
+                             "it to every user; let the program read $URL from its "
+                             "environment\n")
+    assert CANARY not in result.stdout + result.stderr
+
+
+def test_suffixed_keys_inside_env_locations_are_resolved(tmp_path, secret_file):
+    """As proc_wrapper does; before, the child got DB_PASSWORD_FOR_PROC_WRAPPER_TO_RESOLVE raw."""
+    document = tmp_path / "app.env"
+    document.write_text("PLAIN=1\nDB_PASSWORD_FOR_PROC_WRAPPER_TO_RESOLVE=%s|JP:$.db.password\n"
+                        "DB_USER_FOR_PROCWRAP_TO_RESOLVE=%s|JP:$.db.user\n"
+                        % (secret_file, secret_file))
+    result = run("--env-locations", str(document), "--", *PRINT_ENV + [
+        "PLAIN", "DB_PASSWORD", "DB_USER", "DB_PASSWORD_FOR_PROC_WRAPPER_TO_RESOLVE",
+        "DB_USER_FOR_PROCWRAP_TO_RESOLVE"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1 %s app <unset> <unset>\n" % CANARY
+
+
+def test_redaction_leaves_process_names_alone(tmp_path):
+    """A password that happens to be 'postgres' must not turn the process named postgres
+    into [secret] in every record."""
+    config = write_config(tmp_path, {"processes": [
+        {"name": "postgres", "command": ["true"], "restartPolicy": "Never",
+         "env": [{"name": "PGPASSWORD", "valueFrom": {"location": "PLAIN:postgres"}},
+                 {"name": "OTHER", "valueFrom": {"location": "PLAIN:" + CANARY}}]},
+        {"name": "web", "command": ["/no/such/" + CANARY], "restartPolicy": "Never"}]})
+    result = run("-c", config)
+    started = events(result.stdout, "started")
+    assert [(e["name"], e["message"].split(" (")[0]) for e in started] == [
+        ("postgres", "postgres started")]
+    assert sorted(e["name"] for e in events(result.stdout, "exited")) == ["postgres", "web"]
+    assert CANARY not in result.stdout
