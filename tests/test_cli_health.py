@@ -320,7 +320,7 @@ def test_sd_notify_to_systemd(background, tmp_path):
         while not any(text in message for message in received):
             received.append(manager.recv(4096).decode())
     until("READY=1")
-    assert [m for m in received if "READY=1" in m][0] == "READY=1\nSTATUS=1 of 1 processes ready"
+    assert [m for m in received if "READY=1" in m][0] == "READY=1\nSTATUS=1 of 1 process ready"
     until("WATCHDOG=1")
     procwrap.expect('"message":"<unset>"')      # systemd's socket is procwrap's, not the child's
     procwrap.signal(signal.SIGTERM)

@@ -163,3 +163,24 @@ def test_health_endpoints_probes_and_ctl(python, tmp_path, background):
                                                                                     "running"]
     assert run_with(python, "ctl", "--socket", socket_path, "shutdown").returncode == 0
     assert procwrap.wait() == 0
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_ctl_tail_of_non_ascii_output(python, tmp_path, background, locale):
+    """Before: CPython 3.6 under LC_ALL=C encoded stdout as ASCII, and `ctl tail` of a
+    child that printed 'café' died with a UnicodeEncodeError."""
+    env = clean_environ(LC_ALL=locale, LANG=locale)
+    env.pop("PYTHONIOENCODING", None)
+    socket_path = str(tmp_path / "ctl.sock")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"processes": [{"name": "app", "command": [
+        "sh", "-c", "printf 'caf\\303\\251 \\342\\234\\223\\n'; exec sleep 300"]}]}))
+    procwrap = background("-c", str(config), "--ctl-socket", socket_path, python=python,
+                          env=env)
+    procwrap.expect(lambda line: "caf" in line)
+    tail = subprocess.run([python, PROCWRAP, "ctl", "--socket", socket_path, "tail", "app"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=WAIT)
+    assert tail.returncode == 0, tail.stderr.decode("utf-8", "replace")
+    assert tail.stdout.decode("utf-8") == "caf\u00e9 \u2713\n"
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0

@@ -228,7 +228,7 @@ def check(case, answer):
     status, stderr = answer["status"], answer["stderr"]
     problem = None
     allowed = (0, 2, 69)
-    if "--timeout" in case["argv"] or "PROCWRAP_TIMEOUT" in case.get("env", {}):
+    if case["argv"][:1] != ["check"]:
         allowed += (124,)       # `true` may really outlive a timeout of 0.0001 s
     if status not in allowed:
         problem = "exit status %r" % status

@@ -153,7 +153,11 @@ def test_process_state_table_is_closed():
     states = set(procwrap._TRANSITIONS)
     for targets in procwrap._TRANSITIONS.values():
         assert set(targets) <= states
-    assert procwrap._TRANSITIONS[procwrap.State.STOPPING] == (procwrap.State.STOPPED,)
+    # Stopped for good, or an attempt ended (a failed probe or hook, a timeout), after
+    # which its restartPolicy decides as after any exit.
+    assert set(procwrap._TRANSITIONS[procwrap.State.STOPPING]) == set(
+        [procwrap.State.STOPPED, procwrap.State.BACKOFF, procwrap.State.EXITED,
+         procwrap.State.FATAL])
 
 
 @pytest.mark.parametrize("success, failure, initial, results, flips", [

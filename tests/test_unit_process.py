@@ -44,3 +44,46 @@ def test_exec_failure_reaped_before_its_report_is_read():
     assert log.events == ["failed", "exited"]
     assert process.state == procwrap.State.EXITED and process.status == 127
     loop.close()
+
+
+def test_output_read_before_the_exec_report_closes_it_without_a_crash():
+    """The pipe's callback reads the exec report first (so `started` precedes output);
+    the report's own callback, already picked for the same loop pass, must then be
+    skipped, not called on a closed fd (the fuzz test found that crash)."""
+    loop = procwrap.Loop()
+    log = RecordingLog()
+    crashes = []
+    loop.on_error = crashes.append
+    spec = procwrap.ProcessSpec(name="t", argv=["echo", "hi"], env=dict(os.environ),
+                                restart="Never", labels={})
+    process = procwrap.Process(spec, loop, log, lambda p, old: None)
+    process.start()
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)    # report and output both ready
+    loop.run_once()
+    assert crashes == []
+    assert log.events[0] == "started"
+    loop.reap()
+    loop.close()
+
+
+def test_a_callback_unregistering_another_fd_of_the_same_pass():
+    loop = procwrap.Loop()
+    calls = []
+    (a_r, a_w), (b_r, b_w) = os.pipe(), os.pipe()
+    os.write(a_w, b"x")
+    os.write(b_w, b"x")
+
+    def on_a():
+        calls.append("a")
+        loop.remove_reader(b_r)
+
+    def on_b():
+        calls.append("b")
+        loop.remove_reader(a_r)
+    loop.add_reader(a_r, on_a)
+    loop.add_reader(b_r, on_b)
+    loop.run_once()
+    assert calls in (["a"], ["b"])
+    loop.close()
+    for fd in (a_r, a_w, b_r, b_w):
+        os.close(fd)
