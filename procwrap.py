@@ -185,9 +185,19 @@ READ_SIZE = 65536
 #: child without newlines cannot grow procwrap's memory without bound.
 MAX_LINE_BYTES = 65536
 
-#: Signals procwrap forwards to the child's process group in wrap mode.
-FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1",
-                     "SIGUSR2", "SIGWINCH")
+#: Signals procwrap never takes over.  KILL and STOP cannot be caught, CHLD
+#: is how the loop learns of exits, and a handler for the synchronous fault
+#: signals would hang procwrap on a real fault (the faulting instruction runs
+#: again after a Python handler returns): they keep their default action.
+#: Every other signal is forwarded, as dumb-init does (see the README).
+UNFORWARDED_SIGNALS = ("SIGKILL", "SIGSTOP", "SIGCHLD", "SIGSEGV", "SIGBUS", "SIGFPE",
+                       "SIGILL")
+#: Requests to stop: the supervisor shuts down; wrap mode stops the child
+#: (TERM: the stop signal, the grace, SIGKILL) and does not retry.
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT")
+#: Terminal job control: the child's group is stopped with SIGSTOP and so is
+#: procwrap, until CONT (dumb-init's rule, so a child that handles TSTP stops too).
+JOB_CONTROL_SIGNALS = ("SIGTSTP", "SIGTTIN", "SIGTTOU")
 
 #: Supervisor defaults, modelled on Kubernetes' CrashLoopBackOff but faster to
 #: start: the kubelet waits 10 s doubling to 300 s and forgets after 2 x 300 s
@@ -431,9 +441,12 @@ def _parse_signal(value):
     text = str(value).strip().upper()
     if _is_digits(text):
         number = int(text)
-        if number in _ALL_SIGNALS:
-            return signal.Signals(number) if number < signal.NSIG else number
-        raise ValueError(value)
+        if number not in _ALL_SIGNALS:
+            raise ValueError(value)
+        try:
+            return signal.Signals(number)
+        except ValueError:      # a realtime signal without a name of its own
+            return number
     if not text.startswith("SIG"):
         text = "SIG" + text
     if text.startswith("SIG_") or not hasattr(signal, text):
@@ -2168,6 +2181,7 @@ class ProcessSpec(object):
     labels = None                   #: dict added to every log record
     capture = True                  #: pipes to the log, or inherit our fds
     keep_group = False              #: leave the group alone after the child exits
+    single_child = False            #: signals to the child alone, not its group
     tty = False                     #: make our terminal its controlling tty
     make_env = None                 #: func() -> env with secrets resolved again
     secrets_ttl = None              #: seconds after which a restart calls make_env
@@ -2967,7 +2981,8 @@ class Log(object):
                 import select
                 select.select([], [self.fd], [])
                 continue
-            except (BrokenPipeError, OSError):
+            except (BrokenPipeError, OSError) as error:
+                _inflicted(error)
                 self.broken = True
                 return
             data = data[written:]
@@ -3233,7 +3248,71 @@ class Timer(object):
 
 #: Signals procwrap has handlers for; a child resets them before exec (and
 #: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
+#: Signals ignored when procwrap started are not here: they stay ignored.
 _HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
+
+#: signum -> how many of those the kernel sent us for our own writes (EPIPE
+#: raises SIGPIPE, EFBIG SIGXFSZ, at the writer): the loop drops that many,
+#: so a closed log reader does not become a SIGPIPE to the child.
+_self_inflicted = {}
+
+
+def _inflicted(error):
+    """Note the signal our own failed write just raised (EPIPE, EFBIG), if any."""
+    signum = {errno.EPIPE: signal.SIGPIPE, errno.EFBIG: signal.SIGXFSZ}.get(
+        getattr(error, "errno", None))
+    if signum is not None and signum in _HANDLED_SIGNALS:
+        _self_inflicted[signum] = _self_inflicted.get(signum, 0) + 1
+
+
+def _signals_to_take():
+    """(signals to handle, signals left ignored): every catchable signal but
+    UNFORWARDED_SIGNALS, except those ignored when procwrap started (tini's
+    rule: `nohup procwrap ...` keeps its child deaf to HUP).  CPython itself
+    ignores PIPE and XFSZ, so those two cannot be told apart: they are taken."""
+    skip = set(getattr(signal, name) for name in UNFORWARDED_SIGNALS)
+    take, ignored = [], []
+    for signum in sorted(_ALL_SIGNALS):
+        if signum in skip:
+            continue
+        try:
+            handler = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if handler == signal.SIG_IGN and signum not in (signal.SIGPIPE, signal.SIGXFSZ):
+            ignored.append(signum)
+        else:
+            take.append(signum)
+    return take, ignored
+
+
+class _SignalRouter(object):
+    """What both modes do with a signal before acting on it: drop the one HUP
+    and CONT that giving our terminal to the child causes, and apply
+    --signal-map (dumb-init's --rewrite).  route() gives the signal to act
+    on, or None."""
+
+    def __init__(self, mapping=None):
+        self.mapping = mapping or {}    #: signum -> signum, or None to drop
+        self.ignore_once = set()        #: signals to drop the next time they come
+
+    def take(self, loop, on_signal):
+        """Handle every catchable signal through on_signal; reap on CHLD."""
+        taken, ignored = _signals_to_take()
+        for signum in taken:
+            try:
+                loop.add_signal_handler(signum, on_signal)
+            except (OSError, ValueError, RuntimeError):
+                pass    # glibc keeps 32 and 33 for itself
+        loop.add_signal_handler(signal.SIGCHLD, None)
+        return ignored
+
+    def route(self, signum):
+        """The signal to act on in place of `signum`, or None to drop it."""
+        if signum in self.ignore_once:
+            self.ignore_once.discard(signum)
+            return None
+        return self.mapping.get(signum, signum)
 
 
 def _noop_handler(signum, frame):
@@ -3322,13 +3401,17 @@ class Loop(object):
         self.selector.unregister(fd)
 
     def add_signal_handler(self, signum, func):
-        """Route `signum` to func(signum), through the wakeup fd (main thread only)."""
+        """Route `signum` to func(signum), through the wakeup fd (main thread
+        only), and unblock it: a TERM blocked by whatever started us must
+        still reach us."""
         if self._old_wakeup is None:
             self._old_wakeup = _set_wakeup_fd(self._wake_w)
-        self._previous.setdefault(signum, signal.getsignal(signum))
-        signal.signal(signum, _noop_handler)
+        previous = signal.getsignal(signum)
+        signal.signal(signum, _noop_handler)        # raises for 32 and 33 (glibc's own)
+        self._previous.setdefault(signum, previous)
         self.signal_handlers[signum] = func
         _HANDLED_SIGNALS.add(signum)        # children reset it before exec
+        _sigmask(signal.SIG_UNBLOCK, [signum])
 
     def watch_child(self, pid, func):
         """Call func(wait_status) when pid is reaped."""
@@ -3373,6 +3456,9 @@ class Loop(object):
         for signum in signals:
             if signum == 0:
                 continue        # call_soon_threadsafe's wake-up, handled below
+            if _self_inflicted.get(signum):
+                _self_inflicted[signum] -= 1
+                continue        # our own write's EPIPE/EFBIG: not for the child
             if signum == signal.SIGCHLD:
                 reap = True     # many SIGCHLDs, one waitpid loop
             func = self.signal_handlers.get(signum)
@@ -3484,7 +3570,9 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
             signal.set_wakeup_fd(-1)
             for signum in _HANDLED_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
-            _sigmask(signal.SIG_SETMASK, mask)
+            # Nothing blocked, whatever procwrap inherited (dumb-init's choice;
+            # tini restores the original mask): a child must hear its stop signal.
+            _sigmask(signal.SIG_SETMASK, ())
             os.setsid()
             if tty:
                 try:
@@ -3885,15 +3973,20 @@ class Process(object):
                 message = "%s: sending SIGKILL to its group" % self.name
             self.log.event(message + (" (%s)" % why if why else ""), "warning",
                            event="killing", name=self.name, pid=self.pid)
-        self.signal(signal.SIGKILL)
+        self.signal(signal.SIGKILL, group=True)
 
-    def signal(self, signum):
-        """Send signum to the child's process group; quiet if it is already gone."""
-        if self.pgid is not None:
-            try:
+    def signal(self, signum, group=None):
+        """Send signum to the child's process group (or, with --single-child,
+        the child alone: `group` False); quiet if it is already gone."""
+        if group is None:
+            group = not self.spec.single_child
+        try:
+            if group and self.pgid is not None:
                 os.killpg(self.pgid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
+            elif not group and self.pid is not None:
+                os.kill(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def terminate(self, reason):
         """End this attempt (a failed probe or postStart hook): STOPPING, the
@@ -3941,7 +4034,7 @@ class Process(object):
             # dumb-init's rule: what is left of its group goes with it.  The
             # group id cannot have been reused yet: a group that still has
             # members keeps its id, and an empty one gets ESRCH.
-            self.signal(signal.SIGTERM)
+            self.signal(signal.SIGTERM, group=True)
             self.pgid = None
         self._cancel("_timeout_timer")
         self._cancel("_kill_timer")
@@ -5143,9 +5236,11 @@ class Supervisor(object):
     """
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
-                 kill_on_second_signal=False, loop=None, health=None, post_start=()):
+                 kill_on_second_signal=False, loop=None, health=None, post_start=(),
+                 signal_map=None):
         self.loop = loop or Loop()              #: the event loop
         self.log = log                          #: the Log
+        self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
         self.kill_on_second_signal = kill_on_second_signal
         self.init = [Process(s, self.loop, log, self.on_init_change, max_line) for s in init]
         self.processes = [Process(s, self.loop, log, self.on_change, max_line)
@@ -5672,11 +5767,7 @@ class Supervisor(object):
     def run(self):
         """Run until everything has stopped; return procwrap's exit status."""
         loop = self.loop
-        for name in ("SIGTERM", "SIGINT", "SIGQUIT"):
-            loop.add_signal_handler(getattr(signal, name), self.on_stop_signal)
-        for name in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
-            loop.add_signal_handler(getattr(signal, name), self.on_forward_signal)
-        loop.add_signal_handler(signal.SIGCHLD, None)
+        self.router.take(loop, self.on_signal)
         loop.on_orphan = self.on_orphan
         loop.on_error = self.on_error
         if not _become_subreaper():
@@ -5860,6 +5951,26 @@ class Supervisor(object):
                 self.dependents[process.name], State.ALIVE):
             process.stop()
 
+    def on_signal(self, signum):
+        """Every signal: TERM, INT and QUIT shut down, TSTP, TTIN and TTOU stop
+        everything until CONT, the rest go to every running process."""
+        signum = self.router.route(signum)
+        if signum is None:
+            return
+        name = _signal_name(signum)
+        if name in STOP_SIGNALS:
+            self.on_stop_signal(signum)
+        elif name in JOB_CONTROL_SIGNALS:
+            self.log.event(SIGNAL_MSG % name + "; stopping every process until SIGCONT",
+                           event="signal", signal=name)
+            for process in self.init + self.post_start + self.processes:
+                if process.state in State.ALIVE:
+                    process.signal(signal.SIGSTOP)
+            if os.getpid() != 1:        # the kernel ignores SIGSTOP sent to init anyway
+                os.kill(os.getpid(), signal.SIGSTOP)
+        else:
+            self.on_forward_signal(signum)
+
     def on_stop_signal(self, signum):
         """TERM, INT or QUIT: shut down; a second one may kill at once."""
         self.log.event(SIGNAL_MSG % _signal_name(signum), event="signal",
@@ -5874,7 +5985,8 @@ class Supervisor(object):
             self.log.event(SECOND_SIGNAL_MSG % _signal_name(signum), "warning", event="signal")
 
     def on_forward_signal(self, signum):
-        """HUP, USR1, USR2: passed on to every running process (log reopening and the like)."""
+        """HUP, USR1, USR2, WINCH, ...: passed on to every running process (log
+        reopening and the like)."""
         self.log.event(SIGNAL_MSG % _signal_name(signum) + "; forwarding it",
                        event="signal", signal=_signal_name(signum))
         for process in self.init + self.post_start + self.processes:
@@ -5937,12 +6049,13 @@ class Wrapper(object):
     """Runs one ProcessSpec as wrap mode does and returns its exit status."""
 
     def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
-                 loop=None):
+                 loop=None, signal_map=None):
         self.loop = loop or Loop()
         self.log = log
         self.kill_on_second_signal = kill_on_second_signal
         self.process = Process(spec, self.loop, log, self.on_change, max_line)
         _redact.make_public([spec.name])
+        self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
         self.status = None              #: the status procwrap exits with
         self.forced_status = None       #: set by shutdown(), wins over the child's
         self.waiting_for_group = False  #: --wait-group: child gone, group not yet
@@ -5950,24 +6063,40 @@ class Wrapper(object):
     def run(self):
         """Start the child and run the loop; return the status to exit with."""
         loop = self.loop
-        for name in FORWARDED_SIGNALS:
-            loop.add_signal_handler(getattr(signal, name), self.on_signal)
-        for name in ("SIGTSTP", "SIGTTIN", "SIGTTOU"):
-            loop.add_signal_handler(getattr(signal, name), self.on_job_control)
-        loop.add_signal_handler(signal.SIGCONT, self.on_forward)
-        loop.add_signal_handler(signal.SIGCHLD, None)
+        self.router.take(loop, self.on_signal)
         loop.on_orphan = self.on_orphan
         subreaper = _become_subreaper()
         if self.process.spec.keep_group and not subreaper:
             self.log.event("--wait-group: " + NO_SUBREAPER_MSG + "; exiting with the child",
                            "warning")
             self.process.spec.keep_group = False
+        if self.process.spec.tty:
+            self._hand_over_terminal()
         try:
             self.process.start()
             loop.run()
         finally:
             loop.close()
         return self.forced_status if self.forced_status is not None else self.status
+
+    def _hand_over_terminal(self):
+        """Let the child have our controlling terminal, as dumb-init does.
+
+        As a session leader with a terminal (`docker run -t`, PID 1) the
+        terminal is ours, and the child's TIOCSCTTY would fail: its shell
+        would have no job control.  TIOCNOTTY lets go of it; the kernel then
+        sends our foreground group, procwrap alone so far, one HUP and one
+        CONT (tty_ioctl(4)), which are not for the child (dumb-init #136).
+        """
+        import fcntl
+        import termios
+        try:
+            if os.getsid(0) != os.getpid() or os.tcgetpgrp(0) != os.getpgrp():
+                return          # someone else's session: the child tries, as before
+            fcntl.ioctl(0, termios.TIOCNOTTY)
+        except OSError:
+            return
+        self.router.ignore_once.update([signal.SIGHUP, signal.SIGCONT])
 
     def shutdown(self, reason, status=None):
         """Stop the child for good (stop signal, grace, SIGKILL); exit with `status`."""
@@ -5979,13 +6108,19 @@ class Wrapper(object):
             process.stop()
 
     def on_signal(self, signum):
-        """TERM (remapped), INT, QUIT stop the child without retry; the rest are forwarded."""
+        """TERM, INT and QUIT stop the child without retry (TERM with the stop
+        signal, the grace and SIGKILL); TSTP, TTIN and TTOU stop it and us
+        until CONT; every other signal is forwarded."""
+        signum = self.router.route(signum)
+        if signum is None:
+            return
         process = self.process
-        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        name = _signal_name(signum)
+        if name in STOP_SIGNALS:
             # A request to stop: no retry follows, whatever the status.
             if process.state == State.STOPPING:
                 if self.kill_on_second_signal:
-                    process.kill("a second %s came" % _signal_name(signum))
+                    process.kill("a second %s came" % name)
                 else:
                     process.signal(signum)
                 return
@@ -5996,16 +6131,12 @@ class Wrapper(object):
             if process.state == State.BACKOFF:
                 process.stop()
                 return
-        self.on_forward(signum)
-
-    def on_forward(self, signum):
-        """Pass the signal on to the child's process group."""
-        self.process.signal(signum)
-
-    def on_job_control(self, signum):
-        """As dumb-init: pass TSTP/TTIN/TTOU on, then stop ourselves until CONT."""
-        self.process.signal(signum)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        elif name in JOB_CONTROL_SIGNALS:
+            # dumb-init: the child may handle TSTP and carry on; SIGSTOP it is.
+            process.signal(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        process.signal(signum)
 
     def on_change(self, process, old):
         """Log a retry, or end the run when the child is done for good."""
@@ -6098,6 +6229,27 @@ def _opt_signal(text, where):
         return _parse_signal(text)
     except ValueError:
         raise UsageError(BAD_VALUE_MSG % (where, "expected a signal name like TERM or INT", text))
+
+
+def _opt_signal_map(text, where):
+    """--signal-map: FROM:TO pairs separated by commas; an empty TO drops FROM."""
+    mapping = {}
+    unforwarded = set(getattr(signal, name) for name in UNFORWARDED_SIGNALS)
+    for pair in text.split(","):
+        source, colon, target = pair.strip().partition(":")
+        try:
+            if not colon:
+                raise ValueError(pair)
+            source = _parse_signal(source)
+            target = _parse_signal(target) if target.strip() else None
+        except ValueError:
+            raise UsageError(BAD_VALUE_MSG % (where, "expected FROM:TO pairs like TERM:INT,"
+                                              "HUP:USR1 (HUP: to drop HUP)", text))
+        if source in unforwarded:
+            raise UsageError("%s: %s never reaches procwrap's handlers, so it cannot be "
+                             "mapped; map another signal" % (where, _signal_name(source)))
+        mapping[source] = target
+    return mapping
 
 
 def _opt_format(text, where):
@@ -6222,6 +6374,12 @@ _OPTIONS = [
     _Option(("--kill-on-second-signal",), None, None, False, _BOTH,
             "a second TERM/INT while stopping sends SIGKILL at once instead of waiting "
             "out the grace period"),
+    _Option(("--signal-map",), "FROM:TO,...", _opt_signal_map, None, _BOTH,
+            "act on each signal FROM as if TO had come (dumb-init's --rewrite): TERM:INT "
+            "makes `docker stop` an INT; HUP: drops HUP"),
+    _Option(("--single-child",), None, None, False, _WRAP,
+            "forward signals to the child alone, not to its process group (the final "
+            "SIGKILL and the cleanup after it exits still take the group)"),
     _Option(("--stop-signal",), "SIGNAL", _opt_signal, signal.SIGTERM, _WRAP,
             "send this instead of TERM when asked to stop (default TERM)"),
     _Option(("--stop-timeout",), "SECONDS", _opt_seconds, STOP_TIMEOUT, _WRAP,
@@ -6446,6 +6604,7 @@ def _wrap_spec(options, command, environ, secrets):
         backoff_initial=options["retry_delay"], backoff_factor=options["retry_backoff"],
         backoff_max=options["retry_max_delay"], backoff_jitter=options["retry_jitter"],
         backoff_reset=float("inf"), capture=capture, keep_group=options["wait_group"],
+        single_child=options["single_child"],
         tty=not capture and _isatty(0), labels={}, make_env=make_env,
         secrets_ttl=options["secrets_ttl"])
 
@@ -6656,7 +6815,7 @@ def _run(argv, environ):
             spec = _wrap_spec(options, command, environ, secrets)
             log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
             owner = Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
-                            options["kill_on_second_signal"])
+                            options["kill_on_second_signal"], signal_map=options["signal_map"])
         else:
             where = given.get("config", "PROCWRAP_CONFIG")
             config = _load_config(options["config"], where)
@@ -6696,7 +6855,8 @@ def _run(argv, environ):
                         "_", "-")].env)
             owner = Supervisor(init, processes, log, options["log_max_line"]
                                or settings["max_line"], options["kill_on_second_signal"],
-                               health=health, post_start=settings["post_start"])
+                               health=health, post_start=settings["post_start"],
+                               signal_map=options["signal_map"])
         if mode == "supervise":
             def reload_config():
                 """`procwrap ctl reload`: the config read, checked and resolved again."""

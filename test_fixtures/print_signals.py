@@ -17,7 +17,10 @@ if "--exit-on" in args:
 
 
 def on_signal(signum, frame):
-    name = signal.Signals(signum).name
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:          # a realtime signal without a name of its own
+        name = "signal %d" % signum
     sys.stdout.write(name + "\n")
     sys.stdout.flush()
     if exit_on and name in (exit_on, "SIG" + exit_on):
