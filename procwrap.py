@@ -209,6 +209,9 @@ BACKOFF_RESET_AFTER = 120.0   #: 2 x max, as client-go's hasExpired
 STOP_TIMEOUT = 10.0           #: as docker stop
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
 TAIL_BYTES = 65536            #: recent output kept per process for `procwrap ctl tail`
+#: Seconds a full disk may hold up procwrap's records (and, through their
+#: pipes, its children's output) before records are dropped and counted.
+LOG_STALL = 30.0
 OUTPUT_TAIL = 1024            #: the end of a failing exec probe's or hook's output kept
 
 #: The first line of a dotenv --env-output-file: it lets a later procwrap
@@ -313,6 +316,12 @@ SECRET_IN_ARGV_MSG = ("$(%s) would put a resolved secret on the command line, wh
 VAULT_RENEWED_MSG = "vault: renewed %s for %d s"
 VAULT_RENEW_FAILED_MSG = "vault: cannot renew %s: %s; retrying in %.0f s"
 VAULT_EXPIRED_MSG = "vault: %s expired and could not be renewed (%s)"
+LOG_WAITING_MSG = "cannot write records: %s; waiting for room (and so are the children)"
+LOG_RESUMED_MSG = "records flow again after %s s"
+LOG_DROPPING_MSG = ("cannot write records: %s for %d s; dropping them, counted, until "
+                    "writes work again")
+LOG_LOST_MSG = "%s lost: %s"
+LOG_BROKEN_MSG = "cannot write records: %s; the ones that follow are lost (counted)"
 NO_SUBREAPER_MSG = ("cannot become child subreaper (needs Linux >= 3.4); "
                     "orphaned grandchildren will not be reaped by procwrap")
 
@@ -2916,7 +2925,10 @@ class Log(object):
     fd = 1                  #: where records go
     color = False           #: text format: colour names (stdout is a TTY)
     merge_json = False      #: merge child lines that are JSON objects
-    broken = False          #: the reader went away (EPIPE): drop quietly
+    broken = False          #: the fd cannot be written again (EPIPE): records are lost
+    failing = None          #: why writes fail while records are dropped, or None
+    lost = 0                #: records dropped since the last report
+    midline = False         #: the last write stopped inside a record
 
     def __init__(self, format="json", fd=1, merge_json=False, color=None):
         self.format = format
@@ -2971,21 +2983,95 @@ class Log(object):
         self.write(line.encode("utf-8", "replace"))
 
     def write(self, data):
-        """Write all of `data`, waiting out a full non-blocking fd; drop after EPIPE."""
-        while data and not self.broken:
+        """Write all of `data` (whole records), whatever it takes, and never
+        lose a record without saying so.
+
+        A full pipe (EAGAIN on a non-blocking fd) is waited out: that stalls
+        the loop, and through their pipes the children, which is the
+        back-pressure we want.  A full disk (ENOSPC, EDQUOT) is waited out too,
+        up to LOG_STALL seconds; then records are dropped and counted until a
+        write works again, which writes how many were lost.  A reader gone
+        for good (EPIPE and the like) loses every record from then on; stderr
+        says so at once and gives the count at exit (close()).
+        """
+        if self.broken:
+            self.lost += data.count(b"\n")
+            return
+        if self.failing is not None:
+            if not self._write_once(data):
+                self.lost += data.count(b"\n")
+                return
+            return self._recovered()
+        waited, delay = 0.0, 0.05
+        while data:
             try:
                 written = os.write(self.fd, data)
             except BlockingIOError:
-                # Someone gave us a non-blocking stdout: wait for room.  This
-                # stalls the loop, which is the back-pressure we want.
+                # A non-blocking stdout (someone gave us one): wait for room.
                 import select
                 select.select([], [self.fd], [])
                 continue
-            except (BrokenPipeError, OSError) as error:
+            except OSError as error:
                 _inflicted(error)
-                self.broken = True
-                return
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    return self._give_up(error, data)
+                if waited >= LOG_STALL:
+                    self.failing = error.strerror
+                    self.lost += data.count(b"\n")
+                    return _stderr(LOG_DROPPING_MSG % (error.strerror, LOG_STALL))
+                if not waited:
+                    _stderr(LOG_WAITING_MSG % error.strerror)
+                time.sleep(delay)
+                waited, delay = waited + delay, min(delay * 2, 1.0)
+                continue
+            self.midline = written < len(data)
             data = data[written:]
+        if waited:
+            _stderr(LOG_RESUMED_MSG % _format_seconds(round(waited, 1)))
+
+    def _write_once(self, data):
+        """One attempt while records are being dropped: True if all of it went."""
+        try:
+            written = os.write(self.fd, (b"\n" if self.midline else b"") + data)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            _inflicted(error)
+            return False
+        self.midline = False
+        if written < len(data):
+            self.write(data[written:])
+        return True
+
+    def _recovered(self):
+        """Writes work again after records were dropped: say how many."""
+        lost, reason = self.lost, self.failing
+        self.lost, self.failing = 0, None
+        message = LOG_LOST_MSG % (_plural(lost, "record"), reason)
+        _stderr(message)
+        self.event(message, "warning", event="log-lost", lost=lost)
+
+    def _give_up(self, error, data):
+        """The fd cannot be written again (EPIPE, EBADF, ...): count what is lost."""
+        self.broken = True
+        self.failing = error.strerror
+        self.lost += data.count(b"\n")
+        if self.fd != 2:
+            _stderr(LOG_BROKEN_MSG % error.strerror)
+
+    def close(self):
+        """At exit: if records were lost, say how many (on stderr)."""
+        if self.lost:
+            _stderr(LOG_LOST_MSG % (_plural(self.lost, "record"), self.failing))
+            self.lost = 0
+
+
+def _stderr(line):
+    """One line of procwrap's own on stderr, whatever state stderr is in."""
+    try:
+        os.write(2, ("procwrap: %s\n" % line).encode("utf-8", "replace"))
+    except OSError as error:
+        _inflicted(error)
 
 
 class _Ring(object):
@@ -4827,7 +4913,7 @@ def _sd_notify(address, text):
 
 HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
 HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
-HTTP_MAX_CONNECTIONS = 256      #: more are accepted and closed at once
+HTTP_MAX_CONNECTIONS = 256      #: then the one idle longest makes room for a newcomer
 HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
 HTTP_WAIT_MAX = 300.0
 _HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -4836,8 +4922,10 @@ _HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method N
 
 
 class _Listener(object):
-    """A listening socket in the loop and the connections it accepted, capped
-    at HTTP_MAX_CONNECTIONS (more are accepted and closed at once)."""
+    """A listening socket in the loop and the connections it accepted.  At
+    HTTP_MAX_CONNECTIONS the connection idle the longest is closed to make
+    room, so a probe always gets in; only when every one is busy (answers
+    being waited for, tail -f) is a newcomer closed at once."""
     connection_class = None     #: made for each accepted socket: cls(listener, sock)
 
     def __init__(self, loop, sock, handler):
@@ -4845,22 +4933,32 @@ class _Listener(object):
         self.sock = sock
         self.handler = handler          #: the owner's callback for each request
         self.connections = set()
+        self.evicted = 0                #: idle connections closed to make room
         sock.setblocking(False)
         loop.add_reader(sock, self.on_accept)
 
     def on_accept(self):
-        """Accept every waiting connection, up to the cap."""
-        while True:
+        """Accept the connections waiting (a bounded number, as pipes get one read)."""
+        for _ in range(DATAGRAMS_PER_PASS):
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return          # EMFILE and friends: the next wake-up tries again
-            if len(self.connections) >= HTTP_MAX_CONNECTIONS:
+            if len(self.connections) >= HTTP_MAX_CONNECTIONS and not self._evict():
                 sock.close()
                 continue
             self.connections.add(self.connection_class(self, sock))
+
+    def _evict(self):
+        """Close the connection idle the longest; False if none is idle."""
+        idle = [connection for connection in self.connections if connection.idle()]
+        if not idle:
+            return False
+        min(idle, key=lambda connection: connection.since).close()
+        self.evicted += 1
+        return True
 
     def close(self):
         """Close every connection and the listening socket."""
@@ -4873,8 +4971,17 @@ class _Listener(object):
 class _Connection(object):
     """One accepted client: bytes in to a buffer, answers out with
     back-pressure, closed after HTTP_IDLE_TIMEOUT without a whole request.
-    Subclasses parse in on_data() and may go on in on_sent()."""
+
+    process() hands the buffer to on_data() one request at a time, in a
+    loop: while an answer is being prepared (`busy`) or waits to be sent, no
+    more is read or parsed, so a client that pipelines 500 requests gets 500
+    turns of the loop, a bounded buffer, and no recursion.  Subclasses
+    parse in on_data() and answer through queue().
+    """
     closing = False         #: close once everything queued is sent
+    busy = False            #: a request is being answered (a ?wait, a tail -f)
+    timer = None            #: the idle timeout, while waiting for a request
+    hear_busy = False       #: read while busy, only to notice the client leave (tail -f)
 
     def __init__(self, listener, sock):
         self.listener = listener
@@ -4882,10 +4989,15 @@ class _Connection(object):
         self.sock = sock
         self.buffer = b""           #: received, not yet parsed
         self.out = b""              #: answer not yet sent
+        self.since = self.loop.clock()  #: last activity, for eviction
+        self.watching = None        #: 'read', 'write' or None
+        self._processing = False    #: inside process(): it settles at its end
         sock.setblocking(False)
-        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
-        self.watching = None        #: 'read', 'write' or None (an answer is being prepared)
-        self._watch("read")
+        self._settle()
+
+    def idle(self):
+        """Waiting for a request, with nothing of one received yet."""
+        return not (self.busy or self.out or self.buffer) and self.sock is not None
 
     def _watch(self, what):
         """Read, write, or nothing."""
@@ -4897,10 +5009,29 @@ class _Connection(object):
         if what == "read":
             self.loop.add_reader(self.sock, self.on_readable)
         elif what == "write":
-            self.loop.add_writer(self.sock, self.flush)
+            self.loop.add_writer(self.sock, self.on_writable)
+
+    def _settle(self):
+        """Watch for what comes next: room to send, the next request, or close."""
+        if self.sock is None:
+            return
+        if self.out:
+            self._watch("write")
+        elif self.closing:
+            return self.close()
+        elif self.busy:
+            self._watch("read" if self.hear_busy else None)
+        else:
+            self._watch("read")
+        if self.busy or self.out:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        elif self.timer is None:
+            self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
 
     def on_readable(self):
-        """Bytes from the client; on_data() looks at them."""
+        """Bytes from the client; process() looks at them."""
         try:
             data = self.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -4909,43 +5040,64 @@ class _Connection(object):
             return self.close()
         if not data:
             return self.close()
+        if self.busy:
+            return              # a follower has nothing more to ask: drop what it sends
+        self.since = self.loop.clock()
         self.buffer += data
-        self.on_data()
+        self.process()
+
+    def process(self):
+        """Hand on the requests the buffer holds, one at a time (see the class)."""
+        self._processing = True
+        try:
+            while self.sock is not None and not (self.busy or self.out or self.closing):
+                if not self.on_data():
+                    break
+        finally:
+            self._processing = False
+            self._settle()
 
     def on_data(self):
+        """Take one request from the buffer; False when more bytes are needed."""
         raise NotImplementedError
 
     def queue(self, data):
-        """Send `data` after what is queued already."""
-        if self.sock is not None:
-            self.out += data
-            self.flush()
+        """Send `data` after what is queued already; go on with the next
+        request when this answer came later than its request (a ?wait)."""
+        if self.sock is None:
+            return
+        self.out += data
+        self._send()
+        if not self._processing:
+            self.process()
 
-    def flush(self):
-        """Send what fits; wait for room, or close, or go on (on_sent)."""
-        if self.out:
-            try:
-                sent = self.sock.send(self.out)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                return self.close()
-            self.out = self.out[sent:]
-        if self.out:
-            return self._watch("write")
-        if self.closing:
+    def _send(self):
+        """Send what fits now; MSG_NOSIGNAL: a client gone is EPIPE, not SIGPIPE."""
+        import socket
+        if not self.out:
+            return
+        try:
+            sent = self.sock.send(self.out, getattr(socket, "MSG_NOSIGNAL", 0))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
             return self.close()
-        self._watch("read")
-        self.on_sent()
+        self.out = self.out[sent:]
+        self.since = self.loop.clock()
 
-    def on_sent(self):
-        """Everything queued is sent and the connection stays open."""
+    def on_writable(self):
+        """Room to send: send, then go on (next request, or close)."""
+        self._send()
+        if self.sock is not None:
+            self.process()
 
     def close(self):
         """Done with this client."""
         if self.sock is None:
             return
-        self.timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self._watch(None)
         self.sock.close()
         self.sock = None
@@ -4965,16 +5117,19 @@ class _HttpConnection(_Connection):
         """Parse one request head from the buffer and hand it on."""
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0 and len(self.buffer) <= HTTP_MAX_REQUEST:
-            return
+            return False
+        self.busy = True
         if end < 0 or end > HTTP_MAX_REQUEST:
             self.closing = True
-            return self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
+            self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
+            return True
         head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             self.closing = True
-            return self.respond(400, {"error": "not an HTTP/1 request"})
+            self.respond(400, {"error": "not an HTTP/1 request"})
+            return True
         method, target, version = parts
         headers = {}
         for line in lines[1:]:
@@ -4986,17 +5141,16 @@ class _HttpConnection(_Connection):
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
             self.closing = True         # we read no bodies, so we cannot find the next request
         self.head_only = method == "HEAD"
-        self.timer.cancel()
-        self._watch(None)
         if method not in ("GET", "HEAD"):
-            return self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow",
-                                                                                "GET, HEAD")])
+            self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow", "GET, HEAD")])
+            return True
         try:
             self.listener.handler(self, target)
         except Exception:
             self.closing = True
             self.respond(500, {"error": "internal error; see procwrap's log"})
             raise                       # the loop reports our bug and carries on
+        return True
 
     def respond(self, status, body, content_type="application/json", headers=()):
         """Send an answer (a dict or list is sent as JSON)."""
@@ -5009,13 +5163,8 @@ class _HttpConnection(_Connection):
                 "Connection: " + ("close" if self.closing else "keep-alive")]
         head.extend("%s: %s" % header for header in headers)
         head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self.busy = False
         self.queue(head if self.head_only else head + body)
-
-    def on_sent(self):
-        """Kept alive: wait for the next request (or take a pipelined one)."""
-        self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
-        if self.buffer:
-            self.on_data()
 
 
 class _HttpServer(_Listener):
@@ -5039,25 +5188,24 @@ class _CtlConnection(_Connection):
     following = None        #: the _Ring followed, for tail -f
 
     def on_data(self):
-        """The request line, to the supervisor."""
-        import json
-        if self.following is not None:
-            self.buffer = b""   # a follower has nothing more to ask; drop what it sends
-            return
+        """The request line, to the supervisor (one per connection: it stays
+        busy until closed, and a follower is never idle)."""
         if b"\n" not in self.buffer:
             if len(self.buffer) > 65536:
                 self.close()
-            return
-        line = self.buffer.split(b"\n", 1)[0]
-        self.timer.cancel()
+            return False
+        line, self.buffer = self.buffer.split(b"\n", 1)[0], b""
+        self.busy = True
         request = _ctl_request(line)
         if isinstance(request, str):
-            return self.send({"ok": False, "usage": True, "error": request}, last=True)
+            self.send({"ok": False, "usage": True, "error": request}, last=True)
+            return True
         try:
             self.listener.handler(self, request)
         except Exception:
             self.send({"ok": False, "error": "internal error; see procwrap's log"}, last=True)
             raise
+        return True
 
     def send(self, answer, last=False):
         """One JSON answer line; `last` closes the connection once it is sent."""
@@ -5065,11 +5213,14 @@ class _CtlConnection(_Connection):
         self.closing = self.closing or last
         if len(self.out) > 1 << 20:
             return self.close()         # a follower that does not read: let it go
+        if self.sock is None:
+            return
         self.queue((json.dumps(answer, separators=(",", ":")) + "\n").encode("utf-8"))
 
     def follow(self, ring):
         """tail -f: every chunk the process writes from now on."""
         self.following = ring
+        self.hear_busy = True
         ring.followers.append(self.on_output)
 
     def on_output(self, stream, data):
@@ -6869,7 +7020,10 @@ def _run(argv, environ):
         stop = options["vault_renew_failure"] == "stop"
         secrets.start_renewal(owner.loop, log, (lambda reason: owner.shutdown(
             reason, EX_UNAVAILABLE)) if stop else None)
-        return owner.run()
+        try:
+            return owner.run()
+        finally:
+            log.close()
     finally:
         if secrets.written is not None:
             secrets.written.remove()
