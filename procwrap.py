@@ -383,9 +383,18 @@ class _SpawnError(Exception):
         self.status = EX_NOTFOUND if (stage == "exec" and code == errno.ENOENT) else EX_NOEXEC
 
 
+#: Set in a script-mode procwrap re-exec'd without `site` (see
+#: _reexec_compiled): the site-packages directories are added on first need.
+_LAZY_SITE = []
+
+
 def _require(module, pip_name, why, where):
     """Import an optional library at its point of use, or say how to get it."""
     import importlib
+    if _LAZY_SITE:
+        del _LAZY_SITE[:]
+        import site
+        site.main()             # what -S left out: site-packages, .pth files
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -850,8 +859,9 @@ def _identity(info):
     return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
-def _has_marker(marker):
-    """A `leftover` test for _OwnPath: a small regular file that starts with `marker`."""
+def _has_marker(marker, within=0):
+    """A `leftover` test for _OwnPath: a small regular file that starts with
+    `marker` (or holds it in its first `within` bytes)."""
     def leftover(path, info):
         import stat
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
@@ -861,7 +871,8 @@ def _has_marker(marker):
         except OSError:
             return False
         try:
-            return os.read(fd, len(marker)) == marker
+            head = os.read(fd, len(marker) + within)
+            return head.startswith(marker) if not within else marker in head
         except OSError:         # /proc/self/mem is a 'regular file' that reads EIO
             return False
         finally:
@@ -2295,8 +2306,12 @@ class _Checker(object):
             except ValueError as error:
                 return self.fail(where, "cannot split %r: %s; close the quote or use a list"
                                  % (value, error))
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list):
             return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                return self.fail("%s[%d]" % (where, index), "expected a string, got %s; quote "
+                                 "it" % _type_name(item))
         for index, item in enumerate(value):
             if _os_text_problem(item):
                 return self.fail("%s[%d]" % (where, index), _os_text_problem(item))
@@ -6595,7 +6610,7 @@ _OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.fl
 #: Every PROCWRAP_* variable procwrap reads: the twins, and what a supervisor
 #: tells its children (a nested procwrap sees them too).
 _TWINS = set(option.env for option in _OPTIONS) | set([
-    "PROCWRAP_CTL_SOCKET", "PROCWRAP_STATUS_ADDRESS", "PROCWRAP_PROCESS"])
+    "PROCWRAP_CTL_SOCKET", "PROCWRAP_STATUS_ADDRESS", "PROCWRAP_PROCESS", "PROCWRAP_SCRIPT"])
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -6924,6 +6939,8 @@ def _run(argv, environ):
     """main() without the error handling: parse, pick the mode, run it."""
     if argv[:1] == ["ctl"]:
         return _ctl(argv[1:], environ)
+    if argv[:1] == ["install"]:
+        return _install(argv[1:])
     subcommand, options, command, given, warnings = _parse_args(argv, environ)
     for warning in warnings:
         sys.stderr.write(WARNING_MSG % warning + "\n")
@@ -7029,6 +7046,59 @@ def _run(argv, environ):
             secrets.written.remove()
 
 
+INSTALL_USAGE = """usage: procwrap install [PREFIX]
+
+Writes PREFIX/lib/procwrap/procwrap.py, its bytecode for this interpreter, and
+a launcher PREFIX/bin/procwrap, so that `procwrap ...` starts as fast and as
+light as pip's console script, in images without pip (PREFIX: /usr/local).
+Running it again updates them; a file procwrap did not write is left alone.
+"""
+#: What identifies procwrap's module and launcher, for `install` to replace them.
+MODULE_MARKER = b'"""procwrap: run programs and keep them honest.'
+LAUNCHER_MARKER = b"# procwrap launcher, written by `procwrap install`"
+
+
+def _install(argv):
+    """`procwrap install [PREFIX]`: the module, its .pyc and a launcher."""
+    if argv[:1] in (["-h"], ["--help"]):
+        _print(INSTALL_USAGE)
+        return EX_OK
+    if len(argv) > 1 or argv[:1] and argv[0].startswith("-"):
+        raise UsageError("install: expects at most a PREFIX; see procwrap install --help")
+    import inspect
+    import py_compile
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):
+        raise UsageError("install: procwrap's source is not in a file here (run from stdin?); "
+                         "run python3 procwrap.py install")
+    prefix = os.path.abspath(argv[0] if argv else "/usr/local")
+    library, scripts = os.path.join(prefix, "lib", "procwrap"), os.path.join(prefix, "bin")
+    module = _OwnPath(os.path.join(library, "procwrap.py"), "install", 0o644,
+                      _has_marker(MODULE_MARKER, 64))
+    launcher = _OwnPath(os.path.join(scripts, "procwrap"), "install", 0o755,
+                        _has_marker(LAUNCHER_MARKER, 256))
+    for own in (module, launcher):
+        own.check()         # both, before anything is written
+    for directory in (library, scripts):
+        try:
+            os.makedirs(directory, 0o755, exist_ok=True)
+        except OSError as error:
+            raise UsageError("install: cannot create %s: %s; pick another PREFIX"
+                             % (directory, error.strerror))
+    module.write(source.encode("utf-8"))
+    try:
+        compiled = py_compile.compile(module.path, doraise=True)
+    except (py_compile.PyCompileError, OSError) as error:
+        raise UsageError("install: cannot compile %s: %s" % (module.path, error))
+    launcher.write(("#!%s\n%s; run it again to update.\nimport sys\nsys.path.insert(0, %r)\n"
+                    "from procwrap import main\nsys.exit(main())\n"
+                    % (sys.executable, LAUNCHER_MARKER.decode(), library)).encode("utf-8"))
+    _print("installed procwrap %s for %s:\n  %s\n  %s\n  %s\n"
+           % (__version__, sys.executable, module.path, compiled, launcher.path))
+    return EX_OK
+
+
 def _report_secrets(log, secrets):
     """Log what resolution did: notes, a summary, and values under --log-secrets."""
     if not _redact.enabled:
@@ -7070,5 +7140,88 @@ def main(argv=None):
         return EX_SOFTWARE
 
 
+#: First arguments after which procwrap ends at once: script mode runs them
+#: as they are, without _reexec_compiled().
+_SHORT_LIVED = ("ctl", "check", "install", "-h", "--help", "--version")
+
+
+def _reexec_compiled(code):
+    """Script mode made as light as module mode: run the interpreter again,
+    same pid and flags, on this module's compiled code held in a memfd.
+
+    `python3 procwrap.py` makes CPython compile the whole file, and the
+    compiler's garbage stays in the heap (memory arenas pinned by the few
+    objects that outlive it): about 11 MB more than `python3 -m procwrap`,
+    for as long as a supervisor runs.  The compiled code is at hand (the
+    running module's), so it is marshalled into an anonymous memory file
+    (memfd_create: nothing is written to any disk, and there is no cache a
+    directory's other users could tamper with), which CPython runs as a .pyc:
+    `python3 -S /proc/self/fd/N ARGS`.  That costs one interpreter start
+    without `site` (about 10 ms; site-packages are added when an optional
+    library is imported, see _require) and saves no compile time: `procwrap
+    install` and `python3 -m procwrap` are the fast starts.  Where it cannot
+    be done (no memfd, no /proc, not Linux) procwrap goes on as it is.
+    """
+    if sys.argv[1:2] and sys.argv[1] in _SHORT_LIVED or not os.path.isdir("/proc/self/fd"):
+        return
+    fd = -1
+    try:
+        import importlib.util
+        import marshal
+        import subprocess
+        # The .pyc header: magic, then flags (3.7+), mtime and size, unchecked here.
+        header = importlib.util.MAGIC_NUMBER + b"\0" * (12 if sys.version_info >= (3, 7) else 8)
+        fd = _memfd_create("procwrap")
+        data = header + marshal.dumps(code)
+        while data:
+            data = data[os.write(fd, data):]
+        # -S: `site` costs more than the rest of the start (40 ms of 50 here,
+        # with many packages installed); it is loaded when a library is needed.
+        flags = subprocess._args_from_interpreter_flags()
+        lazy = not sys.flags.no_site
+        os.environ["PROCWRAP_SCRIPT"] = ("lazy-site:" if lazy else "no-site:") + (
+            sys.argv[0] or "-")
+        os.execv(sys.executable, [sys.executable] + flags + (["-S"] if lazy else [])
+                 + ["/proc/self/fd/%d" % fd] + sys.argv[1:])
+    except (OSError, ImportError, AttributeError, ValueError):
+        os.environ.pop("PROCWRAP_SCRIPT", None)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _memfd_create(name):
+    """An anonymous memory file that exec keeps open (no MFD_CLOEXEC); OSError
+    where there is none (os.memfd_create is 3.8+: ctypes before)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(name, 0)
+    libc = _load_libc()         # py<3.8: drop with 3.7
+    fd = libc.memfd_create(name.encode(), 0) if libc else -1
+    if fd < 0:
+        raise OSError(errno.ENOSYS, "no memfd_create")
+    return fd
+
+
+def _ran_compiled(path):
+    """In the process _reexec_compiled() started: close the memfd, and look as
+    the script would (argv[0], sys.path[0])."""
+    site, _, script = os.environ.pop("PROCWRAP_SCRIPT").partition(":")
+    if site == "lazy-site":
+        _LAZY_SITE.append(True)
+    try:
+        os.close(int(path.rsplit("/", 1)[1]))
+    except (OSError, ValueError):
+        pass
+    sys.argv[0] = script
+    if sys.path and sys.path[0] == os.path.dirname(path):
+        sys.path[0] = os.path.dirname(os.path.abspath(script)) if script != "-" else ""
+
+
 if __name__ == "__main__":
+    if "PROCWRAP_SCRIPT" in os.environ and globals().get("__file__", "").startswith(
+            "/proc/self/fd/"):
+        _ran_compiled(__file__)
+    elif not os.path.isfile(getattr(globals().get("__spec__"), "cached", None) or ""):
+        # A script, or python3 -m procwrap compiled afresh (no .pyc written:
+        # PYTHONDONTWRITEBYTECODE, a read-only directory): both paid for a compile.
+        _reexec_compiled(sys._getframe(0).f_code)
     sys.exit(main())

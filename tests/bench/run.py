@@ -145,16 +145,27 @@ class Setup(object):
             stream.write(text)
         return self.path(name)
 
-    def procwrap(self, commands, fmt="json", module=False):
-        """procwrap.py as a script (compiled each run), or `python -m procwrap` from a
-        copy with its bytecode cached (as pip installs it)."""
+    def procwrap(self, commands, fmt="json", module=False, installed=False):
+        """procwrap.py as a script (compiled each run, then re-exec'd from its
+        bytecode), `python -m procwrap` from a copy with its bytecode cached (as pip
+        installs it), or the launcher of `procwrap install`."""
         config = {"logs": {"format": fmt}, "processes": [
             {"name": "p%d" % i, "command": command, "restartPolicy": "Never"}
             for i, command in enumerate(commands)]}
         path = self.write("procwrap.json", json.dumps(config))
+        if installed:
+            return [self.installed(), "-c", path]
         if module:
             return [PYTHON, "-m", "procwrap", "-c", path]
         return [PYTHON, PROCWRAP, "-c", path]
+
+    def installed(self):
+        """The launcher that `python3 procwrap.py install PREFIX` writes."""
+        prefix = os.path.join(self.dir, "prefix")
+        launcher = os.path.join(prefix, "bin", "procwrap")
+        if not os.path.exists(launcher):
+            subprocess.check_call([PYTHON, PROCWRAP, "install", prefix], stdout=subprocess.DEVNULL)
+        return launcher
 
     def cached_copy(self):
         """A directory holding procwrap.py and its .pyc, for `python -m procwrap`."""
@@ -214,6 +225,8 @@ def bench_wrap(setup, runs):
                                                       "/bin/true"], cached),
         ("procwrap: python procwrap.py (compiled each run)", [PYTHON, PROCWRAP, "--",
                                                               "/bin/true"], None),
+        ("procwrap: procwrap install's launcher", [setup.installed(), "--", "/bin/true"],
+         None),
         ("cloudreactor proc_wrapper --offline-mode", [os.path.join(setup.peers, "proc_wrapper"),
                                                       "--offline-mode", "/bin/true"], None),
         ("honcho run", [os.path.join(setup.peers, "honcho"), "run", "/bin/true"], None),
@@ -349,6 +362,8 @@ def bench_idle(setup, window):
     for name, argv in (("minimal Python supervisor (floor)", setup.minimal(commands)),
                        ("procwrap -m (pyc cached)", setup.procwrap(commands, module=True)),
                        ("procwrap procwrap.py (script)", setup.procwrap(commands)),
+                       ("procwrap install's launcher", setup.procwrap(commands,
+                                                                       installed=True)),
                        ("supervisord", setup.supervisord(commands)),
                        ("honcho", setup.honcho(commands)),
                        ("circus", setup.circus(commands))):
