@@ -15,6 +15,10 @@ Supervise many (a container's PID 1):
     procwrap -c procwrap.json|.toml|.yaml [OPTIONS]
     procwrap check -c FILE            validate a config without running it
 
+Install without pip (module, bytecode and a launcher):
+
+    python3 procwrap.py install [PREFIX]
+
     Runs the `init` entries one after another, then starts the `processes`
     together and keeps them alive by their restartPolicy and backoff.  Every
     line they print becomes one JSON, logfmt or text record on stdout.
@@ -46,10 +50,10 @@ the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON
 config itself when it starts with "{".  Variables named PROCWRAP_* are never
 passed to children.
 
-Contents: Compat, Constants & messages, Errors, Pure helpers, Secrets,
-Config (after Secrets: a config's env reads locations), Logging, Event
-loop, Processes, Probes, HTTP endpoints (and the ctl socket), Supervisor,
-Wrap mode, CLI.
+Contents: Compat, Constants & messages, Errors, Pure helpers, Files,
+Secrets, Config (after Secrets: a config's env reads locations), Logging,
+Event loop, Processes, Probes, HTTP endpoints (and the ctl socket),
+Supervisor, Wrap mode, CLI.
 """
 
 __version__ = "0.1.0"
@@ -404,7 +408,7 @@ def _require(module, pip_name, why, where):
 # =============================================================================
 # Pure helpers
 # Durations, signals, exit statuses, backoff, dotenv, $(VAR) expansion,
-# timestamps, logfmt.  No I/O here except reading a dotenv file's text.
+# parsing documents within limits, timestamps, logfmt.  No I/O here.
 # =============================================================================
 
 _DURATION_RE = _Pattern(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?\s*$")
@@ -648,40 +652,6 @@ def _dotenv_error(where, text, pos):
             "spaces or '#', and close every quote" % (where, line, column))
 
 
-def _read_dotenv(path, where, environ):
-    """Bindings of the dotenv file at `path`; ConfigError naming `where` if unreadable."""
-    try:
-        text = _read_file(path).decode("utf-8")
-    except (OSError, ValueError) as error:
-        raise ConfigError("%s: cannot read env file %r: %s; fix the path"
-                          % (where, path, _read_error(error)))
-    return _parse_dotenv(text, path, environ)
-
-
-def _read_file(path, limit=MAX_FILE_BYTES):
-    """The bytes of the file at `path`, at most `limit` of them.
-
-    OSError if it cannot be read, ValueError if the path holds a NUL byte
-    or the file is larger (an endless /dev/zero included).
-    """
-    with open(path, "rb") as stream:
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError("larger than %d MiB" % (limit >> 20))
-    return data
-
-
-def _read_error(error):
-    """The reason a _read_file() failed, as messages give it."""
-    if isinstance(error, UnicodeDecodeError):
-        return "not UTF-8 text"
-    if isinstance(error, OSError):
-        return error.strerror or str(error)
-    if "null" in str(error):
-        return "the path holds a NUL byte"
-    return str(error)
-
-
 class _ShapeError(ValueError):
     """A parsed document too deep or too large (its message says how to fix it)."""
 
@@ -745,7 +715,145 @@ def _parse_text(text, fmt, where, secret=False):
     return value
 
 
-# -- paths procwrap writes
+def _parse_http_address(text, where):
+    """(host, port) from '[HOST:]PORT' (port 0: any free one); the host defaults to
+    0.0.0.0, since a container's probes come from outside it."""
+    host, colon, port = str(text).rpartition(":")
+    if not _is_digits(port) or not 0 <= int(port) < 65536 or "\0" in host:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected [HOST:]PORT, like 8111 or "
+                                          "127.0.0.1:8111", text))
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+# -- timestamps and logfmt
+
+_last_second = [None, ""]
+
+
+def _rfc3339(now):
+    """'2026-11-22T00:07:43.123Z' (RFC 3339, UTC, milliseconds); cached per second."""
+    second = int(now)
+    if second != _last_second[0]:
+        _last_second[0] = second
+        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return "%s.%03dZ" % (_last_second[1], int((now - second) * 1000))
+
+
+_LOGFMT_QUOTE_RE = _Pattern('[\x00-\x20="\x7f\ufffd]')
+_LOGFMT_ESCAPE_RE = _Pattern('[\x00-\x1f"\\\\\x7f\ufffd]')
+_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _logfmt_escape(text):
+    """Escape for inside a logfmt double-quoted value (go-logfmt's rules)."""
+    return _LOGFMT_ESCAPE_RE.sub(
+        lambda m: _LOGFMT_ESCAPES.get(m.group(0)) or "\\u%04x" % ord(m.group(0)), text)
+
+
+def _logfmt_value(value):
+    """A logfmt value: bare when it can be, else double-quoted and escaped."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if text == "null" or _LOGFMT_QUOTE_RE.search(text):
+        return '"%s"' % _logfmt_escape(text)
+    return text
+
+
+def _logfmt_key(key):
+    """A logfmt key: runes <= space, '=', '"' and DEL dropped (go-logfmt)."""
+    return re.sub('[\x00-\x20="\x7f]', "", str(key)) or "_"
+
+
+_UNPRINTABLE_RE = _Pattern("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _printable(text):
+    """One line of text for a terminal: a newline as \\n, other control
+    characters as \\xNN (a probe's output may hold both, or an escape
+    sequence)."""
+    return _UNPRINTABLE_RE.sub(
+        lambda m: {"\n": "\\n", "\r": "\\r"}.get(m.group(0)) or "\\x%02x" % ord(m.group(0)),
+        text)
+
+
+def _plural(count, word, plural=None):
+    """'1 process', '2 processes', '0 init entries': a count and its noun."""
+    if count == 1:
+        return "1 " + word
+    if plural is None:
+        plural = (word[:-1] + "ies" if word.endswith("y") else
+                  word + "es" if word.endswith(("s", "ch")) else word + "s")
+    return "%d %s" % (count, plural)
+
+
+def _format_seconds(seconds):
+    """'10' for 10.0, '1.5' for 1.5."""
+    return ("%.3f" % seconds).rstrip("0").rstrip(".")
+
+
+def _did_you_mean(word, choices):
+    """'; did you mean 'restartPolicy'?' or '' when nothing is close."""
+    import difflib
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return DID_YOU_MEAN_MSG % ("'%s'" % close[0]) if close else ""
+
+
+def _type_name(value):
+    """'a list', 'a number', ... for messages."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return "%s (%r)" % (name, value)
+    return "null" if value is None else type(value).__name__
+
+
+# =============================================================================
+# Files
+# What procwrap reads (with a bound, so /dev/zero cannot fill memory) and
+# writes (exclusively, through no link, and removed only while its own).
+# =============================================================================
+
+def _read_dotenv(path, where, environ):
+    """Bindings of the dotenv file at `path`; ConfigError naming `where` if unreadable."""
+    try:
+        text = _read_file(path).decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise ConfigError("%s: cannot read env file %r: %s; fix the path"
+                          % (where, path, _read_error(error)))
+    return _parse_dotenv(text, path, environ)
+
+
+def _read_file(path, limit=MAX_FILE_BYTES):
+    """The bytes of the file at `path`, at most `limit` of them.
+
+    OSError if it cannot be read, ValueError if the path holds a NUL byte
+    or the file is larger (an endless /dev/zero included).
+    """
+    with open(path, "rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError("larger than %d MiB" % (limit >> 20))
+    return data
+
+
+def _read_error(error):
+    """The reason a _read_file() failed, as messages give it."""
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if "null" in str(error):
+        return "the path holds a NUL byte"
+    return str(error)
+
 
 class _OwnPath(object):
     """A file or socket path procwrap writes, created safely and removed only
@@ -878,91 +986,6 @@ def _has_marker(marker, within=0):
         finally:
             os.close(fd)
     return leftover
-
-
-def _parse_http_address(text, where):
-    """(host, port) from '[HOST:]PORT' (port 0: any free one); the host defaults to
-    0.0.0.0, since a container's probes come from outside it."""
-    host, colon, port = str(text).rpartition(":")
-    if not _is_digits(port) or not 0 <= int(port) < 65536 or "\0" in host:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected [HOST:]PORT, like 8111 or "
-                                          "127.0.0.1:8111", text))
-    return (host.strip("[]") or "0.0.0.0"), int(port)
-
-
-# -- timestamps and logfmt
-
-_last_second = [None, ""]
-
-
-def _rfc3339(now):
-    """'2026-11-22T00:07:43.123Z' (RFC 3339, UTC, milliseconds); cached per second."""
-    second = int(now)
-    if second != _last_second[0]:
-        _last_second[0] = second
-        _last_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return "%s.%03dZ" % (_last_second[1], int((now - second) * 1000))
-
-
-_LOGFMT_QUOTE_RE = _Pattern('[\x00-\x20="\x7f\ufffd]')
-_LOGFMT_ESCAPE_RE = _Pattern('[\x00-\x1f"\\\\\x7f\ufffd]')
-_LOGFMT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _logfmt_escape(text):
-    """Escape for inside a logfmt double-quoted value (go-logfmt's rules)."""
-    return _LOGFMT_ESCAPE_RE.sub(
-        lambda m: _LOGFMT_ESCAPES.get(m.group(0)) or "\\u%04x" % ord(m.group(0)), text)
-
-
-def _logfmt_value(value):
-    """A logfmt value: bare when it can be, else double-quoted and escaped."""
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value)
-    if text == "null" or _LOGFMT_QUOTE_RE.search(text):
-        return '"%s"' % _logfmt_escape(text)
-    return text
-
-
-def _logfmt_key(key):
-    """A logfmt key: runes <= space, '=', '"' and DEL dropped (go-logfmt)."""
-    return re.sub('[\x00-\x20="\x7f]', "", str(key)) or "_"
-
-
-_UNPRINTABLE_RE = _Pattern("[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _printable(text):
-    """One line of text for a terminal: a newline as \\n, other control
-    characters as \\xNN (a probe's output may hold both, or an escape
-    sequence)."""
-    return _UNPRINTABLE_RE.sub(
-        lambda m: {"\n": "\\n", "\r": "\\r"}.get(m.group(0)) or "\\x%02x" % ord(m.group(0)),
-        text)
-
-
-def _did_you_mean(word, choices):
-    """'; did you mean 'restartPolicy'?' or '' when nothing is close."""
-    import difflib
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return DID_YOU_MEAN_MSG % ("'%s'" % close[0]) if close else ""
-
-
-def _type_name(value):
-    """'a list', 'a number', ... for messages."""
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    for kind, name in ((bool, "a boolean"), (str, "a string"), ((int, float), "a number")):
-        if isinstance(value, kind):
-            return "%s (%r)" % (name, value)
-    return "null" if value is None else type(value).__name__
 
 
 # =============================================================================
@@ -2915,6 +2938,25 @@ def _check_dependencies(specs, skipped, names, checker):
 # chunks that need escaping go line by line.
 # =============================================================================
 
+#: Signals procwrap has handlers for; a child resets them before exec (and
+#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
+#: Signals ignored when procwrap started are not here: they stay ignored.
+_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
+
+#: signum -> how many of those the kernel sent us for our own writes (EPIPE
+#: raises SIGPIPE, EFBIG SIGXFSZ, at the writer): the loop drops that many,
+#: so a closed log reader does not become a SIGPIPE to the child.
+_self_inflicted = {}
+
+
+def _inflicted(error):
+    """Note the signal our own failed write just raised (EPIPE, EFBIG), if any."""
+    signum = {errno.EPIPE: signal.SIGPIPE, errno.EFBIG: signal.SIGXFSZ}.get(
+        getattr(error, "errno", None))
+    if signum is not None and signum in _HANDLED_SIGNALS:
+        _self_inflicted[signum] = _self_inflicted.get(signum, 0) + 1
+
+
 #: Bytes a chunk may hold and still take the fast path: everything but the
 #: control characters other than newline, '"' and '\\' (and DEL for logfmt).
 #: bytes.translate deletes them at about 0.5 ns a byte; a regex search takes 4.
@@ -3345,25 +3387,6 @@ class Timer(object):
     def cancel(self):
         """Mark cancelled; the heap drops it when it reaches the top."""
         self.cancelled = True
-
-
-#: Signals procwrap has handlers for; a child resets them before exec (and
-#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
-#: Signals ignored when procwrap started are not here: they stay ignored.
-_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
-
-#: signum -> how many of those the kernel sent us for our own writes (EPIPE
-#: raises SIGPIPE, EFBIG SIGXFSZ, at the writer): the loop drops that many,
-#: so a closed log reader does not become a SIGPIPE to the child.
-_self_inflicted = {}
-
-
-def _inflicted(error):
-    """Note the signal our own failed write just raised (EPIPE, EFBIG), if any."""
-    signum = {errno.EPIPE: signal.SIGPIPE, errno.EFBIG: signal.SIGXFSZ}.get(
-        getattr(error, "errno", None))
-    if signum is not None and signum in _HANDLED_SIGNALS:
-        _self_inflicted[signum] = _self_inflicted.get(signum, 0) + 1
 
 
 def _signals_to_take():
@@ -4228,21 +4251,6 @@ def _devnull():
     return _devnull_fd[0]
 
 
-def _plural(count, word, plural=None):
-    """'1 process', '2 processes', '0 init entries': a count and its noun."""
-    if count == 1:
-        return "1 " + word
-    if plural is None:
-        plural = (word[:-1] + "ies" if word.endswith("y") else
-                  word + "es" if word.endswith(("s", "ch")) else word + "s")
-    return "%d %s" % (count, plural)
-
-
-def _format_seconds(seconds):
-    """'10' for 10.0, '1.5' for 1.5."""
-    return ("%.3f" % seconds).rstrip("0").rstrip(".")
-
-
 def _proc_stat(pid):
     """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp,
     ...] (utime and stime are [11] and [12]); None if gone or without /proc."""
@@ -5068,6 +5076,9 @@ class _Connection(object):
             while self.sock is not None and not (self.busy or self.out or self.closing):
                 if not self.on_data():
                     break
+                if self.timer is not None:      # a request came: the idle clock starts over
+                    self.timer.cancel()
+                    self.timer = None
         finally:
             self._processing = False
             self._settle()
@@ -6624,6 +6635,8 @@ def _usage():
         "       procwrap check -c FILE                   validate a config and exit",
         "       procwrap ctl COMMAND [ARGS]              control a running supervisor "
         "(see ctl --help)",
+        "       procwrap install [PREFIX]                write the module, its bytecode and "
+        "a launcher (see install --help)",
         "",
         "options (each also read from its environment twin; the command line wins):",
     ]

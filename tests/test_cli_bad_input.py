@@ -4,11 +4,12 @@ import json
 import os
 import signal
 import socket
+import subprocess
 
 import pytest
 
-from conftest import (PYTHON, WAIT, clean_environ, fixture, run, wait_until,
-                      write_config)
+from conftest import (PROCWRAP as PROCWRAP_PATH, PYTHON, WAIT, clean_environ, fixture, run,
+                      wait_until, write_config)
 
 
 def error_lines(stderr):
@@ -83,6 +84,19 @@ def test_a_thousand_long_dependency_chain(tmp_path):
     result = run("check", "-c", config)
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("0 init entries, 1200 processes\n")
+
+
+def test_a_long_dependency_chain_runs_as_pid_1(tmp_path):
+    """As PID 1 a child's exec is known at once, and each start used to start its
+    dependents from within: a RecursionError some 200 links down."""
+    chain = [{"name": "p%d" % i, "command": ["true"], "restartPolicy": "Never",
+              "dependsOn": ["p%d" % (i + 1)] if i < 399 else []} for i in range(400)]
+    config = write_config(tmp_path, {"processes": chain})
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, PROCWRAP_PATH,
+                             "-c", config], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=WAIT * 2, env=clean_environ())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('"event":"started"') == 400
 
 
 @pytest.mark.parametrize("name, text, message", [

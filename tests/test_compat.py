@@ -9,6 +9,9 @@ import pytest
 from conftest import PROCWRAP, WAIT, Background, clean_environ, fixture, records
 
 REQUIRED = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
+#: CI (.ci/run sets CI=true) has every interpreter, and a missing one fails there;
+#: elsewhere (a laptop without pyenv) their scenarios are skipped, saying why.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pyenv_interpreters():
@@ -35,6 +38,9 @@ INTERPRETERS = pyenv_interpreters()
 
 def test_every_required_interpreter_is_installed():
     missing = [v for v in REQUIRED if v not in INTERPRETERS]
+    if missing and not IN_CI:
+        pytest.skip("pyenv lists no CPython %s, so their compatibility scenarios are skipped "
+                    "here (CI has them all, and fails without one)" % ", ".join(missing))
     assert not missing, "pyenv lists no CPython %s; install it (pyenv install)" % missing
 
 
@@ -44,11 +50,19 @@ def run_with(python, *args, **kwargs):
                           env=kwargs.pop("env", clean_environ()), **kwargs)
 
 
+def interpreter(version):
+    """The interpreter of a CPython version; skipped (failed in CI) when absent."""
+    if version not in INTERPRETERS:
+        if IN_CI:
+            pytest.fail("CPython %s is not installed" % version)
+        pytest.skip("CPython %s is not installed (pyenv install %s); skipped outside CI"
+                    % (version, version))
+    return INTERPRETERS[version]
+
+
 @pytest.fixture(params=REQUIRED)
 def python(request):
-    if request.param not in INTERPRETERS:
-        pytest.fail("CPython %s is not installed" % request.param)
-    return INTERPRETERS[request.param]
+    return interpreter(request.param)
 
 
 def test_wrap_exit_statuses(python):

@@ -1,5 +1,6 @@
 """The Process state machine against races the CLI cannot pin down deterministically."""
 import os
+import socket
 
 import procwrap
 
@@ -87,3 +88,43 @@ def test_a_callback_unregistering_another_fd_of_the_same_pass():
     loop.close()
     for fd in (a_r, a_w, b_r, b_w):
         os.close(fd)
+
+
+class _Clock(object):
+    now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Listener(object):
+    """What a connection needs of its listener."""
+
+    def __init__(self, loop, handler):
+        self.loop, self.handler, self.connections = loop, handler, set()
+
+
+def test_the_idle_timeout_starts_over_with_each_request():
+    """A keep-alive client asking every 5 s must not be cut off 10 s after it connected;
+    one that stops asking is, 10 s after its last request (with an injected clock)."""
+    clock = _Clock()
+    loop = procwrap.Loop(clock=clock)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    theirs = socket.create_connection(server.getsockname(), timeout=5)
+    ours, _ = server.accept()
+    server.close()
+    listener = _Listener(loop, lambda connection, target: connection.respond(200, {"ok": 1}))
+    connection = procwrap._HttpConnection(listener, ours)
+    for _ in range(3):
+        clock.now += 6                          # each pass runs the timers due by now
+        theirs.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        loop.run_once()
+        assert connection.sock is not None, "closed %s s after its last request" % 6
+        assert theirs.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    clock.now += 10.5
+    loop.run_once()
+    assert connection.sock is None and theirs.recv(1) == b""
+    theirs.close()
+    loop.close()
