@@ -3088,16 +3088,17 @@ class Log(object):
 
     def _write_once(self, data):
         """One attempt while records are being dropped: True if all of it went."""
+        payload = (b"\n" if self.midline else b"") + data    # end a record cut short
         try:
-            written = os.write(self.fd, (b"\n" if self.midline else b"") + data)
+            written = os.write(self.fd, payload)
         except BlockingIOError:
             return False
         except OSError as error:
             _inflicted(error)
             return False
         self.midline = False
-        if written < len(data):
-            self.write(data[written:])
+        if written < len(payload):
+            self.write(payload[written:])
         return True
 
     def _recovered(self):
@@ -3390,12 +3391,13 @@ class Timer(object):
 
 
 def _signals_to_take():
-    """(signals to handle, signals left ignored): every catchable signal but
-    UNFORWARDED_SIGNALS, except those ignored when procwrap started (tini's
-    rule: `nohup procwrap ...` keeps its child deaf to HUP).  CPython itself
-    ignores PIPE and XFSZ, so those two cannot be told apart: they are taken."""
+    """The signals to handle: every catchable one but UNFORWARDED_SIGNALS,
+    except those ignored when procwrap started (tini's rule: `nohup procwrap
+    ...` keeps its child deaf to HUP; they are left alone, so the child
+    inherits SIG_IGN).  CPython itself ignores PIPE and XFSZ, so those two
+    cannot be told apart: they are taken."""
     skip = set(getattr(signal, name) for name in UNFORWARDED_SIGNALS)
-    take, ignored = [], []
+    take = []
     for signum in sorted(_ALL_SIGNALS):
         if signum in skip:
             continue
@@ -3403,11 +3405,9 @@ def _signals_to_take():
             handler = signal.getsignal(signum)
         except (ValueError, OSError):
             continue
-        if handler == signal.SIG_IGN and signum not in (signal.SIGPIPE, signal.SIGXFSZ):
-            ignored.append(signum)
-        else:
+        if handler != signal.SIG_IGN or signum in (signal.SIGPIPE, signal.SIGXFSZ):
             take.append(signum)
-    return take, ignored
+    return take
 
 
 class _SignalRouter(object):
@@ -3422,14 +3422,12 @@ class _SignalRouter(object):
 
     def take(self, loop, on_signal):
         """Handle every catchable signal through on_signal; reap on CHLD."""
-        taken, ignored = _signals_to_take()
-        for signum in taken:
+        for signum in _signals_to_take():
             try:
                 loop.add_signal_handler(signum, on_signal)
             except (OSError, ValueError, RuntimeError):
                 pass    # glibc keeps 32 and 33 for itself
         loop.add_signal_handler(signal.SIGCHLD, None)
-        return ignored
 
     def route(self, signum):
         """The signal to act on in place of `signum`, or None to drop it."""

@@ -68,6 +68,10 @@ def run_case(case):
     return {"status": status, "stderr": stderr[:4000], "rss_kb": rss}
 
 
-for line in sys.stdin:
-    answers.write(json.dumps(run_case(json.loads(line))) + "\n")
-    answers.flush()
+try:
+    for line in sys.stdin:
+        answers.write(json.dumps(run_case(json.loads(line))) + "\n")
+        answers.flush()
+finally:
+    import shutil
+    shutil.rmtree(scratch, ignore_errors=True)

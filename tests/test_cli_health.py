@@ -131,7 +131,7 @@ def test_http_and_tcp_probes_against_real_servers(background, tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
     tcp_port = listener.getsockname()[1]
-    server = subprocess.Popen([PYTHON, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+    server = subprocess.Popen([PYTHON, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
                               cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               universal_newlines=True)
     try:

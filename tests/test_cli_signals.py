@@ -155,18 +155,23 @@ def test_signal_map_rewrites_and_drops(background, tmp_path, mode):
 
 
 def test_single_child_signals_the_child_alone(background):
-    script = ("trap 'echo parent got HUP' HUP; "
-              "sh -c 'trap \"echo grandchild got HUP\" HUP; echo grandchild ready; "
-              "while :; do sleep 0.05; done' & "
-              "while :; do sleep 0.05; done")
-    for flags, expect_grandchild in (([], True), (["--single-child"], False)):
+    """The child shell passes USR1 on to its own child by hand; that USR1 is handled
+    after any HUP the grandchild got earlier (sh runs pending traps in signal order), so
+    its line tells whether a HUP reached the grandchild."""
+    grandchild = ("trap 'echo grandchild got HUP' HUP; trap 'echo grandchild got USR1' USR1; "
+                  "echo grandchild ready; while :; do sleep 0.05; done")
+    script = ("sh -c \"%s\" & child=$!; trap 'echo parent got HUP' HUP; "
+              "trap 'kill -USR1 $child' USR1; while :; do sleep 0.05; done" % grandchild)
+    for flags, reaches_grandchild in (([], True), (["--single-child"], False)):
         procwrap = background(*flags + ["--", "sh", "-c", script])
         procwrap.expect("grandchild ready")
         procwrap.signal(signal.SIGHUP)
         procwrap.expect("parent got HUP")
-        procwrap.signal(signal.SIGUSR2)         # a marker: after the HUP has been handled
+        procwrap.signal(signal.SIGUSR1)
+        procwrap.expect("grandchild got USR1")
+        assert ("grandchild got HUP" in procwrap.stdout) == reaches_grandchild, procwrap.stdout
+        procwrap.signal(signal.SIGTERM)
         procwrap.wait()
-        assert ("grandchild got HUP" in procwrap.stdout) == expect_grandchild, procwrap.stdout
 
 
 def test_a_closed_log_reader_is_no_sigpipe_for_the_child(tmp_path):

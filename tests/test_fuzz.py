@@ -271,8 +271,12 @@ def test_fuzz_configs_options_twins_and_locations():
                     failures.append((case, problem, answer["stderr"]))
                 rss.append(answer["rss_kb"])
         finally:
-            proc.kill()
-            proc.wait()
+            proc.stdin.close()          # the worker removes its scratch directory and ends
+            try:
+                proc.wait(HANG)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     threads = [threading.Thread(target=drive, args=(part,)) for part in halves]
     for thread in threads:
         thread.start()
