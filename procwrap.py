@@ -1804,9 +1804,9 @@ class _Secrets(object):
                 _redact.add(value)
                 return _secret(value)
         raise SecretError(UNRESOLVED_MSG % (where, location.shown,
-                                            "the value is still a location after %d lookups; "
+                                            "the value is still a location after %s; "
                                             "break the loop or raise --resolve-depth"
-                                            % (self.depth + 1)))
+                                            % _plural(self.depth + 1, "lookup")))
 
     def value(self, location, where, default_format=None):
         """One lookup: the document, or what its JSON Path selects."""
@@ -5629,8 +5629,9 @@ class Supervisor(object):
                     if other.kind != "startup":
                         other.start()
         else:
-            self.log.event("%s: %s probe failed %d times (%s)" % (
-                process.name, kind, probe.spec.failure_threshold, probe.message), "warning",
+            self.log.event("%s: %s probe failed %s (%s)" % (
+                process.name, kind, _plural(probe.spec.failure_threshold, "time"),
+                probe.message), "warning",
                 event="probe", name=process.name, probe=kind, result="failed")
             if kind in ("liveness", "startup"):
                 process.terminate("%s probe failed" % kind)

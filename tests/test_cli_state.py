@@ -61,7 +61,7 @@ def test_a_process_being_stopped_is_stopping_and_not_ready(background, tmp_path,
     assert get("/readiness")[0] == 503
     if reason == "liveness":
         failed = [e for e in events(procwrap.stdout, "probe") if e["result"] == "failed"][0]
-        assert failed["message"] == "app: liveness probe failed 1 times (exit status 1: sick)"
+        assert failed["message"] == "app: liveness probe failed 1 time (exit status 1: sick)"
     procwrap.signal(signal.SIGTERM)
     procwrap.expect_event("shutdown")
     procwrap.signal(signal.SIGTERM)
@@ -265,3 +265,19 @@ def test_status_lines_lose_their_control_characters(background, tmp_path):
     assert line == "procwrap | app: warm[31mred"
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
+
+
+def test_probe_output_in_records_and_status_hides_secrets(background, tmp_path):
+    config = {"processes": [{
+        "name": "app", "command": DEAF, "stopTimeout": 60,
+        "env": [{"name": "TOKEN", "valueFrom": {"location": "PLAIN:tok-3141592653"}}],
+        "livenessProbe": {"exec": {"command": ["sh", "-c", "echo token $TOKEN refused; "
+                                                           "exit 1"]},
+                          "periodSeconds": 0.2, "failureThreshold": 1}}]}
+    procwrap, get = start(background, tmp_path, config)
+    failed = procwrap.expect_event("probe")
+    assert failed["message"] == ("app: liveness probe failed 1 time (exit status 1: token "
+                                 "[secret] refused)")
+    assert state_of(get, "app")["probes"][0]["message"] == "exit status 1: token [secret] refused"
+    assert "3141592653" not in procwrap.stdout
+    procwrap.kill()
