@@ -125,6 +125,23 @@ def _prctl(option, value):
     return bool(_load_libc()) and _libc.prctl(option, value, 0, 0, 0) == 0
 
 
+def _memfd_create(name):
+    """An anonymous memory file that exec keeps open (no MFD_CLOEXEC); OSError
+    where there is none (os.memfd_create is 3.8+: ctypes before)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(name, 0)
+    libc = _load_libc()         # py<3.8: drop with 3.7
+    fd = libc.memfd_create(name.encode(), 0) if libc else -1
+    if fd < 0:
+        raise OSError(errno.ENOSYS, "no memfd_create")
+    return fd
+
+
+#: The .pyc header after the magic number: flags (3.7+, PEP 552), mtime and
+#: source size, all zero (nothing checks them when a .pyc is run directly).
+_PYC_HEADER_REST = b"\0" * (12 if sys.version_info >= (3, 7) else 8)   # py<3.7: drop with 3.6
+
+
 def _trim_memory():
     """Hand free heap back to the kernel (glibc malloc_trim).
 
@@ -288,6 +305,8 @@ NEED_ROOT_MSG = ("running as another user needs root (procwrap runs as "
 NOT_A_DIR_MSG = "no such directory %r; create it or fix the path"
 NOT_FOUND_MSG = "%s: command not found: %r"
 CANNOT_RUN_MSG = "%s: cannot %s %r: %s"
+DOTENV_ERROR_MSG = ("cannot parse this line; write NAME=value, quote values with spaces or "
+                    "'#', and close every quote")
 TOO_LONG_MSG = "expected at most %d seconds (10 years), got %r"
 NUL_MSG = ("holds a NUL byte, which no argument, path or variable can; remove it "
            "(a \\u0000 in the config?)")
@@ -577,7 +596,7 @@ def _parse_dotenv(text, where, environ):
             pos = export.end()
         key = _DOTENV_KEY_RE.match(text, pos)
         if not key:
-            raise ConfigError(_dotenv_error(where, text, pos))
+            raise _DotenvError(where, text, pos)
         name = key.group(1) if key.group(1) is not None else key.group(2)
         pos = key.end()
         equals = _DOTENV_EQUALS_RE.match(text, pos)
@@ -586,10 +605,10 @@ def _parse_dotenv(text, where, environ):
         if equals.group(1) is not None:
             value, pos = _dotenv_value(text, pos, equals.group(1))
             if value is None:
-                raise ConfigError(_dotenv_error(where, text, pos))
+                raise _DotenvError(where, text, pos)
         tail = _DOTENV_END_RE.match(text, pos)
         if not tail or (tail.end() == pos and pos < end):
-            raise ConfigError(_dotenv_error(where, text, pos))
+            raise _DotenvError(where, text, pos)
         pos = tail.end()
         if value is not None:
             value = _dotenv_interpolate(value, seen, environ)
@@ -643,13 +662,14 @@ def _dotenv_interpolate(value, seen, environ):
     return _DOTENV_INTERPOLATE_RE.sub(replace, value)
 
 
-def _dotenv_error(where, text, pos):
-    """The one-line error for a statement the dotenv grammar cannot read: the
-    file, line and column, never the text (a value may be a secret)."""
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    return ("%s:%d:%d: cannot parse this line; write NAME=value, quote values with "
-            "spaces or '#', and close every quote" % (where, line, column))
+class _DotenvError(ConfigError):
+    """A statement the dotenv grammar cannot read, with its line and column."""
+
+    def __init__(self, where, text, pos):
+        self.line = text.count("\n", 0, pos) + 1
+        self.column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        ConfigError.__init__(self, "%s:%d:%d: %s" % (where, self.line, self.column,
+                                                      DOTENV_ERROR_MSG))
 
 
 class _ShapeError(ValueError):
@@ -684,8 +704,8 @@ def _parse_text(text, fmt, where, secret=False):
     """JSON, YAML or TOML text parsed, then held to _check_shape().
 
     _ShapeError if too deep or large; ValueError if it cannot be parsed: the
-    parser's message, or with `secret` only
-    the position (a YAML snippet would print the secret).  Parsers are
+    parser's message, or with `secret` only the position (a YAML snippet
+    would print the secret).  Parsers are
     third-party code fed the user's bytes, so anything they raise (an
     invalid date, too deep a nesting) is the input's fault.
     """
@@ -893,14 +913,14 @@ class _OwnPath(object):
             return "cannot use %r: %s; fix the path" % (self.path, _read_error(error))
         if _identity(info) == self.identity:
             return None
+        if info.st_uid == os.geteuid() and self.leftover is not None \
+                and self.leftover(self.path, info):
+            return None
         kind = ("a symbolic link" if stat.S_ISLNK(info.st_mode) else
                 "a directory" if stat.S_ISDIR(info.st_mode) else
                 "a FIFO" if stat.S_ISFIFO(info.st_mode) else
                 "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
                 "a socket" if stat.S_ISSOCK(info.st_mode) else "a file")
-        if info.st_uid == os.geteuid() and self.leftover is not None \
-                and self.leftover(self.path, info):
-            return None
         return ("%r is %s that procwrap did not create; procwrap replaces only its own, so "
                 "remove it or pick another path" % (self.path, kind))
 
@@ -1367,10 +1387,10 @@ def _parse_document(raw, fmt, shown, environ):
         return raw
     if fmt == "dotenv":
         try:
-            return dict(_parse_dotenv(raw, "", environ))
-        except ConfigError as error:        # ':2:5: cannot parse this line; ...'
-            line, column, rest = str(error)[1:].split(":", 2)
-            raise _Unavailable("line %s, column %s:%s" % (line, column, rest))
+            return dict(_parse_dotenv(raw, shown, environ))
+        except _DotenvError as error:       # never the text: it may be a secret
+            raise _Unavailable("line %d, column %d: %s" % (error.line, error.column,
+                                                          DOTENV_ERROR_MSG))
     try:
         return _parse_text(raw, fmt, shown, secret=True)
     except _ShapeError as error:
@@ -2310,20 +2330,19 @@ class _Checker(object):
         return value
 
     def string(self, value, where):
-        """A string without NUL bytes (no path, argument or variable can hold
-        one), or a problem."""
+        """A string that an argument, path or variable can hold (no NUL byte,
+        no lone surrogate), or a problem."""
         if not isinstance(value, str):
             return self.fail(where, "expected a string, got %s" % _type_name(value))
-        if _os_text_problem(value):
-            return self.fail(where, _os_text_problem(value))
-        return value
+        problem = _os_text_problem(value)
+        return self.fail(where, problem) if problem else value
 
     def strings(self, value, where, split=False):
         """A list of strings; a single string too when `split` (split like a shell)."""
         if split and isinstance(value, str):
             import shlex
-            if _os_text_problem(value):
-                return self.fail(where, _os_text_problem(value))
+            if self.string(value, where) is _INVALID:
+                return _INVALID
             try:
                 return shlex.split(value)
             except ValueError as error:
@@ -2332,12 +2351,11 @@ class _Checker(object):
         if not isinstance(value, list):
             return self.fail(where, "expected a list of strings, got %s" % _type_name(value))
         for index, item in enumerate(value):
+            place = "%s[%d]" % (where, index)
             if not isinstance(item, str):
-                return self.fail("%s[%d]" % (where, index), "expected a string, got %s; quote "
-                                 "it" % _type_name(item))
-        for index, item in enumerate(value):
-            if _os_text_problem(item):
-                return self.fail("%s[%d]" % (where, index), _os_text_problem(item))
+                return self.fail(place, "expected a string, got %s; quote it" % _type_name(item))
+            if self.string(item, place) is _INVALID:
+                return _INVALID
         return list(value)
 
     def boolean(self, value, where):
@@ -2590,7 +2608,7 @@ def _build_spec(fields, where, builder, checker, check_root):
                     # By name, or by value: an envFile's ${PASSWORD} carries one too.
                     if name in secret_names or (name in env and _redact.contains(env[name])):
                         checker.fail("%s.%s" % (where, field), SECRET_IN_ARGV_MSG
-                                     % (match.group(1), match.group(1)))
+                                     % (name, name))
         spec.argv = [_expand_vars(word, env) for word in command + args]
 
     if "workingDir" in fields:
@@ -2668,8 +2686,9 @@ def _build_hook(value, where, name, checker):
     fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "timeoutSeconds"))
     hook = ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
     handlers = [key for key in fields if key in ("exec", "httpGet", "sleep")]
+    unknown = [key for key in fields if key not in handlers and key != "timeoutSeconds"]
     if len(handlers) != 1:
-        if handlers or len(fields) == ("timeoutSeconds" in fields):   # else: reported
+        if handlers or not unknown:         # an unknown key alone was reported already
             checker.fail(where, "give exactly one handler: exec, httpGet or sleep; got %s"
                          % (", ".join(handlers) or "none"))
         return hook
@@ -2751,9 +2770,9 @@ def _entry_env(fields, where, user, builder, checker):
 
 
 def _env_problems(env, where):
-    """A line for each variable whose value holds a NUL byte (from an env file
-    or a secret: execve cannot pass it, so the child could never start).  The
-    value is not shown: it may be a secret."""
+    """A line for each variable whose value no environment can hold (a NUL
+    byte from an env file or a secret: execve cannot pass it, so the child
+    could never start).  The value is not shown: it may be a secret."""
     return ["%s: the value of %s %s" % (where, name, _os_text_problem(value))
             for name, value in sorted(env.items()) if _os_text_problem(value)]
 
@@ -4212,8 +4231,7 @@ class Process(object):
             # -> FATAL
             if spec.restart_limit:
                 self.log.event(GIVING_UP_MSG % (self.name, _plural(self.restarts, "restart")),
-                               "error",
-                               event="fatal", name=self.name)
+                               "error", event="fatal", name=self.name)
             self._set_state(State.FATAL)
         else:
             # -> BACKOFF
@@ -4479,28 +4497,26 @@ class _ExecCheck(_Check):
         self.probe.loop.watch_child(self.pid, self.on_exit)
 
     def on_output(self):
-        """Keep the end of what it writes; a grandchild may hold the pipe for
-        longer, so its exit, not EOF, ends the check."""
+        """Keep the end of what it writes; False when nothing more is there now.
+        A grandchild may hold the pipe for longer, so its exit, not EOF, ends
+        the check."""
         try:
             data = os.read(self.fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
-        if data:
-            self.tail = (self.tail + data)[-OUTPUT_TAIL:]
-        else:
+        if not data:
             self.close()
+            return False
+        self.tail = (self.tail + data)[-OUTPUT_TAIL:]
+        return True
 
     def on_exit(self, wait_status):
         """Reaped: exit 0 passes; a signal is described; its output follows."""
         self.pid = None
-        for _ in range(16):         # what is buffered now, not what may come later
-            if self.fd < 0:
-                break
-            before = self.tail
-            self.on_output()
-            if self.tail == before:
+        for _ in range(16):         # what is buffered now (a pipe holds 64 KiB), no more
+            if self.fd < 0 or not self.on_output():
                 break
         self.close()
         status = _exit_status(wait_status)
@@ -4769,9 +4785,9 @@ def _unix_address(text):
     return "\0" + text[1:] if text.startswith("@") else text
 
 
-#: Datagrams read per wake-up: a flooding sender gets its turn like a pipe
-#: does, and cannot keep the loop from everything else.
-DATAGRAMS_PER_PASS = 64
+#: Datagrams read, or connections accepted, per wake-up: a flooding sender
+#: gets its turn as a pipe does, and cannot keep the loop from the rest.
+PER_WAKEUP = 64
 
 
 class _Datagrams(object):
@@ -4787,8 +4803,8 @@ class _Datagrams(object):
         loop.add_reader(sock, self.on_readable)
 
     def on_readable(self):
-        """Read the datagrams waiting (up to DATAGRAMS_PER_PASS)."""
-        for _ in range(DATAGRAMS_PER_PASS):
+        """Read the datagrams waiting (up to PER_WAKEUP)."""
+        for _ in range(PER_WAKEUP):
             try:
                 data = self.receive()
             except (BlockingIOError, InterruptedError):
@@ -4954,13 +4970,12 @@ class _Listener(object):
         self.sock = sock
         self.handler = handler          #: the owner's callback for each request
         self.connections = set()
-        self.evicted = 0                #: idle connections closed to make room
         sock.setblocking(False)
         loop.add_reader(sock, self.on_accept)
 
     def on_accept(self):
         """Accept the connections waiting (a bounded number, as pipes get one read)."""
-        for _ in range(DATAGRAMS_PER_PASS):
+        for _ in range(PER_WAKEUP):
             try:
                 sock, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -4978,7 +4993,6 @@ class _Listener(object):
         if not idle:
             return False
         min(idle, key=lambda connection: connection.since).close()
-        self.evicted += 1
         return True
 
     def close(self):
@@ -7181,10 +7195,8 @@ def _reexec_compiled(code):
         import importlib.util
         import marshal
         import subprocess
-        # The .pyc header: magic, then flags (3.7+), mtime and size, unchecked here.
-        header = importlib.util.MAGIC_NUMBER + b"\0" * (12 if sys.version_info >= (3, 7) else 8)
         fd = _memfd_create("procwrap")
-        data = header + marshal.dumps(code)
+        data = importlib.util.MAGIC_NUMBER + _PYC_HEADER_REST + marshal.dumps(code)
         while data:
             data = data[os.write(fd, data):]
         # -S: `site` costs more than the rest of the start (40 ms of 50 here,
@@ -7199,18 +7211,6 @@ def _reexec_compiled(code):
         os.environ.pop("PROCWRAP_SCRIPT", None)
         if fd >= 0:
             os.close(fd)
-
-
-def _memfd_create(name):
-    """An anonymous memory file that exec keeps open (no MFD_CLOEXEC); OSError
-    where there is none (os.memfd_create is 3.8+: ctypes before)."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create(name, 0)
-    libc = _load_libc()         # py<3.8: drop with 3.7
-    fd = libc.memfd_create(name.encode(), 0) if libc else -1
-    if fd < 0:
-        raise OSError(errno.ENOSYS, "no memfd_create")
-    return fd
 
 
 def _ran_compiled(path):

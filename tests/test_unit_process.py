@@ -1,4 +1,5 @@
 """The Process state machine against races the CLI cannot pin down deterministically."""
+import json
 import os
 import socket
 
@@ -128,3 +129,28 @@ def test_the_idle_timeout_starts_over_with_each_request():
     assert connection.sock is None and theirs.recv(1) == b""
     theirs.close()
     loop.close()
+
+
+def test_records_dropped_on_a_full_disk_are_counted_and_said(monkeypatch, capfd):
+    """Past LOG_STALL, records are dropped, counted; the first write that works again
+    ends the record cut short, then says how many were lost."""
+    monkeypatch.setattr(procwrap, "LOG_STALL", 0.0)
+    full = os.open("/dev/full", os.O_WRONLY)
+    read_end, write_end = os.pipe()
+    log = procwrap.Log("json", fd=full)
+    log.event("one")                        # ENOSPC: dropped at once (no stall allowed)
+    log.event("two")
+    assert log.lost == 2 and log.failing
+    log.midline = True                      # as if the last write had stopped mid-record
+    log.fd = write_end
+    log.event("three")
+    os.close(write_end)
+    written = os.read(read_end, 65536)
+    os.close(read_end)
+    os.close(full)
+    assert written.startswith(b'\n{"time"')
+    records = [json.loads(line) for line in written.split(b"\n") if line]
+    assert [r["message"] for r in records] == ["three", "2 records lost: No space left on device"]
+    assert records[1]["lost"] == 2 and log.lost == 0 and log.failing is None
+    err = capfd.readouterr().err
+    assert "dropping them, counted" in err and "2 records lost" in err
