@@ -50,10 +50,11 @@ the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON
 config itself when it starts with "{".  Variables named PROCWRAP_* are never
 passed to children.
 
-Contents: Compat, Constants & messages, Errors, Pure helpers, Files,
-Secrets, Config (after Secrets: a config's env reads locations), Logging,
-Event loop, Processes, Probes, HTTP endpoints (and the ctl socket),
-Supervisor, Wrap mode, CLI.
+Contents: Part I runs anywhere; it is what `procwrap remote` ships to a
+host that has only Python: Compat, Constants & messages, Errors, Pure
+helpers, Files, Event loop & streams, Children.  Part II is local: Logging,
+Processes, Wrap mode, HTTP client & leases, Secrets, Probes, Health, Config,
+Supervisor, Control surface, CLI.  Each section uses only those above it.
 """
 
 __version__ = "0.1.0"
@@ -70,11 +71,19 @@ import sys
 import time
 
 
+# #############################################################################
+# Part I: runs anywhere
+# What the SSH bootstrap ships and compiles on the other end: nothing here
+# uses Part II.  Standard library only, nothing Linux-only without a fallback.
+# #############################################################################
+
+
 # =============================================================================
 # Compat
 # Shims for CPython 3.6-3.13 and for Linux-only abilities.  Each names the
 # version that lets it go.  Nothing outside this section tests versions.
 # =============================================================================
+
 
 def _set_wakeup_fd(fd):
     """signal.set_wakeup_fd without the 'buffer full' warning on a signal storm."""
@@ -148,10 +157,11 @@ def _trim_memory():
     Compiling procwrap.py as a script leaves megabytes of freed parser memory
     in the heap; a supervisor that idles for weeks should not keep it.
     """
-    if _libc and hasattr(_libc, "malloc_trim"):
+    libc = _load_libc()
+    if libc and hasattr(libc, "malloc_trim"):
         import gc
         gc.collect()
-        _libc.malloc_trim(0)
+        libc.malloc_trim(0)
 
 
 def _set_pipe_size(fd):
@@ -188,6 +198,7 @@ class _Pattern(object):
 # Exit statuses, tunables and every message a user can see.  Tests assert on
 # the *_MSG templates, so a wording change is one edit here.
 # =============================================================================
+
 
 EX_OK = 0
 EX_USAGE = 2
@@ -273,10 +284,18 @@ REDACTED = "[secret]"
 #: Shorter values are not blanked out of procwrap's own messages: '1' or
 #: 'no' would mangle every record, and say nothing useful about a secret.
 REDACT_MIN_LENGTH = 4
-VAULT_TIMEOUT = 10.0          #: seconds for one Vault request
+#: Seconds one HTTP request (Vault, an API server, etcd) may take: the worker
+#: runs one at a time, so a hung server must not hold the others up longer.
+HTTP_CLIENT_TIMEOUT = 10.0
+#: Tries of a request a server says to retry (412, 429, 5xx): three is what
+#: Vault's own client does, and keeps a dead server's cost near 30 s.
+HTTP_CLIENT_ATTEMPTS = 3
+#: Longest Retry-After honoured between tries; a longer one fails the request
+#: now, and the caller's own schedule (a renewal's retry) takes over.
+HTTP_RETRY_AFTER_MAX = 5.0
 #: Renew a lease or token when this much of its TTL has passed (Vault Agent's rule).
-VAULT_RENEW_AT = 2.0 / 3.0
-VAULT_RETRY_MAX = 30.0        #: longest wait between failed renewals
+LEASE_RENEW_AT = 2.0 / 3.0
+LEASE_RETRY_MAX = 30.0        #: longest wait between failed renewals
 VAULT_RENEW_POLICIES = ("stop", "continue")
 
 LOG_FORMATS = ("json", "logfmt", "text", "none")
@@ -349,12 +368,20 @@ NO_SUBREAPER_MSG = ("cannot become child subreaper (needs Linux >= 3.4); "
                     "orphaned grandchildren will not be reaped by procwrap")
 
 
+HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
+HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
+HTTP_MAX_CONNECTIONS = 256      #: then the one idle longest makes room for a newcomer
+HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
+HTTP_WAIT_MAX = 300.0
+
+
 # =============================================================================
 # Errors
 # Two families, as docopt has: the user's mistakes (UsageError, ConfigError:
 # one line each on stderr, exit 2, no traceback) and our own bugs (a
 # traceback and exit 70).
 # =============================================================================
+
 
 class ProcwrapError(Exception):
     """Base of the errors procwrap reports to a user.
@@ -427,8 +454,9 @@ def _require(module, pip_name, why, where):
 # =============================================================================
 # Pure helpers
 # Durations, signals, exit statuses, backoff, dotenv, $(VAR) expansion,
-# parsing documents within limits, timestamps, logfmt.  No I/O here.
+# logfmt, redaction: functions of their arguments, table-tested.
 # =============================================================================
+
 
 _DURATION_RE = _Pattern(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
@@ -501,6 +529,98 @@ def _signal_name(number):
         return signal.Signals(number).name
     except ValueError:
         return "signal %d" % number
+
+
+class _BadValue(ValueError):
+    """A value that is not of its type.  `expected` says what would be, in
+    the one wording that the config checker and the command line share:
+    'processes[0].stopTimeout: expected seconds ..., got 'soon'' and
+    '--timeout: expected seconds ..., got 'soon'' read alike."""
+
+    def __init__(self, expected, whole=False):
+        ValueError.__init__(self, expected)
+        self.expected = expected        #: 'expected seconds (10, 1.5, 500ms, 2m)'
+        self.whole = whole              #: the message says all, 'got' included
+
+    def message(self, value):
+        """What to tell the user about `value`."""
+        return self.expected if self.whole else "%s, got %r" % (self.expected, value)
+
+
+# -- the value types shared by configs and options: each returns the value,
+# -- or raises _BadValue
+
+def _value_seconds(value):
+    """A duration: seconds as a number >= 0, or text with a unit (500ms, 2m, 1h)."""
+    try:
+        return _parse_duration(value)
+    except _TooLong:
+        raise _BadValue(TOO_LONG_MSG % (MAX_SECONDS, value), whole=True)
+    except ValueError:
+        raise _BadValue("expected seconds (10, 1.5, 500ms, 2m)")
+
+
+def _value_number(value, minimum, integer=False, maximum=None):
+    """A number (a whole one if `integer`) from minimum to maximum.  Seconds
+    (the default maximum) end at MAX_SECONDS; NaN and infinity are never
+    numbers here, nor is True."""
+    kinds = int if integer else (int, float)
+    if maximum is None:
+        maximum = (1 << 31) - 1 if integer else MAX_SECONDS
+    what = "a whole number" if integer else "a number"
+    # Comparisons are False for NaN, and exact for integers of any size.
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:
+        raise _BadValue("expected %s >= %s" % (what, minimum))
+    if value > maximum:
+        raise _BadValue("expected %s <= %d" % (what, maximum))
+    return value
+
+
+def _value_port(value, listen=False):
+    """A TCP/UDP port: 1-65535, or 0 (any free one) for a listening socket."""
+    if isinstance(value, str) and _is_digits(value.strip()):
+        value = int(value)
+    lowest = 0 if listen else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= 65535:
+        raise _BadValue("expected a port from %d to 65535" % lowest)
+    return value
+
+
+def _value_fraction(value):
+    """A fraction from 0 to 1 (backoff jitter)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise _BadValue("expected a fraction from 0 to 1")
+    return value
+
+
+def _value_signal(value):
+    """A signal, by name (TERM, SIGTERM) or number."""
+    try:
+        return _parse_signal(value)
+    except ValueError:
+        raise _BadValue("expected a signal name like TERM or INT")
+
+
+def _value_choice(value, choices):
+    """One of `choices`, exactly (no case folding: 'always' is a typo)."""
+    if value not in choices:
+        raise _BadValue("expected %s or %s" % (", ".join(choices[:-1]), choices[-1])
+                        if len(choices) > 1 else "expected " + choices[0])
+    return value
+
+
+#: What the command line takes as a number: ASCII digits, a point, digits
+#: (float() would take '\u0663' and '1_000', which no option means).
+_NUMBER_RE = _Pattern(r"\A(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
+
+
+def _number_text(text):
+    """An option's text as an int or a float when it is written as one; else
+    the text itself, which the number types then refuse by name."""
+    text = text.strip()
+    if _NUMBER_RE.match(text):
+        return int(text) if text.isdigit() else float(text)
+    return text
 
 
 def _exit_status(wait_status):
@@ -835,11 +955,72 @@ def _type_name(value):
     return "null" if value is None else type(value).__name__
 
 
+class _Redactor(object):
+    """Remembers every resolved value and blanks it out of procwrap's own output.
+
+    Log.event and main's error lines pass through it; child output does
+    not (procwrap cannot know what an application chooses to print).
+    """
+    enabled = True          #: False under --log-secrets
+
+    def __init__(self):
+        self.values = set()         #: strings to hide
+        self.public = set()         #: procwrap's identifiers (process names): never hidden
+        self._pattern = None        #: one alternation of them, longest first
+
+    def make_public(self, names):
+        """Identifiers that every record shows anyway (process names): a
+        resolved value equal to one is not blanked out, so a process named
+        postgres stays postgres when a password is 'postgres' too."""
+        self.public.update(names)
+        self._pattern = None
+
+    def contains(self, text):
+        """Does `text` hold a resolved value (whatever --log-secrets says)?"""
+        return bool(self.values) and self._compiled().search(text) is not None
+
+    def _compiled(self):
+        """The alternation of the values to hide, longest first (a never-
+        matching pattern when there are none)."""
+        if self._pattern is None:
+            hidden = sorted(self.values - self.public, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, hidden)) or "(?!)")
+        return self._pattern
+
+    def add(self, value):
+        """Remember a resolved value: each string in a dict or list, each line of it."""
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            for item in value:
+                self.add(item)
+        elif isinstance(value, str):
+            for text in [value] + value.splitlines():
+                if len(text.strip()) >= REDACT_MIN_LENGTH and text not in self.values:
+                    self.values.add(str(text))
+                    self._pattern = None
+
+    def __call__(self, text):
+        """`text` with every remembered value replaced by [secret]."""
+        if not self.values or not self.enabled or not isinstance(text, str):
+            return text
+        return self._compiled().sub(REDACTED, text)
+
+
+def _utf8_cut(data, limit):
+    """The largest cut <= limit that does not split a UTF-8 sequence."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 and cut > 0 else limit
+
+
 # =============================================================================
 # Files
 # What procwrap reads (with a bound, so /dev/zero cannot fill memory) and
-# writes (exclusively, through no link, and removed only while its own).
+# what it writes (created safely, removed only while still its own).
 # =============================================================================
+
 
 def _read_dotenv(path, where, environ):
     """Bindings of the dotenv file at `path`; ConfigError naming `where` if unreadable."""
@@ -1009,14 +1190,2417 @@ def _has_marker(marker, within=0):
 
 
 # =============================================================================
+# Event loop & streams
+# One selector, a heap of timers on the monotonic clock and a self-pipe that
+# signal.set_wakeup_fd writes signal numbers into; one worker thread for
+# blocking work.  Streams over sockets and fds speak lines or frames, with
+# back-pressure; listeners accept, datagram sockets parse.  Idle means
+# blocked in select() with no timeout: no tick, no polling.
+# =============================================================================
+
+
+#: signum -> how many of those the kernel sent us for our own writes (EPIPE
+#: raises SIGPIPE, EFBIG SIGXFSZ, at the writer): the loop drops that many,
+#: so a closed log reader does not become a SIGPIPE to the child.
+_self_inflicted = {}
+
+
+def _inflicted(error):
+    """Note the signal our own failed write just raised (EPIPE, EFBIG), if any."""
+    signum = {errno.EPIPE: signal.SIGPIPE, errno.EFBIG: signal.SIGXFSZ}.get(
+        getattr(error, "errno", None))
+    if signum is not None and signal.getsignal(signum) is _noop_handler:
+        _self_inflicted[signum] = _self_inflicted.get(signum, 0) + 1
+
+
+class _Pipe(object):
+    """The read end of a child's stdout or stderr, split into lines in the loop.
+
+    Complete lines go to the sink a chunk at a time; the unfinished last line
+    waits in `partial`, which never grows past `max_line` (longer lines are
+    cut into marked pieces).  The pipe outlives its process until EOF, since
+    a grandchild may still hold the write end.
+    """
+    __slots__ = ("loop", "fd", "sink", "max_line", "partial", "before")
+
+    def __init__(self, loop, fd, sink, max_line, before=None):
+        self.loop = loop            #: the Loop it is registered with
+        self.fd = fd                #: non-blocking read end, or -1 once closed
+        self.sink = sink            #: where lines go
+        self.max_line = max_line    #: longest line before it is split
+        self.partial = b""          #: the unfinished last line
+        self.before = before        #: func() called once, before the first bytes go on
+        os.set_blocking(fd, False)
+        loop.watch(fd, _READ, self.on_readable)
+
+    def on_readable(self):
+        """The loop says the pipe is readable: one read, so every pipe gets a turn."""
+        data = _read_some(self.fd)
+        if data is None:
+            return
+        if self.before is not None:
+            before, self.before = self.before, None
+            before()
+        if data:
+            self.feed(data)
+        else:
+            self.close()
+
+    def feed(self, data):
+        """Split `data` (after what was left over) into complete lines and a rest."""
+        if self.partial:
+            data = self.partial + data
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            complete, data = data[:cut], data[cut + 1:]
+            if len(complete) > self.max_line and self._has_long_line(complete):
+                for line in complete.split(b"\n"):
+                    self._long(line, last=True)
+            else:
+                self.sink.lines(complete)
+        self.partial = self._long(data, last=False)
+
+    def _has_long_line(self, complete):
+        """Is a line of `complete` over the limit?  Cheap in the common case: every
+        line after the first lies inside one read, so only the first can be long
+        while READ_SIZE <= max_line."""
+        first = complete.find(b"\n")
+        if (first if first >= 0 else len(complete)) > self.max_line:
+            return True
+        if READ_SIZE <= self.max_line:
+            return False
+        return max(map(len, complete.split(b"\n"))) > self.max_line
+
+    def _long(self, line, last):
+        """Emit marked pieces while `line` is over the limit; return or emit the rest."""
+        while len(line) > self.max_line:
+            cut = _utf8_cut(line, self.max_line)
+            self.sink.piece(line[:cut])
+            line = line[cut:]
+        if last:
+            self.sink.lines(line)
+            return b""
+        return line
+
+    def drain(self):
+        """Read what is buffered now (the child has exited) and flush the last line."""
+        while self.fd >= 0:
+            data = _read_some(self.fd)
+            if data is None:
+                break
+            if not data:
+                self.close()
+                return
+            self.feed(data)
+        self.flush()
+
+    def flush(self):
+        """Emit the unfinished last line as a line of its own."""
+        if self.partial:
+            line, self.partial = self.partial, b""
+            self.sink.lines(line)
+
+    def close(self):
+        """EOF: flush, unregister and close the read end."""
+        if self.fd >= 0:
+            self.flush()
+            self.loop.watch(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+
+#: What Loop.watch waits for.
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+class Timer(object):
+    """A cancellable call at `when` (monotonic seconds)."""
+    __slots__ = ("when", "func", "args", "cancelled")
+
+    def __init__(self, when, func, args):
+        self.when = when            #: monotonic deadline
+        self.func = func            #: called with args when due
+        self.args = args
+        self.cancelled = False      #: left in the heap, skipped when popped
+
+    def __lt__(self, other):
+        return self.when < other.when
+
+    def cancel(self):
+        """Mark cancelled; the heap drops it when it reaches the top."""
+        self.cancelled = True
+
+
+def _signals_to_take():
+    """The signals to handle: every catchable one but UNFORWARDED_SIGNALS,
+    except those ignored when procwrap started (tini's rule: `nohup procwrap
+    ...` keeps its child deaf to HUP; they are left alone, so the child
+    inherits SIG_IGN).  CPython itself ignores PIPE and XFSZ, so those two
+    cannot be told apart: they are taken."""
+    skip = set(getattr(signal, name) for name in UNFORWARDED_SIGNALS)
+    take = []
+    for signum in sorted(_ALL_SIGNALS):
+        if signum in skip:
+            continue
+        try:
+            handler = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if handler != signal.SIG_IGN or signum in (signal.SIGPIPE, signal.SIGXFSZ):
+            take.append(signum)
+    return take
+
+
+class _SignalRouter(object):
+    """What both modes do with a signal before acting on it: drop the one HUP
+    and CONT that giving our terminal to the child causes, and apply
+    --signal-map (dumb-init's --rewrite).  route() gives the signal to act
+    on, or None."""
+
+    def __init__(self, mapping=None):
+        self.mapping = mapping or {}    #: signum -> signum, or None to drop
+        self.ignore_once = set()        #: signals to drop the next time they come
+
+    def take(self, loop, on_signal):
+        """Handle every catchable signal through on_signal; reap on CHLD."""
+        for signum in _signals_to_take():
+            try:
+                loop.add_signal_handler(signum, on_signal)
+            except (OSError, ValueError, RuntimeError):
+                pass    # glibc keeps 32 and 33 for itself
+        loop.add_signal_handler(signal.SIGCHLD, None)
+
+    def route(self, signum):
+        """The signal to act on in place of `signum`, or None to drop it."""
+        if signum in self.ignore_once:
+            self.ignore_once.discard(signum)
+            return None
+        return self.mapping.get(signum, signum)
+
+
+def _noop_handler(signum, frame):
+    """Python-level handler: the C handler has already written to the wakeup fd."""
+
+
+def _handled_signals():
+    """What a child resets to the default before exec, so it starts as from a
+    shell: the signals a Loop handles now (read from the signal module, so
+    no list is kept beside it), and PIPE and XFSZ, which CPython ignores.
+    Signals ignored when procwrap started are not handled: they stay ignored."""
+    handled = [signal.SIGPIPE, signal.SIGXFSZ]
+    for signum in _ALL_SIGNALS:
+        try:
+            if signal.getsignal(signum) is _noop_handler and signum not in handled:
+                handled.append(signum)
+        except (ValueError, OSError):
+            pass
+    return handled
+
+
+class Loop(object):
+    """The one event loop: fds, timers, signals and reaping children.
+
+    One pass: select(until the next timer) -> drain the wakeup fd -> signal
+    callbacks -> fd callbacks -> due timers -> reap children if SIGCHLD came.
+    A callback that raises is reported and the loop carries on.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock                          #: injectable for tests
+        self.selector = selectors.DefaultSelector()
+        self.timers = []                            #: heap of Timer
+        self.signal_handlers = {}                   #: signum -> func(signum)
+        self.children = {}                          #: pid -> func(wait_status)
+        self.on_orphan = None                       #: func(pid, wait_status)
+        self.on_error = None                        #: func(text) for callback crashes
+        self.stopped = False                        #: run() returns when set
+        self._previous = {}                         #: signum -> handler to restore
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._old_wakeup = None
+        self._soon = []         #: (func, args) queued by other threads, run next pass
+        self.worker = None      #: the _Worker, once blocking work came
+
+    # -- registration
+    def call_later(self, delay, func, *args):
+        """Call func(*args) after `delay` seconds; returns the Timer."""
+        timer = Timer(self.clock() + max(0.0, delay), func, args)
+        heapq.heappush(self.timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, func, *args):
+        """From another thread: call func(*args) in the loop's next pass.
+
+        The wakeup pipe carries it: byte 0 is no signal number, so a 0
+        written after the call is queued means 'run the queue'.
+        """
+        self._soon.append((func, args))     # list.append is atomic under the GIL
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass        # the pipe is full of wake-ups already; the loop will look
+
+    def run_in_worker(self, func, done):
+        """Run func() in the worker thread, then done(result, error) in the loop.
+
+        For the blocking calls that must happen while the loop runs (Vault
+        renewals, and whatever reports to a server): the loop never waits on
+        the network.  One worker runs them one after another.
+        """
+        if self.worker is None:
+            self.worker = _Worker(self.call_soon_threadsafe)
+        self.worker.submit(func, done)
+
+    def watch(self, fd, events, func=None):
+        """Call func() whenever fd (an fd or a socket) is ready for `events`
+        (READ, WRITE or both); events 0 stops watching it.  One call changes
+        what is watched, whatever was before."""
+        selector = self.selector
+        known = selector.get_map().get(fd)
+        if not events:
+            if known is not None:
+                selector.unregister(fd)
+        elif known is None:
+            selector.register(fd, events, func)
+        elif known.events != events or known.data != func:
+            selector.modify(fd, events, func)
+
+    def add_signal_handler(self, signum, func):
+        """Route `signum` to func(signum), through the wakeup fd (main thread
+        only), and unblock it: a TERM blocked by whatever started us must
+        still reach us."""
+        if self._old_wakeup is None:
+            self._old_wakeup = _set_wakeup_fd(self._wake_w)
+        previous = signal.getsignal(signum)
+        signal.signal(signum, _noop_handler)        # raises for 32 and 33 (glibc's own)
+        self._previous.setdefault(signum, previous)
+        self.signal_handlers[signum] = func
+        _sigmask(signal.SIG_UNBLOCK, [signum])
+
+    def watch_child(self, pid, func):
+        """Call func(wait_status) when pid is reaped."""
+        self.children[pid] = func
+
+    def close(self):
+        """Restore signal handlers, close the self-pipe, end the worker."""
+        if self.worker is not None:
+            self.worker.close()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        if self._old_wakeup is not None:
+            _set_wakeup_fd(self._old_wakeup)
+        self.selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- running
+    def run(self):
+        """Run passes until `stopped` is set."""
+        while not self.stopped:
+            self.run_once()
+
+    def run_once(self):
+        """One pass of the loop (see the class docstring)."""
+        timers = self.timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        # No timer means no timeout: an idle supervisor sleeps in the kernel
+        # until a child writes, exits (SIGCHLD) or a signal comes.
+        timeout = min(MAX_SELECT, max(0.0, timers[0].when - self.clock())) if timers else None
+        events = self.selector.select(timeout)
+        signals = b""
+        ready = []
+        for key, _ in events:
+            if key.data is None:
+                signals = self._drain_wakeup()
+            else:
+                ready.append(key)
+        # Signals first (a TERM should not wait behind a flood of output), then
+        # fds, then timers; children are reaped last, so output a child wrote
+        # just before exiting is read by its pipes' drain() in finish().
+        reap = False
+        for signum in signals:
+            if signum == 0:
+                continue        # call_soon_threadsafe's wake-up, handled below
+            if _self_inflicted.get(signum):
+                _self_inflicted[signum] -= 1
+                continue        # our own write's EPIPE/EFBIG: not for the child
+            if signum == signal.SIGCHLD:
+                reap = True     # many SIGCHLDs, one waitpid loop
+            func = self.signal_handlers.get(signum)
+            if func is not None and signum != signal.SIGCHLD:
+                self._call(func, signum)
+        registered = self.selector.get_map()
+        for key in ready:
+            # An earlier callback of this pass may have closed this fd (a
+            # child's first output reads its exec report): skip it then.
+            if registered.get(key.fd) is key:
+                self._call(key.data)
+        while self._soon:
+            func, args = self._soon.pop(0)
+            self._call(func, *args)
+        now = self.clock()
+        while timers and (timers[0].cancelled or timers[0].when <= now):
+            timer = heapq.heappop(timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                self._call(timer.func, *timer.args)
+        if reap:
+            self.reap()
+
+    def _drain_wakeup(self):
+        """Read every signal number the C handler wrote since the last pass."""
+        data = b""
+        while True:
+            chunk = _read_some(self._wake_r, 4096)
+            if not chunk:
+                return data
+            data += chunk
+
+    def reap(self):
+        """waitpid(-1) until nothing is left to reap; the only place that waits.
+
+        waitpid(-1) rather than per-pid waits: as PID 1 or subreaper, orphans
+        we never started are our children too, and must not stay zombies.
+        """
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            func = self.children.pop(pid, None)
+            if func is not None:
+                self._call(func, status)
+            elif self.on_orphan is not None:
+                self._call(self.on_orphan, pid, status)
+
+    def _call(self, func, *args):
+        """Run a callback; a crash is reported through on_error, the loop goes on."""
+        try:
+            func(*args)
+        except Exception:
+            import traceback
+            text = traceback.format_exc()
+            if self.on_error is None:
+                raise
+            self.on_error(text)
+
+
+class _Worker(object):
+    """One thread for the loop's blocking work, fed through a queue: jobs run
+    one after another, and each outcome goes back to the loop through
+    `report` (call_soon_threadsafe).  A daemon thread, so a job stuck on the
+    network cannot hold up procwrap's exit; each job bounds its own waits."""
+
+    def __init__(self, report):
+        import queue
+        import threading
+        import warnings
+        # py>=3.12 warns of fork() while another thread runs.  Ours makes
+        # requests and takes no lock a forked child needs before exec.  (An
+        # identical filter replaces itself, so this does not pile up.)
+        warnings.filterwarnings("ignore", ".* is multi-threaded, use of fork", DeprecationWarning)
+        self.report = report            #: func(done, result, error), thread-safe
+        self.jobs = queue.Queue()       #: (func, done), or None to end the thread
+        threading.Thread(target=self.work, name="procwrap-worker", daemon=True).start()
+
+    def submit(self, func, done):
+        """Run func() after the jobs queued before it; done(result, error) in the loop."""
+        self.jobs.put((func, done))
+
+    def work(self):
+        """The thread: one job at a time until close()."""
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            func, done = job
+            try:
+                result, error = func(), None
+            except Exception as exc:     # handed to done(), which decides
+                result, error = None, exc
+            self.report(done, result, error)
+
+    def close(self):
+        """End the thread once the job in hand is done (an embedding program
+        runs many loops; each would leave a thread behind)."""
+        self.jobs.put(None)
+
+
+# -- streams: reads, writes, and the protocols spoken over them
+
+#: Errors that mean 'nothing now, try when the loop says so'.
+_AGAIN = (BlockingIOError, InterruptedError)
+
+
+def _read_some(source, size=READ_SIZE):
+    """One non-blocking read from an fd or a socket: bytes; b'' at EOF, or
+    when the read fails (a reset connection ends a stream as EOF does);
+    None when nothing is there now."""
+    try:
+        return os.read(source, size) if isinstance(source, int) else source.recv(size)
+    except _AGAIN:
+        return None
+    except OSError:
+        return b""
+
+
+def _write_some(target, data):
+    """One non-blocking write to an fd or a socket: the bytes taken, or None
+    when there is no room now.  Other errors are raised.  A socket is sent
+    with MSG_NOSIGNAL (a peer gone is EPIPE, not SIGPIPE); a pipe whose
+    reader is gone raises SIGPIPE at us as well, which _inflicted() notes so
+    it is not passed on to a child."""
+    try:
+        if isinstance(target, int):
+            return os.write(target, data)
+        return target.send(data, _MSG_NOSIGNAL)
+    except _AGAIN:
+        return None
+    except OSError as error:
+        _inflicted(error)
+        raise
+
+
+#: send() flag: EPIPE instead of SIGPIPE (Linux's value; 0 where unknown: the
+#: socket module is not imported for it).
+_MSG_NOSIGNAL = 0x4000 if sys.platform.startswith("linux") else 0
+
+
+def _take_until(buffer, separator, limit):
+    """(what comes before `separator`, what follows it) from the front of
+    `buffer`; None when the separator has not come yet; _TooLong when more
+    than `limit` bytes came without it (a line protocol's cap)."""
+    end = buffer.find(separator, 0, limit + len(separator))
+    if end < 0:
+        if len(buffer) > limit:
+            raise _TooLong(limit)
+        return None
+    return buffer[:end], buffer[end + len(separator):]
+
+
+#: A frame: its length (4 bytes, big-endian; the kind byte and the payload),
+#: one byte saying what kind of frame it is, then the payload.  Length first,
+#: so a reader knows how much to wait for and can refuse a frame over its cap
+#: before buffering it.
+FRAME_HEAD = 5
+
+
+def _frame(kind, payload):
+    """One frame of `kind` (0-255) carrying `payload` (bytes)."""
+    return (len(payload) + 1).to_bytes(4, "big") + bytes((kind,)) + payload
+
+
+def _take_frame(buffer, limit):
+    """(kind, payload, rest) from the front of `buffer`; None until a whole
+    frame is there; _TooLong for a frame whose payload is over `limit` (the
+    stream cannot be trusted after that: close it)."""
+    if len(buffer) < FRAME_HEAD:
+        return None
+    size = int.from_bytes(buffer[:4], "big")
+    if size < 1 or size - 1 > limit:
+        raise _TooLong(limit)
+    if len(buffer) < 4 + size:
+        return None
+    return buffer[4], buffer[FRAME_HEAD:4 + size], buffer[4 + size:]
+
+
+class _Stream(object):
+    """A byte stream in the loop over a socket, or over a pair of fds (a
+    child's stdout and stdin, ssh's): what arrives goes to `buffer` and is
+    handed to on_data() one message at a time; what queue() is given goes
+    out as the other end takes it.
+
+    process() runs on_data() in a loop: while a message is being answered
+    (`busy`) or its answer waits to be sent, nothing more is read or parsed
+    (unless `duplex`), so a client that pipelines 500 requests gets 500
+    turns of the loop, a bounded buffer, and no recursion.  Subclasses parse
+    in on_data() (with _take_until or _take_frame) and answer through queue().
+    """
+    closing = False         #: close once everything queued is sent
+    busy = False            #: a message is being answered (a ?wait, a tail -f)
+    hear_busy = False       #: read while busy, only to notice the other end leave
+    duplex = False          #: read while output waits: a channel, not request-answer
+    at_eof = False          #: the other end has closed its side: nothing more to read
+
+    def __init__(self, loop, rfd, wfd=None):
+        self.loop = loop
+        self.rfd = rfd                  #: read from: an fd or a socket; None once closed
+        self.wfd = rfd if wfd is None else wfd  #: written to: the same, or the pair's other fd
+        self.buffer = b""               #: received, not yet parsed
+        self.out = b""                  #: queued, not yet sent
+        self.since = loop.clock()       #: last activity
+        self._processing = False        #: inside process(): it settles at its end
+        for end in set([self.rfd, self.wfd]):
+            if isinstance(end, int):
+                os.set_blocking(end, False)
+            else:
+                end.setblocking(False)
+        self._settle()
+
+    @property
+    def closed(self):
+        """Has close() run?"""
+        return self.rfd is None
+
+    def _settle(self):
+        """Watch for what comes next: room to send, the next message, or close."""
+        if self.rfd is None:
+            return
+        if self.out:
+            read, write = self.duplex, True
+        elif self.closing:
+            return self.close()
+        elif self.busy:
+            read, write = self.hear_busy, False
+        else:
+            read, write = True, False
+        read = read and not self.at_eof
+        if self.rfd is self.wfd:
+            self.loop.watch(self.rfd, (_READ if read else 0) | (_WRITE if write else 0),
+                            self.on_ready)
+        else:
+            self.loop.watch(self.rfd, _READ if read else 0, self.on_readable)
+            self.loop.watch(self.wfd, _WRITE if write else 0, self.on_writable)
+        self.settled()
+
+    def settled(self):
+        """After each change of what is watched (a subclass keeps timers)."""
+
+    def on_ready(self):
+        """A socket is readable or writable (one fd, both ways): try both."""
+        if self.out:
+            self.on_writable()
+        if self.rfd is not None and not self.at_eof and (self.duplex or not self.out):
+            self.on_readable()
+
+    def on_readable(self):
+        """Bytes from the other end; process() looks at them."""
+        data = _read_some(self.rfd)
+        if data is None:
+            return
+        if not data:
+            return self.on_eof()
+        if self.busy and not self.duplex:
+            return              # a follower has nothing more to ask: drop what it sends
+        self.since = self.loop.clock()
+        self.buffer += data
+        self.process()
+
+    def on_eof(self):
+        """The other end has closed its side: send what is queued, then close
+        (nothing queued is lost).  A client that went away, for a server."""
+        self.at_eof = self.closing = True
+        self._settle()
+
+    def process(self):
+        """Hand on the messages the buffer holds, one at a time (see the class)."""
+        self._processing = True
+        try:
+            while self.rfd is not None and not (self.out and not self.duplex) \
+                    and not (self.busy or self.closing):
+                if not self.on_data():
+                    break
+                self.taken()
+        finally:
+            self._processing = False
+            self._settle()
+
+    def taken(self):
+        """on_data() took a message (a subclass restarts its idle clock)."""
+
+    def on_data(self):
+        """Take one message from the buffer; False when more bytes are needed."""
+        raise NotImplementedError
+
+    def queue(self, data):
+        """Send `data` after what is queued already; go on with the next
+        message when this answer came later than its request (a ?wait)."""
+        if self.rfd is None:
+            return
+        self.out += data
+        self._send()
+        if not self._processing:
+            self.process()
+
+    def _send(self):
+        """Send what fits now."""
+        if not self.out or self.wfd is None:
+            return
+        try:
+            sent = _write_some(self.wfd, self.out)
+        except OSError:
+            return self.close()
+        if sent is None:
+            return
+        self.out = self.out[sent:]
+        self.since = self.loop.clock()
+
+    def on_writable(self):
+        """Room to send: send, then go on (next message, or close)."""
+        self._send()
+        if self.rfd is not None:
+            self.process()
+
+    def close(self):
+        """Done: stop watching and close both ends."""
+        if self.rfd is None:
+            return
+        for end in set([self.rfd, self.wfd]):
+            self.loop.watch(end, 0)
+            if isinstance(end, int):
+                os.close(end)
+            else:
+                end.close()
+        self.rfd = self.wfd = None
+        self.closed_by()
+
+    def closed_by(self):
+        """After close() (a subclass lets go of what it holds)."""
+
+
+def _unix_address(text):
+    """An AF_UNIX address from sd_notify's form: '/path', or '@name' for the abstract namespace."""
+    return "\0" + text[1:] if text.startswith("@") else text
+
+
+#: Datagrams read, or connections accepted, per wake-up: a flooding sender
+#: gets its turn as a pipe does, and cannot keep the loop from the rest.
+PER_WAKEUP = 64
+
+
+class _Datagrams(object):
+    """A datagram socket in the loop: each datagram parse()d, and what
+    parses handed to on_message; what does not is counted (no log flood)."""
+    bad = 0                 #: datagrams that did not parse, or from a stranger
+
+    def __init__(self, loop, sock, on_message):
+        self.loop = loop
+        self.sock = sock
+        self.on_message = on_message
+        sock.setblocking(False)
+        loop.watch(sock, _READ, self.on_readable)
+
+    def on_readable(self):
+        """Read the datagrams waiting (up to PER_WAKEUP)."""
+        for _ in range(PER_WAKEUP):
+            try:
+                data = self.receive()
+            except (BlockingIOError, InterruptedError):
+                return
+            message = self.parse(data) if data is not None else None
+            if message is None:
+                self.bad += 1
+            else:
+                self.on_message(message)
+
+    def receive(self):
+        """One datagram, or None to drop it (a sender we do not take)."""
+        return self.sock.recv(65536)
+
+    def parse(self, data):
+        raise NotImplementedError
+
+    def close(self):
+        """Stop listening."""
+        self.loop.watch(self.sock, 0)
+        self.sock.close()
+
+
+def _sd_notify(address, text):
+    """Send one sd_notify datagram to systemd's $NOTIFY_SOCKET ('/path' or '@abstract')."""
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.sendto(text.encode("utf-8"), _unix_address(address))
+    except OSError:
+        pass        # systemd gone or not listening: nothing to tell
+    finally:
+        sock.close()
+
+
+class _Listener(object):
+    """A listening socket in the loop and the connections it accepted.  At
+    HTTP_MAX_CONNECTIONS the connection idle the longest is closed to make
+    room, so a probe always gets in; only when every one is busy (answers
+    being waited for, tail -f) is a newcomer closed at once."""
+    connection_class = None     #: made for each accepted socket: cls(listener, sock)
+
+    def __init__(self, loop, sock, handler):
+        self.loop = loop
+        self.sock = sock
+        self.handler = handler          #: the owner's callback for each request
+        self.connections = set()
+        sock.setblocking(False)
+        loop.watch(sock, _READ, self.on_accept)
+
+    def on_accept(self):
+        """Accept the connections waiting (a bounded number, as pipes get one read)."""
+        for _ in range(PER_WAKEUP):
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return          # EMFILE and friends: the next wake-up tries again
+            if len(self.connections) >= HTTP_MAX_CONNECTIONS and not self._evict():
+                sock.close()
+                continue
+            self.connections.add(self.connection_class(self, sock))
+
+    def _evict(self):
+        """Close the connection idle the longest; False if none is idle."""
+        idle = [connection for connection in self.connections if connection.idle()]
+        if not idle:
+            return False
+        min(idle, key=lambda connection: connection.since).close()
+        return True
+
+    def close(self):
+        """Close every connection and the listening socket."""
+        for connection in list(self.connections):
+            connection.close()
+        self.loop.watch(self.sock, 0)
+        self.sock.close()
+
+
+class _Connection(_Stream):
+    """One accepted client of a _Listener: a _Stream over its socket, closed
+    after HTTP_IDLE_TIMEOUT without a whole request."""
+    timer = None            #: the idle timeout, while waiting for a request
+
+    def __init__(self, listener, sock):
+        self.listener = listener
+        self.sock = sock            #: the client's socket (None once closed)
+        _Stream.__init__(self, listener.loop, sock)
+
+    def idle(self):
+        """Waiting for a request, with nothing of one received yet."""
+        return not (self.busy or self.out or self.buffer) and self.sock is not None
+
+    def settled(self):
+        """The idle clock runs only while nothing is asked or being answered."""
+        if self.busy or self.out:
+            self._stop_timer()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
+
+    def taken(self):
+        """A request came: the idle clock starts over."""
+        self._stop_timer()
+
+    def _stop_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_eof(self):
+        """The client went away: whatever it asked is not waited for."""
+        self.close()
+
+    def closed_by(self):
+        """Done with this client."""
+        self._stop_timer()
+        self.sock = None
+        self.listener.connections.discard(self)
+
+
+def _answers(path):
+    """Does something accept connections on the Unix socket at `path`?"""
+    import socket
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        probe.close()
+
+
+def _dead_socket(path, info):
+    """A `leftover` test for _OwnPath: a socket nobody answers on."""
+    import stat
+    return stat.S_ISSOCK(info.st_mode) and not _answers(path)
+
+
+# =============================================================================
+# Children
+# fork/exec with the exec error brought back on a CLOEXEC pipe, vfork as
+# PID 1, a child's output split into lines, short commands beside it, and
+# the sweep that leaves no orphan.
+# =============================================================================
+
+
+def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
+           tty=False):
+    """fork and exec argv in a new session; (pid, fd of its exec report).
+
+    Signals are blocked across fork so a signal meant for procwrap cannot run
+    in the child before it has reset its handlers (the child would otherwise
+    write into our wakeup fd).  The child reports a failed chdir, user switch
+    or exec as 'stage:errno' on a CLOEXEC pipe, which reads empty on success
+    (see _read_exec_report).  We do not wait for that here: forking a Python
+    process costs milliseconds, and the next fork can overlap this exec.
+    """
+    parent = os.getpid()
+    pdeathsig = parent != 1 and bool(_load_libc())     # load ctypes here, not in the child
+    handled = _handled_signals()
+    if tty:
+        import fcntl
+        import termios
+    # The PATH search happens here, not in the child: os.execvpe imports
+    # modules lazily on 3.6/3.7, which fails after a switch to a user who
+    # cannot read the interpreter's library.  The child only calls execve.
+    if os.path.dirname(argv[0]):
+        candidates = [argv[0]]
+    else:
+        candidates = [os.path.join(d, argv[0]) for d in os.get_exec_path(env)]
+    err_r, err_w = os.pipe()
+    mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        _sigmask(signal.SIG_SETMASK, mask)
+        os.close(err_r)
+        os.close(err_w)
+        raise
+    if pid == 0:
+        stage = "setup"
+        try:
+            # The child shares our wakeup pipe until exec; detach it first.
+            signal.set_wakeup_fd(-1)
+            for signum in handled:
+                signal.signal(signum, signal.SIG_DFL)
+            # Nothing blocked, whatever procwrap inherited (dumb-init's choice;
+            # tini restores the original mask): a child must hear its stop signal.
+            _sigmask(signal.SIG_SETMASK, ())
+            os.setsid()
+            if tty:
+                try:
+                    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+                except OSError:
+                    pass    # as dumb-init: the tty belongs to another session
+            # dup2 makes the targets inheritable; every other fd of ours is
+            # CLOEXEC (PEP 446), so exec leaves the child only 0, 1 and 2.
+            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                if fd is not None:
+                    os.dup2(fd, target)
+            stage = "chdir"
+            if workdir:
+                os.chdir(workdir)
+            stage = "user"
+            if user is not None:
+                os.setgroups(user.groups)
+                os.setgid(user.gid)
+                os.setuid(user.uid)
+            # After setuid: changing credentials clears the parent-death signal.
+            if pdeathsig:
+                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:
+                    os._exit(EX_SOFTWARE)      # procwrap died before prctl took effect
+            stage = "exec"
+            _exec_first(candidates, argv, env)
+        except BaseException as error:
+            code = getattr(error, "errno", 0) or 0
+            try:
+                os.write(err_w, ("%s:%d" % (stage, code)).encode())
+            finally:
+                os._exit(_SpawnError(stage, code).status)
+        finally:
+            os._exit(EX_NOEXEC)     # not reached: exec or the handler above ends us
+    _sigmask(signal.SIG_SETMASK, mask)
+    os.close(err_w)
+    os.set_blocking(err_r, False)
+    return pid, err_r
+
+
+def _exec_first(candidates, argv, env):
+    """execve the first candidate path that works, as execvp(3) would.
+
+    A permission error wins over 'not found' in what is raised, so a command
+    found but not executable is 126, not 127.
+    """
+    failure = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except OSError as error:
+            if failure is None or failure.errno in (errno.ENOENT, errno.ENOTDIR):
+                failure = error
+    raise failure or OSError(errno.ENOENT, "not found")
+
+
+def _spawn_vfork(argv, env, workdir=None, stdin=None, stdout=None, stderr=None):
+    """Start argv through subprocess in a new session; the Popen, or _SpawnError.
+
+    subprocess uses vfork on CPython >= 3.10 (plain fork in C before): about
+    0.6 ms where os.fork of a 15-20 MB Python process costs 1-2 ms here, which
+    is most of the time to start 500 children.  It runs no Python in the
+    child, so it cannot set the parent-death signal: used only when procwrap
+    is PID 1, where the kernel ends every process of the namespace with us.
+    It blocks until exec, so a failure is known at once.  With vfork it blocks
+    signals and resets handlers in the child; before 3.10 (fork in C) a signal
+    sent to our process group in the microseconds before exec would also be
+    seen by us, which as a container's PID 1 nobody sends.
+    """
+    import subprocess
+    try:
+        return subprocess.Popen(argv, env=env, cwd=workdir or None, stdin=stdin, stdout=stdout,
+                                stderr=stderr, start_new_session=True, restore_signals=True,
+                                close_fds=True)
+    except OSError as error:
+        stage = "chdir" if workdir and error.filename == workdir else "exec"
+        raise _SpawnError(stage, error.errno or 0)
+
+
+def _read_exec_report(fd):
+    """None while the child has not exec'd yet; False once it has; a _SpawnError if it failed.
+
+    The child writes its report in one write of a few bytes, so one read
+    sees all of it; EOF with nothing means exec closed the pipe (CLOEXEC).
+    """
+    report = _read_some(fd, 64)
+    if report is None:
+        return None
+    if not report:
+        return False
+    stage, _, code = report.decode("ascii", "replace").partition(":")
+    return _SpawnError(stage, int(code) if code.isdigit() else 0)
+
+
+class _LocalChild(object):
+    """A Process's command on this machine: forked in its own session (or
+    started through vfork as PID 1), its exec report read from a CLOEXEC
+    pipe, its stdout and stderr split into lines, its group signalled.
+
+    What the state machine above sees: spawn() (raises _SpawnError), then
+    on_exec(None, or the _SpawnError saying why exec failed) once, then
+    on_exit(wait_status) once, after its output is drained.  A child on
+    another machine offers the same four, so one state machine drives both.
+    """
+    pid = None              #: its pid while alive (the daemon's, once adopted)
+    last_pid = None         #: the pid of the run that ended last, for messages
+    pgid = None             #: process group to signal; kept after exit until ended
+
+    def __init__(self, loop, on_exec, on_exit, sinks=None, max_line=MAX_LINE_BYTES):
+        self.loop = loop                #: the Loop
+        self.on_exec = on_exec          #: func(None or _SpawnError): exec'd, or why not
+        self.on_exit = on_exit          #: func(wait_status): reaped, output drained
+        self.sinks = sinks              #: (stdout, stderr) sinks; None: output passes through
+        self.max_line = max_line        #: longest line before it is split
+        self._pipes = []                #: our ends of its stdout and stderr
+        self._report_fd = None          #: its exec report pipe, until read
+        self._popen = None              #: the subprocess.Popen, when spawned by _spawn_vfork
+
+    def spawn(self, argv, env, workdir=None, user=None, tty=False):
+        """Start argv; True when exec is still to be confirmed (on_exec follows),
+        False when it is known to have happened.  Raises _SpawnError (stage
+        'fork' when fork itself failed: EAGAIN, ENOMEM)."""
+        capture = self.sinks is not None
+        ours, theirs = (None, None), (None, None)   # read ends; the child's stdout, stderr
+        if capture:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            ours, theirs = (out_r, err_r), (out_w, err_w)
+            for fd in theirs:
+                _set_pipe_size(fd)
+        stdin = _devnull() if capture else None
+        try:
+            if os.getpid() == 1 and user is None and not tty:
+                self._popen = _spawn_vfork(argv, env, workdir, stdin, *theirs)
+                pid, report = self._popen.pid, None
+            else:
+                pid, report = _spawn(argv, env, workdir, user, stdin, theirs[0], theirs[1], tty)
+        except (OSError, _SpawnError) as error:
+            for fd in ours + theirs:
+                if fd is not None:
+                    os.close(fd)
+            if not isinstance(error, _SpawnError):
+                error = _SpawnError("fork", error.errno or 0)
+            raise error
+        if capture:
+            for fd in theirs:
+                os.close(fd)
+            # Output means the child has exec'd, so exec is confirmed first
+            # even when its pipe is read before its exec report.
+            self._pipes = [_Pipe(self.loop, fd, sink, self.max_line, self._before_output)
+                           for fd, sink in zip(ours, self.sinks)]
+        self.pid = self.pgid = pid
+        self.loop.watch_child(pid, self._reaped)
+        if report is None:
+            return False
+        self._report_fd = report
+        self.loop.watch(report, _READ, self.on_exec_report)
+        return True
+
+    def _before_output(self):
+        """Its first output is about to be logged: read the exec report first."""
+        if self._report_fd is not None:
+            self.on_exec_report()
+
+    def on_exec_report(self):
+        """The exec report pipe is readable: the child exec'd, or says why it could not."""
+        if self._report_fd is None:
+            return
+        outcome = _read_exec_report(self._report_fd)
+        if outcome is None:
+            return
+        self._close_report()
+        self.on_exec(outcome or None)       # a failure exits 126/127 now; on_exit follows
+
+    def _close_report(self):
+        """Stop watching the exec report pipe and close it."""
+        if self._report_fd is not None:
+            self.loop.watch(self._report_fd, 0)
+            os.close(self._report_fd)
+            self._report_fd = None
+
+    def _reaped(self, wait_status):
+        """The loop reaped it: its exec report, then its output, then on_exit."""
+        if self._report_fd is not None:
+            # Reaped before its exec report was read (it exec'd and exited within
+            # one loop pass): the report is complete now.  A successful exec
+            # still counts as a start, for the log and for dependents.
+            outcome = _read_exec_report(self._report_fd)
+            self._close_report()
+            self.on_exec(outcome or None)
+        if self._popen is not None:
+            # Reaped by us, not by subprocess: say so, or its __del__ would
+            # queue the pid for subprocess._cleanup() to wait on.
+            self._popen.returncode = _exit_status(wait_status)
+            self._popen = None
+        self.last_pid, self.pid = self.pid, None
+        for pipe in self._pipes:
+            pipe.drain()        # everything it wrote before exiting comes first
+        self._pipes = []
+        self.on_exit(wait_status)
+
+    def signal(self, signum, group=True):
+        """Send signum to its process group (or to it alone); quiet if gone."""
+        try:
+            if group and self.pgid is not None:
+                os.killpg(self.pgid, signum)
+            elif not group and self.pid is not None:
+                os.kill(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def end_group(self):
+        """dumb-init's rule: what is left of its group goes with it.  The
+        group id cannot have been reused yet: a group that still has members
+        keeps its id, and an empty one gets ESRCH."""
+        self.signal(signal.SIGTERM, group=True)
+        self.pgid = None
+
+    def adopt(self, pid_files):
+        """The floating pid: a command that daemonized and exited well, leaving
+        its pid in one of `pid_files`, is followed to that pid.  As subreaper
+        (or PID 1) the daemon is our child, so its exit comes to on_exit like
+        any other.  True when adopted."""
+        for path in pid_files:
+            try:
+                with open(path) as stream:
+                    pid = int(stream.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            fields = _proc_stat(pid)
+            if fields is None or int(fields[1]) != os.getpid():
+                continue
+            self.pid, self.pgid = pid, int(fields[2])
+            self.loop.watch_child(pid, self._reaped)
+            return True
+        return False
+
+    def run_command(self, argv, env, workdir, user, on_done):
+        """A short command beside this one (an exec probe or hook): a _LocalCommand."""
+        return _LocalCommand(self.loop, argv, env, workdir, user, on_done)
+
+
+class _LocalCommand(object):
+    """A short command run beside a process (an exec probe or hook), in its
+    own group with stdin on /dev/null; its stdout and stderr share one pipe
+    read in the loop, of which the last OUTPUT_TAIL bytes are kept, as the
+    kubelet keeps them for its event.  on_done(wait_status, output) once it
+    is reaped; cancel() SIGKILLs its group.  A grandchild may hold the pipe
+    for longer, so the command's exit, not EOF, ends it.  Raises OSError or
+    _SpawnError when it cannot be started."""
+    fd = -1                 #: read end of its output pipe, while open
+    tail = b""              #: the last OUTPUT_TAIL bytes of its output
+
+    def __init__(self, loop, argv, env, workdir, user, on_done):
+        self.loop = loop
+        self.on_done = on_done          #: func(wait_status, output bytes)
+        read_end, write_end = os.pipe()
+        try:
+            self.pid = _spawn_quiet(argv, env, workdir, user, write_end)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self.fd = read_end
+        os.set_blocking(read_end, False)
+        loop.watch(read_end, _READ, self.on_output)
+        loop.watch_child(self.pid, self.on_exit)
+
+    def on_output(self):
+        """Keep the end of what it writes; False when nothing more is there now."""
+        data = _read_some(self.fd)
+        if data is None:
+            return False
+        if not data:
+            self.close()
+            return False
+        self.tail = (self.tail + data)[-OUTPUT_TAIL:]
+        return True
+
+    def on_exit(self, wait_status):
+        """Reaped: what is buffered of its output (a pipe holds 64 KiB), then on_done."""
+        self.pid = None
+        for _ in range(16):
+            if self.fd < 0 or not self.on_output():
+                break
+        self.close()
+        self.on_done(wait_status, self.tail)
+
+    def close(self):
+        """Stop reading its output."""
+        if self.fd >= 0:
+            self.loop.watch(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+    def cancel(self):
+        """Timed out or stopped: SIGKILL to its group (reaped by the loop as usual)."""
+        self.close()
+        if self.pid is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+_devnull_fd = []
+
+
+def _devnull():
+    """One fd on /dev/null, opened on first use and kept, for children's stdin."""
+    if not _devnull_fd:
+        _devnull_fd.append(os.open(os.devnull, os.O_RDWR))
+    return _devnull_fd[0]
+
+
+def _proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp,
+    ...] (utime and stime are [11] and [12]); None if gone or without /proc."""
+    try:
+        with open("/proc/%s/stat" % pid, "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _children_of(parent):
+    """Pids whose parent is `parent`, from /proc (empty where there is no /proc)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        fields = _proc_stat(name) if name.isdigit() else None
+        if fields is not None and int(fields[1]) == parent and fields[0] != b"Z":
+            found.append(int(name))
+    return found
+
+
+def _become_subreaper():
+    """PR_SET_CHILD_SUBREAPER: orphaned grandchildren are re-parented to us."""
+    return os.getpid() == 1 or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _sweep_children(loop):
+    """Leave no orphan: SIGKILL the process group of every child we still
+    have; [(pid, wait_status)] of each, reaped.
+
+    Whatever is still our child at exit is ours to end: a group member
+    that ignored SIGTERM, or an orphan re-parented to us.  Only children
+    are swept, never remembered group ids, which the kernel may have
+    handed to an unrelated process group since.  Then leave no zombie:
+    wait for each (SIGKILL cannot be ignored, so the wait is short); the
+    caller reaps whatever else has died since (loop.reap()).
+    """
+    swept = _children_of(os.getpid())
+    for pid in swept:
+        try:
+            group = os.getpgid(pid)
+            # A child that shares our own group (one our parent forked
+            # before exec'ing procwrap) takes only itself: that group is
+            # our parent's too.
+            if group != os.getpgrp():
+                os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    reaped = []
+    for pid in swept:
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            continue        # reaped already
+        loop.children.pop(pid, None)
+        reaped.append((pid, wait_status))
+    return reaped
+
+
+def _is_zombie(pid):
+    """Has pid exited but not been reaped (state Z in /proc)?  False where /proc is missing."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] == b"Z"
+
+
+def _spawn_quiet(argv, env, workdir=None, user=None, output=None):
+    """Start a probe or hook command in its own process group, stdin on
+    /dev/null, stdout and stderr on `output` (an fd; /dev/null if None); its pid.
+
+    Like every child, it gets the parent-death signal, so a procwrap killed
+    with SIGKILL leaves no probe behind; that needs Python in the child, so
+    a fork.  As PID 1 the namespace's end takes every process with us, and
+    posix_spawn (a vfork in glibc) is used: about 0.05 ms of our CPU instead
+    of 0.7 ms, which 50 probes a second would feel.
+    """
+    if output is None:
+        output = _devnull()
+    if os.getpid() == 1 and hasattr(os, "posix_spawn") and user is None and workdir is None:
+        import shutil
+        path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if path is None:
+            raise OSError(errno.ENOENT, "command not found")
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
+        return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0,
+                              setsigdef=_handled_signals(), setsigmask=())
+    pid, report = _spawn(argv, env, workdir, user, _devnull(), output, output)
+    os.close(report)        # its exit status tells enough (126, 127)
+    return pid
+
+
+def _proc_usage(pid):
+    """(CPU seconds, resident bytes) of a pid from /proc; (None, None) if unknown."""
+    fields = _proc_stat(pid)
+    try:
+        with open("/proc/%d/statm" % pid, "rb") as stream:
+            pages = int(stream.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    if fields is None:
+        return None, None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ((int(fields[11]) + int(fields[12])) / float(ticks),
+            pages * os.sysconf("SC_PAGE_SIZE"))
+
+
+# #############################################################################
+# Part II: local
+# Policy: records, the process state machine, secrets, probes, configs, the
+# supervisor and its control surface, the command line.
+# #############################################################################
+
+
+# =============================================================================
+# Logging
+# Child output and procwrap's own events as records on one fd: JSON, logfmt or
+# text, with back-pressure, and never a record lost without saying so.
+# =============================================================================
+
+
+#: Bytes a chunk may hold and still take the fast path: everything but the
+#: control characters other than newline, '"' and '\\' (and DEL for logfmt).
+#: bytes.translate deletes them at about 0.5 ns a byte; a regex search takes 4.
+_JSON_SAFE = bytes(b for b in range(256) if (b >= 0x20 or b == 0x0A) and b not in b'"\\')
+_LOGFMT_SAFE = _JSON_SAFE.replace(b"\x7f", b"")
+_COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+_LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+
+
+#: Fields of procwrap's records that hold its own identifiers, never secrets:
+#: redaction leaves them alone.
+_IDENTIFIER_FIELDS = frozenset(["name", "event", "probe", "hook", "result", "names",
+                                "signal", "lease", "pid", "status"])
+
+
+class Log(object):
+    """Writes every record procwrap emits to one file descriptor.
+
+    `format` is json, logfmt, text, or none (wrap mode's pass-through, where
+    only warnings and errors are written, as 'procwrap: ...' on stderr).
+    """
+    format = "json"         #: json | logfmt | text | none
+    fd = 1                  #: where records go
+    color = False           #: text format: colour names (stdout is a TTY)
+    merge_json = False      #: merge child lines that are JSON objects
+    broken = False          #: the fd cannot be written again (EPIPE): records are lost
+    failing = None          #: why writes fail while records are dropped, or None
+    lost = 0                #: records dropped since the last report
+    midline = False         #: the last write stopped inside a record
+
+    def __init__(self, format="json", fd=1, merge_json=False, color=None, redact=None):
+        self.format = format
+        self.redact = redact or _Redactor()  #: blanks this run's secrets out of records
+        self.fd = fd if format != "none" else 2
+        self.merge_json = merge_json
+        self.color = format == "text" and (os.isatty(fd) if color is None else color)
+        self._colors_used = 0
+        if format in ("json", "logfmt") or merge_json:
+            import json
+            self._json = json
+            self._encode = json.encoder.encode_basestring
+
+    def sink(self, process, stream, labels=None, ring=None):
+        """A _Sink that turns one child stream's lines into records (and keeps
+        them in `ring` for `procwrap ctl tail`)."""
+        return _Sink(self, process, stream, labels or {}, ring)
+
+    def next_color(self):
+        """The next ANSI colour for a process name in text format."""
+        color = _COLORS[self._colors_used % len(_COLORS)]
+        self._colors_used += 1
+        return color
+
+    def event(self, message, level="info", **fields):
+        """One record of procwrap's own: process=procwrap, a level, a message, fields.
+
+        A resolved secret in the message or a field shows as [secret].
+        """
+        redact = self.redact
+        if redact.values:
+            message = redact(message)
+            fields = dict((k, v if k in _IDENTIFIER_FIELDS else redact(v))
+                          for k, v in fields.items())
+        if self.format == "none":
+            if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
+                self.write(("procwrap: %s\n" % _printable(message)).encode("utf-8", "replace"))
+            return
+        stamp = _rfc3339(time.time())
+        if self.format == "json":
+            record = {"time": stamp, "process": "procwrap", "level": level, "message": message}
+            record.update(fields)
+            line = self._json.dumps(record, ensure_ascii=False, separators=(",", ":"),
+                                    default=str) + "\n"
+        elif self.format == "logfmt":
+            parts = ["time=" + stamp, "process=procwrap", "level=" + level,
+                     'msg="%s"' % _logfmt_escape(message)]
+            parts.extend("%s=%s" % (_logfmt_key(k), _logfmt_value(v)) for k, v in fields.items())
+            line = " ".join(parts) + "\n"
+        else:
+            line = "procwrap | %s\n" % _printable(message)
+            if self.color:
+                line = "\x1b[1mprocwrap |\x1b[0m %s\n" % _printable(message)
+        self.write(line.encode("utf-8", "replace"))
+
+    def write(self, data):
+        """Write all of `data` (whole records), whatever it takes, and never
+        lose a record without saying so.
+
+        A full pipe (EAGAIN on a non-blocking fd) is waited out: that stalls
+        the loop, and through their pipes the children, which is the
+        back-pressure we want.  A full disk (ENOSPC, EDQUOT) is waited out too,
+        up to LOG_STALL seconds; then records are dropped and counted until a
+        write works again, which writes how many were lost.  A reader gone
+        for good (EPIPE and the like) loses every record from then on; stderr
+        says so at once and gives the count at exit (close()).
+        """
+        if self.broken:
+            self.lost += data.count(b"\n")
+            return
+        if self.failing is not None:
+            if not self._write_once(data):
+                self.lost += data.count(b"\n")
+                return
+            return self._recovered()
+        waited, delay = 0.0, 0.05
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                # A non-blocking stdout (someone gave us one): wait for room.
+                import select
+                select.select([], [self.fd], [])
+                continue
+            except OSError as error:
+                _inflicted(error)
+                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    return self._give_up(error, data)
+                if waited >= LOG_STALL:
+                    self.failing = error.strerror
+                    self.lost += data.count(b"\n")
+                    return _stderr(LOG_DROPPING_MSG % (error.strerror, LOG_STALL))
+                if not waited:
+                    _stderr(LOG_WAITING_MSG % error.strerror)
+                time.sleep(delay)
+                waited, delay = waited + delay, min(delay * 2, 1.0)
+                continue
+            self.midline = written < len(data)
+            data = data[written:]
+        if waited:
+            _stderr(LOG_RESUMED_MSG % _format_seconds(round(waited, 1)))
+
+    def _write_once(self, data):
+        """One attempt while records are being dropped: True if all of it went."""
+        payload = (b"\n" if self.midline else b"") + data    # end a record cut short
+        try:
+            written = os.write(self.fd, payload)
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            _inflicted(error)
+            return False
+        self.midline = False
+        if written < len(payload):
+            self.write(payload[written:])
+        return True
+
+    def _recovered(self):
+        """Writes work again after records were dropped: say how many."""
+        lost, reason = self.lost, self.failing
+        self.lost, self.failing = 0, None
+        message = LOG_LOST_MSG % (_plural(lost, "record"), reason)
+        _stderr(message)
+        self.event(message, "warning", event="log-lost", lost=lost)
+
+    def _give_up(self, error, data):
+        """The fd cannot be written again (EPIPE, EBADF, ...): count what is lost."""
+        self.broken = True
+        self.failing = error.strerror
+        self.lost += data.count(b"\n")
+        if self.fd != 2:
+            _stderr(LOG_BROKEN_MSG % error.strerror)
+
+    def close(self):
+        """At exit: if records were lost, say how many (on stderr)."""
+        if self.lost:
+            _stderr(LOG_LOST_MSG % (_plural(self.lost, "record"), self.failing))
+            self.lost = 0
+
+
+def _stderr(line):
+    """One line of procwrap's own on stderr, whatever state stderr is in."""
+    try:
+        os.write(2, ("procwrap: %s\n" % line).encode("utf-8", "replace"))
+    except OSError as error:
+        _inflicted(error)
+
+
+class _Ring(object):
+    """A process's recent output for `procwrap ctl tail`: whole chunks of
+    lines, up to TAIL_BYTES, the oldest dropped; followers see each chunk."""
+
+    def __init__(self, limit=None):
+        import collections
+        self.limit = limit or TAIL_BYTES
+        self.chunks = collections.deque()   #: (stream, bytes of lines joined by newlines)
+        self.size = 0
+        self.followers = []                 #: func(stream, data) for `tail -f`
+
+    def add(self, stream, data):
+        """Keep a chunk (dropping the oldest past the limit) and pass it to followers."""
+        self.chunks.append((stream, data))
+        self.size += len(data)
+        while self.size > self.limit and len(self.chunks) > 1:
+            self.size -= len(self.chunks.popleft()[1])
+        for follower in self.followers:
+            follower(stream, data)
+
+    def lines(self, count):
+        """The last `count` lines as [(stream, text)]."""
+        result = []
+        if count <= 0:
+            return result
+        for stream, data in reversed(self.chunks):
+            for line in reversed(data.split(b"\n")):
+                result.append((stream, line.decode("utf-8", "replace")))
+                if len(result) >= count:
+                    return result[::-1]
+        return result[::-1]
+
+
+class _Sink(object):
+    """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
+    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring")
+
+    def __init__(self, log, process, stream, labels, ring=None):
+        self.log = log                  #: the Log written to
+        self.ring = ring                #: a _Ring of recent output, or None
+        self.format = log.format        #: copied for the hot path
+        self.process = process          #: name, for the slow paths
+        self.stream = stream            #: stdout | stderr
+        self.labels = labels            #: extra fields of every record
+        if self.format == "json":
+            encode = log._encode
+            self.fixed = '"process":%s,"stream":"%s",%s' % (encode(process), stream, "".join(
+                "%s:%s," % (encode(k), encode(v)) for k, v in sorted(labels.items())))
+        elif self.format == "logfmt":
+            self.fixed = " process=%s stream=%s %s" % (_logfmt_value(process), stream, "".join(
+                "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
+        else:
+            head = "%s |" % process
+            if log.color:
+                head = "\x1b[%dm%s\x1b[0m" % (log.next_color(), head)
+            self.fixed = head
+            self.head = (head + " ").encode("utf-8")
+
+    def lines(self, data):
+        """Records for `data`: complete lines joined by b'\\n', without the last newline."""
+        if self.ring is not None:
+            self.ring.add(self.stream, data)    # one call a chunk, not a line
+        fmt = self.format
+        if fmt == "text":
+            # Bytes in, bytes out: text format never decodes.
+            head = self.head
+            self.log.write(head + (b"\n" + head).join(data.split(b"\n")) + b"\n")
+            return
+        text = data.decode("utf-8", "replace")
+        stamp = _rfc3339(time.time())
+        if fmt == "json":
+            head = '{"time":"' + stamp + '",' + self.fixed + '"message":"'
+            if self.log.merge_json and "{" in text:
+                out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
+            elif not data.translate(None, _JSON_SAFE):
+                # The common case: nothing to escape, so a chunk of lines
+                # becomes records with one join (about 10x a json.dumps a line).
+                out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
+            else:
+                encode = self.log._encode
+                out = "".join(head + encode(line)[1:-1] + '"}\n' for line in text.split("\n"))
+        else:
+            head = "time=" + stamp + self.fixed + 'msg="'
+            if not data.translate(None, _LOGFMT_SAFE) and "\ufffd" not in text:
+                out = head + ('"\n' + head).join(text.split("\n")) + '"\n'
+            else:
+                out = "".join(head + _logfmt_escape(line) + '"\n' for line in text.split("\n"))
+        self.log.write(out.encode("utf-8", "replace"))
+
+    def piece(self, data):
+        """A record for part of an over-long line, marked so a reader can join it up."""
+        if self.ring is not None:
+            self.ring.add(self.stream, data)
+        fmt = self.format
+        if fmt == "text":
+            head = self.fixed[:-1] + "+ "   # 'name + piece': more of this line follows
+            self.log.write(head.encode("utf-8") + data + b"\n")
+            return
+        text = data.decode("utf-8", "replace")
+        stamp = _rfc3339(time.time())
+        if fmt == "json":
+            out = '{"time":"%s",%s"partial":true,"message":%s}\n' % (
+                stamp, self.fixed, self.log._encode(text))
+        else:
+            out = 'time=%s%spartial=true msg="%s"\n' % (stamp, self.fixed, _logfmt_escape(text))
+        self.log.write(out.encode("utf-8", "replace"))
+
+    def _json_line(self, line, stamp, head):
+        """A record for one line, merging it when it is a JSON object (logs.mergeJson)."""
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                parsed = self.log._json.loads(line)
+            except (ValueError, RecursionError):
+                parsed = None
+            if isinstance(parsed, dict):
+                record = dict(parsed)
+                record.update(self.labels)
+                record.update(time=stamp, process=self.process, stream=self.stream)
+                return self.log._json.dumps(record, ensure_ascii=False,
+                                            separators=(",", ":")) + "\n"
+        return head + self.log._encode(line)[1:-1] + '"}\n'
+
+
+# =============================================================================
+# Processes
+# The Process state machine that starts, stops, restarts and gives up, over a
+# child (local now; remote later) and an environment that can be refreshed.
+# =============================================================================
+
+
+def _spawn_error_message(name, argv, workdir, user, error):
+    """What a user reads when a command could not be started."""
+    if error.stage == "exec" and error.errno == errno.ENOENT:
+        return NOT_FOUND_MSG % (name, argv[0])
+    what = {"chdir": ("change directory to", workdir),
+            "user": ("switch to user", user.name if user else "?"),
+            "exec": ("execute", argv[0])}.get(error.stage, ("set up", argv[0]))
+    return CANNOT_RUN_MSG % (name, what[0], what[1], os.strerror(error.errno) if error.errno
+                             else "unknown error")
+
+
+class State(object):
+    """The states of a Process.  Strings, so logs and metrics print them."""
+    STOPPED = "stopped"     #: not running and not wanted (the start, and after stop())
+    WAITING = "waiting"     #: wanted, but a dependsOn process is not running yet
+    STARTING = "starting"   #: forked; exec not confirmed yet
+    RUNNING = "running"     #: the child has exec'd its command
+    BACKOFF = "backoff"     #: exited; a timer will start it again
+    STOPPING = "stopping"   #: stop signal sent; SIGKILL when the grace ends
+    EXITED = "exited"       #: ended and its restartPolicy wants no restart
+    FATAL = "fatal"         #: gave up restarting (backoff.limit), or cannot start
+    ALIVE = (STARTING, RUNNING, STOPPING)
+    PENDING = (WAITING, BACKOFF)
+    DONE = (EXITED, FATAL)
+
+
+_TRANSITIONS = {
+    State.STOPPED: (State.WAITING, State.STARTING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.WAITING: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.STARTING: (State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
+    State.BACKOFF: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
+    State.STOPPING: (State.STOPPED, State.BACKOFF, State.EXITED, State.FATAL),
+    State.EXITED: (State.STARTING,),    # procwrap ctl start
+    State.FATAL: (State.STARTING,),
+}
+
+
+class _Environment(object):
+    """A process's environment: what its entry resolved, resolved again at a
+    start once older than --secrets-ttl (`stale`), and what procwrap points
+    the child at on top (its notify socket, the status socket)."""
+
+    def __init__(self, spec, clock):
+        self.values = spec.env          #: the entry's variables, secrets resolved
+        self.rebuild = spec.make_env    #: func() -> values from a new resolution pass, or None
+        self.ttl = spec.secrets_ttl     #: seconds the values stay fresh, or None: for good
+        self.overrides = {}             #: name -> value (None: removed) at each start
+        self.clock = clock
+        self.since = clock()            #: when the values were resolved
+
+    def stale(self):
+        """Are the values older than the TTL (and can they be resolved again)?"""
+        return (self.rebuild is not None and self.ttl is not None
+                and self.clock() - self.since >= self.ttl)
+
+    def refresh(self):
+        """Resolve the values again (raises ProcwrapError, values unchanged)."""
+        self.values = self.rebuild()
+        self.since = self.clock()
+
+    def override(self, overrides):
+        """Variables that procwrap sets (a value) or takes away (None) at each
+        start; only kept when one changes something."""
+        if any(name in self.values for name in overrides) or any(overrides.values()):
+            self.overrides = overrides
+
+    def for_child(self):
+        """The environment a new instance gets."""
+        if not self.overrides:
+            return self.values
+        env = dict(self.values)
+        for name, value in self.overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+
+class Process(object):
+    """One supervised command and its state machine.
+
+        stopped  --start-->   starting  --exec'd-->  running
+        stopped  --wait-->    waiting     (dependsOn not satisfied yet)
+        running  --stop-->    stopping  --reaped-->  stopped
+        running  --reaped-->  backoff   --timer-->   starting
+                              exited      (restartPolicy says no more)
+                              fatal       (backoff.limit reached)
+        running  --terminate, timeout-->  stopping  --reaped-->  as running
+        starting --reaped-->  as running (a failed exec is an exit, 126/127)
+        waiting, backoff --stop--> stopped
+        exited, fatal, stopped --start(manual)--> starting
+
+    While stopping, for whatever reason, it is neither ready nor probed.
+
+    The owner is told of every change through on_change(process, old_state).
+    """
+    state = State.STOPPED   #: one of State
+    status = None           #: shell-style status of the last exit
+    restarts = 0            #: consecutive restarts, for backoff; reset by uptime
+    starts = 0              #: how many times it was started
+    started_at = None       #: monotonic time of the last start
+    timed_out = False       #: the last attempt hit spec.timeout
+    description = None      #: how the last run ended, for messages ('exited with status 3')
+    delay = None            #: seconds until the restart, while in BACKOFF
+    hold = False            #: no more restarts (procwrap is stopping)
+    _for_good = False       #: the STOPPING in progress ends in STOPPED (stop())
+    _stopping_since = None  #: loop time the last stop began, for messages
+
+    def __init__(self, spec, loop, log, on_change, max_line=MAX_LINE_BYTES,
+                 child_class=_LocalChild):
+        self.spec = spec                #: the ProcessSpec
+        self.loop = loop                #: the Loop
+        self.log = log                  #: the Log
+        self.on_change = on_change      #: func(process, old_state)
+        self.max_line = max_line        #: longest log line before it is split
+        self._restart_timer = None      #: armed in BACKOFF
+        self._kill_timer = None         #: armed in STOPPING
+        self._timeout_timer = None      #: armed while running with spec.timeout
+        self.environment = _Environment(spec, loop.clock)   #: what the child is given
+        self.keep_group = spec.keep_group   #: leave its group alone when it exits
+        self.before_stop = None         #: func(process, then): a preStop hook, then then()
+        self._hook_ran = False          #: before_stop already ran for this instance
+        self.ring = None                #: its recent output, for ctl tail
+        sinks = None
+        if spec.capture:
+            self.ring = _Ring()
+            sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring),
+                     log.sink(spec.name, "stderr", spec.labels, self.ring))
+        #: the command's mechanics: a _LocalChild, or one on another machine
+        self.child = child_class(loop, self._on_exec, self.finish, sinks, max_line)
+
+    @property
+    def pid(self):
+        """The child's pid while alive."""
+        return self.child.pid
+
+    @property
+    def pgid(self):
+        """The process group signals go to (= the pid; kept until the group is ended)."""
+        return self.child.pgid
+
+    @property
+    def name(self):
+        """The spec's name."""
+        return self.spec.name
+
+    @property
+    def restarts_total(self):
+        """Starts after the first, ever (`restarts` is the current crash loop's count)."""
+        return max(0, self.starts - 1)
+
+    def _set_state(self, new):
+        """Move to `new` if _TRANSITIONS allows it (else it is our bug), then tell the owner."""
+        old = self.state
+        if new not in _TRANSITIONS[old]:
+            raise RuntimeError("%s: illegal transition %s -> %s" % (self.name, old, new))
+        self.state = new
+        self.on_change(self, old)
+
+    def wait(self):
+        """STOPPED -> WAITING: wanted, but its dependencies are not running yet."""
+        self._set_state(State.WAITING)
+
+    def start(self, manual=False):
+        """STOPPED, WAITING, BACKOFF, EXITED or FATAL -> STARTING; RUNNING once exec
+        is confirmed.  `manual` (procwrap ctl) forgets the crash loop and any
+        earlier stop: its restartPolicy applies again."""
+        spec = self.spec
+        if manual:
+            self.hold, self.restarts = False, 0
+        self._cancel("_restart_timer")
+        self.timed_out = False
+        self._hook_ran = False
+        self.started_at = self.loop.clock()
+        if self.starts and not self._refresh_env():
+            # Its secrets could not be resolved again: a failed start, as a
+            # failed fork is, so restartPolicy and backoff apply.
+            self.status = EX_UNAVAILABLE
+            self.description = "could not resolve its secrets (status %d)" % EX_UNAVAILABLE
+            self._after_exit(EX_UNAVAILABLE)
+            return
+        try:
+            pending = self.child.spawn(spec.argv, self.environment.for_child(), spec.workdir,
+                                       spec.user, spec.tty)
+        except _SpawnError as error:
+            self._report_failure(error)
+            self.status = error.status
+            self.description = ("could not fork (status %d)" % error.status
+                                if error.stage == "fork" else _describe_wait(error.status << 8))
+            self._after_exit(error.status)
+            return
+        self.starts += 1
+        if spec.timeout is not None:
+            self._timeout_timer = self.loop.call_later(spec.timeout, self.on_timeout)
+        self._set_state(State.STARTING)
+        if not pending:
+            self.on_exec_confirmed()
+
+    def _refresh_env(self):
+        """--secrets-ttl: resolve the environment again once it is older than
+        the TTL; False (after logging why) when that fails."""
+        environment = self.environment
+        if not environment.stale():
+            return True
+        try:
+            environment.refresh()
+        except ProcwrapError as error:
+            self.log.event(str(error), "error", event="secrets-failed", name=self.name)
+            return False
+        self.log.event("%s: resolved its secrets again (older than %s s)"
+                       % (self.name, _format_seconds(environment.ttl)),
+                       event="secrets-refreshed", name=self.name)
+        return True
+
+    def _on_exec(self, error):
+        """The child's exec report: its command runs, or could not be started
+        (it exits 126/127 now, and finish() follows)."""
+        if error is not None:
+            self._report_failure(error)
+        else:
+            self.on_exec_confirmed()
+
+    def on_exec_confirmed(self):
+        """STARTING -> RUNNING: its command is executing."""
+        if self.state == State.STARTING:
+            self.log.event(STARTED_MSG % (self.name, self.pid), event="started", name=self.name,
+                           pid=self.pid)
+            self._set_state(State.RUNNING)
+
+    def run_command(self, argv, on_done):
+        """A short command beside this process, where it runs, with its
+        environment, user and working directory (an exec probe or hook);
+        on_done(wait_status, output).  Raises OSError or _SpawnError."""
+        spec = self.spec
+        return self.child.run_command(argv, self.environment.values, spec.workdir, spec.user,
+                                      on_done)
+
+    def _report_failure(self, error):
+        """Log why the command could not be started."""
+        spec = self.spec
+        self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user, error),
+                       "error", event="failed", name=self.name)
+
+    def stop(self):
+        """Stop it for good: STARTING/RUNNING -> STOPPING (stop signal, then
+        SIGKILL) -> STOPPED; WAITING/BACKOFF -> STOPPED.  An attempt already
+        being ended (terminate) ends in STOPPED too."""
+        self.hold = True
+        if self.state in State.PENDING:
+            # WAITING/BACKOFF -> STOPPED
+            self._cancel("_restart_timer")
+            self._set_state(State.STOPPED)
+        elif self.state in (State.STARTING, State.RUNNING):
+            # STARTING/RUNNING -> STOPPING
+            self._begin_stopping(for_good=True)
+        elif self.state == State.STOPPING:
+            self._for_good = True
+
+    def last_attempt(self):
+        """No restart after the run in progress, whatever its status (a stop
+        request that does not stop it: wrap mode's INT and QUIT)."""
+        self.hold = True
+
+    def _begin_stopping(self, for_good):
+        """-> STOPPING: not ready, probes off, the stop signal and the grace.
+        `for_good` (stop()) ends in STOPPED; otherwise (a failed probe or hook,
+        a timeout) its restartPolicy decides once it is reaped."""
+        self._for_good = for_good
+        self._stopping_since = self.loop.clock()
+        self._set_state(State.STOPPING)
+        self._terminate()
+
+    def _terminate(self):
+        """Stop signal to the group now, SIGKILL to the group after the grace.
+
+        With a preStop hook (before_stop), the hook runs first and the grace
+        counts from before it, as in Kubernetes.
+        """
+        if self._kill_timer is None:
+            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self.kill)
+        if self.before_stop is not None and not self._hook_ran:
+            self._hook_ran = True
+            self.before_stop(self, self._send_stop_signal)
+        else:
+            self._send_stop_signal()
+
+    def _send_stop_signal(self):
+        """The stop signal to the group, if it is still there."""
+        if self.pid is None:
+            return
+        self.log.event(STOPPING_MSG % (self.name, _signal_name(self.spec.stop_signal), self.pid),
+                       event="stopping", name=self.name, pid=self.pid)
+        self.signal(self.spec.stop_signal)
+
+    def kill(self, why=None):
+        """SIGKILL to the whole process group: the grace period is over (or `why`
+        says what cut it short)."""
+        self._cancel("_kill_timer")
+        if self.pid is not None:
+            if self.state == State.STOPPING:
+                message = KILLING_MSG % (self.name, _format_seconds(round(
+                    self.loop.clock() - self._stopping_since, 1)),
+                    _signal_name(self.spec.stop_signal))
+            else:
+                message = "%s: sending SIGKILL to its group" % self.name
+            self.log.event(message + (" (%s)" % why if why else ""), "warning",
+                           event="killing", name=self.name, pid=self.pid)
+        self.signal(signal.SIGKILL, group=True)
+
+    def signal(self, signum, group=None):
+        """Send signum to the child's process group (or, with --single-child,
+        the child alone: `group` False); quiet if it is already gone."""
+        if group is None:
+            group = not self.spec.single_child
+        self.child.signal(signum, group)
+
+    def terminate(self, reason):
+        """End this attempt (a failed probe or postStart hook): STOPPING, the
+        stop signal, SIGKILL after the grace; then its restartPolicy decides,
+        as after any exit."""
+        if self.state in (State.STARTING, State.RUNNING):
+            self.log.event("%s: %s; stopping it" % (self.name, reason), "warning",
+                           event="unhealthy", name=self.name, pid=self.pid)
+            self._begin_stopping(for_good=False)
+
+    def on_timeout(self):
+        """spec.timeout expired: stop this attempt (status 124 when it is reaped)."""
+        self._timeout_timer = None
+        self.timed_out = True
+        self.log.event(TIMEOUT_MSG % (self.name, _format_seconds(self.spec.timeout)), "warning",
+                       event="timeout", name=self.name, pid=self.pid)
+        if self.state in (State.STARTING, State.RUNNING):
+            self._begin_stopping(for_good=False)
+
+    def finish(self, wait_status):
+        """Reaped (its output drained): clear its group, then decide what comes next."""
+        status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
+        pid = self.child.last_pid
+        adopted = (self.state == State.RUNNING and status in self.spec.success_codes
+                   and self.child.adopt([spec.options["path"] for spec in self.spec.probes
+                                         if spec.handler == "pidFile"]))
+        if not self.keep_group and not adopted:
+            self.child.end_group()
+        self._cancel("_timeout_timer")
+        self._cancel("_kill_timer")
+        self.status = status
+        description = _describe_wait(wait_status)
+        if self.timed_out:
+            description = "timed out (%s)" % description
+        self.description = description
+        self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
+                       pid=pid, status=status)
+        if adopted:
+            self.log.event("%s: following its daemon, pid %d" % (self.name, self.pid),
+                           event="adopted", name=self.name, pid=self.pid)
+            return
+        if self.state == State.STOPPING and (self._for_good or self.hold):
+            # STOPPING -> STOPPED
+            self._set_state(State.STOPPED)
+        else:
+            # RUNNING, or STOPPING after a failed probe, hook or timeout
+            self._after_exit(status)
+
+    def _after_exit(self, status):
+        """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""
+        spec = self.spec
+        # A run that lasted resetAfter seconds was healthy: forget the crash loop.
+        if self.loop.clock() - self.started_at >= spec.backoff_reset:
+            self.restarts = 0
+        failed = status not in spec.success_codes
+        if self.hold or spec.restart == "Never" or (spec.restart == "OnFailure" and not failed):
+            # -> EXITED
+            self._set_state(State.EXITED)
+        elif spec.restart_limit is not None and self.restarts >= spec.restart_limit:
+            # -> FATAL
+            if spec.restart_limit:
+                self.log.event(GIVING_UP_MSG % (self.name, _plural(self.restarts, "restart")),
+                               "error", event="fatal", name=self.name)
+            self._set_state(State.FATAL)
+        else:
+            # -> BACKOFF
+            self.restarts += 1
+            delay = _backoff_delay(self.restarts, spec.backoff_initial, spec.backoff_factor,
+                                   spec.backoff_max, spec.backoff_jitter)
+            self._restart_timer = self.loop.call_later(delay, self.start)
+            self.delay = delay
+            self.log.event(RESTARTING_MSG % (self.name, delay, self.restarts), event="backoff",
+                           name=self.name, delay=round(delay, 3), restarts=self.restarts)
+            self._set_state(State.BACKOFF)
+
+    def give_up(self):
+        """WAITING -> FATAL: it will never be started (a dependency ended badly)."""
+        self._cancel("_restart_timer")
+        self._set_state(State.FATAL)
+
+    def _cancel(self, attribute):
+        """Cancel the timer held in `attribute`, if any."""
+        timer = getattr(self, attribute)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, attribute, None)
+
+
+class _Owner(object):
+    """What runs a loop for procwrap (Wrapper, Supervisor): signals routed
+    through --signal-map, orphans reaped, and one way to end a run,
+    shutdown(reason, status), for whatever decides that a run must end (a
+    signal, a failed init entry, a lease that could not be renewed).
+    Subclasses start their work in begin() and tidy up in end()."""
+    exit_status = None      #: what procwrap exits with, once decided
+    on_error = None         #: func(traceback text) for a crashed callback; None: raise
+
+    def __init__(self, log, loop=None, signal_map=None, kill_on_second_signal=False,
+                 max_line=MAX_LINE_BYTES):
+        self.loop = loop or Loop()              #: the event loop
+        self.log = log                          #: the Log
+        self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
+        self.kill_on_second_signal = kill_on_second_signal
+        self.max_line = max_line                #: longest log line before it is split
+        self.closers = []                       #: func() run once the loop has stopped
+
+    def run(self):
+        """Run until the work is over; return procwrap's exit status."""
+        loop = self.loop
+        self.router.take(loop, self.on_signal)
+        loop.on_orphan = self.on_orphan
+        loop.on_error = self.on_error
+        try:
+            self.begin()
+            loop.run()
+        finally:
+            self.end()
+            for close in self.closers:
+                close()
+            loop.close()
+        return self.result()
+
+    def begin(self):
+        """Start the work (the loop runs once this returns)."""
+        raise NotImplementedError
+
+    def end(self):
+        """The loop has stopped (or begin() failed): leave nothing behind."""
+
+    def result(self):
+        """The exit status."""
+        return self.exit_status if self.exit_status is not None else 0
+
+    def on_signal(self, signum):
+        raise NotImplementedError
+
+    def on_orphan(self, pid, wait_status):
+        """An orphaned grandchild was reaped (we are PID 1 or subreaper)."""
+
+    def shutdown(self, reason, status=None):
+        raise NotImplementedError
+
+
+# =============================================================================
+# Wrap mode
+# One command: signals forwarded to its group, retries with backoff, a time
+# limit, and its exit status passed through.
+# =============================================================================
+
+
+class Wrapper(_Owner):
+    """Runs one ProcessSpec as wrap mode does and returns its exit status."""
+    status = None               #: the child's last status
+    forced_status = None        #: set by shutdown(), wins over the child's
+    waiting_for_group = False   #: --wait-group: child gone, group not yet
+
+    def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
+                 loop=None, signal_map=None):
+        _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
+        self.keep_group = spec.keep_group   #: --wait-group, while a subreaper can do it
+        self.process = Process(spec, self.loop, log, self.on_change, max_line)
+        log.redact.make_public([spec.name])
+
+    def begin(self):
+        """Become subreaper (for --wait-group), hand over the terminal, start the child."""
+        subreaper = _become_subreaper()
+        if self.keep_group and not subreaper:
+            self.log.event("--wait-group: " + NO_SUBREAPER_MSG + "; exiting with the child",
+                           "warning")
+            self.keep_group = self.process.keep_group = False
+        if self.process.spec.tty:
+            self._hand_over_terminal()
+        self.process.start()
+
+    def result(self):
+        """The child's status, unless shutdown() decided another."""
+        return self.forced_status if self.forced_status is not None else self.status
+
+    def _hand_over_terminal(self):
+        """Let the child have our controlling terminal, as dumb-init does.
+
+        As a session leader with a terminal (`docker run -t`, PID 1) the
+        terminal is ours, and the child's TIOCSCTTY would fail: its shell
+        would have no job control.  TIOCNOTTY lets go of it; the kernel then
+        sends our foreground group, procwrap alone so far, one HUP and one
+        CONT (tty_ioctl(4)), which are not for the child (dumb-init #136).
+        """
+        import fcntl
+        import termios
+        try:
+            if os.getsid(0) != os.getpid() or os.tcgetpgrp(0) != os.getpgrp():
+                return          # someone else's session: the child tries, as before
+            fcntl.ioctl(0, termios.TIOCNOTTY)
+        except OSError:
+            return
+        self.router.ignore_once.update([signal.SIGHUP, signal.SIGCONT])
+
+    def shutdown(self, reason, status=None):
+        """Stop the child for good (stop signal, grace, SIGKILL); exit with `status`."""
+        self.log.event(SHUTDOWN_MSG % reason, "warning", event="shutdown")
+        self.forced_status = status
+        process = self.process
+        process.last_attempt()
+        if process.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+            process.stop()
+
+    def on_signal(self, signum):
+        """TERM, INT and QUIT stop the child without retry (TERM with the stop
+        signal, the grace and SIGKILL); TSTP, TTIN and TTOU stop it and us
+        until CONT; every other signal is forwarded."""
+        signum = self.router.route(signum)
+        if signum is None:
+            return
+        process = self.process
+        name = _signal_name(signum)
+        if name in STOP_SIGNALS:
+            # A request to stop: no retry follows, whatever the status.
+            if process.state == State.STOPPING:
+                if self.kill_on_second_signal:
+                    process.kill("a second %s came" % name)
+                else:
+                    process.signal(signum)
+                return
+            if process.state in (State.STARTING, State.RUNNING) and signum == signal.SIGTERM:
+                process.stop()              # the stop signal, then SIGKILL after the grace
+                return
+            process.last_attempt()
+            if process.state == State.BACKOFF:
+                process.stop()
+                return
+        elif name in JOB_CONTROL_SIGNALS:
+            # dumb-init: the child may handle TSTP and carry on; SIGSTOP it is.
+            process.signal(signal.SIGSTOP)
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return
+        process.signal(signum)
+
+    def on_change(self, process, old):
+        """Log a retry, or end the run when the child is done for good."""
+        spec = process.spec
+        if process.state == State.BACKOFF:
+            attempts = (spec.restart_limit or 0) + 1
+            self.log.event(RETRYING_MSG % (process.restarts, attempts,
+                                           process.description,
+                                           process.delay), "warning", event="retry")
+        elif process.state in State.DONE or process.state == State.STOPPED:
+            self.status = process.status
+            if self.keep_group and self._group_alive():
+                self.waiting_for_group = True
+            else:
+                self.loop.stopped = True
+
+    def _group_alive(self):
+        """Does the child's process group still have members?"""
+        if self.process.pgid is None:
+            return False
+        try:
+            os.killpg(self.process.pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def on_orphan(self, pid, wait_status):
+        """--wait-group: a group member was reaped; end once none is left."""
+        if self.waiting_for_group and not self._group_alive():
+            self.loop.stopped = True
+
+
+# =============================================================================
+# HTTP client & leases
+# JSON over HTTP with urllib for the servers procwrap talks to (Vault now;
+# an API server and etcd next), and the keeper that renews what they grant.
+# =============================================================================
+
+
+class _HttpError(Exception):
+    """A request that failed: `status` is the HTTP status, or None when the
+    server could not be reached, or 0 when its answer was not JSON;
+    `reason` says why in the server's own words where it gave some."""
+
+    def __init__(self, status, reason):
+        Exception.__init__(self, reason)
+        self.status = status
+        self.reason = reason
+
+
+class _HttpClient(object):
+    """JSON over HTTP(S) through urllib, blocking: used before the loop runs,
+    or from the loop's worker.  One place for what every server client needs:
+    retries of what the server says to retry (412, 429, 5xx; Retry-After
+    honoured up to HTTP_RETRY_AFTER_MAX), TLS settings (a CA file, a client
+    certificate, or no verification when asked), a timeout, and one error
+    type with the server's reason.  Vault uses it; the reporting client,
+    the failure webhook and etcd are to."""
+
+    def __init__(self, base_url, cafile=None, verify=True, cert=None, key=None, headers=None,
+                 timeout=HTTP_CLIENT_TIMEOUT):
+        self.base_url = base_url.rstrip("/")    #: scheme://host:port[/prefix]
+        self.cafile = cafile            #: CA bundle to verify against; None: the system's
+        self.verify = verify            #: False: no certificate check (VAULT_SKIP_VERIFY)
+        self.cert, self.key = cert, key     #: client certificate and key files, or None
+        self.headers = dict(headers or {})  #: sent with every request
+        self.timeout = timeout
+        self._context = None            #: the SSLContext, made on first https request
+
+    def request(self, method, path, body=None, headers=None):
+        """Send `body` (JSON-able, or None) to base_url/path; the answer
+        parsed (an empty answer is {}).  Raises _HttpError."""
+        import json
+        import urllib.error
+        import urllib.request
+        sent = dict(self.headers)
+        sent.update(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            sent["Content-Type"] = "application/json"
+        url = self.base_url + "/" + path.lstrip("/")
+        for attempt in range(1, HTTP_CLIENT_ATTEMPTS + 1):
+            request = urllib.request.Request(url, data=data, headers=sent, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout,
+                                            context=self.context()) as response:
+                    text = response.read()
+            except urllib.error.HTTPError as error:
+                wait = self._retry_wait(error, attempt)
+                if wait is None:
+                    raise _HttpError(error.code, _http_reason(error))
+                time.sleep(wait)
+                continue
+            except (urllib.error.URLError, OSError) as error:
+                raise _HttpError(None, str(getattr(error, "reason", error)))
+            try:
+                return json.loads(text.decode("utf-8")) if text.strip() else {}
+            except (ValueError, RecursionError):
+                raise _HttpError(0, "the answer is not JSON")
+
+    @staticmethod
+    def _retry_wait(error, attempt):
+        """Seconds to wait before trying `error`'s request again; None: do not."""
+        if error.code not in (412, 429, 500, 502, 503) or attempt >= HTTP_CLIENT_ATTEMPTS:
+            return None
+        after = (error.headers.get("Retry-After") or "").strip() if error.headers else ""
+        if _is_digits(after):
+            return float(after) if int(after) <= HTTP_RETRY_AFTER_MAX else None
+        return 0.5 * attempt
+
+    def context(self):
+        """The SSLContext for https (None for http): verified against cafile
+        or the system's CAs, or not at all when verify is False."""
+        if not self.base_url.startswith("https:"):
+            return None
+        if self._context is None:
+            import ssl
+            context = ssl.create_default_context(cafile=self.cafile)
+            if not self.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.cert:
+                context.load_cert_chain(self.cert, self.key)
+            self._context = context
+        return self._context
+
+
+def _http_reason(error):
+    """What an HTTP error answer says: a JSON body's `errors` (Vault), `message`
+    (etcd), `detail` or `error` (REST APIs); else the status line's reason."""
+    import json
+    try:
+        body = json.loads(error.read().decode("utf-8"))
+    except (ValueError, RecursionError, AttributeError, OSError):
+        body = None
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            return "; ".join(str(e) for e in errors)
+        for key in ("message", "detail", "error"):
+            if isinstance(body.get(key), str) and body[key]:
+                return body[key]
+    return str(error.reason)
+
+
+class _LeaseKeeper(object):
+    """Keeps something granted for a time alive from the loop: a Vault token
+    or lease now; etcd's lease and the reporting heartbeat next.
+
+    renew() (blocking: it runs in the worker) asks for more time and returns
+    the seconds granted.  It is called at LEASE_RENEW_AT of the TTL.  When it
+    fails, it is tried again while time is left (after a third of what is
+    left, at most LEASE_RETRY_MAX); when no time is left, or the grantor
+    gives no more, on_expired(keeper, reason) decides what happens (a policy:
+    stop the run, go on without).  on_renewed(keeper) and on_retry(keeper,
+    reason, delay) are for the log.
+    """
+    stopped = False
+
+    def __init__(self, loop, name, ttl, renew, on_renewed=None, on_retry=None,
+                 on_expired=None):
+        self.loop = loop
+        self.name = name                #: for messages: a lease id, 'token'
+        self.ttl = ttl                  #: seconds last granted
+        self.renew = renew              #: func() -> seconds granted; raises when it cannot
+        self.on_renewed = on_renewed    #: func(keeper)
+        self.on_retry = on_retry        #: func(keeper, reason, delay)
+        self.on_expired = on_expired    #: func(keeper, reason)
+        self.expires = loop.clock() + ttl   #: loop time it runs out
+        self._timer = loop.call_later(ttl * LEASE_RENEW_AT, self._renew)
+
+    def _renew(self):
+        """Time to ask for more: in the worker."""
+        self._timer = None
+        self.loop.run_in_worker(self.renew, self._on_renewed)
+
+    def _on_renewed(self, granted, error):
+        """Schedule the next renewal; or retry while time is left; or expire."""
+        if self.stopped:
+            return
+        now = self.loop.clock()
+        if error is None and granted:
+            self.ttl, self.expires = int(granted), now + int(granted)
+            if self.on_renewed is not None:
+                self.on_renewed(self)
+            self._timer = self.loop.call_later(self.ttl * LEASE_RENEW_AT, self._renew)
+            return
+        reason = str(error) if error is not None else "no more time was granted"
+        left = self.expires - now
+        if left > 1.0 and error is not None:
+            delay = min(LEASE_RETRY_MAX, left / 3.0)
+            if self.on_retry is not None:
+                self.on_retry(self, reason, delay)
+            self._timer = self.loop.call_later(delay, self._renew)
+        else:
+            self._timer = self.loop.call_later(max(0.0, left), self._expired, reason)
+
+    def _expired(self, reason):
+        """Renewal finally failed."""
+        self._timer = None
+        if self.on_expired is not None:
+            self.on_expired(self, reason)
+
+    def stop(self):
+        """No more renewals (the run ends, or the lease was given back)."""
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+# =============================================================================
 # Secrets
 # Location strings ([PROVIDER:]ADDRESS[!FORMAT][|JP:PATH]) and the built-in
 # JSON Path subset; the providers that fetch them; _Secrets, which resolves a
-# pass of them (each document fetched once) into values held as Secret; how
-# values become environment strings; resolve_config() for embedding.  Fetches
-# block, so they happen before children start; Vault renewals run in a worker
-# thread that reports back through the loop.  SECRET_PROVIDERS closes it.
+# pass of them; children's environments; resolve_config() for embedding.
 # =============================================================================
+
 
 #: Formats a location may name after '!'.
 SECRET_FORMATS = ("dotenv", "json", "yaml", "toml")
@@ -1277,61 +3861,6 @@ def _secret(value):
     return value
 
 
-class _Redactor(object):
-    """Remembers every resolved value and blanks it out of procwrap's own output.
-
-    Log.event and main's error lines pass through it; child output does
-    not (procwrap cannot know what an application chooses to print).
-    """
-    enabled = True          #: False under --log-secrets
-
-    def __init__(self):
-        self.values = set()         #: strings to hide
-        self.public = set()         #: procwrap's identifiers (process names): never hidden
-        self._pattern = None        #: one alternation of them, longest first
-
-    def make_public(self, names):
-        """Identifiers that every record shows anyway (process names): a
-        resolved value equal to one is not blanked out, so a process named
-        postgres stays postgres when a password is 'postgres' too."""
-        self.public.update(names)
-        self._pattern = None
-
-    def contains(self, text):
-        """Does `text` hold a resolved value (whatever --log-secrets says)?"""
-        return bool(self.values) and self._compiled().search(text) is not None
-
-    def _compiled(self):
-        """The alternation of the values to hide, longest first (a never-
-        matching pattern when there are none)."""
-        if self._pattern is None:
-            hidden = sorted(self.values - self.public, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, hidden)) or "(?!)")
-        return self._pattern
-
-    def add(self, value):
-        """Remember a resolved value: each string in a dict or list, each line of it."""
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list):
-            for item in value:
-                self.add(item)
-        elif isinstance(value, str):
-            for text in [value] + value.splitlines():
-                if len(text.strip()) >= REDACT_MIN_LENGTH and text not in self.values:
-                    self.values.add(str(text))
-                    self._pattern = None
-
-    def __call__(self, text):
-        """`text` with every remembered value replaced by [secret]."""
-        if not self.values or not self.enabled or not isinstance(text, str):
-            return text
-        return self._compiled().sub(REDACTED, text)
-
-
-_redact = _Redactor()
-
-
 # -- documents
 
 _FORMAT_BY_EXTENSION = {".env": "dotenv", ".json": "json", ".yaml": "yaml", ".yml": "yaml",
@@ -1569,8 +4098,8 @@ class _ParameterStoreProvider(_AwsProvider):
 
 
 class _Lease(object):
-    """Something Vault granted for a time that procwrap keeps alive: a
-    secret's lease (dynamic credentials), or procwrap's own token."""
+    """Something Vault granted for a time: a secret's lease (dynamic
+    credentials), or procwrap's own token; a _LeaseKeeper renews it."""
 
     def __init__(self, name, lease_id, duration, renewable, data=None):
         self.name = name            #: for messages: the lease id, or 'token'
@@ -1578,7 +4107,7 @@ class _Lease(object):
         self.duration = duration    #: seconds last granted
         self.renewable = renewable  #: Vault says it can be extended
         self.data = data            #: the secret's data, shared by every reader
-        self.expires = None         #: loop time it runs out, once renewal started
+        self.keeper = None          #: its _LeaseKeeper, once renewal started
 
 
 class _VaultProvider(_FileProvider):
@@ -1600,73 +4129,45 @@ class _VaultProvider(_FileProvider):
         self.role_id = environ.get("VAULT_ROLE_ID") or None
         self.secret_id = environ.get("VAULT_SECRET_ID") or None
         self.namespace = environ.get("VAULT_NAMESPACE") or None
-        self.cacert = environ.get("VAULT_CACERT") or None
-        self.verify = environ.get("VAULT_SKIP_VERIFY", "").lower() not in ("1", "true", "yes")
+        self.client = _HttpClient(self.address + "/v1", environ.get("VAULT_CACERT") or None,
+                                  environ.get("VAULT_SKIP_VERIFY", "").lower()
+                                  not in ("1", "true", "yes"), headers={"X-Vault-Request": "true"})
         self.token_lease = None     #: a _Lease for our token, once known
         self.leases = {}            #: path -> _Lease of a leased secret
-        self.loop = None            #: set by start_renewal
-        self.log = None
+        self.log = None             #: set by start_renewal
         self.on_expired = None      #: func(reason) when renewal finally fails
 
-    # -- requests (blocking: before the loop, or in a worker)
+    # -- requests (blocking: before the loop, or in the worker)
     def request(self, method, path, body=None, auth=True):
-        """One Vault API call, JSON in and out; retries what SPECS.md 2.3 says
-        to retry, logs in again once on 403 when AppRole is configured."""
-        import json
-        import urllib.error
-        import urllib.request
+        """One Vault API call, JSON in and out (retries as SPECS.md 2.3 says,
+        in _HttpClient); logs in again once on 403 when AppRole is configured."""
         if not self.address:
             raise _Unavailable("VAULT_ADDR is not set; set it to Vault's address, like "
                                "https://vault.example:8200")
         relogin = auth and self.role_id is not None
-        for attempt in range(3):
+        while True:
             if auth and self.token is None:
                 self.login()
-            headers = {"X-Vault-Request": "true"}
+            headers = {}
             if auth:
                 headers["X-Vault-Token"] = self.token
             if self.namespace:
                 headers["X-Vault-Namespace"] = self.namespace
-            data = None
-            if body is not None:
-                data = json.dumps(body).encode("utf-8")
-                headers["Content-Type"] = "application/json"
-            request = urllib.request.Request("%s/v1/%s" % (self.address, path), data=data,
-                                             headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=VAULT_TIMEOUT,
-                                            context=self._ssl_context()) as response:
-                    text = response.read()
-                return (_parse_text(text.decode("utf-8"), "json", path, secret=True)
-                        if text.strip() else {})
-            except urllib.error.HTTPError as error:
-                status, reason = error.code, _vault_errors(error)
-                if status in (412, 429, 500, 502, 503) and attempt < 2:
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                if status == 403 and relogin:
+                answer = self.client.request(method, path, body, headers)
+            except _HttpError as error:
+                if error.status == 403 and relogin:
                     relogin, self.token = False, None
                     continue
+                if error.status is None:
+                    raise _Unavailable("cannot reach Vault at %s: %s; check VAULT_ADDR and "
+                                       "the network" % (self.address, error.reason))
+                if error.status == 0:
+                    raise _Unavailable("Vault answered %s /v1/%s with something that is not "
+                                       "JSON; is VAULT_ADDR Vault?" % (method, path))
                 raise _Unavailable("Vault answered %d to %s /v1/%s: %s"
-                                   % (status, method, path, reason))
-            except (urllib.error.URLError, OSError) as error:
-                raise _Unavailable("cannot reach Vault at %s: %s; check VAULT_ADDR and the "
-                                   "network" % (self.address, getattr(error, "reason", error)))
-            except ValueError:
-                raise _Unavailable("Vault answered %s /v1/%s with something that is not "
-                                   "JSON; is VAULT_ADDR Vault?" % (method, path))
-        raise _Unavailable("Vault kept failing %s /v1/%s" % (method, path))
-
-    def _ssl_context(self):
-        """Verify against VAULT_CACERT (or the system's CAs); no check with VAULT_SKIP_VERIFY."""
-        if not self.address.startswith("https:"):
-            return None
-        import ssl
-        context = ssl.create_default_context(cafile=self.cacert)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+                                   % (error.status, method, path, error.reason))
+            return answer
 
     def login(self):
         """AppRole login (SPECS.md 2.4): POST auth/approle/login -> auth.client_token."""
@@ -1703,10 +4204,10 @@ class _VaultProvider(_FileProvider):
                                        bool(response.get("renewable")), data)
         return data, None
 
-    # -- renewal (in the loop; requests in a worker)
+    # -- renewal (in the loop; requests in the worker)
     def start_renewal(self, loop, log, on_expired):
         """Renew the token and each renewable lease at 2/3 of its TTL."""
-        self.loop, self.log, self.on_expired = loop, log, on_expired
+        self.log, self.on_expired = log, on_expired
         if self.token is not None and self.token_lease is None:
             try:
                 data = self.request("GET", "auth/token/lookup-self").get("data") or {}
@@ -1718,57 +4219,33 @@ class _VaultProvider(_FileProvider):
                                       bool(data.get("renewable")))
         for lease in [self.token_lease] + list(self.leases.values()):
             if lease is not None and lease.renewable and lease.duration > 0:
-                lease.expires = loop.clock() + lease.duration
-                loop.call_later(lease.duration * VAULT_RENEW_AT, self._renew, lease)
+                lease.keeper = _LeaseKeeper(
+                    loop, lease.name, lease.duration, lambda lease=lease: self._renew(lease),
+                    self._on_renewed, self._on_retry, self._expired)
 
     def _renew(self, lease):
-        """Ask Vault for more time, in a worker; _on_renewed gets the answer."""
+        """Ask Vault for more time (in the worker); the seconds granted."""
         if lease.lease_id is None:
-            def work():
-                return (self.request("POST", "auth/token/renew-self", {}).get("auth")
-                        or {}).get("lease_duration")
-        else:
-            def work():
-                return self.request("POST", "sys/leases/renew",
-                                    {"lease_id": lease.lease_id,
-                                     "increment": lease.duration}).get("lease_duration")
-        self.loop.run_in_worker(work, lambda granted, error:
-                                self._on_renewed(lease, granted, error))
+            return (self.request("POST", "auth/token/renew-self", {}).get("auth")
+                    or {}).get("lease_duration")
+        return self.request("POST", "sys/leases/renew",
+                            {"lease_id": lease.lease_id,
+                             "increment": lease.keeper.ttl}).get("lease_duration")
 
-    def _on_renewed(self, lease, granted, error):
-        """Schedule the next renewal; or retry while time is left; or give up."""
-        now = self.loop.clock()
-        if error is None and granted:
-            lease.duration, lease.expires = int(granted), now + int(granted)
-            self.log.event(VAULT_RENEWED_MSG % (lease.name, lease.duration),
-                           event="vault-renewed", lease=lease.name, ttl=lease.duration)
-            self.loop.call_later(lease.duration * VAULT_RENEW_AT, self._renew, lease)
-            return
-        reason = str(error) if error is not None else "Vault granted no more time"
-        left = lease.expires - now
-        if left > 1.0 and error is not None:
-            delay = min(VAULT_RETRY_MAX, left / 3.0)
-            self.log.event(VAULT_RENEW_FAILED_MSG % (lease.name, reason, delay), "warning",
-                           event="vault-renew-failed", lease=lease.name)
-            self.loop.call_later(delay, self._renew, lease)
-        else:
-            self.loop.call_later(max(0.0, left), self._expired, lease, reason)
+    def _on_renewed(self, keeper):
+        self.log.event(VAULT_RENEWED_MSG % (keeper.name, keeper.ttl),
+                       event="vault-renewed", lease=keeper.name, ttl=keeper.ttl)
 
-    def _expired(self, lease, reason):
+    def _on_retry(self, keeper, reason, delay):
+        self.log.event(VAULT_RENEW_FAILED_MSG % (keeper.name, reason, delay), "warning",
+                       event="vault-renew-failed", lease=keeper.name)
+
+    def _expired(self, keeper, reason):
         """Renewal finally failed: the --vault-renew-failure policy decides."""
-        message = VAULT_EXPIRED_MSG % (lease.name, reason)
-        self.log.event(message, "error", event="vault-expired", lease=lease.name)
+        message = VAULT_EXPIRED_MSG % (keeper.name, reason)
+        self.log.event(message, "error", event="vault-expired", lease=keeper.name)
         if self.on_expired is not None:
             self.on_expired(message)
-
-
-def _vault_errors(error):
-    """The `errors` list of a Vault error response, joined; or the HTTP reason."""
-    try:
-        errors = _parse_text(error.read().decode("utf-8"), "json", "vault").get("errors") or []
-    except (ValueError, AttributeError, OSError):
-        errors = []
-    return "; ".join(str(e) for e in errors) or str(error.reason)
 
 
 # -- resolution
@@ -1790,6 +4267,7 @@ class _Secrets(object):
     allow_unresolved = False    #: leave out what cannot be fetched, with a warning
     ttl = None                  #: seconds after which a restart resolves again
     check_only = False          #: procwrap check: parse locations, fetch nothing
+    redact = None               #: the _Redactor that learns each value resolved
     found = 0                   #: check_only: locations and templates seen
 
     def __init__(self, environ, config=None, **settings):
@@ -1808,6 +4286,8 @@ class _Secrets(object):
             if not hasattr(_Secrets, key):
                 raise TypeError("unknown _Secrets setting %r" % key)
             setattr(self, key, value)
+        if self.redact is None:
+            self.redact = _Redactor()
 
     def begin(self):
         """Start a resolution pass: forget fetched documents (providers stay)."""
@@ -1821,7 +4301,7 @@ class _Secrets(object):
             location = _parse_location(value, where)
             value = self.value(location, where, default_format)
             if not (isinstance(value, str) and _is_location(value)):
-                _redact.add(value)
+                self.redact.add(value)
                 return _secret(value)
         raise SecretError(UNRESOLVED_MSG % (where, location.shown,
                                             "the value is still a location after %s; "
@@ -1883,7 +4363,7 @@ class _Secrets(object):
         values.update(resolved)
         for name, text, where in templates:
             resolved[name] = values[name] = Secret(_render_template(text, values, where))
-            _redact.add(resolved[name])
+            self.redact.add(resolved[name])
         self.resolved.update(resolved)
         return resolved
 
@@ -2019,7 +4499,7 @@ class _EnvBuilder(object):
             except ConfigError as error:
                 checker.problems.extend(error.problems)
                 return ""
-            _redact.add(value)
+            self.secrets.redact.add(value)
             return value
         return self.secrets.variables([(name, text, where)], env).get(name)
 
@@ -2163,11 +4643,763 @@ SECRET_PROVIDERS = {
 
 
 # =============================================================================
+# Probes
+# Kubernetes-style probes run inside the loop: a Probe times its checks and
+# counts results against its thresholds; each check (exec, httpGet,
+# tcpSocket, file, heartbeat, pidFile, notify) reports back once, never
+# blocks, and is cut off at its timeout.
+# =============================================================================
+
+
+class _Thresholds(object):
+    """Kubernetes' rule: the result flips only after a run of identical
+    consecutive results reaches successThreshold or failureThreshold."""
+
+    def __init__(self, success_threshold, failure_threshold, initial):
+        self.success_threshold = success_threshold
+        self.failure_threshold = failure_threshold
+        self.result = initial       #: True (passing), False (failing), None (not yet known)
+        self._last = None           #: the result of the current run
+        self._run = 0               #: its length
+
+    def record(self, ok):
+        """Count one result; True when `result` flipped."""
+        if ok == self._last:
+            self._run += 1
+        else:
+            self._last, self._run = ok, 1
+        needed = self.success_threshold if ok else self.failure_threshold
+        if self._run >= needed and self.result != ok:
+            self.result = ok
+            return True
+        return False
+
+
+class Probe(object):
+    """One probe of one process: a check every period, counted against the
+    thresholds; on_flip(probe) when the result changes.
+
+    Kubernetes' initial results: liveness passes, readiness fails, startup
+    is unknown.  A liveness or startup probe that fails is put on hold
+    until start() is called for the next instance of the process.
+    """
+    check = None            #: the check in flight, or None
+    failures = 0            #: failed checks, ever (a metric)
+    message = ""            #: what the last check said
+
+    def __init__(self, spec, process, loop, on_flip, health):
+        self.spec = spec                #: the ProbeSpec
+        self.process = process          #: the Process probed
+        self.loop = loop
+        self.on_flip = on_flip          #: func(probe) when the result flips
+        self.health = health            #: the _Health: heartbeats, notify state
+        self.thresholds = None
+        self._timer = None              #: the next check
+        self._deadline = None           #: the in-flight check's timeout
+        self.reset()
+
+    @property
+    def kind(self):
+        """liveness, readiness or startup (hooks: postStart, preStop)."""
+        return self.spec.kind
+
+    @property
+    def result(self):
+        """True passing, False failing, None not known yet."""
+        return self.thresholds.result
+
+    def reset(self):
+        """Back to the initial result, as for a new instance of the process."""
+        initial = {"liveness": True, "readiness": False}.get(self.spec.kind)
+        self.thresholds = _Thresholds(self.spec.success_threshold, self.spec.failure_threshold,
+                                      initial)
+
+    def start(self):
+        """Begin probing the running process: the first check after
+        initialDelaySeconds counted from the process's start."""
+        self.stop()
+        when = self.process.started_at + self.spec.initial_delay
+        self._timer = self.loop.call_later(max(0.0, when - self.loop.clock()), self.tick)
+
+    def stop(self):
+        """No more checks; abandon the one in flight."""
+        for name in ("_timer", "_deadline"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+        if self.check is not None:
+            check, self.check = self.check, None
+            check.cancel()
+
+    def tick(self):
+        """Time for a check (unless the last one is still running)."""
+        self._timer = self.loop.call_later(self.spec.period, self.tick)
+        if self.check is None:
+            self.run_check()
+
+    def poke(self):
+        """Something it watches happened (a heartbeat, READY=1): check now."""
+        if self._timer is not None and self.check is None:
+            self.run_check()
+
+    def run_check(self):
+        """Start one check, with its timeout armed."""
+        self.check = _CHECKS[self.spec.handler](self)
+        self._deadline = self.loop.call_later(self.spec.timeout, self.on_deadline)
+        self.check.start()
+
+    def on_deadline(self):
+        """The check took longer than timeoutSeconds: a failure."""
+        self._deadline = None
+        if self.check is not None:
+            self.check.cancel()
+            self.done(False, "timed out after %s s" % _format_seconds(self.spec.timeout))
+
+    def _settle(self, message):
+        """The check in flight is over: disarm its timeout, keep its message.
+        False when there was none (it already timed out, or stopped)."""
+        if self.check is None:
+            return False
+        self.check = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.message = message
+        return True
+
+    def done(self, ok, message):
+        """A check's outcome: count it; tell the owner when the result flips."""
+        if not self._settle(message):
+            return
+        if not ok:
+            self.failures += 1
+        if self.thresholds.record(ok):
+            if not ok and self.spec.kind in ("liveness", "startup"):
+                self.stop()             # on hold until the next instance
+            self.on_flip(self)
+
+
+class _Hook(Probe):
+    """A lifecycle hook, run once: its check, cut off at its timeout, then on_done(ok, message)."""
+
+    def __init__(self, spec, process, loop, health, on_done):
+        Probe.__init__(self, spec, process, loop, None, health)
+        self.on_done = on_done          #: func(ok, message)
+
+    def done(self, ok, message):
+        """The hook's one outcome, to on_done (no thresholds: hooks run once)."""
+        if self._settle(message):
+            self.on_done(ok, message)
+
+
+class _Check(object):
+    """A check's interface: start(), cancel(), and report(ok, message) once."""
+
+    def __init__(self, probe):
+        self.probe = probe              #: the Probe (or _Hook) it reports to
+        self.options = probe.spec.options
+
+    def start(self):
+        raise NotImplementedError
+
+    def cancel(self):
+        pass
+
+    def report(self, ok, message):
+        """Tell the probe, unless it has moved on (a timed-out exec that exits
+        later must not count for the check after it)."""
+        if self.probe.check is self:
+            self.probe.done(ok, message)
+
+
+class _ExecCheck(_Check):
+    """exec: the command exits 0.  It runs where its process runs, with the
+    process's environment, user and working directory (Process.run_command);
+    the end of its output goes into the message, as the kubelet puts it in
+    the event.  At the timeout its group gets SIGKILL."""
+    command = None          #: the running command, until it is done
+
+    def start(self):
+        """Start the command; on_exit gets its status and output."""
+        argv = self.options["command"]
+        try:
+            self.command = self.probe.process.run_command(argv, self.on_exit)
+        except (OSError, _SpawnError) as error:
+            return self.report(False, "cannot run %s: %s" % (
+                argv[0], getattr(error, "strerror", None) or error))
+
+    def on_exit(self, wait_status, output):
+        """Exit 0 passes; a signal is described; its output follows."""
+        self.command = None
+        status = _exit_status(wait_status)
+        message = ("exit status %d" % status if status < 128 else _describe_wait(wait_status))
+        output = self.probe.process.log.redact(output.decode("utf-8", "replace").strip())
+        self.report(status == 0, message + (": " + output if output else ""))
+
+    def cancel(self):
+        """Timed out or stopped: SIGKILL to the command's group."""
+        if self.command is not None:
+            command, self.command = self.command, None
+            command.cancel()
+
+
+class _SocketCheck(_Check):
+    """tcpSocket: a connection opens within the timeout.  Non-blocking
+    connect(), then writability; subclasses go on from on_connected()."""
+    sock = None
+
+    def start(self):
+        """Begin a non-blocking connect; on_writable follows."""
+        import socket
+        host, port = self.options["host"], self.options["port"]
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            code = self.sock.connect_ex((host, port))
+        except OSError as error:
+            return self.finish(False, "cannot connect to %s:%d: %s" % (host, port, error))
+        if code not in (0, errno.EINPROGRESS):
+            return self.finish(False, "cannot connect to %s:%d: %s"
+                               % (host, port, os.strerror(code)))
+        self.watch(self.on_writable, write=True)
+
+    def watch(self, func, write=False):
+        """Wait for the socket to be readable (or writable) once more."""
+        self.probe.loop.watch(self.sock, _WRITE if write else _READ, func)
+
+    def on_writable(self):
+        """The connect finished: SO_ERROR says how."""
+        import socket
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            return self.finish(False, "cannot connect to %s:%d: %s" % (
+                self.options["host"], self.options["port"], os.strerror(code)))
+        self.on_connected()
+
+    def on_connected(self):
+        """Connected: that is all tcpSocket asks."""
+        self.finish(True, "connected")
+
+    def finish(self, ok, message):
+        """Close the socket and report."""
+        self.cancel()
+        self.report(ok, message)
+
+    def cancel(self):
+        """Forget the socket (timed out, finished or stopped)."""
+        if self.sock is not None:
+            self.probe.loop.watch(self.sock, 0)
+            self.sock.close()
+            self.sock = None
+
+
+class _HttpCheck(_SocketCheck):
+    """httpGet: GET path answers 200-399 (redirects are not followed: a 3xx
+    passes, as the kubelet's final 3xx does).  HTTPS is not verified, as in
+    Kubernetes.  Only the status line is read."""
+    _buffer = b""
+
+    def on_connected(self):
+        """Connected: wrap in TLS for HTTPS, else send the request."""
+        if self.options["scheme"] == "HTTPS":
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.sock = context.wrap_socket(self.sock, do_handshake_on_connect=False,
+                                            server_hostname=self.options["host"])
+            return self.handshake()
+        self.send_request()
+
+    def handshake(self):
+        """One step of a non-blocking TLS handshake."""
+        import ssl
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return self.watch(self.handshake)
+        except ssl.SSLWantWriteError:
+            return self.watch(self.handshake, write=True)
+        except (ssl.SSLError, OSError) as error:
+            return self.finish(False, "TLS handshake failed: %s" % error)
+        self.send_request()
+
+    def send_request(self):
+        """Send the GET with the kubelet's default headers, overridden by httpHeaders."""
+        options = self.options
+        headers = [("Host", "%s:%d" % (options["host"], options["port"])),
+                   ("User-Agent", "procwrap-probe/" + __version__), ("Accept", "*/*"),
+                   ("Connection", "close")]
+        for name, value in options["headers"]:
+            headers = [h for h in headers if h[0].lower() != name.lower()]
+            if value:       # as the kubelet: an empty value removes the header
+                headers.append((name, value))
+        request = "GET %s HTTP/1.1\r\n%s\r\n\r\n" % (
+            options["path"], "\r\n".join("%s: %s" % h for h in headers))
+        try:
+            self.sock.sendall(request.encode("latin-1"))    # small: fits a socket buffer
+        except OSError as error:
+            return self.finish(False, "cannot send the request: %s" % error)
+        self.watch(self.on_readable)
+
+    def on_readable(self):
+        """Read until the status line is complete, then judge its code."""
+        import ssl
+        try:
+            data = self.sock.recv(4096)
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return
+        except OSError as error:
+            return self.finish(False, "no answer: %s" % error)
+        self._buffer += data
+        line, newline, _ = self._buffer.partition(b"\r\n")
+        if not newline and data and len(self._buffer) < 8192:
+            return
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            return self.finish(False, "not an HTTP answer")
+        code = int(parts[1])
+        self.finish(200 <= code < 400, "HTTP %d" % code)
+
+
+class _FileCheck(_Check):
+    """file: the path exists, and was modified within maxAgeSeconds if given."""
+
+    def start(self):
+        """stat() the file; compare its age."""
+        path, max_age = self.options["path"], self.options.get("max_age")
+        try:
+            age = time.time() - os.stat(path).st_mtime
+        except OSError as error:
+            return self.report(False, "%s: %s" % (path, error.strerror))
+        if max_age is not None and age > max_age:
+            return self.report(False, "%s is %.0f s old" % (path, age))
+        self.report(True, "%s exists" % path)
+
+
+class _PidFileCheck(_Check):
+    """pidFile: the pid written in the file is alive (a daemon that forked away)."""
+
+    def start(self):
+        """Read the pid; signal 0 says whether it lives."""
+        path = self.options["path"]
+        try:
+            with open(path) as stream:
+                pid = int(stream.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return self.report(False, "%s holds no pid" % path)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return self.report(False, "pid %d from %s is gone" % (pid, path))
+        except PermissionError:
+            pass        # alive, someone else's
+        if _is_zombie(pid):
+            return self.report(False, "pid %d from %s has exited" % (pid, path))
+        self.report(True, "pid %d is alive" % pid)
+
+
+class _HeartbeatCheck(_Check):
+    """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
+
+    def start(self):
+        """Compare the last heartbeat since this start with maxAgeSeconds."""
+        last = self.probe.health.heartbeats.get(self.probe.process.name)
+        max_age = self.options["max_age"]
+        if last is None or last < self.probe.process.started_at:
+            return self.report(False, "no heartbeat yet")
+        age = self.probe.loop.clock() - last
+        self.report(age <= max_age, "last heartbeat %.1f s ago" % age)
+
+
+class _NotifyCheck(_Check):
+    """notify: the process wrote READY=1 to $NOTIFY_SOCKET since it started."""
+
+    def start(self):
+        """Has READY=1 come since this start?"""
+        ready = self.probe.health.notified.get(self.probe.process.name)
+        self.report(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
+
+
+class _SleepCheck(_Check):
+    """sleep (hooks only): wait that many seconds, then succeed."""
+    timer = None
+
+    def start(self):
+        """Arm the timer that ends the sleep."""
+        self.timer = self.probe.loop.call_later(self.options["seconds"], self.report, True,
+                                                "slept")
+
+    def cancel(self):
+        """Stop waiting."""
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+_CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
+           "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
+           "notify": _NotifyCheck, "sleep": _SleepCheck}
+
+
+# =============================================================================
+# Health
+# What a process's health is made of and where it is reported: probes and
+# lifecycle hooks per process, heartbeats and status lines (the status
+# socket), sd_notify from children, and readiness of the whole.
+# =============================================================================
+
+
+class _StatusSocket(_Datagrams):
+    """The status socket: one JSON object per UDP datagram on 127.0.0.1.
+
+        {"name": "web"}                       a heartbeat from process web
+        {"name": "web", "status": "warm"}     a heartbeat and a status line
+
+    Children find it in PROCWRAP_STATUS_ADDRESS (127.0.0.1:PORT) and their
+    own name in PROCWRAP_PROCESS.  Trust: UDP carries no sender credentials,
+    so any process on the host (in the container's network namespace) can
+    send a heartbeat or a status line for any name.  What it can do is
+    bounded: keep a heartbeat probe passing, and put a line of 200
+    characters, control characters taken out, into the log.  Use notify
+    probes, which check the sender's user, where that matters.
+    """
+
+    def __init__(self, loop, port, on_message):
+        import socket
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+        self.address = "127.0.0.1:%d" % sock.getsockname()[1]
+        _Datagrams.__init__(self, loop, sock, on_message)
+
+    def parse(self, data):
+        """A JSON object with a name, or None."""
+        import json
+        try:
+            message = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(message, dict) or not isinstance(message.get("name"), str):
+            return None
+        return message
+
+
+class _NotifySocket(_Datagrams):
+    """$NOTIFY_SOCKET for one child: sd_notify datagrams (READY=1, STATUS=...,
+    WATCHDOG=1, STOPPING=1) on an abstract Unix socket.
+
+    Abstract names have no permissions, and /proc/net/unix shows them to
+    every user, so the kernel's word on the sender decides: with SO_PASSCRED
+    each datagram carries its sender's uid (SCM_CREDENTIALS, unix(7)), and
+    only the process's own user (or root) is heard.  The name has a random
+    part, so another user cannot bind it first.
+    """
+    stranger = None         #: uid of the last sender refused
+    on_stranger = None      #: func(uid) for the first one refused
+
+    def __init__(self, loop, name, uid, on_message):
+        import binascii
+        import socket
+        self.uid = uid          #: the user the process runs as
+        self.credentials = hasattr(socket, "SO_PASSCRED")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for attempt in range(8):
+            self.address = "@procwrap/%d/%s/%s" % (
+                os.getpid(), binascii.hexlify(os.urandom(8)).decode("ascii"), name)
+            try:
+                sock.bind(_unix_address(self.address))
+                break
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE or attempt == 7:
+                    sock.close()
+                    raise UsageError("%s: cannot create its notify socket: %s"
+                                     % (name, error.strerror))
+        if self.credentials:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        _Datagrams.__init__(self, loop, sock, on_message)
+
+    def receive(self):
+        """A datagram from the process's user or root; None from anyone else."""
+        import socket
+        import struct
+        if not self.credentials:        # not Linux: no way to tell, take it
+            return self.sock.recv(65536)
+        size = struct.calcsize("3i")
+        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(size))
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                _, uid, _ = struct.unpack("3i", payload[:size])
+                if uid in (0, self.uid):
+                    return data
+                if self.stranger is None and self.on_stranger is not None:
+                    self.on_stranger(uid)
+                self.stranger = uid
+        return None
+
+    def parse(self, data):
+        """Newline-separated KEY=VALUE assignments, as a dict."""
+        fields = {}
+        for line in data.decode("utf-8", "replace").split("\n"):
+            key, equals, value = line.partition("=")
+            if equals:
+                fields[key] = value
+        return fields
+
+
+class _Health(object):
+    """The health of a supervisor's processes, with its own state: probes
+    read heartbeats and READY=1 from here, never from the supervisor.
+
+    The supervisor wires each process in (wire), says when one starts
+    running or stops (started, stopped), and reports readiness of the whole
+    (report_ready); on_change() tells it that something it decides on may
+    have changed (a probe flipped, a hook finished).
+    """
+    ready = False           #: every process ready, as last reported
+    status_socket = None    #: the _StatusSocket, when heartbeats or --status-port ask for it
+    readiness = None        #: the readiness file's _OwnPath
+
+    def __init__(self, loop, log, settings, processes, on_change):
+        self.loop = loop
+        self.log = log
+        self.on_change = on_change      #: func(): look at readiness and dependents again
+        self.processes = {}             #: name -> Process wired in
+        self.probes = {}                #: name -> [Probe]
+        self.hooks_pending = set()      #: names whose postStart hook still runs
+        self.heartbeats = {}            #: name -> loop time of its last heartbeat
+        self.notified = {}              #: name -> READY=1 seen since its start
+        self.status_text = {}           #: name -> last STATUS / status message
+        self.notify_sockets = {}        #: name -> its _NotifySocket
+        where = settings.get("where", {})
+        if settings.get("readiness_file"):
+            self.readiness = _OwnPath(settings["readiness_file"], where.get(
+                "readiness_file", "--readiness-file"), 0o644, _has_marker(READINESS_MARKER))
+            self.readiness.check()
+        self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
+        handlers = set(spec.handler for p in processes for spec in p.spec.probes)
+        port = settings.get("status_port")
+        if "heartbeat" in handlers or port is not None:
+            try:
+                self.status_socket = _StatusSocket(loop, port or 0, self.on_status_message)
+            except OSError as error:
+                raise UsageError("%s: cannot listen on 127.0.0.1:%d: %s; pick another port" % (
+                    where.get("status_port", "--status-port"), port or 0, error.strerror))
+        for process in processes:
+            self.wire(process)
+        if self.systemd:
+            usec = os.environ.get("WATCHDOG_USEC", "")
+            owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
+            if _is_digits(usec) and int(usec) > 0 and owner == str(os.getpid()):
+                self._watchdog(int(usec) / 2e6)
+
+    def wire(self, process):
+        """A process's probes, hooks and the variables that point it at our sockets."""
+        name = process.name
+        self.processes[name] = process
+        self.probes[name] = [Probe(spec, process, self.loop, self.on_probe_flip, self)
+                             for spec in process.spec.probes]
+        if process.spec.pre_stop is not None:
+            process.before_stop = self._run_pre_stop
+        overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
+        if any(spec.handler == "notify" for spec in process.spec.probes):
+            if name not in self.notify_sockets:
+                uid = process.spec.user.uid if process.spec.user else os.geteuid()
+                notify = self.notify_sockets[name] = _NotifySocket(
+                    self.loop, name, uid, lambda fields, name=name: self.on_notify(name, fields))
+                notify.on_stranger = lambda uid, name=name: self.log.event(
+                    "%s: ignoring sd_notify datagrams from uid %d, which is not the user it "
+                    "runs as" % (name, uid), "warning", event="notify-refused", name=name)
+            overrides["NOTIFY_SOCKET"] = self.notify_sockets[name].address
+        if self.status_socket is not None:
+            overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
+                             PROCWRAP_PROCESS=name)
+        process.environment.override(overrides)
+
+    def unwire(self, process):
+        """A process left the config (reload): its probes end."""
+        for probe in self.probes.pop(process.name, ()):
+            probe.stop()
+        self.processes.pop(process.name, None)
+
+    def _watchdog(self, interval):
+        """WATCHDOG=1 to systemd at half its WATCHDOG_USEC, while the loop turns."""
+        _sd_notify(self.systemd, "WATCHDOG=1")
+        self.loop.call_later(interval, self._watchdog, interval)
+
+    # -- what children tell us
+    def on_status_message(self, message):
+        """A datagram on the status socket: a heartbeat, maybe with a status line."""
+        name = message["name"]
+        process = self.processes.get(name)
+        if process is None:
+            return
+        self.heartbeats[name] = self.loop.clock()
+        if isinstance(message.get("status"), str):
+            self._set_status_text(process, message["status"])
+        self._poke(name, "heartbeat")
+
+    def on_notify(self, name, fields):
+        """An sd_notify datagram from a child: READY=1, STATUS=..., WATCHDOG=1."""
+        process = self.processes.get(name)
+        if process is None:
+            return
+        if fields.get("READY") == "1":
+            self.notified[name] = True
+        if "STATUS" in fields:
+            self._set_status_text(process, fields["STATUS"])
+        if fields.get("WATCHDOG") == "1":
+            self.heartbeats[name] = self.loop.clock()
+            self._poke(name, "heartbeat")
+        self._poke(name, "notify")
+
+    def _set_status_text(self, process, text):
+        """Keep a process's status line; log it when it changes.  Any local
+        process may send one (see _StatusSocket), so control characters
+        (a terminal escape in text logs) are taken out."""
+        text = _CONTROL_RE.sub("", text[:200])
+        if self.status_text.get(process.name) != text:
+            self.status_text[process.name] = text
+            self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
+
+    def _poke(self, name, handler):
+        """A heartbeat or notification came: probes of that kind check now."""
+        for probe in self.probes[name]:
+            if probe.spec.handler == handler:
+                probe.poke()
+
+    # -- probes and hooks
+    def started(self, process):
+        """A new instance runs: probes start over; startup gates the others;
+        its postStart hook runs."""
+        self.notified.pop(process.name, None)
+        self.heartbeats.pop(process.name, None)
+        probes = self.probes[process.name]
+        for probe in probes:
+            probe.reset()
+        startup = [p for p in probes if p.kind == "startup"]
+        for probe in startup or probes:
+            probe.start()
+        if process.spec.post_start is not None:
+            self.hooks_pending.add(process.name)
+            _Hook(process.spec.post_start, process, self.loop, self,
+                  lambda ok, message: self._post_start_done(process, ok, message)).run_check()
+
+    def stopped(self, process):
+        """It left RUNNING: no more checks."""
+        for probe in self.probes[process.name]:
+            probe.stop()
+
+    def _post_start_done(self, process, ok, message):
+        """lifecycle.postStart finished: ready may follow; a failure kills, as in Kubernetes."""
+        self.hooks_pending.discard(process.name)
+        if not ok:
+            self.log.event("%s: postStart hook failed (%s)" % (process.name, message), "warning",
+                           event="hook", name=process.name, hook="postStart", result="failed")
+            process.terminate("postStart hook failed")
+        else:
+            self.log.event("%s: postStart hook done (%s)" % (process.name, message),
+                           event="hook", name=process.name, hook="postStart", result="passed")
+        self.on_change()
+
+    def _run_pre_stop(self, process, then):
+        """lifecycle.preStop before the stop signal, bounded by the stop timeout."""
+        def done(ok, message):
+            self.log.event("%s: preStop hook %s (%s)" % (process.name, "done" if ok else
+                                                           "failed", message),
+                           "info" if ok else "warning", event="hook", name=process.name,
+                           hook="preStop", result="passed" if ok else "failed")
+            then()
+        _Hook(process.spec.pre_stop, process, self.loop, self, done).run_check()
+
+    def on_probe_flip(self, probe):
+        """A probe's result changed: gate, kill or mark ready, and say so once."""
+        process, kind = probe.process, probe.kind
+        if probe.result:
+            self.log.event("%s: %s probe passed (%s)" % (process.name, kind, probe.message),
+                           event="probe", name=process.name, probe=kind, result="passed")
+            if kind == "startup":
+                probe.stop()
+                for other in self.probes[process.name]:
+                    if other.kind != "startup":
+                        other.start()
+        else:
+            self.log.event("%s: %s probe failed %s (%s)" % (
+                process.name, kind, _plural(probe.spec.failure_threshold, "time"),
+                probe.message), "warning",
+                event="probe", name=process.name, probe=kind, result="failed")
+            if kind in ("liveness", "startup"):
+                process.terminate("%s probe failed" % kind)
+        self.on_change()
+
+    # -- verdicts
+    def is_live(self, process):
+        """Alive (or finished well for good) and no liveness/startup probe has failed."""
+        if process.state == State.EXITED and process.status in process.spec.success_codes:
+            return True
+        if process.state not in (State.STARTING, State.RUNNING):
+            return False
+        return all(p.result is not False for p in self.probes.get(process.name, ())
+                   if p.kind in ("liveness", "startup"))
+
+    def is_ready(self, process):
+        """Running with its startup and readiness probes passed (a one-shot
+        that finished well counts as ready)."""
+        if process.state == State.EXITED and process.status in process.spec.success_codes:
+            return True
+        if process.state != State.RUNNING or process.name in self.hooks_pending:
+            return False
+        return all(p.result is True for p in self.probes.get(process.name, ())
+                   if p.kind in ("startup", "readiness"))
+
+    # -- reporting the whole
+    def report_ready(self, ready, count, total, shutting_down):
+        """Readiness of the whole changed: the readiness file, a record, systemd."""
+        self.ready = ready
+        self._readiness_file(ready)         # before the record, which says it is done
+        of = "%d of %s ready" % (count, _plural(total, "process"))
+        self.log.event("ready: every process is ready" if ready else
+                       "not ready: shutting down" if shutting_down else
+                       "not ready: " + of, event="ready" if ready else "not-ready")
+        if self.systemd:
+            _sd_notify(self.systemd, ("READY=1\n" if ready else "") + "STATUS=" + of)
+
+    def report_stopping(self, reason):
+        """The run is ending: tell systemd."""
+        if self.systemd:
+            _sd_notify(self.systemd, "STOPPING=1\nSTATUS=shutting down (%s)" % reason)
+
+    def _readiness_file(self, ready):
+        """Create the readiness file when ready, remove it when not (only if it
+        is still the one we created)."""
+        if self.readiness is None:
+            return
+        if not ready:
+            return self.readiness.remove()
+        try:
+            self.readiness.write(READINESS_MARKER + b" (pid %d)\n" % os.getpid())
+        except UsageError as error:
+            self.log.event(str(error), "warning", event="readiness-file")
+
+    def close(self):
+        """The run is over: no readiness file, no sockets."""
+        self._readiness_file(False)
+        for sock in [self.status_socket] + list(self.notify_sockets.values()):
+            if sock is not None:
+                sock.close()
+
+
+# =============================================================================
 # Config
 # Reading JSON/TOML/YAML, validating every field with its place, and turning
-# entries into ProcessSpecs.  All problems are collected, then raised as one
+# entries into ProcessSpecs; every problem of a config is reported as a
 # ConfigError with a line each.
 # =============================================================================
+
 
 class _User(object):
     """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
@@ -2251,7 +5483,6 @@ class ProcessSpec(object):
     probes = ()                     #: ProbeSpecs (liveness, readiness, startup)
     post_start = None               #: lifecycle.postStart hook (a ProbeSpec), or None
     pre_stop = None                 #: lifecycle.preStop hook (a ProbeSpec), or None
-    env_overrides = None            #: {name: value, or None to remove} applied at each start
     fingerprint = None              #: tells a changed entry on reload
 
     def __init__(self, **fields):
@@ -2364,50 +5595,32 @@ class _Checker(object):
             return self.fail(where, "expected true or false, got %r" % (value,))
         return value
 
-    def seconds(self, value, where):
-        """A duration in seconds (see _parse_duration), or a problem."""
+    def value(self, parse, value, where, *args):
+        """parse(value, *args): one of the value types, or a problem at `where`."""
         try:
-            return _parse_duration(value)
-        except _TooLong:
-            return self.fail(where, TOO_LONG_MSG % (MAX_SECONDS, value))
-        except ValueError:
-            return self.fail(where, "expected seconds (a number >= 0, or '500ms', '2m'), got %r"
-                             % (value,))
+            return parse(value, *args)
+        except _BadValue as error:
+            return self.fail(where, error.message(value))
+
+    def seconds(self, value, where):
+        """A duration in seconds (see _value_seconds), or a problem."""
+        return self.value(_value_seconds, value, where)
 
     def number(self, value, where, minimum, integer=False, maximum=None):
-        """A number (a whole one if `integer`) from minimum to maximum, or a
-        problem.  Seconds (the default maximum) end at MAX_SECONDS; NaN and
-        infinity are never numbers here."""
-        kinds = int if integer else (int, float)
-        if maximum is None:
-            maximum = (1 << 31) - 1 if integer else MAX_SECONDS
-        what = "a whole number" if integer else "a number"
-        # Comparisons are False for NaN, and exact for integers of any size.
-        if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:
-            return self.fail(where, "expected %s >= %s, got %r" % (what, minimum, value))
-        if value > maximum:
-            return self.fail(where, "expected %s <= %d, got %r" % (what, maximum, value))
-        return value
+        """A number from minimum to maximum (see _value_number), or a problem."""
+        return self.value(_value_number, value, where, minimum, integer, maximum)
 
     def port(self, value, where, listen=False):
-        """A TCP/UDP port number: 1-65535, or 0 (any free one) for a listening socket."""
-        if isinstance(value, str) and _is_digits(value):
-            value = int(value)
-        return self.number(value, where, 0 if listen else 1, True, 65535)
+        """A port (see _value_port), or a problem."""
+        return self.value(_value_port, value, where, listen)
 
     def choice(self, value, where, choices):
-        """One of `choices`, exactly (no case folding: 'always' is a typo), or a problem."""
-        if value not in choices:
-            return self.fail(where, "expected %s or %s, got %r"
-                             % (", ".join(choices[:-1]), choices[-1], value))
-        return value
+        """One of `choices`, exactly, or a problem."""
+        return self.value(_value_choice, value, where, choices)
 
     def signal(self, value, where):
         """A signal name or number, or a problem."""
-        try:
-            return _parse_signal(value)
-        except ValueError:
-            return self.fail(where, "expected a signal name like TERM or SIGINT, got %r" % (value,))
+        return self.value(_value_signal, value, where)
 
     def mapping(self, value, where):
         """A dict of string to string (numbers are accepted and written as text)."""
@@ -2606,7 +5819,7 @@ def _build_spec(fields, where, builder, checker, check_root):
                 for match in _K8S_VAR_RE.finditer(word):
                     name = match.group(1)
                     # By name, or by value: an envFile's ${PASSWORD} carries one too.
-                    if name in secret_names or (name in env and _redact.contains(env[name])):
+                    if name in secret_names or (name in env and secrets.redact.contains(env[name])):
                         checker.fail("%s.%s" % (where, field), SECRET_IN_ARGV_MSG
                                      % (name, name))
         spec.argv = [_expand_vars(word, env) for word in command + args]
@@ -2951,2195 +6164,425 @@ def _check_dependencies(specs, skipped, names, checker):
 
 
 # =============================================================================
-# Logging
-# Child output and procwrap's own events as records on one fd: JSON, logfmt or
-# text.  The hot path formats a whole chunk of lines with one join; only
-# chunks that need escaping go line by line.
+# Supervisor
+# Many processes: init entries one after another, then `processes` kept
+# alive; essential processes, dependsOn, signals, and an orderly shutdown.
+# Health is asked, not kept here; the control surface is a view from outside.
 # =============================================================================
 
-#: Signals procwrap has handlers for; a child resets them before exec (and
-#: SIGPIPE and SIGXFSZ, which CPython ignores) so it starts as from a shell.
-#: Signals ignored when procwrap started are not here: they stay ignored.
-_HANDLED_SIGNALS = set([signal.SIGPIPE, signal.SIGXFSZ])
 
-#: signum -> how many of those the kernel sent us for our own writes (EPIPE
-#: raises SIGPIPE, EFBIG SIGXFSZ, at the writer): the loop drops that many,
-#: so a closed log reader does not become a SIGPIPE to the child.
-_self_inflicted = {}
-
-
-def _inflicted(error):
-    """Note the signal our own failed write just raised (EPIPE, EFBIG), if any."""
-    signum = {errno.EPIPE: signal.SIGPIPE, errno.EFBIG: signal.SIGXFSZ}.get(
-        getattr(error, "errno", None))
-    if signum is not None and signum in _HANDLED_SIGNALS:
-        _self_inflicted[signum] = _self_inflicted.get(signum, 0) + 1
-
-
-#: Bytes a chunk may hold and still take the fast path: everything but the
-#: control characters other than newline, '"' and '\\' (and DEL for logfmt).
-#: bytes.translate deletes them at about 0.5 ns a byte; a regex search takes 4.
-_JSON_SAFE = bytes(b for b in range(256) if (b >= 0x20 or b == 0x0A) and b not in b'"\\')
-_LOGFMT_SAFE = _JSON_SAFE.replace(b"\x7f", b"")
-_COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
-_LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
-
-
-#: Fields of procwrap's records that hold its own identifiers, never secrets:
-#: redaction leaves them alone.
-_IDENTIFIER_FIELDS = frozenset(["name", "event", "probe", "hook", "result", "names",
-                                "signal", "lease", "pid", "status"])
-
-
-class Log(object):
-    """Writes every record procwrap emits to one file descriptor.
-
-    `format` is json, logfmt, text, or none (wrap mode's pass-through, where
-    only warnings and errors are written, as 'procwrap: ...' on stderr).
-    """
-    format = "json"         #: json | logfmt | text | none
-    fd = 1                  #: where records go
-    color = False           #: text format: colour names (stdout is a TTY)
-    merge_json = False      #: merge child lines that are JSON objects
-    broken = False          #: the fd cannot be written again (EPIPE): records are lost
-    failing = None          #: why writes fail while records are dropped, or None
-    lost = 0                #: records dropped since the last report
-    midline = False         #: the last write stopped inside a record
-
-    def __init__(self, format="json", fd=1, merge_json=False, color=None):
-        self.format = format
-        self.fd = fd if format != "none" else 2
-        self.merge_json = merge_json
-        self.color = format == "text" and (os.isatty(fd) if color is None else color)
-        self._colors_used = 0
-        if format in ("json", "logfmt") or merge_json:
-            import json
-            self._json = json
-            self._encode = json.encoder.encode_basestring
-
-    def sink(self, process, stream, labels=None, ring=None):
-        """A _Sink that turns one child stream's lines into records (and keeps
-        them in `ring` for `procwrap ctl tail`)."""
-        return _Sink(self, process, stream, labels or {}, ring)
-
-    def next_color(self):
-        """The next ANSI colour for a process name in text format."""
-        color = _COLORS[self._colors_used % len(_COLORS)]
-        self._colors_used += 1
-        return color
-
-    def event(self, message, level="info", **fields):
-        """One record of procwrap's own: process=procwrap, a level, a message, fields.
-
-        A resolved secret in the message or a field shows as [secret].
-        """
-        if _redact.values:
-            message = _redact(message)
-            fields = dict((k, v if k in _IDENTIFIER_FIELDS else _redact(v))
-                          for k, v in fields.items())
-        if self.format == "none":
-            if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
-                self.write(("procwrap: %s\n" % _printable(message)).encode("utf-8", "replace"))
-            return
-        stamp = _rfc3339(time.time())
-        if self.format == "json":
-            record = {"time": stamp, "process": "procwrap", "level": level, "message": message}
-            record.update(fields)
-            line = self._json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                                    default=str) + "\n"
-        elif self.format == "logfmt":
-            parts = ["time=" + stamp, "process=procwrap", "level=" + level,
-                     'msg="%s"' % _logfmt_escape(message)]
-            parts.extend("%s=%s" % (_logfmt_key(k), _logfmt_value(v)) for k, v in fields.items())
-            line = " ".join(parts) + "\n"
-        else:
-            line = "procwrap | %s\n" % _printable(message)
-            if self.color:
-                line = "\x1b[1mprocwrap |\x1b[0m %s\n" % _printable(message)
-        self.write(line.encode("utf-8", "replace"))
-
-    def write(self, data):
-        """Write all of `data` (whole records), whatever it takes, and never
-        lose a record without saying so.
-
-        A full pipe (EAGAIN on a non-blocking fd) is waited out: that stalls
-        the loop, and through their pipes the children, which is the
-        back-pressure we want.  A full disk (ENOSPC, EDQUOT) is waited out too,
-        up to LOG_STALL seconds; then records are dropped and counted until a
-        write works again, which writes how many were lost.  A reader gone
-        for good (EPIPE and the like) loses every record from then on; stderr
-        says so at once and gives the count at exit (close()).
-        """
-        if self.broken:
-            self.lost += data.count(b"\n")
-            return
-        if self.failing is not None:
-            if not self._write_once(data):
-                self.lost += data.count(b"\n")
-                return
-            return self._recovered()
-        waited, delay = 0.0, 0.05
-        while data:
-            try:
-                written = os.write(self.fd, data)
-            except BlockingIOError:
-                # A non-blocking stdout (someone gave us one): wait for room.
-                import select
-                select.select([], [self.fd], [])
-                continue
-            except OSError as error:
-                _inflicted(error)
-                if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    return self._give_up(error, data)
-                if waited >= LOG_STALL:
-                    self.failing = error.strerror
-                    self.lost += data.count(b"\n")
-                    return _stderr(LOG_DROPPING_MSG % (error.strerror, LOG_STALL))
-                if not waited:
-                    _stderr(LOG_WAITING_MSG % error.strerror)
-                time.sleep(delay)
-                waited, delay = waited + delay, min(delay * 2, 1.0)
-                continue
-            self.midline = written < len(data)
-            data = data[written:]
-        if waited:
-            _stderr(LOG_RESUMED_MSG % _format_seconds(round(waited, 1)))
-
-    def _write_once(self, data):
-        """One attempt while records are being dropped: True if all of it went."""
-        payload = (b"\n" if self.midline else b"") + data    # end a record cut short
-        try:
-            written = os.write(self.fd, payload)
-        except BlockingIOError:
-            return False
-        except OSError as error:
-            _inflicted(error)
-            return False
-        self.midline = False
-        if written < len(payload):
-            self.write(payload[written:])
-        return True
-
-    def _recovered(self):
-        """Writes work again after records were dropped: say how many."""
-        lost, reason = self.lost, self.failing
-        self.lost, self.failing = 0, None
-        message = LOG_LOST_MSG % (_plural(lost, "record"), reason)
-        _stderr(message)
-        self.event(message, "warning", event="log-lost", lost=lost)
-
-    def _give_up(self, error, data):
-        """The fd cannot be written again (EPIPE, EBADF, ...): count what is lost."""
-        self.broken = True
-        self.failing = error.strerror
-        self.lost += data.count(b"\n")
-        if self.fd != 2:
-            _stderr(LOG_BROKEN_MSG % error.strerror)
-
-    def close(self):
-        """At exit: if records were lost, say how many (on stderr)."""
-        if self.lost:
-            _stderr(LOG_LOST_MSG % (_plural(self.lost, "record"), self.failing))
-            self.lost = 0
-
-
-def _stderr(line):
-    """One line of procwrap's own on stderr, whatever state stderr is in."""
-    try:
-        os.write(2, ("procwrap: %s\n" % line).encode("utf-8", "replace"))
-    except OSError as error:
-        _inflicted(error)
-
-
-class _Ring(object):
-    """A process's recent output for `procwrap ctl tail`: whole chunks of
-    lines, up to TAIL_BYTES, the oldest dropped; followers see each chunk."""
-
-    def __init__(self, limit=None):
-        import collections
-        self.limit = limit or TAIL_BYTES
-        self.chunks = collections.deque()   #: (stream, bytes of lines joined by newlines)
-        self.size = 0
-        self.followers = []                 #: func(stream, data) for `tail -f`
-
-    def add(self, stream, data):
-        """Keep a chunk (dropping the oldest past the limit) and pass it to followers."""
-        self.chunks.append((stream, data))
-        self.size += len(data)
-        while self.size > self.limit and len(self.chunks) > 1:
-            self.size -= len(self.chunks.popleft()[1])
-        for follower in self.followers:
-            follower(stream, data)
-
-    def lines(self, count):
-        """The last `count` lines as [(stream, text)]."""
-        result = []
-        if count <= 0:
-            return result
-        for stream, data in reversed(self.chunks):
-            for line in reversed(data.split(b"\n")):
-                result.append((stream, line.decode("utf-8", "replace")))
-                if len(result) >= count:
-                    return result[::-1]
-        return result[::-1]
-
-
-class _Sink(object):
-    """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
-    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring")
-
-    def __init__(self, log, process, stream, labels, ring=None):
-        self.log = log                  #: the Log written to
-        self.ring = ring                #: a _Ring of recent output, or None
-        self.format = log.format        #: copied for the hot path
-        self.process = process          #: name, for the slow paths
-        self.stream = stream            #: stdout | stderr
-        self.labels = labels            #: extra fields of every record
-        if self.format == "json":
-            encode = log._encode
-            self.fixed = '"process":%s,"stream":"%s",%s' % (encode(process), stream, "".join(
-                "%s:%s," % (encode(k), encode(v)) for k, v in sorted(labels.items())))
-        elif self.format == "logfmt":
-            self.fixed = " process=%s stream=%s %s" % (_logfmt_value(process), stream, "".join(
-                "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
-        else:
-            head = "%s |" % process
-            if log.color:
-                head = "\x1b[%dm%s\x1b[0m" % (log.next_color(), head)
-            self.fixed = head
-            self.head = (head + " ").encode("utf-8")
-
-    def lines(self, data):
-        """Records for `data`: complete lines joined by b'\\n', without the last newline."""
-        if self.ring is not None:
-            self.ring.add(self.stream, data)    # one call a chunk, not a line
-        fmt = self.format
-        if fmt == "text":
-            # Bytes in, bytes out: text format never decodes.
-            head = self.head
-            self.log.write(head + (b"\n" + head).join(data.split(b"\n")) + b"\n")
-            return
-        text = data.decode("utf-8", "replace")
-        stamp = _rfc3339(time.time())
-        if fmt == "json":
-            head = '{"time":"' + stamp + '",' + self.fixed + '"message":"'
-            if self.log.merge_json and "{" in text:
-                out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
-            elif not data.translate(None, _JSON_SAFE):
-                # The common case: nothing to escape, so a chunk of lines
-                # becomes records with one join (about 10x a json.dumps a line).
-                out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
-            else:
-                encode = self.log._encode
-                out = "".join(head + encode(line)[1:-1] + '"}\n' for line in text.split("\n"))
-        else:
-            head = "time=" + stamp + self.fixed + 'msg="'
-            if not data.translate(None, _LOGFMT_SAFE) and "\ufffd" not in text:
-                out = head + ('"\n' + head).join(text.split("\n")) + '"\n'
-            else:
-                out = "".join(head + _logfmt_escape(line) + '"\n' for line in text.split("\n"))
-        self.log.write(out.encode("utf-8", "replace"))
-
-    def piece(self, data):
-        """A record for part of an over-long line, marked so a reader can join it up."""
-        if self.ring is not None:
-            self.ring.add(self.stream, data)
-        fmt = self.format
-        if fmt == "text":
-            head = self.fixed[:-1] + "+ "   # 'name + piece': more of this line follows
-            self.log.write(head.encode("utf-8") + data + b"\n")
-            return
-        text = data.decode("utf-8", "replace")
-        stamp = _rfc3339(time.time())
-        if fmt == "json":
-            out = '{"time":"%s",%s"partial":true,"message":%s}\n' % (
-                stamp, self.fixed, self.log._encode(text))
-        else:
-            out = 'time=%s%spartial=true msg="%s"\n' % (stamp, self.fixed, _logfmt_escape(text))
-        self.log.write(out.encode("utf-8", "replace"))
-
-    def _json_line(self, line, stamp, head):
-        """A record for one line, merging it when it is a JSON object (logs.mergeJson)."""
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                parsed = self.log._json.loads(line)
-            except (ValueError, RecursionError):
-                parsed = None
-            if isinstance(parsed, dict):
-                record = dict(parsed)
-                record.update(self.labels)
-                record.update(time=stamp, process=self.process, stream=self.stream)
-                return self.log._json.dumps(record, ensure_ascii=False,
-                                            separators=(",", ":")) + "\n"
-        return head + self.log._encode(line)[1:-1] + '"}\n'
-
-
-def _utf8_cut(data, limit):
-    """The largest cut <= limit that does not split a UTF-8 sequence."""
-    cut = limit
-    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if cut > limit - 4 and cut > 0 else limit
-
-
-class _Pipe(object):
-    """The read end of a child's stdout or stderr, split into lines in the loop.
-
-    Complete lines go to the sink a chunk at a time; the unfinished last line
-    waits in `partial`, which never grows past `max_line` (longer lines are
-    cut into marked pieces).  The pipe outlives its process until EOF, since
-    a grandchild may still hold the write end.
-    """
-    __slots__ = ("loop", "fd", "sink", "max_line", "partial", "before")
-
-    def __init__(self, loop, fd, sink, max_line, before=None):
-        self.loop = loop            #: the Loop it is registered with
-        self.fd = fd                #: non-blocking read end, or -1 once closed
-        self.sink = sink            #: where lines go
-        self.max_line = max_line    #: longest line before it is split
-        self.partial = b""          #: the unfinished last line
-        self.before = before        #: func() called once, before the first bytes go on
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self.on_readable)
-
-    def on_readable(self):
-        """The loop says the pipe is readable: one read, so every pipe gets a turn."""
-        try:
-            data = os.read(self.fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if self.before is not None:
-            before, self.before = self.before, None
-            before()
-        if data:
-            self.feed(data)
-        else:
-            self.close()
-
-    def feed(self, data):
-        """Split `data` (after what was left over) into complete lines and a rest."""
-        if self.partial:
-            data = self.partial + data
-        cut = data.rfind(b"\n")
-        if cut >= 0:
-            complete, data = data[:cut], data[cut + 1:]
-            if len(complete) > self.max_line and self._has_long_line(complete):
-                for line in complete.split(b"\n"):
-                    self._long(line, last=True)
-            else:
-                self.sink.lines(complete)
-        self.partial = self._long(data, last=False)
-
-    def _has_long_line(self, complete):
-        """Is a line of `complete` over the limit?  Cheap in the common case: every
-        line after the first lies inside one read, so only the first can be long
-        while READ_SIZE <= max_line."""
-        first = complete.find(b"\n")
-        if (first if first >= 0 else len(complete)) > self.max_line:
+def _any_in(processes, states):
+    """Is any of `processes` in one of `states`?"""
+    for process in processes:
+        if process.state in states:
             return True
-        if READ_SIZE <= self.max_line:
-            return False
-        return max(map(len, complete.split(b"\n"))) > self.max_line
+    return False
 
-    def _long(self, line, last):
-        """Emit marked pieces while `line` is over the limit; return or emit the rest."""
-        while len(line) > self.max_line:
-            cut = _utf8_cut(line, self.max_line)
-            self.sink.piece(line[:cut])
-            line = line[cut:]
-        if last:
-            self.sink.lines(line)
-            return b""
-        return line
 
-    def drain(self):
-        """Read what is buffered now (the child has exited) and flush the last line."""
-        while self.fd >= 0:
-            try:
-                data = os.read(self.fd, READ_SIZE)
-            except BlockingIOError:
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self.close()
+class _OneShots(object):
+    """Entries run one after another, each to its end: `init` entries before
+    the processes, top-level `postStart` entries once every process is first
+    ready.  The next starts when one exits 0; one that fails ends the run
+    with its status."""
+    index = None            #: the next entry to start, once begun
+
+    def __init__(self, supervisor, specs, kind, failed_event, failed_note="", on_done=None):
+        self.supervisor = supervisor
+        self.kind = kind                #: 'init entry', 'postStart entry': for messages
+        self.failed_event = failed_event    #: the record's event when one fails
+        self.failed_note = failed_note  #: said after a failure ('; not starting processes')
+        self.on_done = on_done          #: func() once every entry exited 0
+        self.processes = [Process(spec, supervisor.loop, supervisor.log, self.on_change,
+                                  supervisor.max_line) for spec in specs]
+
+    def begin(self):
+        """Start the first entry."""
+        self.index = 0
+        self.next()
+
+    def next(self):
+        """Start the next entry, or say all are done."""
+        supervisor = self.supervisor
+        if supervisor.shutting_down:
+            return supervisor.check_done()
+        if self.index < len(self.processes):
+            self.index += 1
+            self.processes[self.index - 1].start()
+        elif self.on_done is not None:
+            self.on_done()
+
+    def on_change(self, process, old):
+        """An entry changed state: start the next, or end the run if it failed."""
+        supervisor = self.supervisor
+        supervisor.track(process, old)
+        if process.state == State.EXITED and not supervisor.shutting_down:
+            if process.status != 0:
+                supervisor.log.event("%s %s failed (%s)%s" % (
+                    self.kind, process.name, process.description, self.failed_note), "error",
+                    event=self.failed_event, name=process.name, status=process.status)
+                supervisor.shutdown("%s %s failed" % (self.kind, process.name), process.status)
                 return
-            self.feed(data)
-        self.flush()
+            self.next()
+        supervisor.check_done()
 
-    def flush(self):
-        """Emit the unfinished last line as a line of its own."""
-        if self.partial:
-            line, self.partial = self.partial, b""
-            self.sink.lines(line)
-
-    def close(self):
-        """EOF: flush, unregister and close the read end."""
-        if self.fd >= 0:
-            self.flush()
-            self.loop.remove_reader(self.fd)
-            os.close(self.fd)
-            self.fd = -1
+    def pending(self):
+        """Begun (or not) and not over: an entry is still to start, or runs."""
+        return (self.index or 0) < len(self.processes) or _any_in(self.processes, State.ALIVE)
 
 
-# =============================================================================
-# Event loop
-# One selector, a heap of timers on the monotonic clock and a self-pipe that
-# signal.set_wakeup_fd writes signal numbers into.  Idle means blocked in
-# select() with no timeout: no tick, no polling.
-# =============================================================================
+class Supervisor(_Owner):
+    """Runs a config: init entries in order, then processes, until shutdown.
 
-class Timer(object):
-    """A cancellable call at `when` (monotonic seconds)."""
-    __slots__ = ("when", "func", "args", "cancelled")
-
-    def __init__(self, when, func, args):
-        self.when = when            #: monotonic deadline
-        self.func = func            #: called with args when due
-        self.args = args
-        self.cancelled = False      #: left in the heap, skipped when popped
-
-    def __lt__(self, other):
-        return self.when < other.when
-
-    def cancel(self):
-        """Mark cancelled; the heap drops it when it reaches the top."""
-        self.cancelled = True
-
-
-def _signals_to_take():
-    """The signals to handle: every catchable one but UNFORWARDED_SIGNALS,
-    except those ignored when procwrap started (tini's rule: `nohup procwrap
-    ...` keeps its child deaf to HUP; they are left alone, so the child
-    inherits SIG_IGN).  CPython itself ignores PIPE and XFSZ, so those two
-    cannot be told apart: they are taken."""
-    skip = set(getattr(signal, name) for name in UNFORWARDED_SIGNALS)
-    take = []
-    for signum in sorted(_ALL_SIGNALS):
-        if signum in skip:
-            continue
-        try:
-            handler = signal.getsignal(signum)
-        except (ValueError, OSError):
-            continue
-        if handler != signal.SIG_IGN or signum in (signal.SIGPIPE, signal.SIGXFSZ):
-            take.append(signum)
-    return take
-
-
-class _SignalRouter(object):
-    """What both modes do with a signal before acting on it: drop the one HUP
-    and CONT that giving our terminal to the child causes, and apply
-    --signal-map (dumb-init's --rewrite).  route() gives the signal to act
-    on, or None."""
-
-    def __init__(self, mapping=None):
-        self.mapping = mapping or {}    #: signum -> signum, or None to drop
-        self.ignore_once = set()        #: signals to drop the next time they come
-
-    def take(self, loop, on_signal):
-        """Handle every catchable signal through on_signal; reap on CHLD."""
-        for signum in _signals_to_take():
-            try:
-                loop.add_signal_handler(signum, on_signal)
-            except (OSError, ValueError, RuntimeError):
-                pass    # glibc keeps 32 and 33 for itself
-        loop.add_signal_handler(signal.SIGCHLD, None)
-
-    def route(self, signum):
-        """The signal to act on in place of `signum`, or None to drop it."""
-        if signum in self.ignore_once:
-            self.ignore_once.discard(signum)
-            return None
-        return self.mapping.get(signum, signum)
-
-
-def _noop_handler(signum, frame):
-    """Python-level handler: the C handler has already written to the wakeup fd."""
-
-
-class Loop(object):
-    """The one event loop: fds, timers, signals and reaping children.
-
-    One pass: select(until the next timer) -> drain the wakeup fd -> signal
-    callbacks -> fd callbacks -> due timers -> reap children if SIGCHLD came.
-    A callback that raises is reported and the loop carries on.
+    Exit status (see the module docstring): 0 after a signal-initiated
+    shutdown or when everything finished well; an essential process's
+    status; a failed init entry's status; else the last failure's status.
     """
+    last_failure = None     #: status of the last failed exit
+    shutting_down = False
+    reload_config = None    #: func() -> (init, processes, settings), for reload()
 
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock                          #: injectable for tests
-        self.selector = selectors.DefaultSelector()
-        self.timers = []                            #: heap of Timer
-        self.signal_handlers = {}                   #: signum -> func(signum)
-        self.children = {}                          #: pid -> func(wait_status)
-        self.on_orphan = None                       #: func(pid, wait_status)
-        self.on_error = None                        #: func(text) for callback crashes
-        self.stopped = False                        #: run() returns when set
-        self._previous = {}                         #: signum -> handler to restore
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._old_wakeup = None
-        self._soon = []         #: (func, args) queued by other threads, run next pass
+    def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
+                 kill_on_second_signal=False, loop=None, health=None, post_start=(),
+                 signal_map=None):
+        _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
+        self.init = _OneShots(self, init, "init entry", "init-failed",
+                              "; not starting processes", self._start_processes)
+        self.processes = [Process(s, self.loop, log, self.on_change, max_line)
+                          for s in processes]
+        #: one-shots run in order once every process is first ready
+        self.post_start = _OneShots(self, post_start, "postStart entry", "post-start-failed")
+        self.by_name = dict((p.name, p) for p in self.processes)
+        log.redact.make_public(p.name for p in self.everything())
+        self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
+        for process in self.processes:
+            for name in process.spec.depends_on:
+                self.dependents[name].append(process)
+        self._waiting = set()                   #: processes in State.WAITING
+        self._alive = 0                         #: processes in State.ALIVE, kept by track
+        self._health_timer = None               #: a pending _evaluate_health
+        self._replacing = {}                    #: name -> new spec (None: remove) when stopped
+        self._restarting = set()                #: names to start again once stopped (ctl)
+        self.watchers = []                      #: func() after each look at health
+        self.started = time.time()              #: for uptime and /metrics
+        #: probes, hooks, heartbeats, sd_notify and the readiness file
+        self.health = _Health(self.loop, log, health or {}, self.processes,
+                              self._health_changed)
 
-    # -- registration
-    def call_later(self, delay, func, *args):
-        """Call func(*args) after `delay` seconds; returns the Timer."""
-        timer = Timer(self.clock() + max(0.0, delay), func, args)
-        heapq.heappush(self.timers, timer)
-        return timer
+    def everything(self):
+        """Every process: init entries, processes, postStart entries."""
+        return self.init.processes + self.processes + self.post_start.processes
 
-    def call_soon_threadsafe(self, func, *args):
-        """From another thread: call func(*args) in the loop's next pass.
-
-        The wakeup pipe carries it: byte 0 is no signal number, so a 0
-        written after the call is queued means 'run the queue'.
-        """
-        self._soon.append((func, args))     # list.append is atomic under the GIL
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass        # the pipe is full of wake-ups already; the loop will look
-
-    def run_in_worker(self, func, done):
-        """Run func() in a thread, then done(result, error) in the loop.
-
-        For the few blocking calls that must happen while the loop runs
-        (Vault renewals): the loop never waits on the network.
-        """
-        import threading
-        import warnings
-        # py>=3.12 warns of fork() while another thread runs.  Ours makes one
-        # HTTP request and takes no lock a forked child needs before exec.
-        # (An identical filter replaces itself, so this does not pile up.)
-        warnings.filterwarnings("ignore", ".* is multi-threaded, use of fork", DeprecationWarning)
-
-        def work():
-            try:
-                result, error = func(), None
-            except Exception as exc:     # handed to done(), which decides
-                result, error = None, exc
-            self.call_soon_threadsafe(done, result, error)
-        threading.Thread(target=work, name="procwrap-worker", daemon=True).start()
-
-    def add_reader(self, fd, func):
-        """Call func() whenever fd is readable."""
-        self.selector.register(fd, selectors.EVENT_READ, func)
-
-    def add_writer(self, fd, func):
-        """Call func() whenever fd is writable (a socket being connected or written)."""
-        self.selector.register(fd, selectors.EVENT_WRITE, func)
-
-    def remove_writer(self, fd):
-        """Stop watching fd for writability."""
-        self.selector.unregister(fd)
-
-    def remove_reader(self, fd):
-        """Stop watching fd."""
-        self.selector.unregister(fd)
-
-    def add_signal_handler(self, signum, func):
-        """Route `signum` to func(signum), through the wakeup fd (main thread
-        only), and unblock it: a TERM blocked by whatever started us must
-        still reach us."""
-        if self._old_wakeup is None:
-            self._old_wakeup = _set_wakeup_fd(self._wake_w)
-        previous = signal.getsignal(signum)
-        signal.signal(signum, _noop_handler)        # raises for 32 and 33 (glibc's own)
-        self._previous.setdefault(signum, previous)
-        self.signal_handlers[signum] = func
-        _HANDLED_SIGNALS.add(signum)        # children reset it before exec
-        _sigmask(signal.SIG_UNBLOCK, [signum])
-
-    def watch_child(self, pid, func):
-        """Call func(wait_status) when pid is reaped."""
-        self.children[pid] = func
-
-    def close(self):
-        """Restore signal handlers and close the self-pipe."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        if self._old_wakeup is not None:
-            _set_wakeup_fd(self._old_wakeup)
-        self.selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+    @property
+    def ready(self):
+        """Every process ready, as last reported."""
+        return self.health.ready
 
     # -- running
-    def run(self):
-        """Run passes until `stopped` is set."""
-        while not self.stopped:
-            self.run_once()
+    def begin(self):
+        """Say what runs, then the first init entry."""
+        if not _become_subreaper():
+            self.log.event(NO_SUBREAPER_MSG, "warning", event="degraded")
+        self.log.event("procwrap %s supervising %s and %s (pid %d)"
+                       % (__version__, _plural(len(self.init.processes), "init entry"),
+                          _plural(len(self.processes), "process"), os.getpid()),
+                       event="starting", pid=os.getpid())
+        self.init.begin()
+        _trim_memory()
+
+    def end(self):
+        """No child left, no readiness file, no socket."""
+        self._sweep()
+        self.health.close()
 
-    def run_once(self):
-        """One pass of the loop (see the class docstring)."""
-        timers = self.timers
-        while timers and timers[0].cancelled:
-            heapq.heappop(timers)
-        # No timer means no timeout: an idle supervisor sleeps in the kernel
-        # until a child writes, exits (SIGCHLD) or a signal comes.
-        timeout = min(MAX_SELECT, max(0.0, timers[0].when - self.clock())) if timers else None
-        events = self.selector.select(timeout)
-        signals = b""
-        ready = []
-        for key, _ in events:
-            if key.data is None:
-                signals = self._drain_wakeup()
-            else:
-                ready.append(key)
-        # Signals first (a TERM should not wait behind a flood of output), then
-        # fds, then timers; children are reaped last, so output a child wrote
-        # just before exiting is read by its pipes' drain() in finish().
-        reap = False
-        for signum in signals:
-            if signum == 0:
-                continue        # call_soon_threadsafe's wake-up, handled below
-            if _self_inflicted.get(signum):
-                _self_inflicted[signum] -= 1
-                continue        # our own write's EPIPE/EFBIG: not for the child
-            if signum == signal.SIGCHLD:
-                reap = True     # many SIGCHLDs, one waitpid loop
-            func = self.signal_handlers.get(signum)
-            if func is not None and signum != signal.SIGCHLD:
-                self._call(func, signum)
-        registered = self.selector.get_map()
-        for key in ready:
-            # An earlier callback of this pass may have closed this fd (a
-            # child's first output reads its exec report): skip it then.
-            if registered.get(key.fd) is key:
-                self._call(key.data)
-        while self._soon:
-            func, args = self._soon.pop(0)
-            self._call(func, *args)
-        now = self.clock()
-        while timers and (timers[0].cancelled or timers[0].when <= now):
-            timer = heapq.heappop(timers)
-            if not timer.cancelled:
-                timer.cancelled = True
-                self._call(timer.func, *timer.args)
-        if reap:
-            self.reap()
-
-    def _drain_wakeup(self):
-        """Read every signal number the C handler wrote since the last pass."""
-        data = b""
-        while True:
-            try:
-                chunk = os.read(self._wake_r, 4096)
-            except BlockingIOError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
-
-    def reap(self):
-        """waitpid(-1) until nothing is left to reap; the only place that waits.
-
-        waitpid(-1) rather than per-pid waits: as PID 1 or subreaper, orphans
-        we never started are our children too, and must not stay zombies.
-        """
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            func = self.children.pop(pid, None)
-            if func is not None:
-                self._call(func, status)
-            elif self.on_orphan is not None:
-                self._call(self.on_orphan, pid, status)
-
-    def _call(self, func, *args):
-        """Run a callback; a crash is reported through on_error, the loop goes on."""
-        try:
-            func(*args)
-        except Exception:
-            import traceback
-            text = traceback.format_exc()
-            if self.on_error is None:
-                raise
-            self.on_error(text)
-
-
-# =============================================================================
-# Processes
-# fork/exec with the exec error brought back on a CLOEXEC pipe, and the
-# Process state machine that starts, stops, restarts and gives up.
-# =============================================================================
-
-def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
-           tty=False):
-    """fork and exec argv in a new session; (pid, fd of its exec report).
-
-    Signals are blocked across fork so a signal meant for procwrap cannot run
-    in the child before it has reset its handlers (the child would otherwise
-    write into our wakeup fd).  The child reports a failed chdir, user switch
-    or exec as 'stage:errno' on a CLOEXEC pipe, which reads empty on success
-    (see _read_exec_report).  We do not wait for that here: forking a Python
-    process costs milliseconds, and the next fork can overlap this exec.
-    """
-    parent = os.getpid()
-    pdeathsig = parent != 1 and bool(_load_libc())     # load ctypes here, not in the child
-    if tty:
-        import fcntl
-        import termios
-    # The PATH search happens here, not in the child: os.execvpe imports
-    # modules lazily on 3.6/3.7, which fails after a switch to a user who
-    # cannot read the interpreter's library.  The child only calls execve.
-    if os.path.dirname(argv[0]):
-        candidates = [argv[0]]
-    else:
-        candidates = [os.path.join(d, argv[0]) for d in os.get_exec_path(env)]
-    err_r, err_w = os.pipe()
-    mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
-    try:
-        pid = os.fork()
-    except BaseException:
-        _sigmask(signal.SIG_SETMASK, mask)
-        os.close(err_r)
-        os.close(err_w)
-        raise
-    if pid == 0:
-        stage = "setup"
-        try:
-            # The child shares our wakeup pipe until exec; detach it first.
-            signal.set_wakeup_fd(-1)
-            for signum in _HANDLED_SIGNALS:
-                signal.signal(signum, signal.SIG_DFL)
-            # Nothing blocked, whatever procwrap inherited (dumb-init's choice;
-            # tini restores the original mask): a child must hear its stop signal.
-            _sigmask(signal.SIG_SETMASK, ())
-            os.setsid()
-            if tty:
-                try:
-                    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-                except OSError:
-                    pass    # as dumb-init: the tty belongs to another session
-            # dup2 makes the targets inheritable; every other fd of ours is
-            # CLOEXEC (PEP 446), so exec leaves the child only 0, 1 and 2.
-            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                if fd is not None:
-                    os.dup2(fd, target)
-            stage = "chdir"
-            if workdir:
-                os.chdir(workdir)
-            stage = "user"
-            if user is not None:
-                os.setgroups(user.groups)
-                os.setgid(user.gid)
-                os.setuid(user.uid)
-            # After setuid: changing credentials clears the parent-death signal.
-            if pdeathsig:
-                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-                if os.getppid() != parent:
-                    os._exit(EX_SOFTWARE)      # procwrap died before prctl took effect
-            stage = "exec"
-            _exec_first(candidates, argv, env)
-        except BaseException as error:
-            code = getattr(error, "errno", 0) or 0
-            try:
-                os.write(err_w, ("%s:%d" % (stage, code)).encode())
-            finally:
-                os._exit(_SpawnError(stage, code).status)
-        finally:
-            os._exit(EX_NOEXEC)     # not reached: exec or the handler above ends us
-    _sigmask(signal.SIG_SETMASK, mask)
-    os.close(err_w)
-    os.set_blocking(err_r, False)
-    return pid, err_r
-
-
-def _exec_first(candidates, argv, env):
-    """execve the first candidate path that works, as execvp(3) would.
-
-    A permission error wins over 'not found' in what is raised, so a command
-    found but not executable is 126, not 127.
-    """
-    failure = None
-    for path in candidates:
-        try:
-            os.execve(path, argv, env)
-        except OSError as error:
-            if failure is None or failure.errno in (errno.ENOENT, errno.ENOTDIR):
-                failure = error
-    raise failure or OSError(errno.ENOENT, "not found")
-
-
-def _spawn_vfork(argv, env, workdir=None, stdin=None, stdout=None, stderr=None):
-    """Start argv through subprocess in a new session; the Popen, or _SpawnError.
-
-    subprocess uses vfork on CPython >= 3.10 (plain fork in C before): about
-    0.6 ms where os.fork of a 15-20 MB Python process costs 1-2 ms here, which
-    is most of the time to start 500 children.  It runs no Python in the
-    child, so it cannot set the parent-death signal: used only when procwrap
-    is PID 1, where the kernel ends every process of the namespace with us.
-    It blocks until exec, so a failure is known at once.  With vfork it blocks
-    signals and resets handlers in the child; before 3.10 (fork in C) a signal
-    sent to our process group in the microseconds before exec would also be
-    seen by us, which as a container's PID 1 nobody sends.
-    """
-    import subprocess
-    try:
-        return subprocess.Popen(argv, env=env, cwd=workdir or None, stdin=stdin, stdout=stdout,
-                                stderr=stderr, start_new_session=True, restore_signals=True,
-                                close_fds=True)
-    except OSError as error:
-        stage = "chdir" if workdir and error.filename == workdir else "exec"
-        raise _SpawnError(stage, error.errno or 0)
-
-
-def _read_exec_report(fd):
-    """None while the child has not exec'd yet; False once it has; a _SpawnError if it failed.
-
-    The child writes its report in one write of a few bytes, so one read
-    sees all of it; EOF with nothing means exec closed the pipe (CLOEXEC).
-    """
-    try:
-        report = os.read(fd, 64)
-    except BlockingIOError:
-        return None
-    if not report:
-        return False
-    stage, _, code = report.decode("ascii", "replace").partition(":")
-    return _SpawnError(stage, int(code) if code.isdigit() else 0)
-
-
-def _spawn_error_message(name, argv, workdir, user, error):
-    """What a user reads when a command could not be started."""
-    if error.stage == "exec" and error.errno == errno.ENOENT:
-        return NOT_FOUND_MSG % (name, argv[0])
-    what = {"chdir": ("change directory to", workdir),
-            "user": ("switch to user", user.name if user else "?"),
-            "exec": ("execute", argv[0])}.get(error.stage, ("set up", argv[0]))
-    return CANNOT_RUN_MSG % (name, what[0], what[1], os.strerror(error.errno) if error.errno
-                             else "unknown error")
-
-
-class State(object):
-    """The states of a Process.  Strings, so logs and metrics print them."""
-    STOPPED = "stopped"     #: not running and not wanted (the start, and after stop())
-    WAITING = "waiting"     #: wanted, but a dependsOn process is not running yet
-    STARTING = "starting"   #: forked; exec not confirmed yet
-    RUNNING = "running"     #: the child has exec'd its command
-    BACKOFF = "backoff"     #: exited; a timer will start it again
-    STOPPING = "stopping"   #: stop signal sent; SIGKILL when the grace ends
-    EXITED = "exited"       #: ended and its restartPolicy wants no restart
-    FATAL = "fatal"         #: gave up restarting (backoff.limit), or cannot start
-    ALIVE = (STARTING, RUNNING, STOPPING)
-    PENDING = (WAITING, BACKOFF)
-    DONE = (EXITED, FATAL)
-
-
-_TRANSITIONS = {
-    State.STOPPED: (State.WAITING, State.STARTING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.WAITING: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
-    State.STARTING: (State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.BACKOFF: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
-    State.STOPPING: (State.STOPPED, State.BACKOFF, State.EXITED, State.FATAL),
-    State.EXITED: (State.STARTING,),    # procwrap ctl start
-    State.FATAL: (State.STARTING,),
-}
-
-
-class Process(object):
-    """One supervised command and its state machine.
-
-        stopped  --start-->   starting  --exec'd-->  running
-        stopped  --wait-->    waiting     (dependsOn not satisfied yet)
-        running  --stop-->    stopping  --reaped-->  stopped
-        running  --reaped-->  backoff   --timer-->   starting
-                              exited      (restartPolicy says no more)
-                              fatal       (backoff.limit reached)
-        running  --terminate, timeout-->  stopping  --reaped-->  as running
-        starting --reaped-->  as running (a failed exec is an exit, 126/127)
-        waiting, backoff --stop--> stopped
-        exited, fatal, stopped --start(manual)--> starting
-
-    While stopping, for whatever reason, it is neither ready nor probed.
-
-    The owner is told of every change through on_change(process, old_state).
-    """
-    state = State.STOPPED   #: one of State
-    pid = None              #: the child's pid (and process group) while alive
-    status = None           #: shell-style status of the last exit
-    restarts = 0            #: consecutive restarts, for backoff; reset by uptime
-    starts = 0              #: how many times it was started
-    started_at = None       #: monotonic time of the last start
-    timed_out = False       #: the last attempt hit spec.timeout
-    description = None      #: how the last run ended, for messages ('exited with status 3')
-    delay = None            #: seconds until the restart, while in BACKOFF
-    hold = False            #: no more restarts (procwrap is stopping)
-    _for_good = False       #: the STOPPING in progress ends in STOPPED (stop())
-    _stopping_since = None  #: loop time the last stop began, for messages
-
-    def __init__(self, spec, loop, log, on_change, max_line=MAX_LINE_BYTES):
-        self.spec = spec                #: the ProcessSpec
-        self.loop = loop                #: the Loop
-        self.log = log                  #: the Log
-        self.on_change = on_change      #: func(process, old_state)
-        self.max_line = max_line        #: longest log line before it is split
-        self.pgid = None                #: process group to signal (= pid)
-        self._restart_timer = None      #: armed in BACKOFF
-        self._kill_timer = None         #: armed in STOPPING
-        self._timeout_timer = None      #: armed while running with spec.timeout
-        self._pipes = []                #: our ends of its stdout and stderr
-        self._report_fd = None          #: its exec report pipe, while STARTING
-        self._popen = None              #: the subprocess.Popen, when spawned by _spawn_vfork
-        self._env_time = loop.clock()   #: when spec.env's secrets were resolved
-        self.before_stop = None         #: func(process, then): a preStop hook, then then()
-        self._hook_ran = False          #: before_stop already ran for this instance
-        self.ring = None                #: its recent output, for ctl tail
-        if spec.capture:
-            self.ring = _Ring()
-            self._sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring),
-                           log.sink(spec.name, "stderr", spec.labels, self.ring))
-
-    @property
-    def name(self):
-        """The spec's name."""
-        return self.spec.name
-
-    @property
-    def restarts_total(self):
-        """Starts after the first, ever (`restarts` is the current crash loop's count)."""
-        return max(0, self.starts - 1)
-
-    def _set_state(self, new):
-        """Move to `new` if _TRANSITIONS allows it (else it is our bug), then tell the owner."""
-        old = self.state
-        if new not in _TRANSITIONS[old]:
-            raise RuntimeError("%s: illegal transition %s -> %s" % (self.name, old, new))
-        self.state = new
-        self.on_change(self, old)
-
-    def wait(self):
-        """STOPPED -> WAITING: wanted, but its dependencies are not running yet."""
-        self._set_state(State.WAITING)
-
-    def start(self, manual=False):
-        """STOPPED, WAITING, BACKOFF, EXITED or FATAL -> STARTING; RUNNING once exec
-        is confirmed.  `manual` (procwrap ctl) forgets the crash loop and any
-        earlier stop: its restartPolicy applies again."""
-        spec = self.spec
-        if manual:
-            self.hold, self.restarts = False, 0
-        self._cancel("_restart_timer")
-        self.timed_out = False
-        self._hook_ran = False
-        self.started_at = self.loop.clock()
-        if self.starts and not self._refresh_env():
-            # Its secrets could not be resolved again: a failed start, as a
-            # failed fork is, so restartPolicy and backoff apply.
-            self.status = EX_UNAVAILABLE
-            self.description = "could not resolve its secrets (status %d)" % EX_UNAVAILABLE
-            self._after_exit(EX_UNAVAILABLE)
-            return
-        ours, theirs = (None, None), (None, None)   # read ends; the child's stdout, stderr
-        if spec.capture:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            ours, theirs = (out_r, err_r), (out_w, err_w)
-            for fd in theirs:
-                _set_pipe_size(fd)
-        stdin = _devnull() if spec.capture else None
-        env = spec.env
-        if spec.env_overrides:
-            env = dict(env)
-            for name, value in spec.env_overrides.items():
-                if value is None:
-                    env.pop(name, None)
-                else:
-                    env[name] = value
-        try:
-            if os.getpid() == 1 and spec.user is None and not spec.tty:
-                self._popen = _spawn_vfork(spec.argv, env, spec.workdir, stdin, *theirs)
-                pid, report = self._popen.pid, None
-            else:
-                pid, report = _spawn(spec.argv, env, spec.workdir, spec.user, stdin,
-                                     theirs[0], theirs[1], spec.tty)
-        except (OSError, _SpawnError) as error:
-            for fd in ours + theirs:
-                if fd is not None:
-                    os.close(fd)
-            if not isinstance(error, _SpawnError):      # fork itself failed (EAGAIN, ENOMEM)
-                error = _SpawnError("fork", error.errno or 0)
-            self._report_failure(error)
-            self.status = error.status
-            self.description = ("could not fork (status %d)" % error.status
-                                if error.stage == "fork" else _describe_wait(error.status << 8))
-            self._after_exit(error.status)
-            return
-        if spec.capture:
-            for fd in theirs:
-                os.close(fd)
-            # Output means the child has exec'd, so 'started' is said first
-            # even when its pipe is read before its exec report.
-            self._pipes = [_Pipe(self.loop, fd, sink, self.max_line, self._before_output)
-                           for fd, sink in zip(ours, self._sinks)]
-        self.pid = self.pgid = pid
-        self.starts += 1
-        self.loop.watch_child(pid, self.finish)
-        if spec.timeout is not None:
-            self._timeout_timer = self.loop.call_later(spec.timeout, self.on_timeout)
-        self._set_state(State.STARTING)
-        if report is None:
-            self.on_exec_confirmed()
-        else:
-            self._report_fd = report
-            self.loop.add_reader(report, self.on_exec_report)
-
-    def _refresh_env(self):
-        """--secrets-ttl: resolve the environment again once it is older than
-        the TTL; False (after logging why) when that fails."""
-        spec, now = self.spec, self.loop.clock()
-        if spec.make_env is None or spec.secrets_ttl is None \
-                or now - self._env_time < spec.secrets_ttl:
-            return True
-        try:
-            spec.env = spec.make_env()
-        except ProcwrapError as error:
-            self.log.event(str(error), "error", event="secrets-failed", name=self.name)
-            return False
-        self._env_time = now
-        self.log.event("%s: resolved its secrets again (older than %s s)"
-                       % (self.name, _format_seconds(spec.secrets_ttl)),
-                       event="secrets-refreshed", name=self.name)
-        return True
-
-    def _before_output(self):
-        """Its first output is about to be logged: read the exec report first."""
-        if self._report_fd is not None:
-            self.on_exec_report()
-
-    def on_exec_report(self):
-        """The exec report pipe is readable: the child exec'd, or says why it could not."""
-        if self._report_fd is None:
-            return
-        outcome = _read_exec_report(self._report_fd)
-        if outcome is None:
-            return
-        self._close_report()
-        if outcome is not False:
-            self._report_failure(outcome)       # it exits 126/127 now; finish() follows
-        else:
-            self.on_exec_confirmed()
-
-    def on_exec_confirmed(self):
-        """STARTING -> RUNNING: its command is executing."""
-        if self.state == State.STARTING:
-            self.log.event(STARTED_MSG % (self.name, self.pid), event="started", name=self.name,
-                           pid=self.pid)
-            self._set_state(State.RUNNING)
-
-    def _close_report(self):
-        """Stop watching the exec report pipe and close it."""
-        if self._report_fd is not None:
-            self.loop.remove_reader(self._report_fd)
-            os.close(self._report_fd)
-            self._report_fd = None
-
-    def _report_failure(self, error):
-        """Log why the command could not be started."""
-        spec = self.spec
-        self.log.event(_spawn_error_message(self.name, spec.argv, spec.workdir, spec.user, error),
-                       "error", event="failed", name=self.name)
-
-    def stop(self):
-        """Stop it for good: STARTING/RUNNING -> STOPPING (stop signal, then
-        SIGKILL) -> STOPPED; WAITING/BACKOFF -> STOPPED.  An attempt already
-        being ended (terminate) ends in STOPPED too."""
-        self.hold = True
-        if self.state in State.PENDING:
-            # WAITING/BACKOFF -> STOPPED
-            self._cancel("_restart_timer")
-            self._set_state(State.STOPPED)
-        elif self.state in (State.STARTING, State.RUNNING):
-            # STARTING/RUNNING -> STOPPING
-            self._begin_stopping(for_good=True)
-        elif self.state == State.STOPPING:
-            self._for_good = True
-
-    def last_attempt(self):
-        """No restart after the run in progress, whatever its status (a stop
-        request that does not stop it: wrap mode's INT and QUIT)."""
-        self.hold = True
-
-    def _begin_stopping(self, for_good):
-        """-> STOPPING: not ready, probes off, the stop signal and the grace.
-        `for_good` (stop()) ends in STOPPED; otherwise (a failed probe or hook,
-        a timeout) its restartPolicy decides once it is reaped."""
-        self._for_good = for_good
-        self._stopping_since = self.loop.clock()
-        self._set_state(State.STOPPING)
-        self._terminate()
-
-    def _terminate(self):
-        """Stop signal to the group now, SIGKILL to the group after the grace.
-
-        With a preStop hook (before_stop), the hook runs first and the grace
-        counts from before it, as in Kubernetes.
-        """
-        if self._kill_timer is None:
-            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self.kill)
-        if self.before_stop is not None and not self._hook_ran:
-            self._hook_ran = True
-            self.before_stop(self, self._send_stop_signal)
-        else:
-            self._send_stop_signal()
-
-    def _send_stop_signal(self):
-        """The stop signal to the group, if it is still there."""
-        if self.pid is None:
-            return
-        self.log.event(STOPPING_MSG % (self.name, _signal_name(self.spec.stop_signal), self.pid),
-                       event="stopping", name=self.name, pid=self.pid)
-        self.signal(self.spec.stop_signal)
-
-    def kill(self, why=None):
-        """SIGKILL to the whole process group: the grace period is over (or `why`
-        says what cut it short)."""
-        self._cancel("_kill_timer")
-        if self.pid is not None:
-            if self.state == State.STOPPING:
-                message = KILLING_MSG % (self.name, _format_seconds(round(
-                    self.loop.clock() - self._stopping_since, 1)),
-                    _signal_name(self.spec.stop_signal))
-            else:
-                message = "%s: sending SIGKILL to its group" % self.name
-            self.log.event(message + (" (%s)" % why if why else ""), "warning",
-                           event="killing", name=self.name, pid=self.pid)
-        self.signal(signal.SIGKILL, group=True)
-
-    def signal(self, signum, group=None):
-        """Send signum to the child's process group (or, with --single-child,
-        the child alone: `group` False); quiet if it is already gone."""
-        if group is None:
-            group = not self.spec.single_child
-        try:
-            if group and self.pgid is not None:
-                os.killpg(self.pgid, signum)
-            elif not group and self.pid is not None:
-                os.kill(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def terminate(self, reason):
-        """End this attempt (a failed probe or postStart hook): STOPPING, the
-        stop signal, SIGKILL after the grace; then its restartPolicy decides,
-        as after any exit."""
-        if self.state in (State.STARTING, State.RUNNING):
-            self.log.event("%s: %s; stopping it" % (self.name, reason), "warning",
-                           event="unhealthy", name=self.name, pid=self.pid)
-            self._begin_stopping(for_good=False)
-
-    def on_timeout(self):
-        """spec.timeout expired: stop this attempt (status 124 when it is reaped)."""
-        self._timeout_timer = None
-        self.timed_out = True
-        self.log.event(TIMEOUT_MSG % (self.name, _format_seconds(self.spec.timeout)), "warning",
-                       event="timeout", name=self.name, pid=self.pid)
-        if self.state in (State.STARTING, State.RUNNING):
-            self._begin_stopping(for_good=False)
-
-    def finish(self, wait_status):
-        """Reaped: drain its output, clear its group, then decide what comes next."""
-        if self._report_fd is not None:
-            # Reaped before its exec report was read (it exec'd and exited within
-            # one loop pass): the report is complete now.  A successful exec
-            # still counts as a start, for the log and for dependents.
-            outcome = _read_exec_report(self._report_fd)
-            self._close_report()
-            if outcome:
-                self._report_failure(outcome)
-            else:
-                self.on_exec_confirmed()
-        status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
-        if self._popen is not None:
-            # Reaped by us, not by subprocess: say so, or its __del__ would
-            # queue the pid for subprocess._cleanup() to wait on.
-            self._popen.returncode = status
-            self._popen = None
-        pid, self.pid = self.pid, None
-        for pipe in self._pipes:
-            pipe.drain()        # everything it wrote before exiting comes first
-        self._pipes = []
-        adopted = (self.state == State.RUNNING and status in self.spec.success_codes
-                   and self._adopt())
-        if not self.spec.keep_group and not adopted:
-            # dumb-init's rule: what is left of its group goes with it.  The
-            # group id cannot have been reused yet: a group that still has
-            # members keeps its id, and an empty one gets ESRCH.
-            self.signal(signal.SIGTERM, group=True)
-            self.pgid = None
-        self._cancel("_timeout_timer")
-        self._cancel("_kill_timer")
-        self.status = status
-        description = _describe_wait(wait_status)
-        if self.timed_out:
-            description = "timed out (%s)" % description
-        self.description = description
-        self.log.event(EXITED_MSG % (self.name, description), event="exited", name=self.name,
-                       pid=pid, status=status)
-        if adopted:
-            self.log.event("%s: following its daemon, pid %d" % (self.name, self.pid),
-                           event="adopted", name=self.name, pid=self.pid)
-            return
-        if self.state == State.STOPPING and (self._for_good or self.hold):
-            # STOPPING -> STOPPED
-            self._set_state(State.STOPPED)
-        else:
-            # RUNNING, or STOPPING after a failed probe, hook or timeout
-            self._after_exit(status)
-
-    def _adopt(self):
-        """The floating pid: a command that daemonized and exited well, leaving
-        its pid in the file of a pidFile probe, is followed to that pid.  As
-        subreaper (or PID 1) the daemon is our child, so its exit comes to
-        finish() like any other.  True when adopted."""
-        paths = [spec.options["path"] for spec in self.spec.probes if spec.handler == "pidFile"]
-        for path in paths:
-            try:
-                with open(path) as stream:
-                    pid = int(stream.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            fields = _proc_stat(pid)
-            if fields is None or int(fields[1]) != os.getpid():
-                continue
-            self.pid, self.pgid = pid, int(fields[2])
-            self.loop.watch_child(pid, self.finish)
-            return True
-        return False
-
-    def _after_exit(self, status):
-        """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""
-        spec = self.spec
-        # A run that lasted resetAfter seconds was healthy: forget the crash loop.
-        if self.loop.clock() - self.started_at >= spec.backoff_reset:
-            self.restarts = 0
-        failed = status not in spec.success_codes
-        if self.hold or spec.restart == "Never" or (spec.restart == "OnFailure" and not failed):
-            # -> EXITED
-            self._set_state(State.EXITED)
-        elif spec.restart_limit is not None and self.restarts >= spec.restart_limit:
-            # -> FATAL
-            if spec.restart_limit:
-                self.log.event(GIVING_UP_MSG % (self.name, _plural(self.restarts, "restart")),
-                               "error", event="fatal", name=self.name)
-            self._set_state(State.FATAL)
-        else:
-            # -> BACKOFF
-            self.restarts += 1
-            delay = _backoff_delay(self.restarts, spec.backoff_initial, spec.backoff_factor,
-                                   spec.backoff_max, spec.backoff_jitter)
-            self._restart_timer = self.loop.call_later(delay, self.start)
-            self.delay = delay
-            self.log.event(RESTARTING_MSG % (self.name, delay, self.restarts), event="backoff",
-                           name=self.name, delay=round(delay, 3), restarts=self.restarts)
-            self._set_state(State.BACKOFF)
-
-    def give_up(self):
-        """WAITING -> FATAL: it will never be started (a dependency ended badly)."""
-        self._cancel("_restart_timer")
-        self._set_state(State.FATAL)
-
-    def _cancel(self, attribute):
-        """Cancel the timer held in `attribute`, if any."""
-        timer = getattr(self, attribute)
-        if timer is not None:
-            timer.cancel()
-            setattr(self, attribute, None)
-
-
-_devnull_fd = []
-
-
-def _devnull():
-    """One fd on /dev/null, opened on first use and kept, for children's stdin."""
-    if not _devnull_fd:
-        _devnull_fd.append(os.open(os.devnull, os.O_RDWR))
-    return _devnull_fd[0]
-
-
-def _proc_stat(pid):
-    """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp,
-    ...] (utime and stime are [11] and [12]); None if gone or without /proc."""
-    try:
-        with open("/proc/%s/stat" % pid, "rb") as stream:
-            return stream.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _children_of(parent):
-    """Pids whose parent is `parent`, from /proc (empty where there is no /proc)."""
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        fields = _proc_stat(name) if name.isdigit() else None
-        if fields is not None and int(fields[1]) == parent and fields[0] != b"Z":
-            found.append(int(name))
-    return found
-
-
-def _become_subreaper():
-    """PR_SET_CHILD_SUBREAPER: orphaned grandchildren are re-parented to us."""
-    return os.getpid() == 1 or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-# =============================================================================
-# Probes
-# Kubernetes-style probes run inside the loop: a Probe times its checks and
-# counts results against its thresholds; each check (exec, httpGet,
-# tcpSocket, file, heartbeat, pidFile, notify) reports back once, never
-# blocks, and is cut off at its timeout.  The status socket (heartbeats) and
-# the notify sockets (sd_notify from children) feed the last two.
-# =============================================================================
-
-class _Thresholds(object):
-    """Kubernetes' rule: the result flips only after a run of identical
-    consecutive results reaches successThreshold or failureThreshold."""
-
-    def __init__(self, success_threshold, failure_threshold, initial):
-        self.success_threshold = success_threshold
-        self.failure_threshold = failure_threshold
-        self.result = initial       #: True (passing), False (failing), None (not yet known)
-        self._last = None           #: the result of the current run
-        self._run = 0               #: its length
-
-    def record(self, ok):
-        """Count one result; True when `result` flipped."""
-        if ok == self._last:
-            self._run += 1
-        else:
-            self._last, self._run = ok, 1
-        needed = self.success_threshold if ok else self.failure_threshold
-        if self._run >= needed and self.result != ok:
-            self.result = ok
-            return True
-        return False
-
-
-class Probe(object):
-    """One probe of one process: a check every period, counted against the
-    thresholds; on_flip(probe) when the result changes.
-
-    Kubernetes' initial results: liveness passes, readiness fails, startup
-    is unknown.  A liveness or startup probe that fails is put on hold
-    until start() is called for the next instance of the process.
-    """
-    check = None            #: the check in flight, or None
-    failures = 0            #: failed checks, ever (a metric)
-    message = ""            #: what the last check said
-
-    def __init__(self, spec, process, loop, on_flip, owner):
-        self.spec = spec                #: the ProbeSpec
-        self.process = process          #: the Process probed
-        self.loop = loop
-        self.on_flip = on_flip          #: func(probe) when the result flips
-        self.owner = owner              #: the Supervisor: heartbeats, notify state
-        self.thresholds = None
-        self._timer = None              #: the next check
-        self._deadline = None           #: the in-flight check's timeout
-        self.reset()
-
-    @property
-    def kind(self):
-        """liveness, readiness or startup (hooks: postStart, preStop)."""
-        return self.spec.kind
-
-    @property
     def result(self):
-        """True passing, False failing, None not known yet."""
-        return self.thresholds.result
+        """The exit status, said in the last record."""
+        status = _Owner.result(self)
+        self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
+        return status
 
-    def reset(self):
-        """Back to the initial result, as for a new instance of the process."""
-        initial = {"liveness": True, "readiness": False}.get(self.spec.kind)
-        self.thresholds = _Thresholds(self.spec.success_threshold, self.spec.failure_threshold,
-                                      initial)
+    def track(self, process, old):
+        """Keep the count of alive processes, so each change costs O(1), not O(n)."""
+        self._alive += (process.state in State.ALIVE) - (old in State.ALIVE)
 
-    def start(self):
-        """Begin probing the running process: the first check after
-        initialDelaySeconds counted from the process's start."""
-        self.stop()
-        when = self.process.started_at + self.spec.initial_delay
-        self._timer = self.loop.call_later(max(0.0, when - self.loop.clock()), self.tick)
-
-    def stop(self):
-        """No more checks; abandon the one in flight."""
-        for name in ("_timer", "_deadline"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
-        if self.check is not None:
-            check, self.check = self.check, None
-            check.cancel()
-
-    def tick(self):
-        """Time for a check (unless the last one is still running)."""
-        self._timer = self.loop.call_later(self.spec.period, self.tick)
-        if self.check is None:
-            self.run_check()
-
-    def poke(self):
-        """Something it watches happened (a heartbeat, READY=1): check now."""
-        if self._timer is not None and self.check is None:
-            self.run_check()
-
-    def run_check(self):
-        """Start one check, with its timeout armed."""
-        self.check = _CHECKS[self.spec.handler](self)
-        self._deadline = self.loop.call_later(self.spec.timeout, self.on_deadline)
-        self.check.start()
-
-    def on_deadline(self):
-        """The check took longer than timeoutSeconds: a failure."""
-        self._deadline = None
-        if self.check is not None:
-            self.check.cancel()
-            self.done(False, "timed out after %s s" % _format_seconds(self.spec.timeout))
-
-    def _settle(self, message):
-        """The check in flight is over: disarm its timeout, keep its message.
-        False when there was none (it already timed out, or stopped)."""
-        if self.check is None:
-            return False
-        self.check = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        self.message = message
-        return True
-
-    def done(self, ok, message):
-        """A check's outcome: count it; tell the owner when the result flips."""
-        if not self._settle(message):
+    def _start_processes(self):
+        """Init is done: every process waits, then those free to go start."""
+        if not self.processes:
+            self.loop.stopped = True
             return
-        if not ok:
-            self.failures += 1
-        if self.thresholds.record(ok):
-            if not ok and self.spec.kind in ("liveness", "startup"):
-                self.stop()             # on hold until the next instance
-            self.on_flip(self)
+        for process in self.processes:
+            process.wait()
 
-
-class _Hook(Probe):
-    """A lifecycle hook, run once: its check, cut off at its timeout, then on_done(ok, message)."""
-
-    def __init__(self, spec, process, loop, owner, on_done):
-        Probe.__init__(self, spec, process, loop, None, owner)
-        self.on_done = on_done          #: func(ok, message)
-
-    def done(self, ok, message):
-        """The hook's one outcome, to on_done (no thresholds: hooks run once)."""
-        if self._settle(message):
-            self.on_done(ok, message)
-
-
-class _Check(object):
-    """A check's interface: start(), cancel(), and report(ok, message) once."""
-
-    def __init__(self, probe):
-        self.probe = probe              #: the Probe (or _Hook) it reports to
-        self.options = probe.spec.options
-
-    def start(self):
-        raise NotImplementedError
-
-    def cancel(self):
-        pass
-
-    def report(self, ok, message):
-        """Tell the probe, unless it has moved on (a timed-out exec that exits
-        later must not count for the check after it)."""
-        if self.probe.check is self:
-            self.probe.done(ok, message)
-
-
-class _ExecCheck(_Check):
-    """exec: the command exits 0.  It runs in its own group with the
-    process's environment, user and working directory; its output (stdout
-    and stderr together) is read in the loop and the last OUTPUT_TAIL bytes
-    go into the message, as the kubelet puts them in the event.  At the
-    timeout its group gets SIGKILL."""
-    pid = None
-    fd = -1                 #: read end of its output pipe, while open
-    tail = b""              #: the last OUTPUT_TAIL bytes of its output
-
-    def start(self):
-        """Spawn the command; on_exit gets its status."""
-        process = self.probe.process
-        spec = process.spec
-        read_end, write_end = os.pipe()
-        try:
-            self.pid = _spawn_quiet(self.options["command"], spec.env, spec.workdir, spec.user,
-                                    write_end)
-        except (OSError, _SpawnError) as error:
-            os.close(read_end)
-            return self.report(False, "cannot run %s: %s" % (
-                self.options["command"][0], getattr(error, "strerror", None) or error))
-        finally:
-            os.close(write_end)
-        self.fd = read_end
-        os.set_blocking(read_end, False)
-        self.probe.loop.add_reader(read_end, self.on_output)
-        self.probe.loop.watch_child(self.pid, self.on_exit)
-
-    def on_output(self):
-        """Keep the end of what it writes; False when nothing more is there now.
-        A grandchild may hold the pipe for longer, so its exit, not EOF, ends
-        the check."""
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return False
-        except OSError:
-            data = b""
-        if not data:
-            self.close()
-            return False
-        self.tail = (self.tail + data)[-OUTPUT_TAIL:]
-        return True
-
-    def on_exit(self, wait_status):
-        """Reaped: exit 0 passes; a signal is described; its output follows."""
-        self.pid = None
-        for _ in range(16):         # what is buffered now (a pipe holds 64 KiB), no more
-            if self.fd < 0 or not self.on_output():
-                break
-        self.close()
-        status = _exit_status(wait_status)
-        message = ("exit status %d" % status if status < 128 else _describe_wait(wait_status))
-        output = _redact(self.tail.decode("utf-8", "replace").strip())
-        self.report(status == 0, message + (": " + output if output else ""))
-
-    def close(self):
-        """Stop reading its output."""
-        if self.fd >= 0:
-            self.probe.loop.remove_reader(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-
-    def cancel(self):
-        """Timed out or stopped: SIGKILL to the command's group."""
-        self.close()
-        if self.pid is not None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)     # reaped by the loop as usual
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-class _SocketCheck(_Check):
-    """tcpSocket: a connection opens within the timeout.  Non-blocking
-    connect(), then writability; subclasses go on from on_connected()."""
-    sock = None
-
-    def start(self):
-        """Begin a non-blocking connect; on_writable follows."""
-        import socket
-        host, port = self.options["host"], self.options["port"]
-        try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.sock = socket.socket(family, socket.SOCK_STREAM)
-            self.sock.setblocking(False)
-            code = self.sock.connect_ex((host, port))
-        except OSError as error:
-            return self.finish(False, "cannot connect to %s:%d: %s" % (host, port, error))
-        if code not in (0, errno.EINPROGRESS):
-            return self.finish(False, "cannot connect to %s:%d: %s"
-                               % (host, port, os.strerror(code)))
-        self.watch(self.on_writable, write=True)
-
-    def watch(self, func, write=False):
-        """Wait for the socket to be readable (or writable) once more."""
-        loop = self.probe.loop
-        try:
-            loop.remove_reader(self.sock)
-        except (KeyError, ValueError):
-            pass
-        (loop.add_writer if write else loop.add_reader)(self.sock, func)
-
-    def on_writable(self):
-        """The connect finished: SO_ERROR says how."""
-        import socket
-        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            return self.finish(False, "cannot connect to %s:%d: %s" % (
-                self.options["host"], self.options["port"], os.strerror(code)))
-        self.on_connected()
-
-    def on_connected(self):
-        """Connected: that is all tcpSocket asks."""
-        self.finish(True, "connected")
-
-    def finish(self, ok, message):
-        """Close the socket and report."""
-        self.cancel()
-        self.report(ok, message)
-
-    def cancel(self):
-        """Forget the socket (timed out, finished or stopped)."""
-        if self.sock is not None:
-            try:
-                self.probe.loop.remove_reader(self.sock)
-            except (KeyError, ValueError):
-                pass
-            self.sock.close()
-            self.sock = None
-
-
-class _HttpCheck(_SocketCheck):
-    """httpGet: GET path answers 200-399 (redirects are not followed: a 3xx
-    passes, as the kubelet's final 3xx does).  HTTPS is not verified, as in
-    Kubernetes.  Only the status line is read."""
-    _buffer = b""
-
-    def on_connected(self):
-        """Connected: wrap in TLS for HTTPS, else send the request."""
-        if self.options["scheme"] == "HTTPS":
-            import ssl
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            self.sock = context.wrap_socket(self.sock, do_handshake_on_connect=False,
-                                            server_hostname=self.options["host"])
-            return self.handshake()
-        self.send_request()
-
-    def handshake(self):
-        """One step of a non-blocking TLS handshake."""
-        import ssl
-        try:
-            self.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            return self.watch(self.handshake)
-        except ssl.SSLWantWriteError:
-            return self.watch(self.handshake, write=True)
-        except (ssl.SSLError, OSError) as error:
-            return self.finish(False, "TLS handshake failed: %s" % error)
-        self.send_request()
-
-    def send_request(self):
-        """Send the GET with the kubelet's default headers, overridden by httpHeaders."""
-        options = self.options
-        headers = [("Host", "%s:%d" % (options["host"], options["port"])),
-                   ("User-Agent", "procwrap-probe/" + __version__), ("Accept", "*/*"),
-                   ("Connection", "close")]
-        for name, value in options["headers"]:
-            headers = [h for h in headers if h[0].lower() != name.lower()]
-            if value:       # as the kubelet: an empty value removes the header
-                headers.append((name, value))
-        request = "GET %s HTTP/1.1\r\n%s\r\n\r\n" % (
-            options["path"], "\r\n".join("%s: %s" % h for h in headers))
-        try:
-            self.sock.sendall(request.encode("latin-1"))    # small: fits a socket buffer
-        except OSError as error:
-            return self.finish(False, "cannot send the request: %s" % error)
-        self.watch(self.on_readable)
-
-    def on_readable(self):
-        """Read until the status line is complete, then judge its code."""
-        import ssl
-        try:
-            data = self.sock.recv(4096)
-        except (ssl.SSLWantReadError, BlockingIOError):
-            return
-        except OSError as error:
-            return self.finish(False, "no answer: %s" % error)
-        self._buffer += data
-        line, newline, _ = self._buffer.partition(b"\r\n")
-        if not newline and data and len(self._buffer) < 8192:
-            return
-        parts = line.split(None, 2)
-        if len(parts) < 2 or not parts[1].isdigit():
-            return self.finish(False, "not an HTTP answer")
-        code = int(parts[1])
-        self.finish(200 <= code < 400, "HTTP %d" % code)
-
-
-class _FileCheck(_Check):
-    """file: the path exists, and was modified within maxAgeSeconds if given."""
-
-    def start(self):
-        """stat() the file; compare its age."""
-        path, max_age = self.options["path"], self.options.get("max_age")
-        try:
-            age = time.time() - os.stat(path).st_mtime
-        except OSError as error:
-            return self.report(False, "%s: %s" % (path, error.strerror))
-        if max_age is not None and age > max_age:
-            return self.report(False, "%s is %.0f s old" % (path, age))
-        self.report(True, "%s exists" % path)
-
-
-class _PidFileCheck(_Check):
-    """pidFile: the pid written in the file is alive (a daemon that forked away)."""
-
-    def start(self):
-        """Read the pid; signal 0 says whether it lives."""
-        path = self.options["path"]
-        try:
-            with open(path) as stream:
-                pid = int(stream.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return self.report(False, "%s holds no pid" % path)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return self.report(False, "pid %d from %s is gone" % (pid, path))
-        except PermissionError:
-            pass        # alive, someone else's
-        if _is_zombie(pid):
-            return self.report(False, "pid %d from %s has exited" % (pid, path))
-        self.report(True, "pid %d is alive" % pid)
-
-
-class _HeartbeatCheck(_Check):
-    """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
-
-    def start(self):
-        """Compare the last heartbeat since this start with maxAgeSeconds."""
-        last = self.probe.owner.heartbeats.get(self.probe.process.name)
-        max_age = self.options["max_age"]
-        if last is None or last < self.probe.process.started_at:
-            return self.report(False, "no heartbeat yet")
-        age = self.probe.loop.clock() - last
-        self.report(age <= max_age, "last heartbeat %.1f s ago" % age)
-
-
-class _NotifyCheck(_Check):
-    """notify: the process wrote READY=1 to $NOTIFY_SOCKET since it started."""
-
-    def start(self):
-        """Has READY=1 come since this start?"""
-        ready = self.probe.owner.notified.get(self.probe.process.name)
-        self.report(bool(ready), "READY=1 received" if ready else "no READY=1 yet")
-
-
-class _SleepCheck(_Check):
-    """sleep (hooks only): wait that many seconds, then succeed."""
-    timer = None
-
-    def start(self):
-        """Arm the timer that ends the sleep."""
-        self.timer = self.probe.loop.call_later(self.options["seconds"], self.report, True,
-                                                "slept")
-
-    def cancel(self):
-        """Stop waiting."""
-        if self.timer is not None:
-            self.timer.cancel()
-
-
-_CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
-           "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
-           "notify": _NotifyCheck, "sleep": _SleepCheck}
-
-
-def _is_zombie(pid):
-    """Has pid exited but not been reaped (state Z in /proc)?  False where /proc is missing."""
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] == b"Z"
-
-
-def _spawn_quiet(argv, env, workdir=None, user=None, output=None):
-    """Start a probe or hook command in its own process group, stdin on
-    /dev/null, stdout and stderr on `output` (an fd; /dev/null if None); its pid.
-
-    Like every child, it gets the parent-death signal, so a procwrap killed
-    with SIGKILL leaves no probe behind; that needs Python in the child, so
-    a fork.  As PID 1 the namespace's end takes every process with us, and
-    posix_spawn (a vfork in glibc) is used: about 0.05 ms of our CPU instead
-    of 0.7 ms, which 50 probes a second would feel.
-    """
-    if output is None:
-        output = _devnull()
-    if os.getpid() == 1 and hasattr(os, "posix_spawn") and user is None and workdir is None:
-        import shutil
-        path = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-        if path is None:
-            raise OSError(errno.ENOENT, "command not found")
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_DUP2, output, 1), (os.POSIX_SPAWN_DUP2, output, 2)]
-        return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0,
-                              setsigdef=list(_HANDLED_SIGNALS), setsigmask=())
-    pid, report = _spawn(argv, env, workdir, user, _devnull(), output, output)
-    os.close(report)        # its exit status tells enough (126, 127)
-    return pid
-
-
-def _unix_address(text):
-    """An AF_UNIX address from sd_notify's form: '/path', or '@name' for the abstract namespace."""
-    return "\0" + text[1:] if text.startswith("@") else text
-
-
-#: Datagrams read, or connections accepted, per wake-up: a flooding sender
-#: gets its turn as a pipe does, and cannot keep the loop from the rest.
-PER_WAKEUP = 64
-
-
-class _Datagrams(object):
-    """A datagram socket in the loop: each datagram parse()d, and what
-    parses handed to on_message; what does not is counted (no log flood)."""
-    bad = 0                 #: datagrams that did not parse, or from a stranger
-
-    def __init__(self, loop, sock, on_message):
-        self.loop = loop
-        self.sock = sock
-        self.on_message = on_message
-        sock.setblocking(False)
-        loop.add_reader(sock, self.on_readable)
-
-    def on_readable(self):
-        """Read the datagrams waiting (up to PER_WAKEUP)."""
-        for _ in range(PER_WAKEUP):
-            try:
-                data = self.receive()
-            except (BlockingIOError, InterruptedError):
+    def _try_start(self, process):
+        """WAITING -> STARTING once each dependency meets its condition: Ready
+        (the default: ready, as /readiness counts it), Started (running) or
+        Succeeded; one that finished well for good meets all three.  WAITING
+        -> FATAL when one ended badly for good: it never will."""
+        for name in process.spec.depends_on:
+            other = self.by_name[name]
+            finished_well = other.state == State.EXITED and other.status in other.spec.success_codes
+            if other.state in State.DONE and not finished_well:
+                self.log.event("%s: not starting, its dependency %s %s" % (
+                    process.name, name, other.description or "gave up"), "error",
+                    event="fatal", name=process.name)
+                process.status, process.description = other.status, other.description
+                process.give_up()
                 return
-            message = self.parse(data) if data is not None else None
-            if message is None:
-                self.bad += 1
+            condition = process.spec.conditions.get(name, "Ready")
+            met = finished_well or (
+                condition == "Started" and other.state == State.RUNNING
+                or condition == "Ready" and self.health.is_ready(other))
+            if not met:
+                return
+        process.start()
+
+    def on_change(self, process, old):
+        """A process changed state: start dependents, end the run, or go on stopping."""
+        self.track(process, old)
+        state = process.state
+        if state not in State.ALIVE and not self.shutting_down:
+            if process.name in self._replacing and self.by_name.get(process.name) is process:
+                return self._replace(process, self._replacing.pop(process.name))
+            if state == State.STOPPED and process.name in self._restarting:
+                self._restarting.discard(process.name)
+                process.start(manual=True)
+                return
+        if state == State.RUNNING:
+            self.health.started(process)
+        elif old == State.RUNNING:
+            self.health.stopped(process)
+        if state == State.WAITING:
+            self._waiting.add(process)
+        else:
+            self._waiting.discard(process)
+        # Dependents are looked at once this loop pass is over (in
+        # _evaluate_health), when its states have settled: a dependency that
+        # exec'd and failed within the pass never looks started.
+        self._health_changed()
+        if state in State.DONE:
+            if process.status not in process.spec.success_codes:
+                self.last_failure = process.status
+            if process.spec.essential and not self.shutting_down:
+                self.shutdown("essential process %s %s" % (
+                    process.name, "gave up" if state == State.FATAL else "ended"),
+                    process.status)
+                return
+        if self.shutting_down and state not in State.ALIVE:
+            # What it depended on may be free to stop now.
+            for name in process.spec.depends_on:
+                self._stop_if_free(self.by_name[name])
+        self.check_done()
+
+    def check_done(self):
+        """Stop the loop once nothing is alive (shutting down) or nothing more will run."""
+        if self.shutting_down:
+            if not self._alive:
+                self.loop.stopped = True
+            return
+        if self.init.pending() or _any_in(self.post_start.processes, State.ALIVE):
+            return
+        if all(p.state in State.DONE for p in self.processes) and not self.loop.stopped:
+            if self.exit_status is None:
+                self.exit_status = self.last_failure or 0
+            self.log.event("every process has ended", event="all-ended")
+            self.loop.stopped = True
+
+    # -- health of the whole
+    def _health_changed(self):
+        """Readiness of the whole may have changed: look once this loop pass is
+        done, so 500 processes starting together cost one look, not 500."""
+        if self._health_timer is None:
+            self._health_timer = self.loop.call_later(0, self._evaluate_health)
+
+    def _evaluate_health(self):
+        """Dependents free to start; readiness of the whole (reported by
+        health); postStart entries once first ready; then the watchers."""
+        self._health_timer = None
+        if self._waiting and not self.shutting_down:
+            for process in [p for p in self.processes if p in self._waiting]:
+                if process.state == State.WAITING:
+                    self._try_start(process)
+        is_ready = self.health.is_ready
+        ready = (not self.shutting_down and not self.init.pending()
+                 and all(is_ready(p) for p in self.processes))
+        if ready != self.health.ready:
+            count = sum(1 for p in self.processes if is_ready(p))
+            self.health.report_ready(ready, count, len(self.processes), self.shutting_down)
+            if ready and self.post_start.index is None:
+                self.post_start.begin()
+        for watcher in self.watchers:
+            watcher()
+
+    # -- reload
+    def reload(self):
+        """Read the config again: start what was added, stop what was removed,
+        restart what changed (init entries do not run again; health settings stay)."""
+        try:
+            init, processes, settings = self.reload_config()
+        except ProcwrapError as error:
+            return {"ok": False, "error": "reload: %s" % error}
+        new = dict((spec.name, spec) for spec in processes)
+        added = [name for name in new if name not in self.by_name]
+        removed = [p.name for p in self.processes if p.name not in new]
+        changed = [p.name for p in self.processes
+                   if p.name in new and new[p.name].fingerprint != p.spec.fingerprint]
+        for name in removed + changed:
+            process = self.by_name[name]
+            self._replacing[name] = new.get(name)
+            if process.state in State.ALIVE or process.state in State.PENDING:
+                process.stop()
             else:
-                self.on_message(message)
+                self._replace(process, self._replacing.pop(name))
+        for name in added:
+            self._add(new[name])
+        self.log.event("reloaded: %d added, %d removed, %d changed"
+                       % (len(added), len(removed), len(changed)), event="reload",
+                       added=added, removed=removed, changed=changed)
+        return {"ok": True, "added": added, "removed": removed, "changed": changed}
 
-    def receive(self):
-        """One datagram, or None to drop it (a sender we do not take)."""
-        return self.sock.recv(65536)
+    def restart(self, process):
+        """Stop it, then start it (procwrap ctl restart); start it if not alive."""
+        if process.state in State.ALIVE:
+            self._restarting.add(process.name)
+            process.stop()
+        else:
+            process.start(manual=True)
 
-    def parse(self, data):
-        raise NotImplementedError
+    def _add(self, spec):
+        """A process new to the config: wire it and start it (after its dependencies)."""
+        process = Process(spec, self.loop, self.log, self.on_change, self.max_line)
+        self.log.redact.make_public([spec.name])
+        self.processes.append(process)
+        self.by_name[spec.name] = process
+        self.dependents[spec.name] = []
+        for name in spec.depends_on:
+            if name in self.dependents:
+                self.dependents[name].append(process)
+        self.health.wire(process)
+        process.wait()              # started once its dependencies allow
 
-    def close(self):
-        """Stop listening."""
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
+    def _replace(self, process, spec):
+        """A removed or changed process has stopped: drop it, and start its new version."""
+        self.processes.remove(process)
+        del self.by_name[process.name]
+        self.health.unwire(process)
+        for dependents in self.dependents.values():
+            if process in dependents:
+                dependents.remove(process)
+        self.dependents.pop(process.name, None)
+        if spec is not None:
+            self._add(spec)
+        self._health_changed()
+        self.check_done()
 
+    # -- shutdown
+    def shutdown(self, reason, status=None):
+        """Stop everything: dependents before what they depend on, each with its own signal.
 
-class _StatusSocket(_Datagrams):
-    """The status socket: one JSON object per UDP datagram on 127.0.0.1.
+        `status`, if given, is what procwrap exits with (unless something
+        already decided that).
+        """
+        if status is not None and self.exit_status is None:
+            self.exit_status = status
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.log.event(SHUTDOWN_MSG % reason, event="shutdown")
+        self.health.report_stopping(reason)
+        self._health_changed()
+        for process in self.everything():
+            process.last_attempt()
+        self._stop_ready()
+        self.check_done()
 
-        {"name": "web"}                       a heartbeat from process web
-        {"name": "web", "status": "warm"}     a heartbeat and a status line
+    def _stop_ready(self):
+        """The first pass of a shutdown: stop init, pending processes, and every
+        process that nothing alive depends on.  The rest follow from on_change as
+        their dependents end (_stop_if_free), one check per change."""
+        for process in self.init.processes + self.post_start.processes:
+            if process.state in State.ALIVE:
+                process.stop()
+        for process in self.processes:
+            if process.state in State.PENDING:
+                process.stop()
+            else:
+                self._stop_if_free(process)
 
-    Children find it in PROCWRAP_STATUS_ADDRESS (127.0.0.1:PORT) and their
-    own name in PROCWRAP_PROCESS.  Trust: UDP carries no sender credentials,
-    so any process on the host (in the container's network namespace) can
-    send a heartbeat or a status line for any name.  What it can do is
-    bounded: keep a heartbeat probe passing, and put a line of 200
-    characters, control characters taken out, into the log.  Use notify
-    probes, which check the sender's user, where that matters.
-    """
+    def _stop_if_free(self, process):
+        """Stop `process` if it runs and no process that depends on it is alive."""
+        if process.state in (State.STARTING, State.RUNNING) and not _any_in(
+                self.dependents[process.name], State.ALIVE):
+            process.stop()
 
-    def __init__(self, loop, port, on_message):
-        import socket
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            raise
-        self.address = "127.0.0.1:%d" % sock.getsockname()[1]
-        _Datagrams.__init__(self, loop, sock, on_message)
+    # -- signals
+    def on_signal(self, signum):
+        """Every signal: TERM, INT and QUIT shut down, TSTP, TTIN and TTOU stop
+        everything until CONT, the rest go to every running process."""
+        signum = self.router.route(signum)
+        if signum is None:
+            return
+        name = _signal_name(signum)
+        if name in STOP_SIGNALS:
+            self.on_stop_signal(signum)
+        elif name in JOB_CONTROL_SIGNALS:
+            self.log.event(SIGNAL_MSG % name + "; stopping every process until SIGCONT",
+                           event="signal", signal=name)
+            self._signal_alive(signal.SIGSTOP)
+            if os.getpid() != 1:        # the kernel ignores SIGSTOP sent to init anyway
+                os.kill(os.getpid(), signal.SIGSTOP)
+        else:
+            # HUP, USR1, USR2, WINCH, ...: passed on to every running process
+            # (log reopening and the like).
+            self.log.event(SIGNAL_MSG % name + "; forwarding it", event="signal", signal=name)
+            self._signal_alive(signum)
 
-    def parse(self, data):
-        """A JSON object with a name, or None."""
-        import json
-        try:
-            message = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(message, dict) or not isinstance(message.get("name"), str):
-            return None
-        return message
+    def on_stop_signal(self, signum):
+        """TERM, INT or QUIT: shut down; a second one may kill at once."""
+        name = _signal_name(signum)
+        self.log.event(SIGNAL_MSG % name, event="signal", signal=name)
+        if not self.shutting_down:
+            self.shutdown("received %s" % name)
+        elif self.kill_on_second_signal:
+            for process in self.everything():
+                if process.state in State.ALIVE:
+                    process.kill("a second %s came" % name)
+        else:
+            self.log.event(SECOND_SIGNAL_MSG % name, "warning", event="signal")
 
+    def _signal_alive(self, signum):
+        """Send signum to every process that is alive."""
+        for process in self.everything():
+            if process.state in State.ALIVE:
+                process.signal(signum)
 
-class _NotifySocket(_Datagrams):
-    """$NOTIFY_SOCKET for one child: sd_notify datagrams (READY=1, STATUS=...,
-    WATCHDOG=1, STOPPING=1) on an abstract Unix socket.
+    def on_orphan(self, pid, wait_status):
+        """An orphaned grandchild was reaped (we are PID 1 or subreaper)."""
+        self.log.event(ORPHAN_MSG % (pid, _describe_wait(wait_status)),
+                       event="reaped", pid=pid)
 
-    Abstract names have no permissions, and /proc/net/unix shows them to
-    every user, so the kernel's word on the sender decides: with SO_PASSCRED
-    each datagram carries its sender's uid (SCM_CREDENTIALS, unix(7)), and
-    only the process's own user (or root) is heard.  The name has a random
-    part, so another user cannot bind it first.
-    """
-    stranger = None         #: uid of the last sender refused
-    on_stranger = None      #: func(uid) for the first one refused
+    def on_error(self, text):
+        """A callback crashed (our bug): print the traceback, log it, carry on."""
+        sys.stderr.write(self.log.redact(text))
+        self.log.event("internal error, carrying on: %s" % text.strip().splitlines()[-1],
+                       "error", event="bug")
 
-    def __init__(self, loop, name, uid, on_message):
-        import binascii
-        import socket
-        self.uid = uid          #: the user the process runs as
-        self.credentials = hasattr(socket, "SO_PASSCRED")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for attempt in range(8):
-            self.address = "@procwrap/%d/%s/%s" % (
-                os.getpid(), binascii.hexlify(os.urandom(8)).decode("ascii"), name)
-            try:
-                sock.bind(_unix_address(self.address))
-                break
-            except OSError as error:
-                if error.errno != errno.EADDRINUSE or attempt == 7:
-                    sock.close()
-                    raise UsageError("%s: cannot create its notify socket: %s"
-                                     % (name, error.strerror))
-        if self.credentials:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        _Datagrams.__init__(self, loop, sock, on_message)
-
-    def receive(self):
-        """A datagram from the process's user or root; None from anyone else."""
-        import socket
-        import struct
-        if not self.credentials:        # not Linux: no way to tell, take it
-            return self.sock.recv(65536)
-        size = struct.calcsize("3i")
-        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(size))
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                _, uid, _ = struct.unpack("3i", payload[:size])
-                if uid in (0, self.uid):
-                    return data
-                if self.stranger is None and self.on_stranger is not None:
-                    self.on_stranger(uid)
-                self.stranger = uid
-        return None
-
-    def parse(self, data):
-        """Newline-separated KEY=VALUE assignments, as a dict."""
-        fields = {}
-        for line in data.decode("utf-8", "replace").split("\n"):
-            key, equals, value = line.partition("=")
-            if equals:
-                fields[key] = value
-        return fields
-
-
-def _sd_notify(address, text):
-    """Send one sd_notify datagram to systemd's $NOTIFY_SOCKET ('/path' or '@abstract')."""
-    import socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.sendto(text.encode("utf-8"), _unix_address(address))
-    except OSError:
-        pass        # systemd gone or not listening: nothing to tell
-    finally:
-        sock.close()
+    def _sweep(self):
+        """Leave no orphan and no zombie (see _sweep_children); each is logged."""
+        for pid, wait_status in _sweep_children(self.loop):
+            self.on_orphan(pid, wait_status)
+        self.loop.reap()
 
 
 # =============================================================================
-# HTTP endpoints
-# A small non-blocking HTTP/1.1 server in the loop for /liveness, /readiness,
-# /metrics and /status, and the control socket of `procwrap ctl`.  Requests
-# are capped in size, idle connections are closed, and connections are capped
-# in number: a slow or hostile client costs one socket, never the loop.
+# Control surface
+# The supervisor seen from outside: /liveness, /readiness, /metrics and
+# /status over HTTP, and `procwrap ctl` over a Unix socket, its commands in
+# one table that the server dispatches on and the client checks against.
 # =============================================================================
 
-HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
-HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
-HTTP_MAX_CONNECTIONS = 256      #: then the one idle longest makes room for a newcomer
-HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
-HTTP_WAIT_MAX = 300.0
+
 _HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                  500: "Internal Server Error",
                  431: "Request Header Fields Too Large", 503: "Service Unavailable"}
-
-
-class _Listener(object):
-    """A listening socket in the loop and the connections it accepted.  At
-    HTTP_MAX_CONNECTIONS the connection idle the longest is closed to make
-    room, so a probe always gets in; only when every one is busy (answers
-    being waited for, tail -f) is a newcomer closed at once."""
-    connection_class = None     #: made for each accepted socket: cls(listener, sock)
-
-    def __init__(self, loop, sock, handler):
-        self.loop = loop
-        self.sock = sock
-        self.handler = handler          #: the owner's callback for each request
-        self.connections = set()
-        sock.setblocking(False)
-        loop.add_reader(sock, self.on_accept)
-
-    def on_accept(self):
-        """Accept the connections waiting (a bounded number, as pipes get one read)."""
-        for _ in range(PER_WAKEUP):
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return          # EMFILE and friends: the next wake-up tries again
-            if len(self.connections) >= HTTP_MAX_CONNECTIONS and not self._evict():
-                sock.close()
-                continue
-            self.connections.add(self.connection_class(self, sock))
-
-    def _evict(self):
-        """Close the connection idle the longest; False if none is idle."""
-        idle = [connection for connection in self.connections if connection.idle()]
-        if not idle:
-            return False
-        min(idle, key=lambda connection: connection.since).close()
-        return True
-
-    def close(self):
-        """Close every connection and the listening socket."""
-        for connection in list(self.connections):
-            connection.close()
-        self.loop.remove_reader(self.sock)
-        self.sock.close()
-
-
-class _Connection(object):
-    """One accepted client: bytes in to a buffer, answers out with
-    back-pressure, closed after HTTP_IDLE_TIMEOUT without a whole request.
-
-    process() hands the buffer to on_data() one request at a time, in a
-    loop: while an answer is being prepared (`busy`) or waits to be sent, no
-    more is read or parsed, so a client that pipelines 500 requests gets 500
-    turns of the loop, a bounded buffer, and no recursion.  Subclasses
-    parse in on_data() and answer through queue().
-    """
-    closing = False         #: close once everything queued is sent
-    busy = False            #: a request is being answered (a ?wait, a tail -f)
-    timer = None            #: the idle timeout, while waiting for a request
-    hear_busy = False       #: read while busy, only to notice the client leave (tail -f)
-
-    def __init__(self, listener, sock):
-        self.listener = listener
-        self.loop = listener.loop
-        self.sock = sock
-        self.buffer = b""           #: received, not yet parsed
-        self.out = b""              #: answer not yet sent
-        self.since = self.loop.clock()  #: last activity, for eviction
-        self.watching = None        #: 'read', 'write' or None
-        self._processing = False    #: inside process(): it settles at its end
-        sock.setblocking(False)
-        self._settle()
-
-    def idle(self):
-        """Waiting for a request, with nothing of one received yet."""
-        return not (self.busy or self.out or self.buffer) and self.sock is not None
-
-    def _watch(self, what):
-        """Read, write, or nothing."""
-        if self.watching == what:
-            return
-        if self.watching is not None:
-            self.loop.remove_reader(self.sock)
-        self.watching = what
-        if what == "read":
-            self.loop.add_reader(self.sock, self.on_readable)
-        elif what == "write":
-            self.loop.add_writer(self.sock, self.on_writable)
-
-    def _settle(self):
-        """Watch for what comes next: room to send, the next request, or close."""
-        if self.sock is None:
-            return
-        if self.out:
-            self._watch("write")
-        elif self.closing:
-            return self.close()
-        elif self.busy:
-            self._watch("read" if self.hear_busy else None)
-        else:
-            self._watch("read")
-        if self.busy or self.out:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-        elif self.timer is None:
-            self.timer = self.loop.call_later(HTTP_IDLE_TIMEOUT, self.close)
-
-    def on_readable(self):
-        """Bytes from the client; process() looks at them."""
-        try:
-            data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self.close()
-        if not data:
-            return self.close()
-        if self.busy:
-            return              # a follower has nothing more to ask: drop what it sends
-        self.since = self.loop.clock()
-        self.buffer += data
-        self.process()
-
-    def process(self):
-        """Hand on the requests the buffer holds, one at a time (see the class)."""
-        self._processing = True
-        try:
-            while self.sock is not None and not (self.busy or self.out or self.closing):
-                if not self.on_data():
-                    break
-                if self.timer is not None:      # a request came: the idle clock starts over
-                    self.timer.cancel()
-                    self.timer = None
-        finally:
-            self._processing = False
-            self._settle()
-
-    def on_data(self):
-        """Take one request from the buffer; False when more bytes are needed."""
-        raise NotImplementedError
-
-    def queue(self, data):
-        """Send `data` after what is queued already; go on with the next
-        request when this answer came later than its request (a ?wait)."""
-        if self.sock is None:
-            return
-        self.out += data
-        self._send()
-        if not self._processing:
-            self.process()
-
-    def _send(self):
-        """Send what fits now; MSG_NOSIGNAL: a client gone is EPIPE, not SIGPIPE."""
-        import socket
-        if not self.out:
-            return
-        try:
-            sent = self.sock.send(self.out, getattr(socket, "MSG_NOSIGNAL", 0))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return self.close()
-        self.out = self.out[sent:]
-        self.since = self.loop.clock()
-
-    def on_writable(self):
-        """Room to send: send, then go on (next request, or close)."""
-        self._send()
-        if self.sock is not None:
-            self.process()
-
-    def close(self):
-        """Done with this client."""
-        if self.sock is None:
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self._watch(None)
-        self.sock.close()
-        self.sock = None
-        self.listener.connections.discard(self)
 
 
 class _HttpConnection(_Connection):
@@ -5333,40 +6776,6 @@ class _CtlServer(_Listener):
         self.own.remove()
 
 
-def _answers(path):
-    """Does something accept connections on the Unix socket at `path`?"""
-    import socket
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except (OSError, ValueError):
-        return False
-    finally:
-        probe.close()
-
-
-def _dead_socket(path, info):
-    """A `leftover` test for _OwnPath: a socket nobody answers on."""
-    import stat
-    return stat.S_ISSOCK(info.st_mode) and not _answers(path)
-
-
-def _proc_usage(pid):
-    """(CPU seconds, resident bytes) of a pid from /proc; (None, None) if unknown."""
-    fields = _proc_stat(pid)
-    try:
-        with open("/proc/%d/statm" % pid, "rb") as stream:
-            pages = int(stream.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None, None
-    if fields is None:
-        return None, None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return ((int(fields[11]) + int(fields[12])) / float(ticks),
-            pages * os.sysconf("SC_PAGE_SIZE"))
-
-
 def _metric_label(value):
     """A Prometheus label value, escaped."""
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -5402,319 +6811,79 @@ class _Metrics(object):
         return "\n".join(lines) + "\n"
 
 
-# =============================================================================
-# Supervisor
-# Many processes: init entries one after another, then `processes` kept
-# alive; essential processes, dependsOn, signals, and an orderly shutdown.
-# =============================================================================
+#: procwrap ctl's commands, in --help order: (name, its arguments, what it
+#: does).  The client checks a command line against it; the server runs
+#: _Control.ctl_<name>; a process's name comes last.
+CTL_COMMANDS = (
+    ("status", (), "a table: name, state, pid, uptime, restarts, last exit"),
+    ("start", ("NAME",), "start a stopped, exited or failed process"),
+    ("stop", ("NAME",), "stop it (stop signal, grace, SIGKILL); it stays stopped"),
+    ("restart", ("NAME",), "stop it, then start it"),
+    ("signal", ("SIGNAL", "NAME"), "send a signal to its process group"),
+    ("tail", ("[-f]", "[-n N]", "NAME"), "its recent output (-f: and what follows, until ^C)"),
+    ("reload", (), "read the config again: start added processes, stop removed ones, "
+                   "restart changed ones"),
+    ("shutdown", (), "stop everything and exit"),
+)
+_CTL_ARGS = dict((name, [arg for arg in args if not arg.startswith("[")])
+                 for name, args, _ in CTL_COMMANDS)     #: name -> positional arguments
 
-def _any_in(processes, states):
-    """Is any of `processes` in one of `states`?"""
-    for process in processes:
-        if process.state in states:
-            return True
-    return False
+
+def _ctl_usage():
+    """`procwrap ctl --help`, from CTL_COMMANDS."""
+    lines = ["usage: procwrap ctl [--socket PATH] [--json] COMMAND [ARGS]", "", "commands:"]
+    for name, args, what in CTL_COMMANDS:
+        head = " ".join((name,) + args)
+        words, line, rows = what.split(), "", []
+        for word in words:          # wrapped at 82 columns, under the description
+            if line and len(line) + 1 + len(word) > 56:
+                rows.append(line)
+                line = ""
+            line = (line + " " + word).strip()
+        rows.append(line)
+        lines.append("  %-22s  %s" % (head, rows[0]))
+        lines.extend("  %-22s  %s" % ("", row) for row in rows[1:])
+    lines += ["", "--socket defaults to PROCWRAP_CTL_SOCKET, the supervisor's --ctl-socket twin.",
+              "--json prints the answers as JSON lines.  Exit status: 0 done, 1 refused "
+              "(already", "running, not running), 2 usage, 69 no supervisor on the socket.", ""]
+    return "\n".join(lines)
 
 
-class Supervisor(object):
-    """Runs a config: init entries in order, then processes, until shutdown.
+class _Control(object):
+    """The supervisor's control surface: its HTTP endpoints and its ctl
+    socket, set up from the health settings (http, ctl_socket), answered
+    from what the supervisor and its health say.  ?wait requests are
+    answered when the supervisor has looked at health again (a watcher)."""
+    http = None             #: the _HttpServer, with --http
+    ctl = None              #: the _CtlServer, with --ctl-socket
 
-    Exit status (see the module docstring): 0 after a signal-initiated
-    shutdown or when everything finished well; an essential process's
-    status; a failed init entry's status; else the last failure's status.
-    """
-
-    def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
-                 kill_on_second_signal=False, loop=None, health=None, post_start=(),
-                 signal_map=None):
-        self.loop = loop or Loop()              #: the event loop
-        self.log = log                          #: the Log
-        self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
-        self.kill_on_second_signal = kill_on_second_signal
-        self.init = [Process(s, self.loop, log, self.on_init_change, max_line) for s in init]
-        self.processes = [Process(s, self.loop, log, self.on_change, max_line)
-                          for s in processes]
-        #: one-shots run in order once every process is first ready
-        self.post_start = [Process(s, self.loop, log, self.on_post_start_change, max_line)
-                           for s in post_start]
-        self._post_index = None                 #: next postStart entry, once begun
-        self.by_name = dict((p.name, p) for p in self.processes)
-        _redact.make_public(p.name for p in self.init + self.processes + self.post_start)
-        self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
-        for process in self.processes:
-            for name in process.spec.depends_on:
-                self.dependents[name].append(process)
-        self.exit_status = None                 #: set by what ends the run
-        self.last_failure = None                #: status of the last failed exit
-        self.shutting_down = False
-        self._init_index = 0                    #: next init entry
-        self._waiting = set()                   #: processes in State.WAITING
-        self._alive = 0                         #: processes in State.ALIVE, kept by _track
-        self.started = time.time()              #: for uptime and /metrics
-        self._setup_health(health or {})
-
-    # -- health: probes, readiness, endpoints, sd_notify
-    def _setup_health(self, health):
-        """Probes per process, and the sockets and files health is reported through."""
-        self.health = health                    #: settings: http, readiness_file, status_port
-        self.probes = {}                        #: name -> [Probe]
-        self.hooks_pending = set()              #: names whose postStart hook still runs
-        self.heartbeats = {}                    #: name -> loop time of its last heartbeat
-        self.notified = {}                      #: name -> READY=1 seen since its start
-        self.status_text = {}                   #: name -> last STATUS / status message
-        self.ready = False                      #: every process ready, as last reported
-        self._health_timer = None               #: a pending _evaluate_health
-        self.waiters = []                       #: (connection, path, deadline Timer) of ?wait
-        self.http = None
-        self.ctl = None
-        self.reload_config = None               #: func() -> (init, processes, settings)
-        self._replacing = {}                    #: name -> new spec (None: remove) when stopped
-        self._restarting = set()                #: names to start again once stopped (ctl)
-        self.status_socket = None
-        self.notify_sockets = {}
-        self.readiness = None                   #: the readiness file's _OwnPath
-        if health.get("readiness_file"):
-            self.readiness = _OwnPath(health["readiness_file"], health.get("where", {}).get(
-                "readiness_file", "--readiness-file"), 0o644, _has_marker(READINESS_MARKER))
-            self.readiness.check()
-        self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
-        handlers = set(spec.handler for p in self.processes for spec in p.spec.probes)
-        if "heartbeat" in handlers or health.get("status_port") is not None:
-            try:
-                self.status_socket = _StatusSocket(self.loop, health.get("status_port") or 0,
-                                                   self.on_status_message)
-            except OSError as error:
-                raise UsageError("%s: cannot listen on 127.0.0.1:%d: %s; pick another port" % (
-                    health.get("where", {}).get("status_port", "--status-port"),
-                    health.get("status_port") or 0, error.strerror))
-        for process in self.processes:
-            self._wire(process)
-        if health.get("http") is not None:
-            host, port = health["http"]
+    def __init__(self, supervisor, settings):
+        self.supervisor = supervisor
+        self.health = supervisor.health
+        self.loop = supervisor.loop
+        self.waiters = []               #: [connection, path, deadline Timer] of ?wait
+        where = settings.get("where", {})
+        if settings.get("http") is not None:
+            host, port = settings["http"]
             try:
                 self.http = _HttpServer(self.loop, host, port, self.on_http)
             except OSError as error:
                 raise UsageError("--http: cannot listen on %s:%d: %s; pick another port"
                                  % (host, port, error.strerror))
-            self.log.event("serving /liveness /readiness /metrics /status on http://%s:%d"
-                           % self.http.address, event="http", address="%s:%d" % self.http.address)
-        if health.get("ctl_socket"):
-            self.ctl = _CtlServer(self.loop, health["ctl_socket"], self.on_ctl,
-                                  health.get("where", {}).get("ctl_socket", "--ctl-socket"))
-        if self.systemd:
-            usec = os.environ.get("WATCHDOG_USEC", "")
-            owner = os.environ.get("WATCHDOG_PID", str(os.getpid()))
-            if _is_digits(usec) and int(usec) > 0 and owner == str(os.getpid()):
-                self._watchdog(int(usec) / 2e6)
+            supervisor.log.event("serving /liveness /readiness /metrics /status on http://%s:%d"
+                                 % self.http.address, event="http",
+                                 address="%s:%d" % self.http.address)
+        if settings.get("ctl_socket"):
+            self.ctl = _CtlServer(self.loop, settings["ctl_socket"], self.on_ctl,
+                                  where.get("ctl_socket", "--ctl-socket"))
+        supervisor.watchers.append(self.on_health)
+        supervisor.closers.append(self.close)
 
-    def _wire(self, process):
-        """A process's probes, hooks and the variables that point it at our sockets."""
-        self.probes[process.name] = [Probe(spec, process, self.loop, self.on_probe_flip, self)
-                                     for spec in process.spec.probes]
-        if process.spec.pre_stop is not None:
-            process.before_stop = self._run_pre_stop
-        overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
-        if any(spec.handler == "notify" for spec in process.spec.probes):
-            if process.name not in self.notify_sockets:
-                uid = process.spec.user.uid if process.spec.user else os.geteuid()
-                notify = self.notify_sockets[process.name] = _NotifySocket(
-                    self.loop, process.name, uid,
-                    lambda fields, name=process.name: self.on_notify(name, fields))
-                notify.on_stranger = lambda uid, name=process.name: self.log.event(
-                    "%s: ignoring sd_notify datagrams from uid %d, which is not the user it "
-                    "runs as" % (name, uid), "warning", event="notify-refused", name=name)
-            overrides["NOTIFY_SOCKET"] = self.notify_sockets[process.name].address
-        if self.status_socket is not None:
-            overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
-                             PROCWRAP_PROCESS=process.name)
-        if any(k in process.spec.env for k in overrides) or any(overrides.values()):
-            process.spec.env_overrides = overrides
-
-    def _watchdog(self, interval):
-        """WATCHDOG=1 to systemd at half its WATCHDOG_USEC, while the loop turns."""
-        _sd_notify(self.systemd, "WATCHDOG=1")
-        self.loop.call_later(interval, self._watchdog, interval)
-
-    def on_status_message(self, message):
-        """A datagram on the status socket: a heartbeat, maybe with a status line."""
-        name = message["name"]
-        process = self.by_name.get(name)
-        if process is None:
-            return
-        self.heartbeats[name] = self.loop.clock()
-        if isinstance(message.get("status"), str):
-            self._set_status_text(process, message["status"])
-        self._poke(name, "heartbeat")
-
-    def on_notify(self, name, fields):
-        """An sd_notify datagram from a child: READY=1, STATUS=..., WATCHDOG=1."""
-        process = self.by_name[name]
-        if fields.get("READY") == "1":
-            self.notified[name] = True
-        if "STATUS" in fields:
-            self._set_status_text(process, fields["STATUS"])
-        if fields.get("WATCHDOG") == "1":
-            self.heartbeats[name] = self.loop.clock()
-            self._poke(name, "heartbeat")
-        self._poke(name, "notify")
-
-    def _set_status_text(self, process, text):
-        """Keep a process's status line; log it when it changes.  Any local
-        process may send one (see _StatusSocket), so control characters
-        (a terminal escape in text logs) are taken out."""
-        text = _CONTROL_RE.sub("", text[:200])
-        if self.status_text.get(process.name) != text:
-            self.status_text[process.name] = text
-            self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
-
-    def _poke(self, name, handler):
-        """A heartbeat or notification came: probes of that kind check now."""
-        for probe in self.probes[name]:
-            if probe.spec.handler == handler:
-                probe.poke()
-
-    def _start_probes(self, process):
-        """A new instance runs: probes start over; startup gates the others."""
-        self.notified.pop(process.name, None)
-        self.heartbeats.pop(process.name, None)
-        probes = self.probes[process.name]
-        for probe in probes:
-            probe.reset()
-        startup = [p for p in probes if p.kind == "startup"]
-        for probe in startup or probes:
-            probe.start()
-        if process.spec.post_start is not None:
-            self.hooks_pending.add(process.name)
-            _Hook(process.spec.post_start, process, self.loop, self,
-                  lambda ok, message: self._post_start_done(process, ok, message)).run_check()
-
-    def _post_start_done(self, process, ok, message):
-        """lifecycle.postStart finished: ready may follow; a failure kills, as in Kubernetes."""
-        self.hooks_pending.discard(process.name)
-        if not ok:
-            self.log.event("%s: postStart hook failed (%s)" % (process.name, message), "warning",
-                           event="hook", name=process.name, hook="postStart", result="failed")
-            process.terminate("postStart hook failed")
-        else:
-            self.log.event("%s: postStart hook done (%s)" % (process.name, message),
-                           event="hook", name=process.name, hook="postStart", result="passed")
-        self._health_changed()
-
-    def _run_pre_stop(self, process, then):
-        """lifecycle.preStop before the stop signal, bounded by the stop timeout."""
-        def done(ok, message):
-            self.log.event("%s: preStop hook %s (%s)" % (process.name, "done" if ok else
-                                                           "failed", message),
-                           "info" if ok else "warning", event="hook", name=process.name,
-                           hook="preStop", result="passed" if ok else "failed")
-            then()
-        _Hook(process.spec.pre_stop, process, self.loop, self, done).run_check()
-
-    def on_post_start_change(self, process, old):
-        """A top-level postStart entry changed state: run the next, or fail the run."""
-        self._track(process, old)
-        if process.state == State.EXITED and not self.shutting_down:
-            if process.status != 0:
-                self.log.event("postStart entry %s failed (%s)" % (process.name,
-                                                                    process.description),
-                               "error", event="post-start-failed", name=process.name,
-                               status=process.status)
-                self.exit_status = process.status
-                self.shutdown("postStart entry %s failed" % process.name)
-                return
-            self._next_post_start()
-        self._check_done()
-
-    def _next_post_start(self):
-        """Start the next top-level postStart entry (they run one after another)."""
-        if self._post_index < len(self.post_start):
-            self._post_index += 1
-            self.post_start[self._post_index - 1].start()
-
-    def on_probe_flip(self, probe):
-        """A probe's result changed: gate, kill or mark ready, and say so once."""
-        process, kind = probe.process, probe.kind
-        if probe.result:
-            self.log.event("%s: %s probe passed (%s)" % (process.name, kind, probe.message),
-                           event="probe", name=process.name, probe=kind, result="passed")
-            if kind == "startup":
-                probe.stop()
-                for other in self.probes[process.name]:
-                    if other.kind != "startup":
-                        other.start()
-        else:
-            self.log.event("%s: %s probe failed %s (%s)" % (
-                process.name, kind, _plural(probe.spec.failure_threshold, "time"),
-                probe.message), "warning",
-                event="probe", name=process.name, probe=kind, result="failed")
-            if kind in ("liveness", "startup"):
-                process.terminate("%s probe failed" % kind)
-        self._health_changed()
-
-    def is_live(self, process):
-        """Alive (or finished well for good) and no liveness/startup probe has failed."""
-        if process.state == State.EXITED and process.status in process.spec.success_codes:
-            return True
-        if process.state not in (State.STARTING, State.RUNNING):
-            return False
-        return all(p.result is not False for p in self.probes[process.name]
-                   if p.kind in ("liveness", "startup"))
-
-    def is_ready(self, process):
-        """Running with its startup and readiness probes passed (a one-shot
-        that finished well counts as ready)."""
-        if process.state == State.EXITED and process.status in process.spec.success_codes:
-            return True
-        if process.state != State.RUNNING or process.name in self.hooks_pending:
-            return False
-        return all(p.result is True for p in self.probes[process.name]
-                   if p.kind in ("startup", "readiness"))
-
-    def _health_changed(self):
-        """Readiness of the whole may have changed: look once this loop pass is
-        done, so 500 processes starting together cost one look, not 500."""
-        if self._health_timer is None:
-            self._health_timer = self.loop.call_later(0, self._evaluate_health)
-
-    def _evaluate_health(self):
-        """Dependents free to start, and readiness of the whole: the readiness
-        file, sd_notify, ?wait waiters."""
-        self._health_timer = None
-        if self._waiting and not self.shutting_down:
-            for process in [p for p in self.processes if p in self._waiting]:
-                if process.state == State.WAITING:
-                    self._try_start(process)
-        ready = (not self.shutting_down and self._init_index >= len(self.init)
-                 and not _any_in(self.init, State.ALIVE)
-                 and all(self.is_ready(p) for p in self.processes))
-        if ready != self.ready:
-            self.ready = ready
-            count = sum(1 for p in self.processes if self.is_ready(p))
-            self._readiness_file(ready)         # before the record, which says it is done
-            of = "%d of %s ready" % (count, _plural(len(self.processes), "process"))
-            self.log.event("ready: every process is ready" if ready else
-                           "not ready: shutting down" if self.shutting_down else
-                           "not ready: " + of, event="ready" if ready else "not-ready")
-            if ready and self._post_index is None:
-                self._post_index = 0
-                self._next_post_start()
-            if self.systemd:
-                _sd_notify(self.systemd, ("READY=1\n" if ready else "") + "STATUS=" + of)
-        if self.waiters:
-            for waiter in list(self.waiters):
-                self._answer_waiter(waiter)
-
-    def _readiness_file(self, ready):
-        """Create the readiness file when ready, remove it when not (only if it
-        is still the one we created)."""
-        if self.readiness is None:
-            return
-        if not ready:
-            return self.readiness.remove()
-        try:
-            self.readiness.write(READINESS_MARKER + b" (pid %d)\n" % os.getpid())
-        except UsageError as error:
-            self.log.event(str(error), "warning", event="readiness-file")
+    def close(self):
+        """Stop serving (the run is over)."""
+        for server in (self.http, self.ctl):
+            if server is not None:
+                server.close()
 
     # -- HTTP endpoints
     def on_http(self, connection, target):
@@ -5746,12 +6915,18 @@ class Supervisor(object):
 
     def _check(self, path):
         """(ok, body) of /liveness or /readiness."""
-        test = self.is_live if path == "/liveness" else self.is_ready
-        results = dict((p.name, {"state": p.state, "ok": test(p)}) for p in self.processes)
+        test = self.health.is_live if path == "/liveness" else self.health.is_ready
+        results = dict((p.name, {"state": p.state, "ok": test(p)})
+                       for p in self.supervisor.processes)
         ok = all(r["ok"] for r in results.values())
         if path == "/readiness":
-            ok = ok and self.ready
+            ok = ok and self.health.ready
         return ok, {"status": "ok" if ok else "fail", "processes": results}
+
+    def on_health(self):
+        """The supervisor looked at health: answer the ?wait requests now met."""
+        for waiter in list(self.waiters):
+            self._answer_waiter(waiter)
 
     def _answer_waiter(self, waiter, final=False):
         """Answer a ?wait request once healthy, or at its deadline."""
@@ -5767,50 +6942,53 @@ class Supervisor(object):
 
     def status(self):
         """The whole state as a JSON-ready dict (no environment, so no secrets)."""
+        supervisor, health = self.supervisor, self.health
         now = self.loop.clock()
         processes = []
-        for process in self.init + self.processes + self.post_start:
+        for process in supervisor.everything():
             processes.append({
                 "name": process.name, "state": process.state, "pid": process.pid,
                 "uptime": round(now - process.started_at, 3)
                 if process.state in State.ALIVE else 0,
                 "starts": process.starts, "restarts": process.restarts_total,
                 "lastExit": process.status, "description": process.description,
-                "live": self.is_live(process), "ready": self.is_ready(process),
-                "status": self.status_text.get(process.name),
+                "live": health.is_live(process), "ready": health.is_ready(process),
+                "status": health.status_text.get(process.name),
                 "probes": [{"probe": p.kind, "handler": p.spec.handler,
                             "result": {True: "passing", False: "failing", None: "unknown"}[
                                 p.result], "failures": p.failures, "message": p.message}
-                           for p in self.probes.get(process.name, ())]})
+                           for p in health.probes.get(process.name, ())]})
         return {"version": __version__, "pid": os.getpid(),
-                "uptime": round(time.time() - self.started, 3), "ready": self.ready,
-                "live": all(self.is_live(p) for p in self.processes),
-                "shuttingDown": self.shutting_down, "processes": processes}
+                "uptime": round(time.time() - supervisor.started, 3), "ready": health.ready,
+                "live": all(health.is_live(p) for p in supervisor.processes),
+                "shuttingDown": supervisor.shutting_down, "processes": processes}
 
     def metrics(self):
         """/metrics: per process and procwrap's own, Prometheus text format."""
+        supervisor, health = self.supervisor, self.health
         metrics = _Metrics()
         now = self.loop.clock()
         metrics.add("procwrap_info", "gauge", "procwrap's version.", 1, version=__version__)
         metrics.add("procwrap_start_time_seconds", "gauge", "When procwrap started, in Unix "
-                    "time.", float(self.started))
+                    "time.", float(supervisor.started))
         cpu, rss = _proc_usage(os.getpid())
         if cpu is not None:
             metrics.add("procwrap_cpu_seconds_total", "counter", "CPU time procwrap used.", cpu)
             metrics.add("procwrap_resident_memory_bytes", "gauge", "procwrap's resident memory.",
                         rss)
-        metrics.add("procwrap_ready", "gauge", "1 when every process is ready.", int(self.ready))
-        if self.status_socket is not None:
+        metrics.add("procwrap_ready", "gauge", "1 when every process is ready.",
+                    int(health.ready))
+        if health.status_socket is not None:
             metrics.add("procwrap_status_datagrams_rejected_total", "counter", "Datagrams on "
                         "the status socket that were not a JSON object with a name.",
-                        self.status_socket.bad)
-        for process in self.processes:
+                        health.status_socket.bad)
+        for process in supervisor.processes:
             name = process.name
             running = process.state in State.ALIVE
             metrics.add("procwrap_process_up", "gauge", "1 while the process runs.",
                         int(running), name=name)
             metrics.add("procwrap_process_ready", "gauge", "1 while the process is ready.",
-                        int(self.is_ready(process)), name=name)
+                        int(health.is_ready(process)), name=name)
             for state in (State.STOPPED, State.WAITING, State.STARTING, State.RUNNING,
                           State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL):
                 metrics.add("procwrap_process_state", "gauge", "1 for the state the process "
@@ -5825,7 +7003,7 @@ class Supervisor(object):
             metrics.add("procwrap_process_uptime_seconds", "gauge", "Seconds since the "
                         "process last started (0 when not running).",
                         round(now - process.started_at, 3) if running else 0.0, name=name)
-            for probe in self.probes[name]:
+            for probe in health.probes[name]:
                 metrics.add("procwrap_probe_failures_total", "counter", "Failed probe checks.",
                             probe.failures, name=name, probe=probe.kind)
             if running and process.pid is not None:
@@ -5839,524 +7017,76 @@ class Supervisor(object):
 
     # -- procwrap ctl
     def on_ctl(self, connection, request):
-        """One `procwrap ctl` request: status, start, stop, restart, signal, tail,
-        reload or shutdown; errors come back as {"ok": false, "error": ...}."""
-        command = request.get("command")
-        args = request.get("args") or []
-        if command == "status":
-            return connection.send({"ok": True, "processes": self.status()["processes"]},
-                                   last=True)
-        if command == "shutdown":
-            connection.send({"ok": True, "message": "shutting down"}, last=True)
-            return self.shutdown("procwrap ctl shutdown")
-        if command == "reload":
-            return connection.send(self.reload(), last=True)
-        names = ("start", "stop", "restart", "signal", "tail")
-        if command not in names:
+        """One `procwrap ctl` request, dispatched through CTL_COMMANDS to
+        ctl_<command>; errors come back as {"ok": false, "error": ...}."""
+        command, args = request["command"], request["args"]
+        if command not in _CTL_ARGS:
             return connection.send({"ok": False, "usage": True, "error": "unknown command %r%s"
-                                    % (command, _did_you_mean(str(command), names + (
-                                        "status", "reload", "shutdown")))}, last=True)
-        if not args or args[-1] not in self.by_name:
+                                    % (command, _did_you_mean(command, _CTL_ARGS))}, last=True)
+        handler = getattr(self, "ctl_" + command)
+        if not _CTL_ARGS[command] or _CTL_ARGS[command][-1] != "NAME":
+            return handler(connection, request)
+        by_name = self.supervisor.by_name
+        if not args or args[-1] not in by_name:
             name = args[-1] if args else ""
             return connection.send({"ok": False, "usage": True, "error": "no process named %r%s"
-                                    % (name, _did_you_mean(name, self.by_name) or "; known: "
-                                       + ", ".join(sorted(self.by_name)))}, last=True)
-        process = self.by_name[args[-1]]
-        if self.shutting_down and command in ("start", "restart"):
+                                    % (name, _did_you_mean(name, by_name) or "; known: "
+                                       + ", ".join(sorted(by_name)))}, last=True)
+        process = by_name[args[-1]]
+        if self.supervisor.shutting_down and command in ("start", "restart"):
             return connection.send({"ok": False, "error": "procwrap is shutting down"},
                                    last=True)
-        if command == "start":
-            if process.state in State.ALIVE:
-                return connection.send({"ok": False, "error": "%s is already %s"
-                                        % (process.name, process.state)}, last=True)
-            process.start(manual=True)
-        elif command == "stop":
-            process.stop()
-        elif command == "restart":
-            if process.state in State.ALIVE:
-                self._restarting.add(process.name)
-                process.stop()
-            else:
-                process.start(manual=True)
-        elif command == "signal":
-            try:
-                signum = _parse_signal(args[0] if len(args) > 1 else "")
-            except ValueError:
-                return connection.send({"ok": False, "usage": True, "error": "expected a signal "
-                                        "name like HUP or TERM, got %r" % (args[0],)}, last=True)
-            if process.state not in State.ALIVE:
-                return connection.send({"ok": False, "error": "%s is not running (%s)"
-                                        % (process.name, process.state)}, last=True)
-            process.signal(signum)
-        else:
-            if process.ring is None:
-                return connection.send({"ok": False, "error": "%s's output is not captured "
-                                        "(log format none)" % process.name}, last=True)
-            connection.send({"ok": True, "lines": process.ring.lines(request["lines"])},
-                            last=not request.get("follow"))
-            if request.get("follow"):
-                connection.follow(process.ring)
-            return
-        connection.send({"ok": True, "name": process.name, "state": process.state}, last=True)
+        if handler(connection, request, process) is not False:
+            connection.send({"ok": True, "name": process.name, "state": process.state},
+                            last=True)
 
-    def reload(self):
-        """Read the config again: start what was added, stop what was removed,
-        restart what changed (init entries do not run again; health settings stay)."""
+    def ctl_status(self, connection, request):
+        connection.send({"ok": True, "processes": self.status()["processes"]}, last=True)
+
+    def ctl_shutdown(self, connection, request):
+        connection.send({"ok": True, "message": "shutting down"}, last=True)
+        self.supervisor.shutdown("procwrap ctl shutdown")
+
+    def ctl_reload(self, connection, request):
+        connection.send(self.supervisor.reload(), last=True)
+
+    def ctl_start(self, connection, request, process):
+        if process.state in State.ALIVE:
+            connection.send({"ok": False, "error": "%s is already %s"
+                             % (process.name, process.state)}, last=True)
+            return False
+        process.start(manual=True)
+
+    def ctl_stop(self, connection, request, process):
+        process.stop()
+
+    def ctl_restart(self, connection, request, process):
+        self.supervisor.restart(process)
+
+    def ctl_signal(self, connection, request, process):
+        args = request["args"]
         try:
-            init, processes, settings = self.reload_config()
-        except ProcwrapError as error:
-            return {"ok": False, "error": "reload: %s" % error}
-        new = dict((spec.name, spec) for spec in processes)
-        added = [name for name in new if name not in self.by_name]
-        removed = [p.name for p in self.processes if p.name not in new]
-        changed = [p.name for p in self.processes
-                   if p.name in new and new[p.name].fingerprint != p.spec.fingerprint]
-        for name in removed + changed:
-            process = self.by_name[name]
-            self._replacing[name] = new.get(name)
-            if process.state in State.ALIVE or process.state in State.PENDING:
-                process.stop()
-            else:
-                self._replace(process, self._replacing.pop(name))
-        for name in added:
-            self._add(new[name])
-        self.log.event("reloaded: %d added, %d removed, %d changed"
-                       % (len(added), len(removed), len(changed)), event="reload",
-                       added=added, removed=removed, changed=changed)
-        return {"ok": True, "added": added, "removed": removed, "changed": changed}
-
-    def _add(self, spec):
-        """A process new to the config: wire it and start it (after its dependencies)."""
-        process = Process(spec, self.loop, self.log, self.on_change,
-                          self.processes[0].max_line if self.processes else MAX_LINE_BYTES)
-        _redact.make_public([spec.name])
-        self.processes.append(process)
-        self.by_name[spec.name] = process
-        self.dependents[spec.name] = []
-        for name in spec.depends_on:
-            if name in self.dependents:
-                self.dependents[name].append(process)
-        self._wire(process)
-        process.wait()              # started once its dependencies allow
-
-    def _replace(self, process, spec):
-        """A removed or changed process has stopped: drop it, and start its new version."""
-        self.processes.remove(process)
-        del self.by_name[process.name]
-        for probe in self.probes.pop(process.name, ()):
-            probe.stop()
-        for dependents in self.dependents.values():
-            if process in dependents:
-                dependents.remove(process)
-        self.dependents.pop(process.name, None)
-        if spec is not None:
-            self._add(spec)
-        self._health_changed()
-        self._check_done()
-
-    def run(self):
-        """Run until everything has stopped; return procwrap's exit status."""
-        loop = self.loop
-        self.router.take(loop, self.on_signal)
-        loop.on_orphan = self.on_orphan
-        loop.on_error = self.on_error
-        if not _become_subreaper():
-            self.log.event(NO_SUBREAPER_MSG, "warning", event="degraded")
-        self.log.event("procwrap %s supervising %s and %s (pid %d)"
-                       % (__version__, _plural(len(self.init), "init entry"),
-                          _plural(len(self.processes), "process"), os.getpid()),
-                       event="starting", pid=os.getpid())
-        self._next_init()
-        _trim_memory()
-        try:
-            loop.run()
-        finally:
-            self._sweep()
-            self._readiness_file(False)
-            if self.http is not None:
-                self.http.close()
-            if self.ctl is not None:
-                self.ctl.close()
-            for sock in [self.status_socket] + list(self.notify_sockets.values()):
-                if sock is not None:
-                    sock.close()
-            loop.close()
-        status = self.exit_status if self.exit_status is not None else 0
-        self.log.event("procwrap exiting with status %d" % status, event="exit", status=status)
-        return status
-
-    # -- init phase
-    def _next_init(self):
-        """Start the next init entry, or the processes once init is done."""
-        if self.shutting_down:
-            return self._check_done()
-        if self._init_index < len(self.init):
-            process = self.init[self._init_index]
-            self._init_index += 1
-            process.start()
-        else:
-            self._start_processes()
-
-    def _track(self, process, old):
-        """Keep the count of alive processes, so each change costs O(1), not O(n)."""
-        self._alive += (process.state in State.ALIVE) - (old in State.ALIVE)
-
-    def on_init_change(self, process, old):
-        """An init entry changed state: go on, or stop everything if it failed."""
-        self._track(process, old)
-        if process.state == State.EXITED:
-            if process.status != 0 and not self.shutting_down:
-                self.log.event("init entry %s failed (%s); not starting processes"
-                               % (process.name, process.description), "error",
-                               event="init-failed", name=process.name, status=process.status)
-                self.exit_status = process.status
-                self.shutdown("init entry %s failed" % process.name)
-            else:
-                self._next_init()
-        elif process.state == State.STOPPED:
-            self._check_done()
-
-    # -- processes
-    def _start_processes(self):
-        """Init is done: every process waits, then those free to go start."""
-        if not self.processes:
-            self.loop.stopped = True
-            return
-        for process in self.processes:
-            process.wait()
-
-    def _try_start(self, process):
-        """WAITING -> STARTING once each dependency meets its condition: Ready
-        (the default: ready, as /readiness counts it), Started (running) or
-        Succeeded; one that finished well for good meets all three.  WAITING
-        -> FATAL when one ended badly for good: it never will."""
-        for name in process.spec.depends_on:
-            other = self.by_name[name]
-            finished_well = other.state == State.EXITED and other.status in other.spec.success_codes
-            if other.state in State.DONE and not finished_well:
-                self.log.event("%s: not starting, its dependency %s %s" % (
-                    process.name, name, other.description or "gave up"), "error",
-                    event="fatal", name=process.name)
-                process.status, process.description = other.status, other.description
-                process.give_up()
-                return
-            condition = process.spec.conditions.get(name, "Ready")
-            met = finished_well or (
-                condition == "Started" and other.state == State.RUNNING
-                or condition == "Ready" and self.is_ready(other))
-            if not met:
-                return
-        process.start()
-
-    def on_change(self, process, old):
-        """A process changed state: start dependents, end the run, or go on stopping."""
-        self._track(process, old)
-        state = process.state
-        if state not in State.ALIVE and not self.shutting_down:
-            if process.name in self._replacing and self.by_name.get(process.name) is process:
-                return self._replace(process, self._replacing.pop(process.name))
-            if state == State.STOPPED and process.name in self._restarting:
-                self._restarting.discard(process.name)
-                process.start(manual=True)
-                return
-        if state == State.RUNNING:
-            self._start_probes(process)
-        elif old == State.RUNNING:
-            for probe in self.probes[process.name]:
-                probe.stop()
-        if state == State.WAITING:
-            self._waiting.add(process)
-        else:
-            self._waiting.discard(process)
-        # Dependents are looked at once this loop pass is over (in
-        # _evaluate_health), when its states have settled: a dependency that
-        # exec'd and failed within the pass never looks started.
-        self._health_changed()
-        if state in State.DONE:
-            if process.status not in process.spec.success_codes:
-                self.last_failure = process.status
-            if process.spec.essential and not self.shutting_down:
-                self.exit_status = process.status
-                self.shutdown("essential process %s %s" % (
-                    process.name, "gave up" if state == State.FATAL else "ended"))
-                return
-        if self.shutting_down and state not in State.ALIVE:
-            # What it depended on may be free to stop now.
-            for name in process.spec.depends_on:
-                self._stop_if_free(self.by_name[name])
-        self._check_done()
-
-    def _check_done(self):
-        """Stop the loop once nothing is alive (shutting down) or nothing more will run."""
-        if self.shutting_down:
-            if not self._alive:
-                self.loop.stopped = True
-            return
-        if self._init_index < len(self.init) or _any_in(self.init + self.post_start,
-                                                          State.ALIVE):
-            return
-        if all(p.state in State.DONE for p in self.processes) and not self.loop.stopped:
-            if self.exit_status is None:
-                self.exit_status = self.last_failure or 0
-            self.log.event("every process has ended", event="all-ended")
-            self.loop.stopped = True
-
-    # -- shutdown
-    def shutdown(self, reason, status=None):
-        """Stop everything: dependents before what they depend on, each with its own signal.
-
-        `status`, if given, is what procwrap exits with (unless something
-        already decided that).
-        """
-        if status is not None and self.exit_status is None:
-            self.exit_status = status
-        if self.shutting_down:
-            return
-        self.shutting_down = True
-        self.log.event(SHUTDOWN_MSG % reason, event="shutdown")
-        if self.systemd:
-            _sd_notify(self.systemd, "STOPPING=1\nSTATUS=shutting down (%s)" % reason)
-        self._health_changed()
-        for process in self.init + self.post_start + self.processes:
-            process.last_attempt()
-        self._stop_ready()
-        self._check_done()
-
-    def _stop_ready(self):
-        """The first pass of a shutdown: stop init, pending processes, and every
-        process that nothing alive depends on.  The rest follow from on_change as
-        their dependents end (_stop_if_free), one check per change."""
-        for process in self.init + self.post_start:
-            if process.state in State.ALIVE:
-                process.stop()
-        for process in self.processes:
-            if process.state in State.PENDING:
-                process.stop()
-            else:
-                self._stop_if_free(process)
-
-    def _stop_if_free(self, process):
-        """Stop `process` if it runs and no process that depends on it is alive."""
-        if process.state in (State.STARTING, State.RUNNING) and not _any_in(
-                self.dependents[process.name], State.ALIVE):
-            process.stop()
-
-    def on_signal(self, signum):
-        """Every signal: TERM, INT and QUIT shut down, TSTP, TTIN and TTOU stop
-        everything until CONT, the rest go to every running process."""
-        signum = self.router.route(signum)
-        if signum is None:
-            return
-        name = _signal_name(signum)
-        if name in STOP_SIGNALS:
-            self.on_stop_signal(signum)
-        elif name in JOB_CONTROL_SIGNALS:
-            self.log.event(SIGNAL_MSG % name + "; stopping every process until SIGCONT",
-                           event="signal", signal=name)
-            for process in self.init + self.post_start + self.processes:
-                if process.state in State.ALIVE:
-                    process.signal(signal.SIGSTOP)
-            if os.getpid() != 1:        # the kernel ignores SIGSTOP sent to init anyway
-                os.kill(os.getpid(), signal.SIGSTOP)
-        else:
-            self.on_forward_signal(signum)
-
-    def on_stop_signal(self, signum):
-        """TERM, INT or QUIT: shut down; a second one may kill at once."""
-        self.log.event(SIGNAL_MSG % _signal_name(signum), event="signal",
-                       signal=_signal_name(signum))
-        if not self.shutting_down:
-            self.shutdown("received %s" % _signal_name(signum))
-        elif self.kill_on_second_signal:
-            for process in self.init + self.post_start + self.processes:
-                if process.state in State.ALIVE:
-                    process.kill("a second %s came" % _signal_name(signum))
-        else:
-            self.log.event(SECOND_SIGNAL_MSG % _signal_name(signum), "warning", event="signal")
-
-    def on_forward_signal(self, signum):
-        """HUP, USR1, USR2, WINCH, ...: passed on to every running process (log
-        reopening and the like)."""
-        self.log.event(SIGNAL_MSG % _signal_name(signum) + "; forwarding it",
-                       event="signal", signal=_signal_name(signum))
-        for process in self.init + self.post_start + self.processes:
-            if process.state in State.ALIVE:
-                process.signal(signum)
-
-    def on_orphan(self, pid, wait_status):
-        """An orphaned grandchild was reaped (we are PID 1 or subreaper)."""
-        self.log.event(ORPHAN_MSG % (pid, _describe_wait(wait_status)),
-                       event="reaped", pid=pid)
-
-    def on_error(self, text):
-        """A callback crashed (our bug): print the traceback, log it, carry on."""
-        sys.stderr.write(_redact(text))
-        self.log.event("internal error, carrying on: %s" % text.strip().splitlines()[-1],
-                       "error", event="bug")
-
-    def _sweep(self):
-        """Leave no orphan: SIGKILL the process group of every child we still have.
-
-        Whatever is still our child at exit is ours to end: a group member
-        that ignored SIGTERM, or an orphan re-parented to us.  Only children
-        are swept, never remembered group ids, which the kernel may have
-        handed to an unrelated process group since.  Then leave no zombie:
-        wait for each (SIGKILL cannot be ignored, so the wait is short) and
-        reap whatever else has died since the loop stopped.
-        """
-        swept = _children_of(os.getpid())
-        for pid in swept:
-            try:
-                group = os.getpgid(pid)
-                # A child that shares our own group (one our parent forked
-                # before exec'ing procwrap) takes only itself: that group is
-                # our parent's too.
-                if group != os.getpgrp():
-                    os.killpg(group, signal.SIGKILL)
-            except OSError:
-                pass
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for pid in swept:
-            try:
-                _, wait_status = os.waitpid(pid, 0)
-            except ChildProcessError:
-                continue        # reaped already
-            self.loop.children.pop(pid, None)
-            self.on_orphan(pid, wait_status)
-        self.loop.reap()
-
-
-# =============================================================================
-# Wrap mode
-# One command: signals forwarded to its group, retries with backoff, a time
-# limit, and its exit status passed through.
-# =============================================================================
-
-class Wrapper(object):
-    """Runs one ProcessSpec as wrap mode does and returns its exit status."""
-
-    def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
-                 loop=None, signal_map=None):
-        self.loop = loop or Loop()
-        self.log = log
-        self.kill_on_second_signal = kill_on_second_signal
-        self.process = Process(spec, self.loop, log, self.on_change, max_line)
-        _redact.make_public([spec.name])
-        self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
-        self.status = None              #: the status procwrap exits with
-        self.forced_status = None       #: set by shutdown(), wins over the child's
-        self.waiting_for_group = False  #: --wait-group: child gone, group not yet
-
-    def run(self):
-        """Start the child and run the loop; return the status to exit with."""
-        loop = self.loop
-        self.router.take(loop, self.on_signal)
-        loop.on_orphan = self.on_orphan
-        subreaper = _become_subreaper()
-        if self.process.spec.keep_group and not subreaper:
-            self.log.event("--wait-group: " + NO_SUBREAPER_MSG + "; exiting with the child",
-                           "warning")
-            self.process.spec.keep_group = False
-        if self.process.spec.tty:
-            self._hand_over_terminal()
-        try:
-            self.process.start()
-            loop.run()
-        finally:
-            loop.close()
-        return self.forced_status if self.forced_status is not None else self.status
-
-    def _hand_over_terminal(self):
-        """Let the child have our controlling terminal, as dumb-init does.
-
-        As a session leader with a terminal (`docker run -t`, PID 1) the
-        terminal is ours, and the child's TIOCSCTTY would fail: its shell
-        would have no job control.  TIOCNOTTY lets go of it; the kernel then
-        sends our foreground group, procwrap alone so far, one HUP and one
-        CONT (tty_ioctl(4)), which are not for the child (dumb-init #136).
-        """
-        import fcntl
-        import termios
-        try:
-            if os.getsid(0) != os.getpid() or os.tcgetpgrp(0) != os.getpgrp():
-                return          # someone else's session: the child tries, as before
-            fcntl.ioctl(0, termios.TIOCNOTTY)
-        except OSError:
-            return
-        self.router.ignore_once.update([signal.SIGHUP, signal.SIGCONT])
-
-    def shutdown(self, reason, status=None):
-        """Stop the child for good (stop signal, grace, SIGKILL); exit with `status`."""
-        self.log.event(SHUTDOWN_MSG % reason, "warning", event="shutdown")
-        self.forced_status = status
-        process = self.process
-        process.last_attempt()
-        if process.state in (State.STARTING, State.RUNNING, State.BACKOFF):
-            process.stop()
-
-    def on_signal(self, signum):
-        """TERM, INT and QUIT stop the child without retry (TERM with the stop
-        signal, the grace and SIGKILL); TSTP, TTIN and TTOU stop it and us
-        until CONT; every other signal is forwarded."""
-        signum = self.router.route(signum)
-        if signum is None:
-            return
-        process = self.process
-        name = _signal_name(signum)
-        if name in STOP_SIGNALS:
-            # A request to stop: no retry follows, whatever the status.
-            if process.state == State.STOPPING:
-                if self.kill_on_second_signal:
-                    process.kill("a second %s came" % name)
-                else:
-                    process.signal(signum)
-                return
-            if process.state in (State.STARTING, State.RUNNING) and signum == signal.SIGTERM:
-                process.stop()              # the stop signal, then SIGKILL after the grace
-                return
-            process.last_attempt()
-            if process.state == State.BACKOFF:
-                process.stop()
-                return
-        elif name in JOB_CONTROL_SIGNALS:
-            # dumb-init: the child may handle TSTP and carry on; SIGSTOP it is.
-            process.signal(signal.SIGSTOP)
-            os.kill(os.getpid(), signal.SIGSTOP)
-            return
+            signum = _value_signal(args[0] if len(args) > 1 else "")
+        except _BadValue as error:
+            connection.send({"ok": False, "usage": True, "error": error.message(args[0])},
+                            last=True)
+            return False
+        if process.state not in State.ALIVE:
+            connection.send({"ok": False, "error": "%s is not running (%s)"
+                             % (process.name, process.state)}, last=True)
+            return False
         process.signal(signum)
 
-    def on_change(self, process, old):
-        """Log a retry, or end the run when the child is done for good."""
-        spec = process.spec
-        if process.state == State.BACKOFF:
-            attempts = (spec.restart_limit or 0) + 1
-            self.log.event(RETRYING_MSG % (process.restarts, attempts,
-                                           process.description,
-                                           process.delay), "warning", event="retry")
-        elif process.state in State.DONE or process.state == State.STOPPED:
-            self.status = process.status
-            if spec.keep_group and self._group_alive():
-                self.waiting_for_group = True
-            else:
-                self.loop.stopped = True
-
-    def _group_alive(self):
-        """Does the child's process group still have members?"""
-        if self.process.pgid is None:
+    def ctl_tail(self, connection, request, process):
+        if process.ring is None:
+            connection.send({"ok": False, "error": "%s's output is not captured "
+                             "(log format none)" % process.name}, last=True)
             return False
-        try:
-            os.killpg(self.process.pgid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-
-    def on_orphan(self, pid, wait_status):
-        """--wait-group: a group member was reaped; end once none is left."""
-        if self.waiting_for_group and not self._group_alive():
-            self.loop.stopped = True
+        connection.send({"ok": True, "lines": process.ring.lines(request["lines"])},
+                        last=not request["follow"])
+        if request["follow"]:
+            connection.follow(process.ring)
+        return False
 
 
 # =============================================================================
@@ -6365,60 +7095,28 @@ class Wrapper(object):
 # generated from it.  main() turns every user mistake into one line and 2.
 # =============================================================================
 
-def _opt_seconds(text, where):
-    """--timeout and friends: seconds, with ms/s/m/h suffixes."""
-    try:
-        return _parse_duration(text)
-    except _TooLong:
-        raise UsageError("%s: %s" % (where, TOO_LONG_MSG % (MAX_SECONDS, text)))
-    except ValueError:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected seconds (10, 1.5, 500ms, 2m)", text))
+
+def _opt(parse, *args, **options):
+    """An option parser from a value type: its text (as a number when
+    `number`) through parse(value, *args); a _BadValue is a UsageError in
+    the shared wording."""
+    number = options.get("number", False)
+
+    def parse_option(text, where):
+        value = _number_text(text) if number else text
+        try:
+            return parse(value, *args)
+        except _BadValue as error:
+            raise UsageError("%s: %s" % (where, error.message(text)))
+    return parse_option
 
 
-def _opt_count(text, where):
-    """--retries, --log-max-line: a whole number >= 0."""
-    if not _is_digits(text.strip()) or int(text) > (1 << 31) - 1:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a whole number >= 0", text))
-    return int(text)
-
-
-def _opt_port(text, where):
-    """--status-port: 0 (any free port) to 65535."""
-    if not _is_digits(text.strip()) or int(text) > 65535:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a port from 0 to 65535", text))
-    return int(text)
-
-
-def _opt_factor(text, where):
-    """--retry-backoff: a multiplier >= 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 1.0:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a number >= 1", text))
-    if value > 1000.0:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a number <= 1000", text))
-    return value
-
-
-def _opt_fraction(text, where):
-    """--retry-jitter: a fraction from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a fraction from 0 to 1", text))
-    return value
-
-
-def _opt_signal(text, where):
-    """--stop-signal: a signal name or number."""
-    try:
-        return _parse_signal(text)
-    except ValueError:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected a signal name like TERM or INT", text))
+_opt_seconds = _opt(_value_seconds)                         #: --timeout and friends
+_opt_count = _opt(_value_number, 0, True, number=True)      #: --retries, --log-max-line
+_opt_port = _opt(_value_port, True)                         #: --status-port (0: any free one)
+_opt_factor = _opt(_value_number, 1, False, 1000.0, number=True)    #: --retry-backoff
+_opt_fraction = _opt(_value_fraction, number=True)          #: --retry-jitter
+_opt_signal = _opt(_value_signal)                           #: --stop-signal
 
 
 def _opt_signal_map(text, where):
@@ -6442,14 +7140,6 @@ def _opt_signal_map(text, where):
     return mapping
 
 
-def _opt_format(text, where):
-    """--log-format: one of LOG_FORMATS."""
-    if text not in LOG_FORMATS:
-        raise UsageError(BAD_VALUE_MSG % (where, "expected one of " + ", ".join(LOG_FORMATS),
-                                          text))
-    return text
-
-
 def _opt_codes(text, where):
     """--success-codes: exit codes separated by commas."""
     codes = []
@@ -6469,13 +7159,7 @@ def _opt_names(text, where):
 
 def _opt_choice(choices):
     """A parser for an option whose value is one of `choices`."""
-    def parse(text, where):
-        """One of the choices, exactly."""
-        if text not in choices:
-            raise UsageError(BAD_VALUE_MSG % (where, "expected one of " + ", ".join(choices),
-                                              text))
-        return text
-    return parse
+    return _opt(_value_choice, choices)
 
 
 def _opt_http(text, where):
@@ -6539,7 +7223,7 @@ _OPTIONS = [
     _Option(("-c", "--config"), "FILE", _opt_text, None, _SUPERVISE,
             "supervise the processes in FILE (.json, .toml, .yaml); '-' reads JSON on "
             "stdin; in PROCWRAP_CONFIG, text starting with '{' is the JSON itself"),
-    _Option(("--log-format",), "FORMAT", _opt_format, None, _BOTH,
+    _Option(("--log-format",), "FORMAT", _opt_choice(LOG_FORMATS), None, _BOTH,
             "json, logfmt, text or none: one record per line of output on stdout "
             "(default: none = pass-through in wrap mode, json in supervisor mode)"),
     _Option(("--log-merge-json",), None, None, False, _BOTH,
@@ -6835,25 +7519,6 @@ def _ensure_stdio():
                 os.close(null)
 
 
-CTL_USAGE = """usage: procwrap ctl [--socket PATH] [--json] COMMAND [ARGS]
-
-commands:
-  status                  a table: name, state, pid, uptime, restarts, last exit
-  start NAME              start a stopped, exited or failed process
-  stop NAME               stop it (stop signal, grace, SIGKILL); it stays stopped
-  restart NAME            stop it, then start it
-  signal SIGNAL NAME      send a signal to its process group
-  tail [-f] [-n N] NAME   its recent output (-f: and what follows, until ^C)
-  reload                  read the config again: start added processes, stop
-                          removed ones, restart changed ones
-  shutdown                stop everything and exit
-
---socket defaults to PROCWRAP_CTL_SOCKET, the supervisor's --ctl-socket twin.
---json prints the answers as JSON lines.  Exit status: 0 done, 1 refused (already
-running, not running), 2 usage, 69 no supervisor on the socket.
-"""
-
-
 def _ctl(argv, environ):
     """`procwrap ctl ...`: one request to a supervisor's control socket."""
     import json
@@ -6864,7 +7529,7 @@ def _ctl(argv, environ):
     while index < len(argv):
         arg = argv[index]
         if arg in ("-h", "--help"):
-            _print(CTL_USAGE)
+            _print(_ctl_usage())
             return EX_OK
         if arg == "--socket" or arg.startswith("--socket="):
             if "=" in arg:
@@ -6890,17 +7555,16 @@ def _ctl(argv, environ):
         else:
             words.append(arg)
         index += 1
-    arity = {"status": 0, "reload": 0, "shutdown": 0, "start": 1, "stop": 1, "restart": 1,
-             "tail": 1, "signal": 2}
     if not words:
         raise UsageError("ctl: no command; see procwrap ctl --help")
-    if words[0] not in arity:
+    if words[0] not in _CTL_ARGS:
         raise UsageError("ctl: unknown command %r%s; see procwrap ctl --help"
-                         % (words[0], _did_you_mean(words[0], arity)))
-    if len(words) - 1 != arity[words[0]]:
+                         % (words[0], _did_you_mean(words[0], _CTL_ARGS)))
+    wanted = _CTL_ARGS[words[0]]
+    if len(words) - 1 != len(wanted):
         raise UsageError("ctl %s: expects %s; see procwrap ctl --help" % (
-            words[0], {0: "no arguments", 1: "a process name", 2: "SIGNAL NAME"}[
-                arity[words[0]]]))
+            words[0], "a process name" if wanted == ["NAME"] else " ".join(wanted)
+            or "no arguments"))
     if not path:
         raise UsageError("ctl: no socket; give --socket PATH or set PROCWRAP_CTL_SOCKET to the "
                          "supervisor's --ctl-socket")
@@ -6961,7 +7625,7 @@ def _ctl_text(command, answer):
     return answer.get("message", "ok") + "\n"
 
 
-def _run(argv, environ):
+def _run(argv, environ, redact):
     """main() without the error handling: parse, pick the mode, run it."""
     if argv[:1] == ["ctl"]:
         return _ctl(argv[1:], environ)
@@ -7002,12 +7666,13 @@ def _run(argv, environ):
     secrets = _Secrets(environ, suffix=options["resolve_suffix"], depth=options["resolve_depth"],
                        locations=options["env_locations"], strategy=options["merge_strategy"],
                        allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"],
-                       check_only=(mode == "check"))
-    _redact.enabled = not options["log_secrets"]
+                       check_only=(mode == "check"), redact=redact)
+    redact.enabled = not options["log_secrets"]
     try:
         if mode == "wrap":
             spec = _wrap_spec(options, command, environ, secrets)
-            log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"])
+            log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"],
+                      redact=redact)
             owner = Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
                             options["kill_on_second_signal"], signal_map=options["signal_map"])
         else:
@@ -7039,7 +7704,8 @@ def _run(argv, environ):
             if log_format == "none":
                 for spec in init + processes:   # pass-through: children use our stdout/stderr
                     spec.capture = False
-            log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"])
+            log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"],
+                      redact=redact)
             health = {"where": {}}
             for key, field in (("http", "http"), ("readiness_file", "readinessFile"),
                                ("status_port", "statusPort"), ("ctl_socket", "ctlSocket")):
@@ -7051,6 +7717,7 @@ def _run(argv, environ):
                                or settings["max_line"], options["kill_on_second_signal"],
                                health=health, post_start=settings["post_start"],
                                signal_map=options["signal_map"])
+            _Control(owner, health)
         if mode == "supervise":
             def reload_config():
                 """`procwrap ctl reload`: the config read, checked and resolved again."""
@@ -7127,7 +7794,7 @@ def _install(argv):
 
 def _report_secrets(log, secrets):
     """Log what resolution did: notes, a summary, and values under --log-secrets."""
-    if not _redact.enabled:
+    if not log.redact.enabled:
         log.event(LOG_SECRETS_MSG, "warning", event="log-secrets")
         for name, value in sorted(secrets.resolved.items()):
             log.event("%s=%s" % (name, value), "warning", event="secret", name=name, value=value)
@@ -7151,17 +7818,18 @@ def main(argv=None):
     """
     if argv is None:
         argv = sys.argv[1:]
+    redact = _Redactor()        # what this run resolves, blanked out of what it prints
     try:
-        return _run(list(argv), os.environ)
+        return _run(list(argv), os.environ, redact)
     except ProcwrapError as error:
-        for line in _redact(str(error)).split("\n"):
+        for line in redact(str(error)).split("\n"):
             sys.stderr.write(ERROR_MSG % line + "\n")
         return error.exit_status
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     except Exception:
         import traceback
-        sys.stderr.write(_redact(traceback.format_exc()))
+        sys.stderr.write(redact(traceback.format_exc()))
         sys.stderr.write(INTERNAL_ERROR_MSG % __version__ + "\n")
         return EX_SOFTWARE
 

@@ -42,8 +42,8 @@ def test_check_reports_every_problem_with_its_place(tmp_path, case):
                                                    "separated by commas, like 0,3, got '0,x'"),
     (["--stop-signal", "FOO", "--", "true"], {}, "--stop-signal: expected a signal name like "
                                                  "TERM or INT, got 'FOO'"),
-    (["--log-format", "xml", "--", "true"], {}, "--log-format: expected one of json, logfmt, "
-                                                "text, none, got 'xml'"),
+    (["--log-format", "xml", "--", "true"], {}, "--log-format: expected json, logfmt, text "
+                                                "or none, got 'xml'"),
     (["--env", "NOEQUALS", "--", "true"], {}, "--env: expected NAME=VALUE, got 'NOEQUALS'"),
     (["--wait-group=yes", "--", "true"], {}, "--wait-group: takes no value; drop '=yes'"),
     (["--", "true"], {"PROCWRAP_RETRIES": "many"}, "PROCWRAP_RETRIES: expected a whole number "

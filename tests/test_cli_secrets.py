@@ -61,8 +61,8 @@ def test_merge_strategy_applies_to_env_locations(tmp_path):
                      "ADDITIVE": '{"a":1,"list":[1,2],"b":2}\n'}
     bad = run("--merge-strategy", "DEEP", "--", "true")
     assert bad.returncode == 2
-    assert bad.stderr == ("procwrap: error: --merge-strategy: expected one of SHALLOW, REPLACE, "
-                          "ADDITIVE, TYPESAFE_REPLACE, TYPESAFE_ADDITIVE, got 'DEEP'\n")
+    assert bad.stderr == ("procwrap: error: --merge-strategy: expected SHALLOW, REPLACE, "
+                          "ADDITIVE, TYPESAFE_REPLACE or TYPESAFE_ADDITIVE, got 'DEEP'\n")
 
 
 def test_unfetchable_location_stops_before_the_child_starts(tmp_path):

@@ -77,13 +77,13 @@ def test_a_callback_unregistering_another_fd_of_the_same_pass():
 
     def on_a():
         calls.append("a")
-        loop.remove_reader(b_r)
+        loop.watch(b_r, 0)
 
     def on_b():
         calls.append("b")
-        loop.remove_reader(a_r)
-    loop.add_reader(a_r, on_a)
-    loop.add_reader(b_r, on_b)
+        loop.watch(a_r, 0)
+    loop.watch(a_r, procwrap._READ, on_a)
+    loop.watch(b_r, procwrap._READ, on_b)
     loop.run_once()
     assert calls in (["a"], ["b"])
     loop.close()
