@@ -58,8 +58,11 @@ Supervisor, Control surface, CLI.  Each section uses only those above it.
 """
 
 __version__ = "0.1.0"
+#: The public API: what is here is documented and kept; every other function
+#: and class has a leading underscore and may change in any release (the
+#: UPPER_CASE constants are tunables and messages, named as STYLE.md says).
 __all__ = ["main", "resolve_config", "Secret", "ProcwrapError", "UsageError", "ConfigError",
-           "SecretError", "__version__"]
+           "UnavailableError", "SecretError", "__version__"]
 
 import errno
 import heapq
@@ -245,6 +248,17 @@ TAIL_BYTES = 65536            #: recent output kept per process for `procwrap ct
 #: pipes, its children's output) before records are dropped and counted.
 LOG_STALL = 30.0
 OUTPUT_TAIL = 1024            #: the end of a failing exec probe's or hook's output kept
+#: Reads of a short command's output once it has exited: 16 of READ_SIZE
+#: take all a pipe can hold (1 MiB with _PIPE_SIZE), no more.
+PIPE_READS_AT_EXIT = 16
+#: The largest datagram read: a UDP payload's limit, so none is cut short.
+DATAGRAM_MAX = 65536
+#: A status line from a child (sd_notify STATUS=, the status socket) is cut
+#: here: it goes into a record, and any local process may send one.
+STATUS_TEXT_MAX = 200
+#: Names tried for a notify socket: its random part collides with one already
+#: bound (EADDRINUSE) only by chance; a few tries make that vanishingly rare.
+NOTIFY_NAME_TRIES = 8
 
 #: The first line of a dotenv --env-output-file: it lets a later procwrap
 #: recognise a file left behind by one that was killed, and replace it.
@@ -326,6 +340,10 @@ NOT_FOUND_MSG = "%s: command not found: %r"
 CANNOT_RUN_MSG = "%s: cannot %s %r: %s"
 DOTENV_ERROR_MSG = ("cannot parse this line; write NAME=value, quote values with spaces or "
                     "'#', and close every quote")
+#: An embedding program ran procwrap's loop off the main thread: signal
+#: handlers and the wakeup fd belong to the main thread (CPython's rule).
+MAIN_THREAD_MSG = ("procwrap runs its loop with signal handlers, which only the main thread "
+                   "may set; call it from the main thread")
 TOO_LONG_MSG = "expected at most %d seconds (10 years), got %r"
 NUL_MSG = ("holds a NUL byte, which no argument, path or variable can; remove it "
            "(a \\u0000 in the config?)")
@@ -369,6 +387,17 @@ NO_SUBREAPER_MSG = ("cannot become child subreaper (needs Linux >= 3.4); "
 
 
 HTTP_MAX_REQUEST = 8192         #: bytes of request head; more is 431 and close
+#: Connections the kernel queues before we accept(): probes come in bursts
+#: (a kubelet, a load balancer, a dashboard), and the loop accepts 64 a turn.
+HTTP_BACKLOG = 128
+#: A ctl request is one JSON line, short when it comes from procwrap ctl; one
+#: over this is not a ctl client, and is cut off before it fills memory.
+CTL_MAX_REQUEST = 1 << 20
+#: ctl clients are people and scripts, one at a time: a small queue.
+CTL_BACKLOG = 16
+#: Answers queued for a `tail -f` that does not read them: past this the
+#: follower is let go, rather than procwrap holding a child's output for it.
+CTL_FOLLOW_BACKLOG = 1 << 20
 HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
 HTTP_MAX_CONNECTIONS = 256      #: then the one idle longest makes room for a newcomer
 HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
@@ -788,8 +817,8 @@ class _DotenvError(ConfigError):
     def __init__(self, where, text, pos):
         self.line = text.count("\n", 0, pos) + 1
         self.column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        ConfigError.__init__(self, "%s:%d:%d: %s" % (where, self.line, self.column,
-                                                      DOTENV_ERROR_MSG))
+        ConfigError.__init__(self, "%s:%d:%d: %s"
+                             % (where, self.line, self.column, DOTENV_ERROR_MSG))
 
 
 class _ShapeError(ValueError):
@@ -1313,7 +1342,7 @@ class _Pipe(object):
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
-class Timer(object):
+class _Timer(object):
     """A cancellable call at `when` (monotonic seconds)."""
     __slots__ = ("when", "func", "args", "cancelled")
 
@@ -1362,13 +1391,14 @@ class _SignalRouter(object):
         self.ignore_once = set()        #: signals to drop the next time they come
 
     def take(self, loop, on_signal):
-        """Handle every catchable signal through on_signal; reap on CHLD."""
+        """Handle every catchable signal through on_signal; reap on CHLD.
+        CHLD first: off the main thread that raises, and nothing is taken."""
+        loop.add_signal_handler(signal.SIGCHLD, None)
         for signum in _signals_to_take():
             try:
                 loop.add_signal_handler(signum, on_signal)
-            except (OSError, ValueError, RuntimeError):
+            except (OSError, ValueError):
                 pass    # glibc keeps 32 and 33 for itself
-        loop.add_signal_handler(signal.SIGCHLD, None)
 
     def route(self, signum):
         """The signal to act on in place of `signum`, or None to drop it."""
@@ -1397,7 +1427,7 @@ def _handled_signals():
     return handled
 
 
-class Loop(object):
+class _Loop(object):
     """The one event loop: fds, timers, signals and reaping children.
 
     One pass: select(until the next timer) -> drain the wakeup fd -> signal
@@ -1426,7 +1456,7 @@ class Loop(object):
     # -- registration
     def call_later(self, delay, func, *args):
         """Call func(*args) after `delay` seconds; returns the Timer."""
-        timer = Timer(self.clock() + max(0.0, delay), func, args)
+        timer = _Timer(self.clock() + max(0.0, delay), func, args)
         heapq.heappush(self.timers, timer)
         return timer
 
@@ -1472,7 +1502,10 @@ class Loop(object):
         only), and unblock it: a TERM blocked by whatever started us must
         still reach us."""
         if self._old_wakeup is None:
-            self._old_wakeup = _set_wakeup_fd(self._wake_w)
+            try:
+                self._old_wakeup = _set_wakeup_fd(self._wake_w)
+            except ValueError:      # CPython: only the main thread may
+                raise RuntimeError(MAIN_THREAD_MSG)
         previous = signal.getsignal(signum)
         signal.signal(signum, _noop_handler)        # raises for 32 and 33 (glibc's own)
         self._previous.setdefault(signum, previous)
@@ -1900,9 +1933,10 @@ class _Datagrams(object):
 
     def receive(self):
         """One datagram, or None to drop it (a sender we do not take)."""
-        return self.sock.recv(65536)
+        return self.sock.recv(DATAGRAM_MAX)
 
     def parse(self, data):
+        """What a datagram says, or None when it is not a message."""
         raise NotImplementedError
 
     def close(self):
@@ -1994,6 +2028,7 @@ class _Connection(_Stream):
         self._stop_timer()
 
     def _stop_timer(self):
+        """No idle timeout while a request is in hand."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -2360,9 +2395,10 @@ class _LocalCommand(object):
         return True
 
     def on_exit(self, wait_status):
-        """Reaped: what is buffered of its output (a pipe holds 64 KiB), then on_done."""
+        """Reaped: what is buffered of its output, then on_done.  Reads are
+        bounded: a grandchild still writing must not keep the loop here."""
         self.pid = None
-        for _ in range(16):
+        for _ in range(PIPE_READS_AT_EXIT):
             if self.fd < 0 or not self.on_output():
                 break
         self.close()
@@ -2537,7 +2573,7 @@ _IDENTIFIER_FIELDS = frozenset(["name", "event", "probe", "hook", "result", "nam
                                 "signal", "lease", "pid", "status"])
 
 
-class Log(object):
+class _Log(object):
     """Writes every record procwrap emits to one file descriptor.
 
     `format` is json, logfmt, text, or none (wrap mode's pass-through, where
@@ -2840,7 +2876,7 @@ def _spawn_error_message(name, argv, workdir, user, error):
                              else "unknown error")
 
 
-class State(object):
+class _State(object):
     """The states of a Process.  Strings, so logs and metrics print them."""
     STOPPED = "stopped"     #: not running and not wanted (the start, and after stop())
     WAITING = "waiting"     #: wanted, but a dependsOn process is not running yet
@@ -2856,14 +2892,14 @@ class State(object):
 
 
 _TRANSITIONS = {
-    State.STOPPED: (State.WAITING, State.STARTING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.WAITING: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
-    State.STARTING: (State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.RUNNING: (State.STOPPING, State.BACKOFF, State.EXITED, State.FATAL),
-    State.BACKOFF: (State.STARTING, State.BACKOFF, State.EXITED, State.FATAL, State.STOPPED),
-    State.STOPPING: (State.STOPPED, State.BACKOFF, State.EXITED, State.FATAL),
-    State.EXITED: (State.STARTING,),    # procwrap ctl start
-    State.FATAL: (State.STARTING,),
+    _State.STOPPED: (_State.WAITING, _State.STARTING, _State.BACKOFF, _State.EXITED, _State.FATAL),
+    _State.WAITING: (_State.STARTING, _State.BACKOFF, _State.EXITED, _State.FATAL, _State.STOPPED),
+    _State.STARTING: (_State.RUNNING, _State.STOPPING, _State.BACKOFF, _State.EXITED, _State.FATAL),
+    _State.RUNNING: (_State.STOPPING, _State.BACKOFF, _State.EXITED, _State.FATAL),
+    _State.BACKOFF: (_State.STARTING, _State.BACKOFF, _State.EXITED, _State.FATAL, _State.STOPPED),
+    _State.STOPPING: (_State.STOPPED, _State.BACKOFF, _State.EXITED, _State.FATAL),
+    _State.EXITED: (_State.STARTING,),    # procwrap ctl start
+    _State.FATAL: (_State.STARTING,),
 }
 
 
@@ -2909,7 +2945,7 @@ class _Environment(object):
         return env
 
 
-class Process(object):
+class _Process(object):
     """One supervised command and its state machine.
 
         stopped  --start-->   starting  --exec'd-->  running
@@ -2927,7 +2963,7 @@ class Process(object):
 
     The owner is told of every change through on_change(process, old_state).
     """
-    state = State.STOPPED   #: one of State
+    state = _State.STOPPED   #: one of State
     status = None           #: shell-style status of the last exit
     restarts = 0            #: consecutive restarts, for backoff; reset by uptime
     starts = 0              #: how many times it was started
@@ -2992,7 +3028,7 @@ class Process(object):
 
     def wait(self):
         """STOPPED -> WAITING: wanted, but its dependencies are not running yet."""
-        self._set_state(State.WAITING)
+        self._set_state(_State.WAITING)
 
     def start(self, manual=False):
         """STOPPED, WAITING, BACKOFF, EXITED or FATAL -> STARTING; RUNNING once exec
@@ -3025,7 +3061,7 @@ class Process(object):
         self.starts += 1
         if spec.timeout is not None:
             self._timeout_timer = self.loop.call_later(spec.timeout, self.on_timeout)
-        self._set_state(State.STARTING)
+        self._set_state(_State.STARTING)
         if not pending:
             self.on_exec_confirmed()
 
@@ -3055,10 +3091,10 @@ class Process(object):
 
     def on_exec_confirmed(self):
         """STARTING -> RUNNING: its command is executing."""
-        if self.state == State.STARTING:
+        if self.state == _State.STARTING:
             self.log.event(STARTED_MSG % (self.name, self.pid), event="started", name=self.name,
                            pid=self.pid)
-            self._set_state(State.RUNNING)
+            self._set_state(_State.RUNNING)
 
     def run_command(self, argv, on_done):
         """A short command beside this process, where it runs, with its
@@ -3079,14 +3115,14 @@ class Process(object):
         SIGKILL) -> STOPPED; WAITING/BACKOFF -> STOPPED.  An attempt already
         being ended (terminate) ends in STOPPED too."""
         self.hold = True
-        if self.state in State.PENDING:
+        if self.state in _State.PENDING:
             # WAITING/BACKOFF -> STOPPED
             self._cancel("_restart_timer")
-            self._set_state(State.STOPPED)
-        elif self.state in (State.STARTING, State.RUNNING):
+            self._set_state(_State.STOPPED)
+        elif self.state in (_State.STARTING, _State.RUNNING):
             # STARTING/RUNNING -> STOPPING
             self._begin_stopping(for_good=True)
-        elif self.state == State.STOPPING:
+        elif self.state == _State.STOPPING:
             self._for_good = True
 
     def last_attempt(self):
@@ -3100,7 +3136,7 @@ class Process(object):
         a timeout) its restartPolicy decides once it is reaped."""
         self._for_good = for_good
         self._stopping_since = self.loop.clock()
-        self._set_state(State.STOPPING)
+        self._set_state(_State.STOPPING)
         self._terminate()
 
     def _terminate(self):
@@ -3130,7 +3166,7 @@ class Process(object):
         says what cut it short)."""
         self._cancel("_kill_timer")
         if self.pid is not None:
-            if self.state == State.STOPPING:
+            if self.state == _State.STOPPING:
                 message = KILLING_MSG % (self.name, _format_seconds(round(
                     self.loop.clock() - self._stopping_since, 1)),
                     _signal_name(self.spec.stop_signal))
@@ -3151,7 +3187,7 @@ class Process(object):
         """End this attempt (a failed probe or postStart hook): STOPPING, the
         stop signal, SIGKILL after the grace; then its restartPolicy decides,
         as after any exit."""
-        if self.state in (State.STARTING, State.RUNNING):
+        if self.state in (_State.STARTING, _State.RUNNING):
             self.log.event("%s: %s; stopping it" % (self.name, reason), "warning",
                            event="unhealthy", name=self.name, pid=self.pid)
             self._begin_stopping(for_good=False)
@@ -3162,14 +3198,14 @@ class Process(object):
         self.timed_out = True
         self.log.event(TIMEOUT_MSG % (self.name, _format_seconds(self.spec.timeout)), "warning",
                        event="timeout", name=self.name, pid=self.pid)
-        if self.state in (State.STARTING, State.RUNNING):
+        if self.state in (_State.STARTING, _State.RUNNING):
             self._begin_stopping(for_good=False)
 
     def finish(self, wait_status):
         """Reaped (its output drained): clear its group, then decide what comes next."""
         status = EX_TIMEOUT if self.timed_out else _exit_status(wait_status)
         pid = self.child.last_pid
-        adopted = (self.state == State.RUNNING and status in self.spec.success_codes
+        adopted = (self.state == _State.RUNNING and status in self.spec.success_codes
                    and self.child.adopt([spec.options["path"] for spec in self.spec.probes
                                          if spec.handler == "pidFile"]))
         if not self.keep_group and not adopted:
@@ -3187,9 +3223,9 @@ class Process(object):
             self.log.event("%s: following its daemon, pid %d" % (self.name, self.pid),
                            event="adopted", name=self.name, pid=self.pid)
             return
-        if self.state == State.STOPPING and (self._for_good or self.hold):
+        if self.state == _State.STOPPING and (self._for_good or self.hold):
             # STOPPING -> STOPPED
-            self._set_state(State.STOPPED)
+            self._set_state(_State.STOPPED)
         else:
             # RUNNING, or STOPPING after a failed probe, hook or timeout
             self._after_exit(status)
@@ -3203,13 +3239,13 @@ class Process(object):
         failed = status not in spec.success_codes
         if self.hold or spec.restart == "Never" or (spec.restart == "OnFailure" and not failed):
             # -> EXITED
-            self._set_state(State.EXITED)
+            self._set_state(_State.EXITED)
         elif spec.restart_limit is not None and self.restarts >= spec.restart_limit:
             # -> FATAL
             if spec.restart_limit:
                 self.log.event(GIVING_UP_MSG % (self.name, _plural(self.restarts, "restart")),
                                "error", event="fatal", name=self.name)
-            self._set_state(State.FATAL)
+            self._set_state(_State.FATAL)
         else:
             # -> BACKOFF
             self.restarts += 1
@@ -3219,12 +3255,12 @@ class Process(object):
             self.delay = delay
             self.log.event(RESTARTING_MSG % (self.name, delay, self.restarts), event="backoff",
                            name=self.name, delay=round(delay, 3), restarts=self.restarts)
-            self._set_state(State.BACKOFF)
+            self._set_state(_State.BACKOFF)
 
     def give_up(self):
         """WAITING -> FATAL: it will never be started (a dependency ended badly)."""
         self._cancel("_restart_timer")
-        self._set_state(State.FATAL)
+        self._set_state(_State.FATAL)
 
     def _cancel(self, attribute):
         """Cancel the timer held in `attribute`, if any."""
@@ -3245,7 +3281,7 @@ class _Owner(object):
 
     def __init__(self, log, loop=None, signal_map=None, kill_on_second_signal=False,
                  max_line=MAX_LINE_BYTES):
-        self.loop = loop or Loop()              #: the event loop
+        self.loop = loop or _Loop()              #: the event loop
         self.log = log                          #: the Log
         self.router = _SignalRouter(signal_map)  #: --signal-map, applied to every signal
         self.kill_on_second_signal = kill_on_second_signal
@@ -3255,14 +3291,17 @@ class _Owner(object):
     def run(self):
         """Run until the work is over; return procwrap's exit status."""
         loop = self.loop
-        self.router.take(loop, self.on_signal)
         loop.on_orphan = self.on_orphan
         loop.on_error = self.on_error
+        began = False
         try:
+            self.router.take(loop, self.on_signal)
+            began = True
             self.begin()
             loop.run()
         finally:
-            self.end()
+            if began:           # nothing to end (nor children to sweep) otherwise
+                self.end()
             for close in self.closers:
                 close()
             loop.close()
@@ -3280,12 +3319,15 @@ class _Owner(object):
         return self.exit_status if self.exit_status is not None else 0
 
     def on_signal(self, signum):
+        """A signal, through the loop (after --signal-map): what each mode does."""
         raise NotImplementedError
 
     def on_orphan(self, pid, wait_status):
         """An orphaned grandchild was reaped (we are PID 1 or subreaper)."""
 
     def shutdown(self, reason, status=None):
+        """End the run: stop what runs (stop signal, grace, SIGKILL), then exit
+        with `status` unless something decided the status already."""
         raise NotImplementedError
 
 
@@ -3296,7 +3338,7 @@ class _Owner(object):
 # =============================================================================
 
 
-class Wrapper(_Owner):
+class _Wrapper(_Owner):
     """Runs one ProcessSpec as wrap mode does and returns its exit status."""
     status = None               #: the child's last status
     forced_status = None        #: set by shutdown(), wins over the child's
@@ -3306,7 +3348,7 @@ class Wrapper(_Owner):
                  loop=None, signal_map=None):
         _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
         self.keep_group = spec.keep_group   #: --wait-group, while a subreaper can do it
-        self.process = Process(spec, self.loop, log, self.on_change, max_line)
+        self.process = _Process(spec, self.loop, log, self.on_change, max_line)
         log.redact.make_public([spec.name])
 
     def begin(self):
@@ -3349,7 +3391,7 @@ class Wrapper(_Owner):
         self.forced_status = status
         process = self.process
         process.last_attempt()
-        if process.state in (State.STARTING, State.RUNNING, State.BACKOFF):
+        if process.state in (_State.STARTING, _State.RUNNING, _State.BACKOFF):
             process.stop()
 
     def on_signal(self, signum):
@@ -3363,17 +3405,17 @@ class Wrapper(_Owner):
         name = _signal_name(signum)
         if name in STOP_SIGNALS:
             # A request to stop: no retry follows, whatever the status.
-            if process.state == State.STOPPING:
+            if process.state == _State.STOPPING:
                 if self.kill_on_second_signal:
                     process.kill("a second %s came" % name)
                 else:
                     process.signal(signum)
                 return
-            if process.state in (State.STARTING, State.RUNNING) and signum == signal.SIGTERM:
+            if process.state in (_State.STARTING, _State.RUNNING) and signum == signal.SIGTERM:
                 process.stop()              # the stop signal, then SIGKILL after the grace
                 return
             process.last_attempt()
-            if process.state == State.BACKOFF:
+            if process.state == _State.BACKOFF:
                 process.stop()
                 return
         elif name in JOB_CONTROL_SIGNALS:
@@ -3386,12 +3428,12 @@ class Wrapper(_Owner):
     def on_change(self, process, old):
         """Log a retry, or end the run when the child is done for good."""
         spec = process.spec
-        if process.state == State.BACKOFF:
+        if process.state == _State.BACKOFF:
             attempts = (spec.restart_limit or 0) + 1
             self.log.event(RETRYING_MSG % (process.restarts, attempts,
                                            process.description,
                                            process.delay), "warning", event="retry")
-        elif process.state in State.DONE or process.state == State.STOPPED:
+        elif process.state in _State.DONE or process.state == _State.STOPPED:
             self.status = process.status
             if self.keep_group and self._group_alive():
                 self.waiting_for_group = True
@@ -3768,6 +3810,8 @@ def _merge(documents, strategy, where):
 
 
 def _merge_into(target, source, strategy, where, trail=""):
+    """Merge one document into `target` by `strategy` (see _merge); `trail`
+    is the path of keys so far, for the TYPESAFE strategies' messages."""
     for key, value in source.items():
         place = "%s.%s" % (trail, key) if trail else str(key)
         old = target.get(key)
@@ -3918,8 +3962,8 @@ def _parse_document(raw, fmt, shown, environ):
         try:
             return dict(_parse_dotenv(raw, shown, environ))
         except _DotenvError as error:       # never the text: it may be a secret
-            raise _Unavailable("line %d, column %d: %s" % (error.line, error.column,
-                                                          DOTENV_ERROR_MSG))
+            raise _Unavailable("line %d, column %d: %s"
+                               % (error.line, error.column, DOTENV_ERROR_MSG))
     try:
         return _parse_text(raw, fmt, shown, secret=True)
     except _ShapeError as error:
@@ -4233,10 +4277,12 @@ class _VaultProvider(_FileProvider):
                              "increment": lease.keeper.ttl}).get("lease_duration")
 
     def _on_renewed(self, keeper):
+        """Say so: a renewal is rare, and the record is how a user sees it works."""
         self.log.event(VAULT_RENEWED_MSG % (keeper.name, keeper.ttl),
                        event="vault-renewed", lease=keeper.name, ttl=keeper.ttl)
 
     def _on_retry(self, keeper, reason, delay):
+        """A renewal failed; the keeper tries again while time is left."""
         self.log.event(VAULT_RENEW_FAILED_MSG % (keeper.name, reason, delay), "warning",
                        event="vault-renew-failed", lease=keeper.name)
 
@@ -4266,9 +4312,7 @@ class _Secrets(object):
     strategy = "SHALLOW"        #: how those documents merge
     allow_unresolved = False    #: leave out what cannot be fetched, with a warning
     ttl = None                  #: seconds after which a restart resolves again
-    check_only = False          #: procwrap check: parse locations, fetch nothing
     redact = None               #: the _Redactor that learns each value resolved
-    found = 0                   #: check_only: locations and templates seen
 
     def __init__(self, environ, config=None, **settings):
         self.environ = environ          #: procwrap's environment (ENV:, credentials)
@@ -4296,13 +4340,19 @@ class _Secrets(object):
 
     def resolve(self, text, where, default_format=None):
         """The value at location `text` (a Secret, or a dict or list of them)."""
-        value = text
+        return self.located(text, where, default_format)[1]
+
+    def located(self, text, where, default_format=None):
+        """(the location `text` parsed, the value at it): the location says
+        where a value that is not what was wanted came from."""
+        value, first = text, None
         for _ in range(self.depth + 1):
             location = _parse_location(value, where)
+            first = first or location
             value = self.value(location, where, default_format)
             if not (isinstance(value, str) and _is_location(value)):
                 self.redact.add(value)
-                return _secret(value)
+                return first, _secret(value)
         raise SecretError(UNRESOLVED_MSG % (where, location.shown,
                                             "the value is still a location after %s; "
                                             "break the loop or raise --resolve-depth"
@@ -4356,7 +4406,7 @@ class _Secrets(object):
             if _is_template(text):
                 templates.append((name, text, where))
                 continue
-            value = self._resolve_or_skip(name, text, where)
+            value = self._resolve_or_skip(name, text, where)[1]
             if value is not _SKIPPED:
                 resolved[name] = Secret(_env_string(value))
         values = dict(env)
@@ -4368,25 +4418,27 @@ class _Secrets(object):
         return resolved
 
     def _resolve_or_skip(self, label, text, where, default_format=None):
-        """resolve(); under --allow-unresolved a failure is a warning and _SKIPPED."""
+        """located(); under --allow-unresolved a failure is a warning and
+        (None, _SKIPPED).  `label` (None: the location as shown) names it."""
         try:
-            return self.resolve(text, where, default_format)
+            return self.located(text, where, default_format)
         except SecretError as error:
             if not self.allow_unresolved:
                 raise
+            if label is None:
+                label = _parse_location(text, where).shown
             self.notes.append(("warning", SKIPPED_SECRET_MSG % (label, error)))
-            return _SKIPPED
+            return None, _SKIPPED
 
-    def documents_env(self, locations, where):
+    def documents_env(self, locations, where, checker=None):
         """{name: Secret} of the dictionaries at `locations`, merged in order."""
         documents = []
         for text in locations:
-            document = self._resolve_or_skip(_parse_location(text, where).shown, text, where,
-                                             "dotenv")
+            location, document = self._resolve_or_skip(None, text, where, "dotenv")
             if document is _SKIPPED:
                 continue
             if not isinstance(document, dict):
-                raise SecretError(UNRESOLVED_MSG % (where, _parse_location(text, where).shown,
+                raise SecretError(UNRESOLVED_MSG % (where, location.shown,
                                                     "it is not a dictionary of variables; "
                                                     "name its format, like !json"))
             documents.append(document)
@@ -4399,7 +4451,20 @@ class _Secrets(object):
         self.resolved.update(variables)
         return variables
 
-    def top_level(self, environ):
+    def entry_value(self, kind, name, text, where, env, checker):
+        """An entry's valueFrom: a location's value, or a template rendered
+        from `env`; None when it is left out (--allow-unresolved)."""
+        if kind == "template":
+            try:
+                value = Secret(_render_template(text, env, where))
+            except ConfigError as error:
+                checker.problems.extend(error.problems)
+                return ""
+            self.redact.add(value)
+            return value
+        return self.variables([(name, text, where)], env).get(name)
+
+    def top_level(self, environ, checker=None):
         """(inherited, resolved): procwrap's environment without PROCWRAP_* and
         the variables to resolve, and what those and --env-locations give."""
         inherited, wanted = _split_resolvable(environ, self.suffix)
@@ -4429,6 +4494,44 @@ class _Secrets(object):
         vault = self.providers.get("VAULT")
         if vault is not None and "VAULT" in self.used:
             vault.start_renewal(loop, log, on_expired)
+
+
+class _CheckingSecrets(_Secrets):
+    """The stand-in for _Secrets in `procwrap check` (and the look before a
+    run fetches anything): location strings are parsed, problems go to the
+    checker, nothing is fetched, every variable to resolve is empty.  Counts
+    what it saw in `found`, so a run that needs no resolution skips it."""
+    found = 0                   #: locations and templates seen
+
+    def __init__(self, environ, **settings):
+        settings["ttl"] = None      # nothing resolved, nothing to resolve again
+        _Secrets.__init__(self, environ, **settings)
+
+    def _check(self, text, where, checker, template=False):
+        """Count a location or template, and parse a location."""
+        self.found += 1
+        if not template:
+            _check_location(text, where, checker)
+
+    def top_level(self, environ, checker=None):
+        """(inherited, {name: ''}), each location parsed."""
+        inherited, wanted = _split_resolvable(environ, self.suffix)
+        for name, text, where in wanted:
+            self._check(text, where, checker)
+        for text in self.locations:
+            self._check(text, "--env-locations", checker)
+        return inherited, dict((name, "") for name, _, _ in wanted)
+
+    def entry_value(self, kind, name, text, where, env, checker):
+        """'' for a valueFrom, its location parsed."""
+        self._check(text, where, checker, template=(kind == "template"))
+        return ""
+
+    def documents_env(self, locations, where, checker=None):
+        """No variables from an envFrom, its location parsed."""
+        for text in locations:
+            self._check(text, where, checker)
+        return {}
 
 
 def _split_resolvable(environ, suffix):
@@ -4462,7 +4565,7 @@ class _EnvBuilder(object):
     top-level locations resolve to; each entry then adds its own and finish()
     takes out the credentials procwrap used.
 
-    With secrets.check_only (procwrap check) nothing is fetched: location
+    With a _CheckingSecrets (procwrap check) nothing is fetched: location
     strings are parsed, and resolved variables are empty.
     """
 
@@ -4470,15 +4573,7 @@ class _EnvBuilder(object):
         self.environ = environ          #: procwrap's environment
         self.patterns = patterns        #: env.pass / --env-pass globs; None passes all
         self.secrets = secrets          #: the _Secrets that resolves, and its settings
-        if not secrets.check_only:
-            inherited, resolved = secrets.top_level(environ)
-        else:
-            inherited, wanted = _split_resolvable(environ, secrets.suffix)
-            resolved = dict((name, "") for name, _, _ in wanted)
-            for name, text, where in wanted:
-                self._check(text, where, checker)
-            for text in secrets.locations:
-                self._check(text, "--env-locations", checker)
+        inherited, resolved = secrets.top_level(environ, checker)
         if patterns is not None:
             import fnmatch
             inherited = dict((k, v) for k, v in inherited.items()
@@ -4488,39 +4583,16 @@ class _EnvBuilder(object):
         self.secret_names = set(resolved)   #: variables whose values are secrets
 
     def value(self, kind, name, text, where, env, checker):
-        """An entry's valueFrom: a location's value or a template rendered
-        from `env`; None when it is left out (--allow-unresolved)."""
-        if self.secrets.check_only:
-            self._check(text, where, checker, template=(kind == "template"))
-            return ""
-        if kind == "template":
-            try:
-                value = Secret(_render_template(text, env, where))
-            except ConfigError as error:
-                checker.problems.extend(error.problems)
-                return ""
-            self.secrets.redact.add(value)
-            return value
-        return self.secrets.variables([(name, text, where)], env).get(name)
+        """An entry's valueFrom (see _Secrets.entry_value)."""
+        return self.secrets.entry_value(kind, name, text, where, env, checker)
 
     def documents(self, text, where, checker):
-        """An entry's envFrom location: {name: value} (nothing when checking)."""
-        if self.secrets.check_only:
-            self._check(text, where, checker)
-            return {}
-        return self.secrets.documents_env([text], where)
-
-    def _check(self, text, where, checker, template=False):
-        """Check only: count a location or template, and parse a location."""
-        self.secrets.found += 1
-        if not template:
-            _check_location(text, where, checker)
+        """An entry's envFrom location: {name: value}."""
+        return self.secrets.documents_env([text], where, checker)
 
     def finish(self, env):
         """Take out the credentials procwrap used and the child inherited,
         unless the pass list names them exactly (a glob does not count)."""
-        if self.secrets.check_only:
-            return env
         dropped = [name for name in self.secrets.credentials()
                    if name in env and env[name] == self.environ.get(name)
                    and name not in (self.patterns or ())]
@@ -4530,6 +4602,19 @@ class _EnvBuilder(object):
         if dropped and note not in self.secrets.notes:
             self.secrets.notes.append(note)
         return env
+
+
+def _resolve_environment(environ, patterns=None, secrets=None, **settings):
+    """(the environment children start from, the _Secrets that made it):
+    `environ` without PROCWRAP_* and without the variables to resolve, the
+    pass list `patterns` applied, plus what those variables and the
+    settings' locations resolve to, in one pass (a new pass of `secrets`
+    when given, so its providers and counts carry over)."""
+    if secrets is None:
+        secrets = _Secrets(environ, **settings)
+    else:
+        secrets.begin()
+    return _EnvBuilder(environ, patterns, secrets, None).base, secrets
 
 
 def _write_env_file(own, values, owner=None):
@@ -4580,9 +4665,9 @@ def resolve_config(config, locations=(), suffix=CONFIG_RESOLVE_SUFFIX,
     documents = []
     for index, text in enumerate(locations):
         where = "locations[%d]" % index
-        document = secrets.resolve(text, where, default_format="json")
+        location, document = secrets.located(text, where, default_format="json")
         if not isinstance(document, dict):
-            raise SecretError(UNRESOLVED_MSG % (where, _parse_location(text, where).shown,
+            raise SecretError(UNRESOLVED_MSG % (where, location.shown,
                                                 "it is not a dictionary; name its format, "
                                                 "like !json"))
         documents.append(document)
@@ -4602,10 +4687,10 @@ def _resolve_tree(tree, secrets, suffix, max_depth, where, depth):
             if not isinstance(value, str):
                 raise ConfigError("%s: expected a location string, got %s"
                                   % (place, _type_name(value)))
-            resolved = secrets.resolve(value, place)
+            location, resolved = secrets.located(value, place)
             if key == suffix:
                 if not isinstance(resolved, dict):
-                    raise SecretError(UNRESOLVED_MSG % (place, _parse_location(value, place).shown,
+                    raise SecretError(UNRESOLVED_MSG % (place, location.shown,
                                                         "a bare %r key injects a dictionary, and "
                                                         "this is not one" % suffix))
                 injected.append(resolved)
@@ -4675,7 +4760,7 @@ class _Thresholds(object):
         return False
 
 
-class Probe(object):
+class _Probe(object):
     """One probe of one process: a check every period, counted against the
     thresholds; on_flip(probe) when the result changes.
 
@@ -4780,11 +4865,11 @@ class Probe(object):
             self.on_flip(self)
 
 
-class _Hook(Probe):
+class _Hook(_Probe):
     """A lifecycle hook, run once: its check, cut off at its timeout, then on_done(ok, message)."""
 
     def __init__(self, spec, process, loop, health, on_done):
-        Probe.__init__(self, spec, process, loop, None, health)
+        _Probe.__init__(self, spec, process, loop, None, health)
         self.on_done = on_done          #: func(ok, message)
 
     def done(self, ok, message):
@@ -4801,10 +4886,11 @@ class _Check(object):
         self.options = probe.spec.options
 
     def start(self):
+        """Begin the check; report() follows, now or from the loop."""
         raise NotImplementedError
 
     def cancel(self):
-        pass
+        """Abandon it (timed out, or the probe stopped): nothing by default."""
 
     def report(self, ok, message):
         """Tell the probe, unless it has moved on (a timed-out exec that exits
@@ -5108,14 +5194,14 @@ class _NotifySocket(_Datagrams):
         self.uid = uid          #: the user the process runs as
         self.credentials = hasattr(socket, "SO_PASSCRED")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        for attempt in range(8):
+        for attempt in range(NOTIFY_NAME_TRIES):
             self.address = "@procwrap/%d/%s/%s" % (
                 os.getpid(), binascii.hexlify(os.urandom(8)).decode("ascii"), name)
             try:
                 sock.bind(_unix_address(self.address))
                 break
             except OSError as error:
-                if error.errno != errno.EADDRINUSE or attempt == 7:
+                if error.errno != errno.EADDRINUSE or attempt == NOTIFY_NAME_TRIES - 1:
                     sock.close()
                     raise UsageError("%s: cannot create its notify socket: %s"
                                      % (name, error.strerror))
@@ -5128,9 +5214,9 @@ class _NotifySocket(_Datagrams):
         import socket
         import struct
         if not self.credentials:        # not Linux: no way to tell, take it
-            return self.sock.recv(65536)
+            return self.sock.recv(DATAGRAM_MAX)
         size = struct.calcsize("3i")
-        data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(size))
+        data, ancillary, _, _ = self.sock.recvmsg(DATAGRAM_MAX, socket.CMSG_SPACE(size))
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
                 _, uid, _ = struct.unpack("3i", payload[:size])
@@ -5201,7 +5287,7 @@ class _Health(object):
         """A process's probes, hooks and the variables that point it at our sockets."""
         name = process.name
         self.processes[name] = process
-        self.probes[name] = [Probe(spec, process, self.loop, self.on_probe_flip, self)
+        self.probes[name] = [_Probe(spec, process, self.loop, self.on_probe_flip, self)
                              for spec in process.spec.probes]
         if process.spec.pre_stop is not None:
             process.before_stop = self._run_pre_stop
@@ -5261,7 +5347,7 @@ class _Health(object):
         """Keep a process's status line; log it when it changes.  Any local
         process may send one (see _StatusSocket), so control characters
         (a terminal escape in text logs) are taken out."""
-        text = _CONTROL_RE.sub("", text[:200])
+        text = _CONTROL_RE.sub("", text[:STATUS_TEXT_MAX])
         if self.status_text.get(process.name) != text:
             self.status_text[process.name] = text
             self.log.event("%s: %s" % (process.name, text), event="status", name=process.name)
@@ -5309,8 +5395,8 @@ class _Health(object):
     def _run_pre_stop(self, process, then):
         """lifecycle.preStop before the stop signal, bounded by the stop timeout."""
         def done(ok, message):
-            self.log.event("%s: preStop hook %s (%s)" % (process.name, "done" if ok else
-                                                           "failed", message),
+            self.log.event("%s: preStop hook %s (%s)"
+                           % (process.name, "done" if ok else "failed", message),
                            "info" if ok else "warning", event="hook", name=process.name,
                            hook="preStop", result="passed" if ok else "failed")
             then()
@@ -5339,9 +5425,9 @@ class _Health(object):
     # -- verdicts
     def is_live(self, process):
         """Alive (or finished well for good) and no liveness/startup probe has failed."""
-        if process.state == State.EXITED and process.status in process.spec.success_codes:
+        if process.state == _State.EXITED and process.status in process.spec.success_codes:
             return True
-        if process.state not in (State.STARTING, State.RUNNING):
+        if process.state not in (_State.STARTING, _State.RUNNING):
             return False
         return all(p.result is not False for p in self.probes.get(process.name, ())
                    if p.kind in ("liveness", "startup"))
@@ -5349,9 +5435,9 @@ class _Health(object):
     def is_ready(self, process):
         """Running with its startup and readiness probes passed (a one-shot
         that finished well counts as ready)."""
-        if process.state == State.EXITED and process.status in process.spec.success_codes:
+        if process.state == _State.EXITED and process.status in process.spec.success_codes:
             return True
-        if process.state != State.RUNNING or process.name in self.hooks_pending:
+        if process.state != _State.RUNNING or process.name in self.hooks_pending:
             return False
         return all(p.result is True for p in self.probes.get(process.name, ())
                    if p.kind in ("startup", "readiness"))
@@ -5450,7 +5536,7 @@ def _resolve_user(spec, where):
     return _User(name, uid, gid, groups, home)
 
 
-class ProcessSpec(object):
+class _ProcessSpec(object):
     """What to run and how to keep it running; built from a config entry or the CLI."""
     name = "main"                   #: unique; the `process` field of its records
     where = "command"               #: its place in the config, for messages
@@ -5487,12 +5573,12 @@ class ProcessSpec(object):
 
     def __init__(self, **fields):
         for key, value in fields.items():
-            if not hasattr(ProcessSpec, key):
+            if not hasattr(_ProcessSpec, key):
                 raise TypeError("unknown ProcessSpec field %r" % key)
             setattr(self, key, value)
 
 
-class ProbeSpec(object):
+class _ProbeSpec(object):
     """A probe from a process's config, with Kubernetes' field meanings and defaults."""
     kind = "readiness"          #: liveness | readiness | startup
     handler = "exec"            #: a key of PROBE_HANDLERS
@@ -5505,7 +5591,7 @@ class ProbeSpec(object):
 
     def __init__(self, **fields):
         for key, value in fields.items():
-            if not hasattr(ProbeSpec, key):
+            if not hasattr(_ProbeSpec, key):
                 raise TypeError("unknown ProbeSpec field %r" % key)
             setattr(self, key, value)
 
@@ -5703,8 +5789,8 @@ def _parse_config(data, fmt, where):
     except _ShapeError as error:
         raise ConfigError("%s: %s" % (where, error))
     except ValueError as error:
-        raise ConfigError("%s: %s; fix the %s syntax" % (where, error, fmt.upper()
-                                                           if fmt != "yaml" else "YAML"))
+        raise ConfigError("%s: %s; fix the %s syntax"
+                          % (where, error, fmt.upper() if fmt != "yaml" else "YAML"))
 
 
 def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
@@ -5713,10 +5799,10 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     `environ` is procwrap's own environment; the top-level `env.pass` list
     narrows what of it children see.  Entries named in `skip` are left out.
     `secrets` (a _Secrets) resolves every location, which may raise
-    SecretError; by default, or with check_only, locations are only parsed.
+    SecretError; by default (a _CheckingSecrets) locations are only parsed.
     """
     if secrets is None:
-        secrets = _Secrets(environ, check_only=True)
+        secrets = _CheckingSecrets(environ)
     checker = _Checker()
     top = checker.fields(config, "config", _TOP_FIELDS)
     settings = {"format": "json", "merge_json": False, "max_line": MAX_LINE_BYTES}
@@ -5785,7 +5871,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
 
 def _build_spec(fields, where, builder, checker, check_root):
     """One ProcessSpec from an entry; its problems go to the checker."""
-    spec = ProcessSpec(where=where, labels={})
+    spec = _ProcessSpec(where=where, labels={})
     name = checker.string(fields.get("name", ""), where + ".name")
     if name is not _INVALID and (not _NAME_RE.match(name) or name == "procwrap"):
         checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
@@ -5810,7 +5896,7 @@ def _build_spec(fields, where, builder, checker, check_root):
     spec.fingerprint = hash(repr((sorted(fields.items(), key=str),
                                   sorted((k, str(v)) for k, v in env.items()))))
     secrets = builder.secrets
-    if not secrets.check_only and secrets.ttl is not None:
+    if secrets.ttl is not None:
         spec.make_env = _entry_rebuilder(fields, where, spec.user, builder)
         spec.secrets_ttl = secrets.ttl
     if command is not _INVALID and args is not _INVALID:
@@ -5829,14 +5915,7 @@ def _build_spec(fields, where, builder, checker, check_root):
         if workdir is not _INVALID and not os.path.isdir(workdir):
             checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
         spec.workdir = workdir
-    if "stopSignal" in fields:
-        spec.stop_signal = checker.signal(fields["stopSignal"], where + ".stopSignal")
-    if "stopTimeout" in fields:
-        spec.stop_timeout = checker.seconds(fields["stopTimeout"], where + ".stopTimeout")
-    if "timeout" in fields:
-        spec.timeout = checker.seconds(fields["timeout"], where + ".timeout")
-    if "labels" in fields:
-        spec.labels = checker.mapping(fields["labels"], where + ".labels")
+    _apply_fields(fields, where, spec, _ENTRY_TABLE, checker)
     if not where.startswith("processes"):     # init and postStart entries run once
         spec.restart = "Never"
     else:
@@ -5864,7 +5943,7 @@ def _build_spec(fields, where, builder, checker, check_root):
 def _build_probe(value, where, kind, checker):
     """A ProbeSpec from a livenessProbe/readinessProbe/startupProbe object."""
     fields = checker.fields(value, where, _PROBE_FIELDS + tuple(PROBE_HANDLERS) + ("grpc",))
-    probe = ProbeSpec(kind=kind[:-len("Probe")], options={})
+    probe = _ProbeSpec(kind=kind[:-len("Probe")], options={})
     handlers = [name for name in fields if name in PROBE_HANDLERS or name == "grpc"]
     if "grpc" in handlers:
         checker.fail(where + ".grpc", "gRPC probes are not supported; use exec with "
@@ -5876,17 +5955,7 @@ def _build_probe(value, where, kind, checker):
         probe.handler = handlers[0]
         probe.options = _probe_options(fields[probe.handler], "%s.%s" % (where, probe.handler),
                                        probe.handler, checker)
-    for name, attribute, minimum in (("initialDelaySeconds", "initial_delay", 0),
-                                     ("periodSeconds", "period", 0.01),
-                                     ("timeoutSeconds", "timeout", 0.01)):
-        if name in fields:
-            setattr(probe, attribute, checker.number(fields[name], "%s.%s" % (where, name),
-                                                     minimum))
-    for name, attribute in (("successThreshold", "success_threshold"),
-                            ("failureThreshold", "failure_threshold")):
-        if name in fields:
-            setattr(probe, attribute, checker.number(fields[name], "%s.%s" % (where, name), 1,
-                                                     True))
+    _apply_fields(fields, where, probe, _PROBE_TABLE, checker)
     if probe.kind in ("liveness", "startup") and probe.success_threshold not in (1, _INVALID):
         checker.fail(where + ".successThreshold", "must be 1 for a %s probe (as in Kubernetes)"
                      % probe.kind)
@@ -5897,7 +5966,7 @@ def _build_hook(value, where, name, checker):
     """A lifecycle hook as a ProbeSpec run once: exec, httpGet or sleep, with
     procwrap's timeoutSeconds (default 30; preStop: at most the stop timeout)."""
     fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "timeoutSeconds"))
-    hook = ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
+    hook = _ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
     handlers = [key for key in fields if key in ("exec", "httpGet", "sleep")]
     unknown = [key for key in fields if key not in handlers and key != "timeoutSeconds"]
     if len(handlers) != 1:
@@ -5959,27 +6028,64 @@ def _probe_options(value, where, handler, checker):
 
 
 def _entry_env(fields, where, user, builder, checker):
-    """(env, names of its secret variables) of one entry: the builder's base,
-    then the user's HOME, envFile, envFrom and env, in that order."""
+    """(env, names of its secret variables) of one config entry: its envFile,
+    envFrom and env fields checked, then composed by _compose_env."""
+    files = []
+    if "envFile" in fields:
+        paths = fields["envFile"]
+        paths = checker.strings([paths] if isinstance(paths, str) else paths,
+                                where + ".envFile")
+        if paths is not _INVALID:
+            files = [(path, where + ".envFile") for path in paths]
+    sources = _env_sources(fields.get("envFrom", []), where + ".envFrom", checker)
+    pairs = _env_pairs(fields.get("env", {}), where + ".env", checker)
+    env, names = _compose_env(builder, checker, user, files, sources, pairs, where + ".env")
+    # 500 entries that add nothing need not hold 500 copies.
+    return (builder.base if env == builder.base else env), names
+
+
+def _compose_env(builder, checker, user, files, sources, pairs, where, expand=True):
+    """One child's environment, for a config entry and for wrap mode alike,
+    in Kubernetes' order: the builder's base (procwrap's own environment as
+    passed, and what the top-level locations resolved), the user's HOME,
+    USER and LOGNAME, env files [(path, place)], envFrom documents
+    [(location, prefix, place)], then `pairs`: (name, value) or (name,
+    (kind, text, place)) for a location or template to resolve.  $(VAR) in
+    a value is expanded when `expand` (the command line's --env is taken
+    as it is).  Problems go to `checker`; (env, names of secret variables)."""
     env = dict(builder.base)
     names = set(builder.secret_names)
     if user is not None:
         env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
-    if "envFile" in fields:
-        files = fields["envFile"]
-        files = checker.strings([files] if isinstance(files, str) else files,
-                                where + ".envFile")
-        for path in files if files is not _INVALID else ():
-            try:
-                env.update(_read_dotenv(path, where + ".envFile", env))
-            except ConfigError as error:
-                checker.problems.extend(error.problems)
-    _apply_env_from(fields.get("envFrom", []), where + ".envFrom", env, names, builder, checker)
-    _apply_env_entries(fields.get("env", {}), where + ".env", env, names, builder, checker)
+    for path, place in files:
+        try:
+            env.update(_read_dotenv(path, place, env))
+        except ConfigError as error:
+            checker.problems.extend(error.problems)
+    for location, prefix, place in sources:
+        for name, value in builder.documents(location, place, checker).items():
+            env[prefix + name] = value
+            names.add(prefix + name)
+    for name, value in pairs:
+        if not _ENV_NAME_RE.match(name):
+            checker.fail(where, "%r is not a variable name; drop the '=' or NUL" % name)
+        elif isinstance(value, tuple):
+            kind, text, place = value
+            resolved = builder.value(kind, name, text, place, env, checker)
+            if resolved is not None:
+                env[name] = resolved
+                names.add(name)
+        elif not expand:
+            env[name] = value
+        else:
+            env[name] = _expand_vars(value, env)
+            # A value built from a secret is a secret: $(URL) with URL holding
+            # $(PASSWORD) must not reach argv either.
+            if any(m.group(1) in names for m in _K8S_VAR_RE.finditer(value)):
+                names.add(name)
     builder.finish(env)
-    checker.problems.extend(_env_problems(env, where + ".env"))
-    # 500 entries that add nothing need not hold 500 copies.
-    return (builder.base if env == builder.base else env), names
+    checker.problems.extend(_env_problems(env, where))
+    return env, names
 
 
 def _env_problems(env, where):
@@ -6003,9 +6109,11 @@ def _entry_rebuilder(fields, where, user, builder):
     return make_env
 
 
-def _apply_env_from(sources, where, env, names, builder, checker):
-    """`envFrom`: [{location, prefix}], each a dictionary of variables (as
-    Kubernetes' envFrom, with a location string for the secret or map)."""
+def _env_sources(sources, where, checker):
+    """`envFrom` checked: [{location, prefix}], each a dictionary of variables
+    (as Kubernetes' envFrom, with a location string for the secret or map);
+    yields (location, prefix, place), each once it is checked, so its
+    problems come before those of the next one's document."""
     if not isinstance(sources, list):
         checker.fail(where, "expected a list of {location, prefix}, got %s" % _type_name(sources))
         return
@@ -6016,16 +6124,15 @@ def _apply_env_from(sources, where, env, names, builder, checker):
             continue
         location = checker.string(item["location"], place + ".location")
         prefix = checker.string(item.get("prefix", ""), place + ".prefix")
-        if location is _INVALID or prefix is _INVALID:
-            continue
-        for name, value in builder.documents(location, place + ".location", checker).items():
-            env[prefix + name] = value
-            names.add(prefix + name)
+        if location is not _INVALID and prefix is not _INVALID:
+            yield location, prefix, place + ".location"
 
 
-def _apply_env_entries(entries, where, env, names, builder, checker):
-    """Kubernetes-style `env`: a map, or a list of {name, value} or {name,
-    valueFrom: {location} or {template}}; $(VAR) expanded in order."""
+def _env_pairs(entries, where, checker):
+    """Kubernetes-style `env` checked: a map, or a list of {name, value} or
+    {name, valueFrom: {location} or {template}}; yields the pairs _compose_env
+    takes, all checked before the first (a generator: checked when
+    _compose_env comes to them, after the envFrom documents)."""
     if isinstance(entries, dict):
         pairs = sorted(checker.mapping(entries, where).items())
     elif isinstance(entries, list):
@@ -6059,37 +6166,50 @@ def _apply_env_entries(entries, where, env, names, builder, checker):
         checker.fail(where, "expected an object or a list of {name, value}, got %s"
                      % _type_name(entries))
         return
-    for name, value in pairs:
-        if not _ENV_NAME_RE.match(name):
-            checker.fail(where, "%r is not a variable name; drop the '=' or NUL" % name)
-        elif isinstance(value, tuple):
-            kind, text, place = value
-            resolved = builder.value(kind, name, text, place, env, checker)
-            if resolved is not None:
-                env[name] = resolved
-                names.add(name)
-        else:
-            env[name] = _expand_vars(value, env)
-            # A value built from a secret is a secret: $(URL) with URL holding
-            # $(PASSWORD) must not reach argv either.
-            if any(m.group(1) in names for m in _K8S_VAR_RE.finditer(value)):
-                names.add(name)
+    for pair in pairs:
+        yield pair
 
 
 def _apply_backoff(fields, where, spec, checker):
     """The `backoff` object: initial, max, factor, resetAfter (seconds) and limit."""
     fields = checker.fields(fields, where, _BACKOFF_FIELDS)
-    if "initial" in fields:
-        spec.backoff_initial = checker.seconds(fields["initial"], where + ".initial")
-    if "max" in fields:
-        spec.backoff_max = checker.seconds(fields["max"], where + ".max")
-    if "factor" in fields:
-        spec.backoff_factor = checker.number(fields["factor"], where + ".factor", 1,
-                                             maximum=1000)
-    if "resetAfter" in fields:
-        spec.backoff_reset = checker.seconds(fields["resetAfter"], where + ".resetAfter")
-    if fields.get("limit") is not None:
-        spec.restart_limit = checker.number(fields["limit"], where + ".limit", 0, True)
+    _apply_fields(fields, where, spec, _BACKOFF_TABLE, checker)
+
+
+#: The fields that are one value each, as (field, attribute of the spec, the
+#: _Checker method that reads it, its arguments[, a value that counts as the
+#: field's absence]).  Null is checked like any other value, and refused,
+#: except for backoff.limit, where null means no limit, as absent does.
+_ENTRY_TABLE = (
+    ("stopSignal", "stop_signal", "signal", ()),
+    ("stopTimeout", "stop_timeout", "seconds", ()),
+    ("timeout", "timeout", "seconds", ()),
+    ("labels", "labels", "mapping", ()),
+)
+_BACKOFF_TABLE = (
+    ("initial", "backoff_initial", "seconds", ()),
+    ("max", "backoff_max", "seconds", ()),
+    ("factor", "backoff_factor", "number", (1, False, 1000)),
+    ("resetAfter", "backoff_reset", "seconds", ()),
+    ("limit", "restart_limit", "number", (0, True), None),
+)
+_PROBE_TABLE = (        # Kubernetes' minimums; thresholds are whole numbers
+    ("initialDelaySeconds", "initial_delay", "number", (0,)),
+    ("periodSeconds", "period", "number", (0.01,)),
+    ("timeoutSeconds", "timeout", "number", (0.01,)),
+    ("successThreshold", "success_threshold", "number", (1, True)),
+    ("failureThreshold", "failure_threshold", "number", (1, True)),
+)
+
+
+def _apply_fields(fields, where, target, table, checker):
+    """Set `target`'s attributes from the fields a table names (see _ENTRY_TABLE)."""
+    for row in table:
+        field, attribute, kind, args = row[:4]
+        if field not in fields or (len(row) > 4 and fields[field] is row[4]):
+            continue
+        value = getattr(checker, kind)(fields[field], "%s.%s" % (where, field), *args)
+        setattr(target, attribute, value)
 
 
 def _build_depends_on(value, where, checker):
@@ -6130,9 +6250,8 @@ def _check_dependencies(specs, skipped, names, checker):
             if name in skipped:
                 continue
             if name not in by_name:
-                checker.fail(spec.depends_places[name],
-                             "no process named %r%s" % (name, _did_you_mean(name, by_name)
-                                                       or "; known: " + ", ".join(sorted(by_name))))
+                known = _did_you_mean(name, by_name) or "; known: " + ", ".join(sorted(by_name))
+                checker.fail(spec.depends_places[name], "no process named %r%s" % (name, known))
                 continue
             kept.append(name)
             if spec.conditions.get(name) == "Succeeded" and by_name[name].restart == "Always":
@@ -6192,8 +6311,8 @@ class _OneShots(object):
         self.failed_event = failed_event    #: the record's event when one fails
         self.failed_note = failed_note  #: said after a failure ('; not starting processes')
         self.on_done = on_done          #: func() once every entry exited 0
-        self.processes = [Process(spec, supervisor.loop, supervisor.log, self.on_change,
-                                  supervisor.max_line) for spec in specs]
+        self.processes = [_Process(spec, supervisor.loop, supervisor.log, self.on_change,
+                                   supervisor.max_line) for spec in specs]
 
     def begin(self):
         """Start the first entry."""
@@ -6215,7 +6334,7 @@ class _OneShots(object):
         """An entry changed state: start the next, or end the run if it failed."""
         supervisor = self.supervisor
         supervisor.track(process, old)
-        if process.state == State.EXITED and not supervisor.shutting_down:
+        if process.state == _State.EXITED and not supervisor.shutting_down:
             if process.status != 0:
                 supervisor.log.event("%s %s failed (%s)%s" % (
                     self.kind, process.name, process.description, self.failed_note), "error",
@@ -6227,10 +6346,10 @@ class _OneShots(object):
 
     def pending(self):
         """Begun (or not) and not over: an entry is still to start, or runs."""
-        return (self.index or 0) < len(self.processes) or _any_in(self.processes, State.ALIVE)
+        return (self.index or 0) < len(self.processes) or _any_in(self.processes, _State.ALIVE)
 
 
-class Supervisor(_Owner):
+class _Supervisor(_Owner):
     """Runs a config: init entries in order, then processes, until shutdown.
 
     Exit status (see the module docstring): 0 after a signal-initiated
@@ -6247,7 +6366,7 @@ class Supervisor(_Owner):
         _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
         self.init = _OneShots(self, init, "init entry", "init-failed",
                               "; not starting processes", self._start_processes)
-        self.processes = [Process(s, self.loop, log, self.on_change, max_line)
+        self.processes = [_Process(s, self.loop, log, self.on_change, max_line)
                           for s in processes]
         #: one-shots run in order once every process is first ready
         self.post_start = _OneShots(self, post_start, "postStart entry", "post-start-failed")
@@ -6302,7 +6421,7 @@ class Supervisor(_Owner):
 
     def track(self, process, old):
         """Keep the count of alive processes, so each change costs O(1), not O(n)."""
-        self._alive += (process.state in State.ALIVE) - (old in State.ALIVE)
+        self._alive += (process.state in _State.ALIVE) - (old in _State.ALIVE)
 
     def _start_processes(self):
         """Init is done: every process waits, then those free to go start."""
@@ -6319,8 +6438,9 @@ class Supervisor(_Owner):
         -> FATAL when one ended badly for good: it never will."""
         for name in process.spec.depends_on:
             other = self.by_name[name]
-            finished_well = other.state == State.EXITED and other.status in other.spec.success_codes
-            if other.state in State.DONE and not finished_well:
+            finished_well = (other.state == _State.EXITED
+                             and other.status in other.spec.success_codes)
+            if other.state in _State.DONE and not finished_well:
                 self.log.event("%s: not starting, its dependency %s %s" % (
                     process.name, name, other.description or "gave up"), "error",
                     event="fatal", name=process.name)
@@ -6329,7 +6449,7 @@ class Supervisor(_Owner):
                 return
             condition = process.spec.conditions.get(name, "Ready")
             met = finished_well or (
-                condition == "Started" and other.state == State.RUNNING
+                condition == "Started" and other.state == _State.RUNNING
                 or condition == "Ready" and self.health.is_ready(other))
             if not met:
                 return
@@ -6339,18 +6459,18 @@ class Supervisor(_Owner):
         """A process changed state: start dependents, end the run, or go on stopping."""
         self.track(process, old)
         state = process.state
-        if state not in State.ALIVE and not self.shutting_down:
+        if state not in _State.ALIVE and not self.shutting_down:
             if process.name in self._replacing and self.by_name.get(process.name) is process:
                 return self._replace(process, self._replacing.pop(process.name))
-            if state == State.STOPPED and process.name in self._restarting:
+            if state == _State.STOPPED and process.name in self._restarting:
                 self._restarting.discard(process.name)
                 process.start(manual=True)
                 return
-        if state == State.RUNNING:
+        if state == _State.RUNNING:
             self.health.started(process)
-        elif old == State.RUNNING:
+        elif old == _State.RUNNING:
             self.health.stopped(process)
-        if state == State.WAITING:
+        if state == _State.WAITING:
             self._waiting.add(process)
         else:
             self._waiting.discard(process)
@@ -6358,15 +6478,15 @@ class Supervisor(_Owner):
         # _evaluate_health), when its states have settled: a dependency that
         # exec'd and failed within the pass never looks started.
         self._health_changed()
-        if state in State.DONE:
+        if state in _State.DONE:
             if process.status not in process.spec.success_codes:
                 self.last_failure = process.status
             if process.spec.essential and not self.shutting_down:
                 self.shutdown("essential process %s %s" % (
-                    process.name, "gave up" if state == State.FATAL else "ended"),
+                    process.name, "gave up" if state == _State.FATAL else "ended"),
                     process.status)
                 return
-        if self.shutting_down and state not in State.ALIVE:
+        if self.shutting_down and state not in _State.ALIVE:
             # What it depended on may be free to stop now.
             for name in process.spec.depends_on:
                 self._stop_if_free(self.by_name[name])
@@ -6378,9 +6498,9 @@ class Supervisor(_Owner):
             if not self._alive:
                 self.loop.stopped = True
             return
-        if self.init.pending() or _any_in(self.post_start.processes, State.ALIVE):
+        if self.init.pending() or _any_in(self.post_start.processes, _State.ALIVE):
             return
-        if all(p.state in State.DONE for p in self.processes) and not self.loop.stopped:
+        if all(p.state in _State.DONE for p in self.processes) and not self.loop.stopped:
             if self.exit_status is None:
                 self.exit_status = self.last_failure or 0
             self.log.event("every process has ended", event="all-ended")
@@ -6399,7 +6519,7 @@ class Supervisor(_Owner):
         self._health_timer = None
         if self._waiting and not self.shutting_down:
             for process in [p for p in self.processes if p in self._waiting]:
-                if process.state == State.WAITING:
+                if process.state == _State.WAITING:
                     self._try_start(process)
         is_ready = self.health.is_ready
         ready = (not self.shutting_down and not self.init.pending()
@@ -6428,7 +6548,7 @@ class Supervisor(_Owner):
         for name in removed + changed:
             process = self.by_name[name]
             self._replacing[name] = new.get(name)
-            if process.state in State.ALIVE or process.state in State.PENDING:
+            if process.state in _State.ALIVE or process.state in _State.PENDING:
                 process.stop()
             else:
                 self._replace(process, self._replacing.pop(name))
@@ -6441,7 +6561,7 @@ class Supervisor(_Owner):
 
     def restart(self, process):
         """Stop it, then start it (procwrap ctl restart); start it if not alive."""
-        if process.state in State.ALIVE:
+        if process.state in _State.ALIVE:
             self._restarting.add(process.name)
             process.stop()
         else:
@@ -6449,7 +6569,7 @@ class Supervisor(_Owner):
 
     def _add(self, spec):
         """A process new to the config: wire it and start it (after its dependencies)."""
-        process = Process(spec, self.loop, self.log, self.on_change, self.max_line)
+        process = _Process(spec, self.loop, self.log, self.on_change, self.max_line)
         self.log.redact.make_public([spec.name])
         self.processes.append(process)
         self.by_name[spec.name] = process
@@ -6499,18 +6619,18 @@ class Supervisor(_Owner):
         process that nothing alive depends on.  The rest follow from on_change as
         their dependents end (_stop_if_free), one check per change."""
         for process in self.init.processes + self.post_start.processes:
-            if process.state in State.ALIVE:
+            if process.state in _State.ALIVE:
                 process.stop()
         for process in self.processes:
-            if process.state in State.PENDING:
+            if process.state in _State.PENDING:
                 process.stop()
             else:
                 self._stop_if_free(process)
 
     def _stop_if_free(self, process):
         """Stop `process` if it runs and no process that depends on it is alive."""
-        if process.state in (State.STARTING, State.RUNNING) and not _any_in(
-                self.dependents[process.name], State.ALIVE):
+        if process.state in (_State.STARTING, _State.RUNNING) and not _any_in(
+                self.dependents[process.name], _State.ALIVE):
             process.stop()
 
     # -- signals
@@ -6543,7 +6663,7 @@ class Supervisor(_Owner):
             self.shutdown("received %s" % name)
         elif self.kill_on_second_signal:
             for process in self.everything():
-                if process.state in State.ALIVE:
+                if process.state in _State.ALIVE:
                     process.kill("a second %s came" % name)
         else:
             self.log.event(SECOND_SIGNAL_MSG % name, "warning", event="signal")
@@ -6551,7 +6671,7 @@ class Supervisor(_Owner):
     def _signal_alive(self, signum):
         """Send signum to every process that is alive."""
         for process in self.everything():
-            if process.state in State.ALIVE:
+            if process.state in _State.ALIVE:
                 process.signal(signum)
 
     def on_orphan(self, pid, wait_status):
@@ -6596,15 +6716,16 @@ class _HttpConnection(_Connection):
 
     def on_data(self):
         """Parse one request head from the buffer and hand it on."""
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 and len(self.buffer) <= HTTP_MAX_REQUEST:
-            return False
-        self.busy = True
-        if end < 0 or end > HTTP_MAX_REQUEST:
-            self.closing = True
+        try:
+            taken = _take_until(self.buffer, b"\r\n\r\n", HTTP_MAX_REQUEST)
+        except _TooLong:
+            self.busy = self.closing = True
             self.respond(431, {"error": "request head over %d bytes" % HTTP_MAX_REQUEST})
             return True
-        head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+        if taken is None:
+            return False
+        self.busy = True
+        head, self.buffer = taken
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -6658,7 +6779,7 @@ class _HttpServer(_Listener):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(HTTP_BACKLOG)
         self.address = sock.getsockname()[:2]
         _Listener.__init__(self, loop, sock, handler)
 
@@ -6671,11 +6792,14 @@ class _CtlConnection(_Connection):
     def on_data(self):
         """The request line, to the supervisor (one per connection: it stays
         busy until closed, and a follower is never idle)."""
-        if b"\n" not in self.buffer:
-            if len(self.buffer) > 65536:
-                self.close()
+        try:
+            taken = _take_until(self.buffer, b"\n", CTL_MAX_REQUEST)
+        except _TooLong:
+            self.close()
             return False
-        line, self.buffer = self.buffer.split(b"\n", 1)[0], b""
+        if taken is None:
+            return False
+        line, self.buffer = taken[0], b""
         self.busy = True
         request = _ctl_request(line)
         if isinstance(request, str):
@@ -6692,7 +6816,7 @@ class _CtlConnection(_Connection):
         """One JSON answer line; `last` closes the connection once it is sent."""
         import json
         self.closing = self.closing or last
-        if len(self.out) > 1 << 20:
+        if len(self.out) > CTL_FOLLOW_BACKLOG:
             return self.close()         # a follower that does not read: let it go
         if self.sock is None:
             return
@@ -6767,7 +6891,7 @@ class _CtlServer(_Listener):
                              % (where, path, _read_error(error)))
         finally:
             os.umask(old)
-        sock.listen(16)
+        sock.listen(CTL_BACKLOG)
         _Listener.__init__(self, loop, sock, handler)
 
     def close(self):
@@ -6949,7 +7073,7 @@ class _Control(object):
             processes.append({
                 "name": process.name, "state": process.state, "pid": process.pid,
                 "uptime": round(now - process.started_at, 3)
-                if process.state in State.ALIVE else 0,
+                if process.state in _State.ALIVE else 0,
                 "starts": process.starts, "restarts": process.restarts_total,
                 "lastExit": process.status, "description": process.description,
                 "live": health.is_live(process), "ready": health.is_ready(process),
@@ -6984,13 +7108,13 @@ class _Control(object):
                         health.status_socket.bad)
         for process in supervisor.processes:
             name = process.name
-            running = process.state in State.ALIVE
+            running = process.state in _State.ALIVE
             metrics.add("procwrap_process_up", "gauge", "1 while the process runs.",
                         int(running), name=name)
             metrics.add("procwrap_process_ready", "gauge", "1 while the process is ready.",
                         int(health.is_ready(process)), name=name)
-            for state in (State.STOPPED, State.WAITING, State.STARTING, State.RUNNING,
-                          State.BACKOFF, State.STOPPING, State.EXITED, State.FATAL):
+            for state in (_State.STOPPED, _State.WAITING, _State.STARTING, _State.RUNNING,
+                          _State.BACKOFF, _State.STOPPING, _State.EXITED, _State.FATAL):
                 metrics.add("procwrap_process_state", "gauge", "1 for the state the process "
                             "is in.", int(process.state == state), name=name, state=state)
             metrics.add("procwrap_process_starts_total", "counter", "Times the process was "
@@ -7040,30 +7164,42 @@ class _Control(object):
             connection.send({"ok": True, "name": process.name, "state": process.state},
                             last=True)
 
+    # Each ctl_<command> answers one request.  Those that take a process get it
+    # found and checked by on_ctl; they answer themselves and return False when
+    # they refuse, otherwise on_ctl answers with the process's new state.
     def ctl_status(self, connection, request):
+        """The table `procwrap ctl status` prints: /status's processes."""
         connection.send({"ok": True, "processes": self.status()["processes"]}, last=True)
 
     def ctl_shutdown(self, connection, request):
+        """Answer first: the shutdown may close this connection's loop soon after."""
         connection.send({"ok": True, "message": "shutting down"}, last=True)
         self.supervisor.shutdown("procwrap ctl shutdown")
 
     def ctl_reload(self, connection, request):
+        """Read the config again; the answer says what was added, removed, changed."""
         connection.send(self.supervisor.reload(), last=True)
 
     def ctl_start(self, connection, request, process):
-        if process.state in State.ALIVE:
+        """Start a stopped, exited or failed process; refuse one that is alive
+        (exit 1 for the client: the request made sense, the state said no)."""
+        if process.state in _State.ALIVE:
             connection.send({"ok": False, "error": "%s is already %s"
                              % (process.name, process.state)}, last=True)
             return False
         process.start(manual=True)
 
     def ctl_stop(self, connection, request, process):
+        """Stop it for good: its restartPolicy no longer applies until a start."""
         process.stop()
 
     def ctl_restart(self, connection, request, process):
+        """Stop, then start once it has stopped (the supervisor keeps the order)."""
         self.supervisor.restart(process)
 
     def ctl_signal(self, connection, request, process):
+        """SIGNAL NAME: to its group (or to it alone with --single-child); a
+        bad signal name is a usage error (exit 2), a stopped process a refusal."""
         args = request["args"]
         try:
             signum = _value_signal(args[0] if len(args) > 1 else "")
@@ -7071,13 +7207,16 @@ class _Control(object):
             connection.send({"ok": False, "usage": True, "error": error.message(args[0])},
                             last=True)
             return False
-        if process.state not in State.ALIVE:
+        if process.state not in _State.ALIVE:
             connection.send({"ok": False, "error": "%s is not running (%s)"
                              % (process.name, process.state)}, last=True)
             return False
         process.signal(signum)
 
     def ctl_tail(self, connection, request, process):
+        """Its last lines from the ring; with follow, every chunk after them
+        until the client goes away (the connection stays busy, so it is
+        never evicted as idle)."""
         if process.ring is None:
             connection.send({"ok": False, "error": "%s's output is not captured "
                              "(log format none)" % process.name}, last=True)
@@ -7103,6 +7242,7 @@ def _opt(parse, *args, **options):
     number = options.get("number", False)
 
     def parse_option(text, where):
+        """The option's value, or a UsageError naming the flag or twin."""
         value = _number_text(text) if number else text
         try:
             return parse(value, *args)
@@ -7455,23 +7595,19 @@ def _wrap_spec(options, command, environ, secrets):
     def make_env():
         """procwrap's environment and resolved variables, then --user, --env-file, --env."""
         secrets.begin()
-        builder = _EnvBuilder(environ, options["env_pass"] or None, secrets, _Checker())
-        env = dict(builder.base)
-        if user is not None:
-            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
-        for path in options["env_file"]:
-            env.update(_read_dotenv(path, "--env-file", env))
-        for name, value in options["env"]:
-            env[name] = value
-        problems = _env_problems(builder.finish(env), "--env")
-        if problems:
-            raise UsageError(problems[0])
+        checker = _Checker()
+        builder = _EnvBuilder(environ, options["env_pass"] or None, secrets, checker)
+        env, _ = _compose_env(builder, checker, user,
+                              [(path, "--env-file") for path in options["env_file"]], [],
+                              options["env"], "--env", expand=False)
+        if checker.problems:
+            raise ConfigError(checker.problems)
         if options["env_output_file"]:
             secrets.write_output(options["env_output_file"], user)
         return env
 
     capture = (options["log_format"] or "none") != "none"
-    return ProcessSpec(
+    return _ProcessSpec(
         name=os.path.basename(command[0]) or "main", where="command", argv=list(command),
         env=make_env(), workdir=workdir, user=user, stop_signal=options["stop_signal"],
         stop_timeout=options["stop_timeout"], timeout=options["timeout"],
@@ -7520,9 +7656,8 @@ def _ensure_stdio():
 
 
 def _ctl(argv, environ):
-    """`procwrap ctl ...`: one request to a supervisor's control socket."""
-    import json
-    import socket
+    """`procwrap ctl ...`: its command line checked against CTL_COMMANDS, then
+    one request to a supervisor's control socket (_ctl_send)."""
     path, as_json, follow, lines = environ.get("PROCWRAP_CTL_SOCKET"), False, False, 10
     words = []
     index = 0
@@ -7568,13 +7703,21 @@ def _ctl(argv, environ):
     if not path:
         raise UsageError("ctl: no socket; give --socket PATH or set PROCWRAP_CTL_SOCKET to the "
                          "supervisor's --ctl-socket")
+    request = {"command": words[0], "args": words[1:], "follow": follow, "lines": lines}
+    return _ctl_send(path, request, as_json)
+
+
+def _ctl_send(path, request, as_json):
+    """Send one ctl request; print the answers (as text or JSON lines); the exit status."""
+    import json
+    import socket
+    command = request["command"]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as error:
         raise UnavailableError("ctl: cannot connect to %s: %s; is procwrap running with "
-                          "--ctl-socket %s?" % (path, error.strerror, path))
-    request = {"command": words[0], "args": words[1:], "follow": follow, "lines": lines}
+                               "--ctl-socket %s?" % (path, error.strerror, path))
     sock.sendall((json.dumps(request) + "\n").encode("utf-8"))
     stream = sock.makefile("rb")
     status = EX_OK
@@ -7586,12 +7729,12 @@ def _ctl(argv, environ):
             elif answer.get("ok") is False:
                 pass
             else:
-                _print(_ctl_text(words[0], answer))
+                _print(_ctl_text(command, answer))
             if answer.get("ok") is False:
                 if answer.get("usage"):
-                    raise UsageError("ctl %s: %s" % (words[0], answer["error"]))
+                    raise UsageError("ctl %s: %s" % (command, answer["error"]))
                 if not as_json:
-                    sys.stderr.write(ERROR_MSG % ("ctl %s: %s" % (words[0], answer["error"]))
+                    sys.stderr.write(ERROR_MSG % ("ctl %s: %s" % (command, answer["error"]))
                                      + "\n")
                 status = 1
     except KeyboardInterrupt:
@@ -7663,80 +7806,138 @@ def _run(argv, environ, redact):
         raise UsageError("check: needs -c FILE (or PROCWRAP_CONFIG)")
 
     _ensure_stdio()
-    secrets = _Secrets(environ, suffix=options["resolve_suffix"], depth=options["resolve_depth"],
-                       locations=options["env_locations"], strategy=options["merge_strategy"],
-                       allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"],
-                       check_only=(mode == "check"), redact=redact)
+    settings = _Settings(options, given)
+    secrets = (_CheckingSecrets if mode == "check" else _Secrets)(
+        environ, suffix=options["resolve_suffix"], depth=options["resolve_depth"],
+        locations=options["env_locations"], strategy=options["merge_strategy"],
+        allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"], redact=redact)
     redact.enabled = not options["log_secrets"]
+    run_mode = {"wrap": _run_wrap, "check": _run_check, "supervise": _run_supervise}[mode]
     try:
-        if mode == "wrap":
-            spec = _wrap_spec(options, command, environ, secrets)
-            log = Log(options["log_format"] or "none", merge_json=options["log_merge_json"],
-                      redact=redact)
-            owner = Wrapper(spec, log, options["log_max_line"] or MAX_LINE_BYTES,
-                            options["kill_on_second_signal"], signal_map=options["signal_map"])
-        else:
-            where = given.get("config", "PROCWRAP_CONFIG")
-            config = _load_config(options["config"], where)
-            if mode == "check":
-                init, processes, settings = _build_specs(config, environ, options["skip"],
-                                                         check_root=False, secrets=secrets)
-                _print("procwrap: %s is valid: %s, %s\n"
-                       % ("config" if options["config"].lstrip().startswith("{")
-                          else options["config"], _plural(len(init), "init entry"),
-                          _plural(len(processes), "process")))
-                return EX_OK
-
-            def build(config):
-                """(init, processes, settings) of `config`: every problem reported
-                before anything is fetched, then built again resolving, if it needs it."""
-                checking = _Secrets(environ, check_only=True, suffix=secrets.suffix,
-                                    locations=secrets.locations)
-                specs = _build_specs(config, environ, options["skip"], secrets=checking)
-                if not checking.found:
-                    return specs
-                secrets.begin()
-                return _build_specs(config, environ, options["skip"], secrets=secrets)
-            init, processes, settings = build(config)
-            if options["env_output_file"]:
-                secrets.write_output(options["env_output_file"])
-            log_format = options["log_format"] or settings["format"]
-            if log_format == "none":
-                for spec in init + processes:   # pass-through: children use our stdout/stderr
-                    spec.capture = False
-            log = Log(log_format, merge_json=options["log_merge_json"] or settings["merge_json"],
-                      redact=redact)
-            health = {"where": {}}
-            for key, field in (("http", "http"), ("readiness_file", "readinessFile"),
-                               ("status_port", "statusPort"), ("ctl_socket", "ctlSocket")):
-                health[key] = options[key] if options[key] is not None else settings.get(key)
-                health["where"][key] = given.get(key) or (
-                    field if key in settings else _OPTION_INDEX["--" + key.replace(
-                        "_", "-")].env)
-            owner = Supervisor(init, processes, log, options["log_max_line"]
-                               or settings["max_line"], options["kill_on_second_signal"],
-                               health=health, post_start=settings["post_start"],
-                               signal_map=options["signal_map"])
-            _Control(owner, health)
-        if mode == "supervise":
-            def reload_config():
-                """`procwrap ctl reload`: the config read, checked and resolved again."""
-                init, processes, settings = build(_load_config(options["config"], where))
-                for spec in processes:
-                    spec.capture = log.format != "none"
-                return init, processes, settings
-            owner.reload_config = reload_config
-        _report_secrets(log, secrets)
-        stop = options["vault_renew_failure"] == "stop"
-        secrets.start_renewal(owner.loop, log, (lambda reason: owner.shutdown(
-            reason, EX_UNAVAILABLE)) if stop else None)
-        try:
-            return owner.run()
-        finally:
-            log.close()
+        return run_mode(settings, command, environ, secrets)
     finally:
         if secrets.written is not None:
             secrets.written.remove()
+
+
+class _Settings(object):
+    """One run's settings in one record: the options (the command line, then
+    their environment twins) and, for a supervisor, its config's top-level
+    settings under them.  settings[key] is the option when given, else the
+    config's; where(key) names the flag, twin or config field it came from."""
+
+    #: option -> (the config's setting it stands over, the config's field name)
+    OVER = {"log_format": ("format", "logs.format"),
+            "log_merge_json": ("merge_json", "logs.mergeJson"),
+            "log_max_line": ("max_line", "logs.maxLineBytes"),
+            "http": ("http", "http"), "readiness_file": ("readiness_file", "readinessFile"),
+            "status_port": ("status_port", "statusPort"), "ctl_socket": ("ctl_socket", "ctlSocket")}
+
+    def __init__(self, options, given):
+        self.options = options          #: dest -> value, defaults filled in
+        self.given = given              #: dest -> the flag or twin that gave it
+        self.config = {}                #: the config's settings, once read
+
+    def __getitem__(self, key):
+        """The option when set, else the config's setting it stands over."""
+        value = self.options[key]
+        # Unset: None, or False for a flag; 0 for --log-max-line, which
+        # means 'the default' (0 == False, so identity, not `in`).
+        unset = value is None or value is False or (key == "log_max_line" and value == 0)
+        if key in self.OVER and unset:
+            return self.config.get(self.OVER[key][0], value)
+        return value
+
+    def where(self, key):
+        """The flag, twin or config field that `key`'s value came from."""
+        if key in self.given:
+            return self.given[key]
+        if key in self.OVER and self.OVER[key][0] in self.config:
+            return self.OVER[key][1]
+        return _OPTION_INDEX["--" + key.replace("_", "-")].env
+
+    def health(self):
+        """A supervisor's health and control settings, with where each came from."""
+        keys = ("http", "readiness_file", "status_port", "ctl_socket")
+        found = dict((key, self[key]) for key in keys)
+        found["where"] = dict((key, self.where(key)) for key in keys)
+        return found
+
+
+def _run_wrap(settings, command, environ, secrets):
+    """Wrap mode: one command."""
+    spec = _wrap_spec(settings.options, command, environ, secrets)
+    log = _Log(settings["log_format"] or "none", merge_json=settings["log_merge_json"],
+               redact=secrets.redact)
+    owner = _Wrapper(spec, log, settings["log_max_line"] or MAX_LINE_BYTES,
+                     settings["kill_on_second_signal"], signal_map=settings["signal_map"])
+    return _run_owner(owner, log, settings, secrets)
+
+
+def _run_check(settings, command, environ, secrets):
+    """procwrap check: read and validate the config, fetch nothing."""
+    source = settings["config"]
+    config = _load_config(source, settings.where("config"))
+    init, processes, _ = _build_specs(config, environ, settings["skip"], check_root=False,
+                                      secrets=secrets)
+    _print("procwrap: %s is valid: %s, %s\n"
+           % ("config" if source.lstrip().startswith("{") else source,
+              _plural(len(init), "init entry"), _plural(len(processes), "process")))
+    return EX_OK
+
+
+def _run_supervise(settings, command, environ, secrets):
+    """Supervisor mode: a config's init entries and processes."""
+    where = settings.where("config")
+
+    def build(config):
+        """(init, processes, config settings) of `config`: every problem
+        reported before anything is fetched, then built again resolving, if
+        it needs it."""
+        checking = _CheckingSecrets(environ, suffix=secrets.suffix, locations=secrets.locations)
+        specs = _build_specs(config, environ, settings["skip"], secrets=checking)
+        if not checking.found:
+            return specs
+        secrets.begin()
+        return _build_specs(config, environ, settings["skip"], secrets=secrets)
+
+    init, processes, settings.config = build(_load_config(settings["config"], where))
+    if settings["env_output_file"]:
+        secrets.write_output(settings["env_output_file"])
+    capture = settings["log_format"] != "none"
+    if not capture:
+        for spec in init + processes:   # pass-through: children use our stdout/stderr
+            spec.capture = False
+    log = _Log(settings["log_format"], merge_json=settings["log_merge_json"],
+               redact=secrets.redact)
+    health = settings.health()
+    owner = _Supervisor(init, processes, log, settings["log_max_line"],
+                        settings["kill_on_second_signal"], health=health,
+                        post_start=settings.config["post_start"],
+                        signal_map=settings["signal_map"])
+    _Control(owner, health)
+
+    def reload_config():
+        """`procwrap ctl reload`: the config read, checked and resolved again."""
+        init, processes, config_settings = build(_load_config(settings["config"], where))
+        for spec in processes:
+            spec.capture = capture
+        return init, processes, config_settings
+    owner.reload_config = reload_config
+    return _run_owner(owner, log, settings, secrets)
+
+
+def _run_owner(owner, log, settings, secrets):
+    """What both modes do around their run: report what resolution did, keep
+    Vault's leases alive (a failed renewal may end the run), close the log."""
+    _report_secrets(log, secrets)
+    stop = settings["vault_renew_failure"] == "stop"
+    secrets.start_renewal(owner.loop, log, (lambda reason: owner.shutdown(
+        reason, EX_UNAVAILABLE)) if stop else None)
+    try:
+        return owner.run()
+    finally:
+        log.close()
 
 
 INSTALL_USAGE = """usage: procwrap install [PREFIX]

@@ -240,3 +240,64 @@ def write_config(tmp_path, config, name="procwrap.json"):
         path.write_text(json.dumps(config))
     return str(path)
 
+
+def error_lines(stderr, only_errors=True):
+    """procwrap's error lines without their prefix; never a traceback.  With
+    `only_errors`, every line must be one."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    if only_errors:
+        assert all(line.startswith("procwrap: error: ") for line in lines), stderr
+    return [line[len("procwrap: error: "):] for line in lines
+            if line.startswith("procwrap: error: ")]
+
+
+def environ_of(pid):
+    """A live process's environment, from /proc."""
+    with open("/proc/%d/environ" % pid, "rb") as stream:
+        return dict(item.decode().split("=", 1) for item in stream.read().split(b"\0") if item)
+
+
+def cmdline_of(pid):
+    """A live process's argv, NUL-separated, from /proc."""
+    with open("/proc/%d/cmdline" % pid, "rb") as stream:
+        return stream.read().decode()
+
+
+#: Run what follows as PID 1 of a new PID namespace (we are root in the suite).
+IN_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def self_signed_cert(directory, name="127.0.0.1"):
+    """(certificate, key) paths of a fresh self-signed certificate for `name`
+    (an IP address gets it as a subjectAltName too), made with openssl."""
+    cert, key = os.path.join(str(directory), "cert.pem"), os.path.join(str(directory), "key.pem")
+    extra = ["-addext", "subjectAltName=IP:%s" % name] if name[:1].isdigit() else []
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=%s" % name] + extra + ["-keyout", key, "-out", cert],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
+@pytest.fixture
+def server():
+    """Start a test server and wait for its first line that contains `ready`
+    (on stdout, or stderr with from_stderr); (the Popen, that line).  Every
+    server started is killed and waited for at the end of the test.  For the
+    servers the suite runs on loopback: Vault's stand-in, moto, an HTTPS
+    endpoint, and what is coming (sshd, etcd, an API server)."""
+    started = []
+
+    def start(argv, ready="", from_stderr=False, **kwargs):
+        streams = dict(stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if from_stderr:
+            streams = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        streams.update(kwargs)
+        process = subprocess.Popen(argv, universal_newlines=True, **streams)
+        started.append(process)
+        line = read_line(process.stderr if from_stderr else process.stdout, ready)
+        return process, line
+    yield start
+    for process in started:
+        process.kill()
+        process.wait(WAIT)

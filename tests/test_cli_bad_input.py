@@ -1,22 +1,14 @@
 """Hostile and careless input (issue 8, part 3): one line naming the place, exit 2 (or 69
 for a secret), never a traceback, a hang or a silent default."""
 import json
-import os
 import signal
 import socket
 import subprocess
 
 import pytest
 
-from conftest import (PROCWRAP as PROCWRAP_PATH, PYTHON, WAIT, clean_environ, fixture, run,
-                      wait_until, write_config)
-
-
-def error_lines(stderr):
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
-    assert all(line.startswith("procwrap: error: ") for line in lines), stderr
-    return [line[len("procwrap: error: "):] for line in lines]
+from conftest import (IN_PID_NAMESPACE, PROCWRAP as PROCWRAP_PATH, PYTHON, WAIT, clean_environ,
+                      error_lines, fixture, run, write_config)
 
 
 @pytest.mark.parametrize("args, env, message", [
@@ -92,8 +84,8 @@ def test_a_long_dependency_chain_runs_as_pid_1(tmp_path):
     chain = [{"name": "p%d" % i, "command": ["true"], "restartPolicy": "Never",
               "dependsOn": ["p%d" % (i + 1)] if i < 399 else []} for i in range(400)]
     config = write_config(tmp_path, {"processes": chain})
-    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, PROCWRAP_PATH,
-                             "-c", config], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    result = subprocess.run(IN_PID_NAMESPACE + [PYTHON, PROCWRAP_PATH, "-c", config],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=WAIT * 2, env=clean_environ())
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count('"event":"started"') == 400

@@ -5,16 +5,9 @@ import sys
 
 import pytest
 
-from conftest import PROCWRAP, PYTHON, clean_environ, load_table, run, write_config
+from conftest import PROCWRAP, PYTHON, clean_environ, error_lines, load_table, run, write_config
 
 CASES = load_table("config_errors.json")
-
-
-def error_lines(stderr):
-    lines = stderr.splitlines()
-    assert all(line.startswith("procwrap: error: ") for line in lines), stderr
-    assert "Traceback" not in stderr
-    return [line[len("procwrap: error: "):] for line in lines]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])

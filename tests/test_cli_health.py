@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from conftest import (PYTHON, WAIT, clean_environ, events, read_line, run, wait_until,
-                      write_config)
+from conftest import (PYTHON, WAIT, clean_environ, events, read_line, run, self_signed_cert,
+                      wait_until, write_config)
 
 FAST = {"periodSeconds": 0.2, "timeoutSeconds": 5}
 
@@ -158,7 +158,7 @@ def test_http_and_tcp_probes_against_real_servers(background, tmp_path):
         assert procwrap.wait() == 0
     finally:
         server.kill()
-        server.wait()
+        server.wait(WAIT)
         listener.close()
 
 
@@ -393,25 +393,15 @@ HTTPS_SERVER = ("import http.server, ssl, sys\n"
                 "server.serve_forever()\n")
 
 
-def test_https_probe_does_not_verify_the_certificate(background, tmp_path):
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
-                           "1", "-subj", "/CN=elsewhere", "-keyout", key, "-out", cert],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = subprocess.Popen([PYTHON, "-c", HTTPS_SERVER, cert, key], cwd=str(tmp_path),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              universal_newlines=True)
-    try:
-        port = int(read_line(server.stdout))
-        procwrap, get = start(background, tmp_path, [sleeper(readinessProbe=probe(
-            {"httpGet": {"port": port, "path": "/cert.pem", "scheme": "HTTPS"}}))])
-        procwrap.expect_event("ready")
-        assert get("/status")[1]["processes"][0]["probes"][0]["message"] == "HTTP 200"
-        procwrap.signal(signal.SIGTERM)
-        assert procwrap.wait() == 0
-    finally:
-        server.kill()
-        server.wait()
+def test_https_probe_does_not_verify_the_certificate(background, tmp_path, server):
+    cert, key = self_signed_cert(tmp_path, "elsewhere")
+    _, line = server([PYTHON, "-c", HTTPS_SERVER, cert, key], cwd=str(tmp_path))
+    procwrap, get = start(background, tmp_path, [sleeper(readinessProbe=probe(
+        {"httpGet": {"port": int(line), "path": "/cert.pem", "scheme": "HTTPS"}}))])
+    procwrap.expect_event("ready")
+    assert get("/status")[1]["processes"][0]["probes"][0]["message"] == "HTTP 200"
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
 
 
 def test_no_secret_in_status_metrics_or_ctl(background, tmp_path):

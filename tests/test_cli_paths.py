@@ -1,15 +1,14 @@
 """Paths procwrap writes (issue 8, part 1): created safely, never through a link, never
 over what it did not write, and removed at exit only while they are still its own."""
-import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 
 import pytest
 
-from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, fixture, run, wait_until,
+import conftest
+from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, run, wait_until,
                       write_config)
 
 SLEEP = {"processes": [{"name": "app", "command": ["sleep", "300"]}]}
@@ -17,9 +16,7 @@ ONE_SHOT = {"processes": [{"name": "app", "command": ["true"], "restartPolicy": 
 
 
 def error_lines(stderr):
-    assert "Traceback" not in stderr, stderr
-    return [line[len("procwrap: error: "):] for line in stderr.splitlines()
-            if line.startswith("procwrap: error: ")]
+    return conftest.error_lines(stderr, only_errors=False)
 
 
 def squatter(tmp_path, kind):

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from conftest import PROCWRAP, PYTHON, clean_environ, events, lines_of, run, write_config
+from conftest import (PROCWRAP, PYTHON, clean_environ, cmdline_of, environ_of, events, lines_of,
+                      run, write_config)
 
 CANARY = "canary-7f3a9c-secret"
 PRINT_ENV = [PYTHON, "-c", "import os, sys; print(' '.join(os.environ.get(n, '<unset>') "
@@ -150,28 +151,18 @@ def _supervise_config(tmp_path, secret_file, args=("30",)):
     }]})
 
 
-def _environ_of(pid):
-    with open("/proc/%d/environ" % pid, "rb") as stream:
-        return dict(item.decode().split("=", 1) for item in stream.read().split(b"\0") if item)
-
-
-def _cmdline_of(pid):
-    with open("/proc/%d/cmdline" % pid, "rb") as stream:
-        return stream.read().decode()
-
-
 def test_canary_reaches_the_child_and_nothing_else(tmp_path, secret_file, background):
     config = _supervise_config(tmp_path, secret_file)
     procwrap = background("-c", config)
     started = procwrap.expect_event("started", "app")
     child = started["pid"]
-    env = _environ_of(child)
+    env = environ_of(child)
     assert env["DB_PASSWORD"] == CANARY
     assert env["DB_USER"] == "app"
     assert env["DB_URL"] == "postgres://app:%s@db/app" % CANARY
     assert env["GREETING"] == "hello app"
     for pid in (procwrap.pid, child):
-        assert CANARY not in _cmdline_of(pid)
+        assert CANARY not in cmdline_of(pid)
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
     assert CANARY not in procwrap.stdout and CANARY not in procwrap.stderr

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PROCWRAP, PYTHON, ROOT, WAIT, Background, clean_environ, wait_until
+from conftest import PROCWRAP, PYTHON, WAIT, Background, clean_environ
 
 IDLE = {"processes": [{"name": "app", "command": ["sleep", "300"]}]}
 

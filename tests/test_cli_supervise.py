@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, events, fixture,
+from conftest import (IN_PID_NAMESPACE, PROCWRAP, PYTHON, WAIT, clean_environ, events, fixture,
                       lines_of, pid_alive, records, run, wait_until, write_config)
 
 
@@ -307,7 +307,7 @@ def test_pid1_in_a_pid_namespace_leaves_no_zombie_or_orphan(tmp_path):
         sh("other", "exec sleep 300")]})
     script = ("%s %s -c %s; echo status=$?; echo left=$(ps -eo comm= | grep -c -e sleep -e python)"
               % (PYTHON, PROCWRAP, config))
-    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+    result = subprocess.run(IN_PID_NAMESPACE + ["sh", "-c", script],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=WAIT, env=clean_environ())
     lines = result.stdout.splitlines()
@@ -326,8 +326,8 @@ def test_procwrap_as_pid1_reaps_orphans_in_wrap_mode():
     script = ("%s %s 3; i=0; while [ $(ps -eo stat= | grep -c ^Z) != 0 ] && [ $i -lt 200 ]; "
               "do sleep 0.05; i=$((i+1)); done; ps -eo stat= | grep -c ^Z || true"
               % (PYTHON, fixture("spawn_orphans.py")))
-    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, PROCWRAP,
-                             "--", "sh", "-c", script], stdout=subprocess.PIPE,
+    result = subprocess.run(IN_PID_NAMESPACE + [PYTHON, PROCWRAP, "--", "sh", "-c", script],
+                            stdout=subprocess.PIPE,
                             universal_newlines=True, timeout=WAIT, env=clean_environ())
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1] == "0"
@@ -374,7 +374,7 @@ def test_exit_description_tells_signal_from_exit_code(tmp_path):
 
 
 def in_pid_namespace(*args):
-    return ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, PROCWRAP] + list(args)
+    return IN_PID_NAMESPACE + [PYTHON, PROCWRAP] + list(args)
 
 
 def test_pid1_spawn_path_reports_statuses_sessions_and_workdir(tmp_path):

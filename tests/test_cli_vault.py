@@ -5,12 +5,12 @@ plays one (auth, KV v1/v2, database credentials with leases, renewals).
 """
 import json
 import signal
-import subprocess
 import urllib.request
 
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, fixture, read_line, run, write_config
+from conftest import (PYTHON, WAIT, clean_environ, environ_of, events, fixture, run,
+                      self_signed_cert, write_config)
 
 DATA = {"kv/app": {"api_key": "kv1-key", "region": "eu"},
         "secret/app": {"password": "kv2-password", "user": "app"}}
@@ -19,17 +19,13 @@ for n in range(5):
 
 
 @pytest.fixture
-def vault(tmp_path):
+def vault(tmp_path, server):
     """Start the fake Vault with options; returns (address, requests())."""
-    started = []
-
     def start(*options):
         data = tmp_path / "vault-data.json"
         data.write_text(json.dumps(DATA))
-        server = subprocess.Popen([PYTHON, fixture("vault_server.py"), str(data)] + list(options),
-                                  stdout=subprocess.PIPE, universal_newlines=True)
-        started.append(server)
-        line = read_line(server.stdout, "ready ")
+        _, line = server([PYTHON, fixture("vault_server.py"), str(data)] + list(options),
+                         "ready ", stderr=None)
         address = "http://127.0.0.1:%d" % int(line.split()[1])
 
         def requests():
@@ -37,10 +33,7 @@ def vault(tmp_path):
                 return [r for r in json.loads(answer.read().decode())
                         if not r.startswith("GET /_test/")]
         return address, requests
-    yield start
-    for server in started:
-        server.kill()
-        server.wait()
+    return start
 
 
 PRINT_ENV = [PYTHON, "-c", "import os, sys; print(' '.join(os.environ.get(n, '<unset>') "
@@ -136,18 +129,13 @@ def _two_processes(tmp_path):
         for name in ("web", "worker")]})
 
 
-def _environ_of(pid):
-    with open("/proc/%d/environ" % pid, "rb") as stream:
-        return dict(item.decode().split("=", 1) for item in stream.read().split(b"\0") if item)
-
-
 def test_dynamic_credentials_are_shared_and_their_lease_renewed(vault, tmp_path, background):
     address, requests = vault("--lease-ttl", "3")
     procwrap = background("-c", _two_processes(tmp_path), env=clean_environ(
         VAULT_ADDR=address, VAULT_TOKEN="root-token"))
     web = procwrap.expect_event("started", "web")["pid"]
     worker = procwrap.expect_event("started", "worker")["pid"]
-    assert _environ_of(web)["DB_USER"] == _environ_of(worker)["DB_USER"] == "v-app-1"
+    assert environ_of(web)["DB_USER"] == environ_of(worker)["DB_USER"] == "v-app-1"
     renewed = procwrap.expect_event("vault-renewed", count=2)
     assert renewed["lease"] == "database/creds/app/lease-1" and renewed["ttl"] == 3
     procwrap.signal(signal.SIGTERM)
@@ -189,11 +177,7 @@ def test_renewal_that_finally_fails_follows_the_policy(vault, tmp_path, backgrou
 
 
 def test_aws_credentials_engine_and_tls_with_vault_cacert(vault, tmp_path):
-    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
-    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
-                           "1", "-subj", "/CN=127.0.0.1", "-addext",
-                           "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cert, key = self_signed_cert(tmp_path)
     address, requests = vault("--tls", cert, key)
     address = address.replace("http:", "https:")
     env = clean_environ(VAULT_ADDR=address, VAULT_TOKEN="root-token",

@@ -3,7 +3,6 @@ no top-level definition uses a name defined in a later section, and Part I
 (what the SSH bootstrap ships) uses nothing from Part II."""
 import ast
 import os
-import re
 
 from conftest import ROOT
 

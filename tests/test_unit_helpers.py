@@ -125,7 +125,7 @@ class FakeClock(object):
 
 def test_loop_timers_fire_in_order_and_cancel():
     clock = FakeClock()
-    loop = procwrap.Loop(clock=clock)
+    loop = procwrap._Loop(clock=clock)
     fired = []
     loop.call_later(3, fired.append, "c")
     loop.call_later(1, fired.append, "a")
@@ -139,7 +139,7 @@ def test_loop_timers_fire_in_order_and_cancel():
 
 def test_loop_survives_a_crashing_callback():
     clock = FakeClock()
-    loop = procwrap.Loop(clock=clock)
+    loop = procwrap._Loop(clock=clock)
     errors, fired = [], []
     loop.on_error = errors.append
     loop.call_later(0, lambda: 1 / 0)
@@ -155,9 +155,9 @@ def test_process_state_table_is_closed():
         assert set(targets) <= states
     # Stopped for good, or an attempt ended (a failed probe or hook, a timeout), after
     # which its restartPolicy decides as after any exit.
-    assert set(procwrap._TRANSITIONS[procwrap.State.STOPPING]) == set(
-        [procwrap.State.STOPPED, procwrap.State.BACKOFF, procwrap.State.EXITED,
-         procwrap.State.FATAL])
+    assert set(procwrap._TRANSITIONS[procwrap._State.STOPPING]) == set(
+        [procwrap._State.STOPPED, procwrap._State.BACKOFF, procwrap._State.EXITED,
+         procwrap._State.FATAL])
 
 
 @pytest.mark.parametrize("success, failure, initial, results, flips", [

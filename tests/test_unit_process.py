@@ -6,9 +6,9 @@ import socket
 import procwrap
 
 
-class RecordingLog(procwrap.Log):
+class RecordingLog(procwrap._Log):
     def __init__(self):
-        procwrap.Log.__init__(self, "json", fd=os.open(os.devnull, os.O_WRONLY))
+        procwrap._Log.__init__(self, "json", fd=os.open(os.devnull, os.O_WRONLY))
         self.events = []
 
     def event(self, message, level="info", **fields):
@@ -16,35 +16,35 @@ class RecordingLog(procwrap.Log):
 
 
 def test_reaped_before_its_exec_report_is_read_still_counts_as_started():
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     log = RecordingLog()
     changes = []
-    spec = procwrap.ProcessSpec(name="t", argv=["true"], env=dict(os.environ),
-                                restart="Never", labels={})
-    process = procwrap.Process(spec, loop, log, lambda p, old: changes.append(p.state))
+    spec = procwrap._ProcessSpec(name="t", argv=["true"], env=dict(os.environ),
+                                 restart="Never", labels={})
+    process = procwrap._Process(spec, loop, log, lambda p, old: changes.append(p.state))
     process.start()
-    assert process.state == procwrap.State.STARTING
+    assert process.state == procwrap._State.STARTING
     # Let it exec and exit without reaping it, then reap before the loop has
     # read its exec report: the order a busy loop pass can produce.
     os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
     loop.reap()
-    assert changes == [procwrap.State.STARTING, procwrap.State.RUNNING, procwrap.State.EXITED]
+    assert changes == [procwrap._State.STARTING, procwrap._State.RUNNING, procwrap._State.EXITED]
     assert log.events == ["started", "exited"]
     assert process.status == 0
     loop.close()
 
 
 def test_exec_failure_reaped_before_its_report_is_read():
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     log = RecordingLog()
-    spec = procwrap.ProcessSpec(name="t", argv=["no-such-command-procwrap"],
-                                env=dict(os.environ), restart="Never", labels={})
-    process = procwrap.Process(spec, loop, log, lambda p, old: None)
+    spec = procwrap._ProcessSpec(name="t", argv=["no-such-command-procwrap"],
+                                 env=dict(os.environ), restart="Never", labels={})
+    process = procwrap._Process(spec, loop, log, lambda p, old: None)
     process.start()
     os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
     loop.reap()
     assert log.events == ["failed", "exited"]
-    assert process.state == procwrap.State.EXITED and process.status == 127
+    assert process.state == procwrap._State.EXITED and process.status == 127
     loop.close()
 
 
@@ -52,13 +52,13 @@ def test_output_read_before_the_exec_report_closes_it_without_a_crash():
     """The pipe's callback reads the exec report first (so `started` precedes output);
     the report's own callback, already picked for the same loop pass, must then be
     skipped, not called on a closed fd (the fuzz test found that crash)."""
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     log = RecordingLog()
     crashes = []
     loop.on_error = crashes.append
-    spec = procwrap.ProcessSpec(name="t", argv=["echo", "hi"], env=dict(os.environ),
-                                restart="Never", labels={})
-    process = procwrap.Process(spec, loop, log, lambda p, old: None)
+    spec = procwrap._ProcessSpec(name="t", argv=["echo", "hi"], env=dict(os.environ),
+                                 restart="Never", labels={})
+    process = procwrap._Process(spec, loop, log, lambda p, old: None)
     process.start()
     os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)    # report and output both ready
     loop.run_once()
@@ -69,7 +69,7 @@ def test_output_read_before_the_exec_report_closes_it_without_a_crash():
 
 
 def test_a_callback_unregistering_another_fd_of_the_same_pass():
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     calls = []
     (a_r, a_w), (b_r, b_w) = os.pipe(), os.pipe()
     os.write(a_w, b"x")
@@ -109,7 +109,7 @@ def test_the_idle_timeout_starts_over_with_each_request():
     """A keep-alive client asking every 5 s must not be cut off 10 s after it connected;
     one that stops asking is, 10 s after its last request (with an injected clock)."""
     clock = _Clock()
-    loop = procwrap.Loop(clock=clock)
+    loop = procwrap._Loop(clock=clock)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -137,7 +137,7 @@ def test_records_dropped_on_a_full_disk_are_counted_and_said(monkeypatch, capfd)
     monkeypatch.setattr(procwrap, "LOG_STALL", 0.0)
     full = os.open("/dev/full", os.O_WRONLY)
     read_end, write_end = os.pipe()
-    log = procwrap.Log("json", fd=full)
+    log = procwrap._Log("json", fd=full)
     log.event("one")                        # ENOSPC: dropped at once (no stall allowed)
     log.event("two")
     assert log.lost == 2 and log.failing
@@ -154,3 +154,26 @@ def test_records_dropped_on_a_full_disk_are_counted_and_said(monkeypatch, capfd)
     assert records[1]["lost"] == 2 and log.lost == 0 and log.failing is None
     err = capfd.readouterr().err
     assert "dropping them, counted" in err and "2 records lost" in err
+
+
+def test_a_loop_run_off_the_main_thread_says_why_and_takes_nothing():
+    """Embedded in a program that calls it from a thread: a clear error, and
+    no signal handler of procwrap's left behind."""
+    import signal
+    import threading
+    spec = procwrap._ProcessSpec(name="t", argv=["true"], env=dict(os.environ),
+                                 restart="Never", labels={})
+    before = signal.getsignal(signal.SIGTERM)
+    caught = []
+
+    def run():
+        owner = procwrap._Wrapper(spec, RecordingLog())
+        try:
+            owner.run()
+        except RuntimeError as error:
+            caught.append(str(error))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert caught == [procwrap.MAIN_THREAD_MSG]
+    assert signal.getsignal(signal.SIGTERM) is before

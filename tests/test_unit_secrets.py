@@ -107,13 +107,13 @@ def test_resolution(case, tmp_path):
     for name, text in case.get("files", {}).items():
         (tmp_path / name).write_text(_fill(text, directory))
     environ = _fill(case.get("environ", {}), directory)
-    secrets = procwrap._Secrets(environ, locations=_fill(case.get("locations", []), directory))
+    locations = _fill(case.get("locations", []), directory)
     if "error" in case:
         with pytest.raises(procwrap.ProcwrapError) as caught:
-            procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker())
+            procwrap._resolve_environment(environ, locations=locations)
         assert str(caught.value).startswith(_fill(case["error"], directory))
         return
-    base = procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker()).base
+    base, _ = procwrap._resolve_environment(environ, locations=locations)
     assert dict((k, base.get(k)) for k in case["expect"]) == case["expect"]
     assert not any(k.endswith("_TO_RESOLVE") for k in base)
 
@@ -128,13 +128,12 @@ def test_each_document_is_fetched_once_per_pass(tmp_path):
         for k in range(10):
             environ["V%d_%d_FOR_PROCWRAP_TO_RESOLVE" % (n, k)] = "%s/doc%d.json|JP:$.key%d" % (
                 tmp_path, n, k)
-    secrets = procwrap._Secrets(environ)
-    base = procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker()).base
+    base, secrets = procwrap._resolve_environment(environ)
     assert base["V3_7"] == "value-3-7"
     assert len(secrets.resolved) == 50
     assert secrets.fetches == 5
-    secrets.begin()             # a new pass (a restart after --secrets-ttl) fetches again
-    procwrap._EnvBuilder(environ, None, secrets, procwrap._Checker())
+    # a new pass (a restart after --secrets-ttl) fetches again
+    procwrap._resolve_environment(environ, secrets=secrets)
     assert secrets.fetches == 10
 
 

@@ -71,7 +71,7 @@ def test_a_stream_over_a_pair_of_fds_speaks_frames_with_back_pressure():
     """Two pipes, as ssh's stdin and stdout would be: 300 frames of 64 KiB
     each way, more than any pipe holds, so writes wait for room and reads
     go on meanwhile (duplex); every frame comes back whole and in order."""
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     to_stream_r, to_stream_w = os.pipe()
     from_stream_r, from_stream_w = os.pipe()
     stream = _Echo(loop, to_stream_r, from_stream_w)
@@ -113,7 +113,7 @@ def test_a_stream_over_a_pair_of_fds_speaks_frames_with_back_pressure():
 
 
 def test_the_worker_runs_jobs_one_at_a_time_in_order_and_reports_in_the_loop():
-    loop = procwrap.Loop()
+    loop = procwrap._Loop()
     running, overlaps, done = [0], [], []
     loop_thread = threading.current_thread()
 

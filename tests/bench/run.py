@@ -2,6 +2,7 @@
 """procwrap benchmarks: ratios against the floor and the peers, measured in the same run.
 
 usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
+                                 [--compare PROCWRAP.PY]
 
   wrap      wall time of wrapping /bin/true (median of interleaved runs)
   logs      lines/s for one child writing 1,000,000 lines of 100 bytes
@@ -16,6 +17,10 @@ Peers come from a virtualenv (--peers, default /tmp/procwrap-bench-peers, made a
 with supervisor, honcho, circus and cloudreactor-procwrapper when missing) and from PATH
 (tini and dumb-init: apt-get install tini dumb-init).  A peer that is missing is reported,
 not fatal.  This machine is shared and noisy: read the ratios, not the absolute numbers.
+
+--compare adds rows for another procwrap.py (an earlier commit's: `git show
+REV:procwrap.py > /tmp/old.py`) to `wrap` and `idle`, measured in the same
+interleaved runs, so a refactor's cost shows beside the noise.
 """
 import json
 import os
@@ -32,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PROCWRAP = os.path.join(ROOT, "procwrap.py")
 PYTHON = os.path.realpath(sys.executable)        # the real interpreter, never a pyenv shim
+COMPARE = None      #: another procwrap.py to measure beside this one (--compare)
 LINE = b"x" * 99 + b"\n"
 WRITER = ("import os, sys\nn = int(sys.argv[1])\nblock = %r * 1000\n"
           "for _ in range(n // 1000):\n    os.write(1, block)\n" % LINE)
@@ -212,11 +218,17 @@ class Setup(object):
 
 # -- benchmarks ---------------------------------------------------------------------
 
+def cached_dir(source):
+    """A new directory holding procwrap.py (from `source`) and its cached .pyc."""
+    cached = tempfile.mkdtemp(prefix="procwrap-pyc-")
+    shutil.copy(source, os.path.join(cached, "procwrap.py"))
+    py_compile.compile(os.path.join(cached, "procwrap.py"), doraise=True)
+    return cached
+
+
 def bench_wrap(setup, runs):
     """Median wall time of wrapping /bin/true, interleaved so noise hits all alike."""
-    cached = tempfile.mkdtemp(prefix="procwrap-pyc-")
-    shutil.copy(PROCWRAP, cached)
-    py_compile.compile(os.path.join(cached, "procwrap.py"), doraise=True)
+    cached = cached_dir(PROCWRAP)
     commands = [
         ("floor: python -c subprocess.call", [PYTHON, "-c", "import subprocess,sys; "
                                               "sys.exit(subprocess.call(sys.argv[1:]))",
@@ -233,6 +245,11 @@ def bench_wrap(setup, runs):
         ("tini", ["tini", "-s", "--", "/bin/true"], None),
         ("dumb-init", ["dumb-init", "/bin/true"], None),
     ]
+    if COMPARE:
+        commands[3:3] = [
+            ("compared: python -m procwrap (pyc cached)", [PYTHON, "-m", "procwrap", "--",
+                                                          "/bin/true"], cached_dir(COMPARE)),
+            ("compared: python procwrap.py", [PYTHON, COMPARE, "--", "/bin/true"], None)]
     commands = [c for c in commands if shutil.which(c[1][0]) or os.path.exists(c[1][0])]
     times = dict((name, []) for name, _, _ in commands)
     devnull = open(os.devnull, "w")
@@ -364,13 +381,23 @@ def bench_idle(setup, window):
                        ("procwrap procwrap.py (script)", setup.procwrap(commands)),
                        ("procwrap install's launcher", setup.procwrap(commands,
                                                                        installed=True)),
+                       ("compared: -m (pyc cached)", setup.procwrap(commands, module=True)
+                        if COMPARE else None),
+                       ("compared: procwrap.py (script)",
+                        setup.procwrap(commands)[:1] + [COMPARE] + setup.procwrap(commands)[2:]
+                        if COMPARE else None),
                        ("supervisord", setup.supervisord(commands)),
                        ("honcho", setup.honcho(commands)),
                        ("circus", setup.circus(commands))):
+        if argv is None:
+            continue
         if not os.path.exists(argv[0]):
             rows.append((name, "not installed", ""))
             continue
-        sample = idle_sample(argv, 50, window, setup.dir)
+        cwd = setup.dir
+        if name.startswith("compared: -m"):
+            cwd = cached_dir(COMPARE)
+        sample = idle_sample(argv, 50, window, cwd)
         if sample is None:
             rows.append((name, "did not start 50 children", ""))
             continue
@@ -565,6 +592,9 @@ def main():
     peers = peers_venv(args[args.index("--peers") + 1] if "--peers" in args
                        else "/tmp/procwrap-bench-peers")
     setup = Setup(peers)
+    global COMPARE
+    if "--compare" in args:
+        COMPARE = os.path.abspath(args[args.index("--compare") + 1])
     benches = [
         ("wrap", "wrapping /bin/true", lambda: bench_wrap(setup, 10 if quick else 40)),
         ("logs", "log throughput, 1,000,000 lines of 100 bytes",
