@@ -241,6 +241,17 @@ def write_config(tmp_path, config, name="procwrap.json"):
     return str(path)
 
 
+def print_env(separator=" "):
+    """argv of a child that prints the variables named after it, joined by
+    `separator` ('<unset>' for one it does not have)."""
+    return [PYTHON, "-c", "import os, sys; print(%r.join(os.environ.get(n, '<unset>') "
+            "for n in sys.argv[1:]))" % separator]
+
+
+#: A child that prints the variables named after it, space-separated.
+PRINT_ENV = print_env()
+
+
 def error_lines(stderr, only_errors=True):
     """procwrap's error lines without their prefix; never a traceback.  With
     `only_errors`, every line must be one."""

@@ -10,13 +10,12 @@ import subprocess
 import boto3        # the README's test command installs boto3 and moto[server]
 import pytest
 
-from conftest import PYTHON, WAIT, clean_environ, events, read_line, run
+from conftest import PYTHON, WAIT, clean_environ, events, print_env, read_line, run
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
                "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
-PRINT_ENV = [PYTHON, "-c", "import os, sys; print('|'.join(os.environ.get(n, '<unset>') "
-             "for n in sys.argv[1:]))"]
+PRINT_ENV = print_env("|")
 
 
 @pytest.fixture(scope="module")

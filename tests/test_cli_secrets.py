@@ -7,12 +7,10 @@ import sys
 
 import pytest
 
-from conftest import (PROCWRAP, PYTHON, clean_environ, cmdline_of, environ_of, events, lines_of,
-                      run, write_config)
+from conftest import (PRINT_ENV, PROCWRAP, PYTHON, clean_environ, cmdline_of, environ_of, events,
+                      lines_of, run, write_config)
 
 CANARY = "canary-7f3a9c-secret"
-PRINT_ENV = [PYTHON, "-c", "import os, sys; print(' '.join(os.environ.get(n, '<unset>') "
-             "for n in sys.argv[1:]))"]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (PYTHON, WAIT, clean_environ, environ_of, events, fixture, run,
+from conftest import (PRINT_ENV, PYTHON, WAIT, clean_environ, environ_of, events, fixture, run,
                       self_signed_cert, write_config)
 
 DATA = {"kv/app": {"api_key": "kv1-key", "region": "eu"},
@@ -34,10 +34,6 @@ def vault(tmp_path, server):
                         if not r.startswith("GET /_test/")]
         return address, requests
     return start
-
-
-PRINT_ENV = [PYTHON, "-c", "import os, sys; print(' '.join(os.environ.get(n, '<unset>') "
-             "for n in sys.argv[1:]))"]
 
 
 def test_kv_v1_and_v2_with_a_token(vault):

@@ -177,3 +177,15 @@ def test_a_loop_run_off_the_main_thread_says_why_and_takes_nothing():
     thread.join(30)
     assert caught == [procwrap.MAIN_THREAD_MSG]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_memory_trimming_loads_the_c_library_itself():
+    """As PID 1 nothing else loads libc (children start through vfork), and
+    trimming the heap must not depend on something else having done so."""
+    import subprocess
+    import sys
+    script = ("import procwrap; procwrap._trim_memory(); "
+              "print(bool(procwrap._libc) and hasattr(procwrap._libc, 'malloc_trim'))")
+    out = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, timeout=60,
+                         universal_newlines=True, cwd=os.path.dirname(procwrap.__file__)).stdout
+    assert out.strip() == "True"

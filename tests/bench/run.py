@@ -19,8 +19,9 @@ with supervisor, honcho, circus and cloudreactor-procwrapper when missing) and f
 not fatal.  This machine is shared and noisy: read the ratios, not the absolute numbers.
 
 --compare adds rows for another procwrap.py (an earlier commit's: `git show
-REV:procwrap.py > /tmp/old.py`) to `wrap` and `idle`, measured in the same
-interleaved runs, so a refactor's cost shows beside the noise.
+REV:procwrap.py > /tmp/old.py`) to `wrap`, `logs` and `idle`, measured in the
+same run (interleaved for `wrap`), and to `probes`, so a refactor's cost shows
+beside the noise.
 """
 import json
 import os
@@ -311,6 +312,10 @@ def bench_logs(setup, lines):
          + child),
         ("procwrap wrap --log-format text", [PYTHON, PROCWRAP, "--log-format", "text", "--"]
          + child),
+        ("compared: wrap --log-format json", [PYTHON, COMPARE, "--log-format", "json", "--"]
+         + child if COMPARE else None),
+        ("compared: wrap --log-format text", [PYTHON, COMPARE, "--log-format", "text", "--"]
+         + child if COMPARE else None),
         ("procwrap supervisor json", setup.procwrap([child])),
         ("procwrap supervisor logfmt", setup.procwrap([child], "logfmt")),
         ("honcho start", setup.honcho([child])),
@@ -320,6 +325,8 @@ def bench_logs(setup, lines):
     rows = []
     rates = {}
     for name, argv in relays:
+        if argv is None:
+            continue
         if not os.path.exists(argv[0]):
             rows.append((name, "not installed", ""))
             continue
@@ -482,8 +489,12 @@ def bench_many(setup, count):
             "stopped in %.2f s, orphans: %d" % (stopped, len(orphans))))
     return rows
 
-CHATTY = ("import sys, time\nname = sys.argv[1]\ni = 0\nwhile True:\n"
-          "    print(name, i, flush=True)\n    i += 1\n    time.sleep(0.01)\n")
+#: A child logging 100 lines/s.  One write a line: print() under
+#: PYTHONUNBUFFERED writes each piece on its own, and a child stopped between
+#: two would leave half a line, which procwrap rightly logs as a line.
+CHATTY = ("import os, sys, time\nname = sys.argv[1]\ni = 0\nwhile True:\n"
+          "    os.write(1, ('%s %d\\n' % (name, i)).encode())\n    i += 1\n"
+          "    time.sleep(0.01)\n")
 CLIENT = ("import http.client, sys, time\nhost, port, seconds = sys.argv[1], int(sys.argv[2]), "
           "float(sys.argv[3])\nc = http.client.HTTPConnection(host, port)\nn = ok = 0\n"
           "end = time.monotonic() + seconds\nwhile time.monotonic() < end:\n"
@@ -549,7 +560,10 @@ def bench_probes(setup, seconds, count=50):
     rows = []
     measured = {}
     unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
-    for probes, pid1 in ((False, False), (True, False), (True, True)):
+    runs = [(False, False, PROCWRAP), (True, False, PROCWRAP), (True, True, PROCWRAP)]
+    if COMPARE:
+        runs += [(True, False, COMPARE), (True, True, COMPARE)]
+    for probes, pid1, script in runs:
         if pid1 and not shutil.which("unshare"):
             continue
         entry = lambda i: dict(  # noqa: E731
@@ -559,7 +573,7 @@ def bench_probes(setup, seconds, count=50):
         path = os.path.join(setup.dir, "probes%d.json" % probes)
         with open(path, "w") as stream:
             json.dump({"processes": [entry(i) for i in range(count)]}, stream)
-        proc = subprocess.Popen((unshare if pid1 else []) + [PYTHON, PROCWRAP, "-c", path],
+        proc = subprocess.Popen((unshare if pid1 else []) + [PYTHON, script, "-c", path],
                                 stdout=subprocess.DEVNULL, env=environ())
         pid = proc.pid
         if pid1:
@@ -569,17 +583,21 @@ def bench_probes(setup, seconds, count=50):
         time.sleep(2)       # the first round of probes is staggered by start times
         before, started = cpu_seconds(pid), time.monotonic()
         time.sleep(seconds)
-        measured[probes, pid1] = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        measured[probes, pid1, script] = ((cpu_seconds(pid) - before)
+                                          / (time.monotonic() - started))
         if pid1:
             os.kill(pid, signal.SIGTERM)
         stop(proc)
     rows.append(("%d children, no probes (floor)" % count, "%.2f%% of one core"
-                 % (100 * measured[False, False]), ""))
-    rows.append(("%d children, 1 s exec probe each (fork)" % count, "%.2f%% of one core"
-                 % (100 * measured[True, False]), "target < 5%%; %d probes/s" % count))
-    if (True, True) in measured:
-        rows.append(("the same as PID 1 (posix_spawn)", "%.2f%% of one core"
-                     % (100 * measured[True, True]), ""))
+                 % (100 * measured[False, False, PROCWRAP]), ""))
+    for label, script in (("", PROCWRAP), ("compared: ", COMPARE)):
+        if (True, False, script) in measured:
+            rows.append(("%s%d children, 1 s exec probe each (fork)" % (label, count),
+                         "%.2f%% of one core" % (100 * measured[True, False, script]),
+                         "target < 5%%; %d probes/s" % count))
+        if (True, True, script) in measured:
+            rows.append(("%sthe same as PID 1 (posix_spawn)" % label, "%.2f%% of one core"
+                         % (100 * measured[True, True, script]), ""))
     return rows
 
 
