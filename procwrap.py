@@ -15,6 +15,10 @@ Supervise many (a container's PID 1):
     procwrap -c procwrap.json|.toml|.yaml [OPTIONS]
     procwrap check -c FILE            validate a config without running it
 
+Run on other hosts over ssh (nothing installed there but Python 3.6+):
+
+    procwrap remote [OPTIONS] [user@]HOST[:PORT][,HOST...] [--] CMD [ARGS...]
+
 Install without pip (module, bytecode and a launcher):
 
     python3 procwrap.py install [PREFIX]
@@ -38,7 +42,8 @@ Exit status:
     124                  --timeout expired (wrap mode, last attempt)
     126                  the command could not be executed (permission,
                          not an executable, working directory, user switch)
-    127                  the command was not found
+    127                  the command was not found (remote: no Python there)
+    255                  remote: a host could not be reached (ssh's reason said)
 
 Secrets: NAME_FOR_PROCWRAP_TO_RESOLVE=LOCATION becomes NAME=<value> for the
 child, LOCATION being [PROVIDER:]ADDRESS[!FORMAT][|JP:PATH] with providers
@@ -52,9 +57,10 @@ passed to children.
 
 Contents: Part I runs anywhere; it is what `procwrap remote` ships to a
 host that has only Python: Compat, Constants & messages, Errors, Pure
-helpers, Files, Event loop & streams, Children.  Part II is local: Logging,
-Processes, Wrap mode, HTTP client & leases, Secrets, Probes, Health, Config,
-Supervisor, Control surface, CLI.  Each section uses only those above it.
+helpers, Files, Event loop & streams, Children, Remote agent.  Part II is
+local: Logging, Processes, Wrap mode, HTTP client & leases, Secrets, Probes,
+Health, Remote client, Config, Supervisor, Control surface, CLI.  Each
+section uses only those above it.
 """
 
 __version__ = "0.1.0"
@@ -1664,7 +1670,8 @@ class _Stream(object):
         self.wfd = rfd if wfd is None else wfd  #: written to: the same, or the pair's other fd
         self.buffer = b""               #: received, not yet parsed
         self.out = b""                  #: queued, not yet sent
-        self.since = loop.clock()       #: last activity
+        self.since = loop.clock()       #: last activity, either way
+        self.received = self.since      #: when bytes last arrived (silence is since then)
         self._processing = False        #: inside process(): it settles at its end
         self._reading = False           #: watched for reading, as last settled
         for end in set([self.rfd, self.wfd]):
@@ -1720,9 +1727,10 @@ class _Stream(object):
             return
         if not data:
             return self.on_eof()
+        self.received = self.loop.clock()
         if self.busy and not self.duplex:
             return              # a follower has nothing more to ask: drop what it sends
-        self.since = self.loop.clock()
+        self.since = self.received
         self.buffer += data
         self.process()
 
@@ -1972,18 +1980,24 @@ class _Pipe(object):
     waits in `partial`, which never grows past `max_line` (longer lines are
     cut into marked pieces).  The pipe outlives its process until EOF, since
     a grandchild may still hold the write end.
+
+    With fd -1 nothing is read: whoever has the bytes calls feed() and
+    flush() (a remote child's output, arriving in frames).  With max_line
+    None nothing is split: each chunk goes to sink.raw() as it came (the
+    remote agent, which leaves the splitting to the other end).
     """
     __slots__ = ("loop", "fd", "sink", "max_line", "partial", "before")
 
     def __init__(self, loop, fd, sink, max_line, before=None):
         self.loop = loop            #: the Loop it is registered with
-        self.fd = fd                #: non-blocking read end, or -1 once closed
+        self.fd = fd                #: non-blocking read end, or -1 (closed, or fed)
         self.sink = sink            #: where lines go
-        self.max_line = max_line    #: longest line before it is split
+        self.max_line = max_line    #: longest line before it is split; None: raw
         self.partial = b""          #: the unfinished last line
         self.before = before        #: func() called once, before the first bytes go on
-        os.set_blocking(fd, False)
-        loop.watch(fd, _READ, self.on_readable)
+        if fd >= 0:
+            os.set_blocking(fd, False)
+            loop.watch(fd, _READ, self.on_readable)
 
     def on_readable(self):
         """The loop says the pipe is readable: one read, so every pipe gets a turn."""
@@ -2000,6 +2014,8 @@ class _Pipe(object):
 
     def feed(self, data):
         """Split `data` (after what was left over) into complete lines and a rest."""
+        if self.max_line is None:
+            return self.sink.raw(data)
         if self.partial:
             data = self.partial + data
         cut = data.rfind(b"\n")
@@ -2252,7 +2268,8 @@ class _LocalChild(object):
     What the state machine above sees: spawn() (raises _SpawnError), then
     on_exec(None, or the _SpawnError saying why exec failed) once, then
     on_exit(wait_status) once, after its output is drained.  A child on
-    another machine offers the same four, so one state machine drives both.
+    another machine offers the same four, so one state machine drives both
+    (it may also call on_exec(error) while the command runs: a lost link).
     """
     pid = None              #: its pid while alive (the daemon's, once adopted)
     last_pid = None         #: the pid of the run that ended last, for messages
@@ -2544,6 +2561,199 @@ def _sweep_children(loop):
         loop.children.pop(pid, None)
         reaped.append((pid, wait_status))
     return reaped
+
+
+# =============================================================================
+# Remote agent
+# What runs on the other end of `procwrap remote`: Part I of this file, sent
+# over ssh and compiled from memory (nothing is written there).  It speaks
+# frames on its stdin and stdout, runs one command at a time for the local
+# procwrap, and leaves nothing behind when the link goes.
+# =============================================================================
+
+#: Frame kinds on the channel: JSON control messages both ways (never pickle,
+#: never eval), and a child's stdout and stderr as raw bytes.
+FRAME_CONTROL, FRAME_STDOUT, FRAME_STDERR = 1, 2, 3
+#: The largest frame either side takes: output comes in READ_SIZE pieces, but
+#: a control message carries a child's environment, which may hold large
+#: secrets.  A bigger one means the stream is not ours: the link is closed.
+FRAME_MAX = 16 << 20
+#: Seconds the agent gives its command between the stop signal and SIGKILL
+#: when the link is gone (nobody is left to ask for a longer grace).
+AGENT_GRACE = 5.0
+
+
+class _Channel(_Stream):
+    """Frames over a stream, both ways at once (duplex): on_frame(kind,
+    payload) for each frame that arrives; send() and control() queue them.
+
+    Before the first frame the other end may print anything (a banner, an rc
+    file's echo): with `marker`, bytes are dropped until that line, then
+    `payload` is sent and frames begin (SPECS.md 11.2)."""
+    duplex = True
+
+    def __init__(self, loop, rfd, wfd, on_frame, on_closed, marker=None, payload=None):
+        self.on_frame = on_frame        #: func(kind, payload)
+        self.on_closed = on_closed      #: func() once, when the stream is closed
+        self.marker = marker            #: the line that ends the noise, until seen
+        self.payload = payload          #: what to send once the marker came
+        _Stream.__init__(self, loop, rfd, wfd)
+
+    def on_data(self):
+        """Take the marker, or one frame, from the buffer."""
+        if self.marker is not None:
+            found = self.buffer.find(self.marker)
+            if found < 0:
+                # Noise: keep only what could be the start of the marker.
+                self.buffer = self.buffer[-len(self.marker):]
+                return False
+            self.buffer, self.marker = self.buffer[found + len(self.marker):], None
+            if self.payload is not None:
+                self.queue(self.payload)
+            return True
+        try:
+            frame = _take_frame(self.buffer, FRAME_MAX)
+        except _TooLong:
+            self.close()
+            return False
+        if frame is None:
+            return False
+        kind, payload, self.buffer = frame
+        self.on_frame(kind, payload)
+        return True
+
+    def send(self, kind, payload):
+        """Queue one frame."""
+        self.queue(_frame(kind, payload))
+
+    def control(self, message):
+        """Queue one control message (a JSON object)."""
+        import json
+        self.send(FRAME_CONTROL, json.dumps(message, separators=(",", ":")).encode("utf-8"))
+
+    def closed_by(self):
+        """The stream is closed: tell the owner, once."""
+        self.on_closed()
+
+
+class _ChannelSink(object):
+    """Where the agent's child output goes: each chunk, as it came, as a frame."""
+
+    def __init__(self, channel, kind):
+        self.channel = channel
+        self.kind = kind                #: FRAME_STDOUT or FRAME_STDERR
+
+    def raw(self, data):
+        """One chunk of output."""
+        self.channel.send(self.kind, data)
+
+
+class _Agent(object):
+    """The remote end: runs what the local procwrap asks, one command at a
+    time, and ends it (stop signal, AGENT_GRACE, SIGKILL to its group) when
+    the link goes: EOF on stdin, a silent link past `keepalive`, or a signal.
+
+    Messages in: spawn {argv, env (added to the agent's own), workdir},
+    signal {signum, group}, ping.  Out: ready {pid, python}, exec {stage,
+    errno} (stage null: it runs), exit {status: a wait status}, ping.
+    """
+    child = None            #: the _LocalChild of the command, while one runs
+    ending = False          #: the link is gone: stop, then exit
+
+    def __init__(self, loop, keepalive):
+        self.loop = loop
+        self.keepalive = keepalive      #: seconds of silence that mean the link is gone
+        self.channel = _Channel(loop, 0, 1, self.on_frame, self.on_lost)
+        self._kill_timer = None
+        if keepalive:
+            self._tick()
+
+    def _tick(self):
+        """Ping, and notice a silent link (a partition sends no EOF)."""
+        if self.ending:
+            return
+        if self.loop.clock() - self.channel.received > self.keepalive:
+            return self.on_lost()
+        self.channel.control({"op": "ping"})
+        self.loop.call_later(self.keepalive / 3.0, self._tick)
+
+    def on_frame(self, kind, payload):
+        """A control message from the local procwrap."""
+        import json
+        if kind != FRAME_CONTROL:
+            return
+        message = json.loads(payload.decode("utf-8"))
+        op = message.get("op")
+        if op == "spawn" and self.child is None:
+            self.spawn(message)
+        elif op == "signal" and self.child is not None:
+            self.child.signal(message["signum"], message.get("group", True))
+
+    def spawn(self, message):
+        """Start the command, its output captured into frames."""
+        sinks = (_ChannelSink(self.channel, FRAME_STDOUT),
+                 _ChannelSink(self.channel, FRAME_STDERR))
+        self.child = _LocalChild(self.loop, self.on_exec, self.on_exit, sinks, None)
+        env = dict(os.environ)
+        env.update(message.get("env") or {})
+        try:
+            pending = self.child.spawn(message["argv"], env, message.get("workdir"))
+        except _SpawnError as error:
+            self.child = None
+            self.on_exec(error)
+            return self.channel.control({"op": "exit", "status": error.status << 8})
+        if not pending:
+            self.on_exec(None)
+
+    def on_exec(self, error):
+        """The command runs, or says why it could not."""
+        self.channel.control({"op": "exec", "pid": self.child.pid if self.child else None,
+                              "stage": error.stage if error else None,
+                              "errno": error.errno if error else None})
+
+    def on_exit(self, wait_status):
+        """It ended: what is left of its group goes (dumb-init's rule), then say how."""
+        child, self.child = self.child, None
+        child.end_group()
+        self.channel.control({"op": "exit", "status": wait_status})
+        if self.ending:
+            self.loop.stopped = True
+
+    def on_lost(self, signum=None):
+        """The link is gone, or a signal came: stop the command, then exit."""
+        if self.ending:
+            return
+        self.ending = True
+        if self.child is None:
+            self.loop.stopped = True
+            return
+        self.child.signal(signal.SIGTERM)
+        self._kill_timer = self.loop.call_later(AGENT_GRACE, self.child.signal, signal.SIGKILL)
+
+
+def _agent_main(keepalive):
+    """The remote agent's life: a loop, the channel on fds 0 and 1, reaping
+    as subreaper, until the link goes and its command is gone."""
+    loop = _Loop()
+    agent = _Agent(loop, keepalive)
+    loop.add_signal_handler(signal.SIGCHLD, None)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, agent.on_lost)
+    loop.on_orphan = lambda pid, wait_status: None     # reaped: nothing more to do
+    _become_subreaper()
+    agent.channel.control({"op": "ready", "pid": os.getpid(),
+                           "python": "%d.%d.%d" % sys.version_info[:3]})
+    loop.run()
+    for pid, _ in _sweep_children(loop):
+        pass            # a grandchild that outlived its group: gone too
+    # What is queued still goes out (the exit message), within reason.
+    deadline = time.monotonic() + AGENT_GRACE
+    while agent.channel.out and not agent.channel.closed and time.monotonic() < deadline:
+        import select
+        select.select([], [1], [], 1.0)
+        agent.channel.on_writable()
+
+
 # #############################################################################
 # Part II: local
 # Policy: records, the process state machine, secrets, probes, configs, the
@@ -2588,8 +2798,10 @@ class _Log(object):
     lost = 0                #: records dropped since the last report
     midline = False         #: the last write stopped inside a record
 
-    def __init__(self, format="json", fd=1, merge_json=False, color=None, redact=None):
+    def __init__(self, format="json", fd=1, merge_json=False, color=None, redact=None,
+                 quiet=False):
         self.format = format
+        self.quiet = quiet          #: own records: warnings and errors only, on stderr
         self.redact = redact or _Redactor()  #: blanks this run's secrets out of records
         self.fd = fd if format != "none" else 2
         self.merge_json = merge_json
@@ -2621,9 +2833,15 @@ class _Log(object):
             message = redact(message)
             fields = dict((k, v if k in _IDENTIFIER_FIELDS else redact(v))
                           for k, v in fields.items())
-        if self.format == "none":
+        if self.format == "none" or self.quiet:
+            # Pass-through (wrap mode), or only the child's lines on stdout
+            # (procwrap remote's `host | line`): procwrap speaks on stderr.
             if _LEVEL_ORDER[level] >= _LEVEL_ORDER["warning"]:
-                self.write(("procwrap: %s\n" % _printable(message)).encode("utf-8", "replace"))
+                line = ("procwrap: %s\n" % _printable(message)).encode("utf-8", "replace")
+                if self.fd == 2:
+                    self.write(line)
+                else:
+                    _stderr(_printable(message))
             return
         stamp = _rfc3339(time.time())
         if self.format == "json":
@@ -2894,6 +3112,8 @@ _TRANSITIONS = {
 
 def _spawn_error_message(name, argv, workdir, user, error):
     """What a user reads when a command could not be started."""
+    if getattr(error, "message", None):
+        return error.message            # a _LinkError says it all, host first
     if error.stage == "exec" and error.errno == errno.ENOENT:
         return NOT_FOUND_MSG % (name, argv[0])
     what = {"chdir": ("change directory to", workdir),
@@ -5480,6 +5700,449 @@ class _Health(object):
 
 
 # =============================================================================
+# Remote client
+# procwrap on other hosts: one ssh process per link, a short loader as its
+# remote command, Part I of this file sent as the payload, and a child on
+# the far end that the local Process state machine drives like a local one.
+# =============================================================================
+
+#: Seconds of silence on a link after which it is taken for dead (both ends
+#: ping at a third of it): a cut cable sends no EOF, and ssh's own
+#: ServerAlive notices only after 45 s or more.
+REMOTE_KEEPALIVE = 6.0
+#: Seconds to wait for ssh to end after the remote command has, before it is
+#: killed (its work is done; only its teardown is left).
+REMOTE_LINGER = 2.0
+#: The remote command's first stage, run by `python3 -I -c LOADER`: checks the
+#: version, prints the marker with the nonce, reads exactly N bytes (select
+#: first: sudo may hand it a non-blocking stdin), and runs them from memory.
+_STAGE1 = """import os,sys,select,zlib
+if sys.version_info<(3,6):
+ sys.stderr.write('procwrap: remote Python %%d.%%d is too old; procwrap needs 3.6+\\n'
+  %%sys.version_info[:2]);sys.exit(126)
+n=int(sys.argv[2]);b=b''
+os.write(1,('PROCWRAP:%%s\\n'%%sys.argv[3]).encode())
+while len(b)<n:
+ select.select([0],[],[])
+ c=os.read(0,n-len(b))
+ if not c:sys.exit(255)
+ b+=c
+g={'__name__':'__procwrap_agent__'}
+exec(compile(zlib.decompress(b).decode(),'procwrap.py','exec'),g)
+g['_agent_main'](%r)
+"""
+#: Run by the remote login shell: nothing in it means anything to sh, bash,
+#: dash, zsh or fish (SPECS.md 11.3): the stage is in base64, in argv.
+_LOADER = "import base64,zlib,sys;exec(zlib.decompress(base64.b64decode(sys.argv[1])))"
+
+
+class _LinkError(_SpawnError):
+    """A remote command that could not be started: the host, why, and the status."""
+
+    def __init__(self, message, status):
+        _SpawnError.__init__(self, "link", 0)
+        self.message = message          #: one line, naming the host
+        self.status = status            #: 255 (ssh), 127 (no Python), 126 (Python too old)
+
+
+class _Remote(object):
+    """Where and how to reach one host: [user@]host[:port], ssh options, the
+    remote Python, the keepalive; and the payload, made once."""
+    _payload = None
+
+    def __init__(self, address, options=(), python="python3", keepalive=REMOTE_KEEPALIVE):
+        self.address = address          #: as the user wrote it
+        user, at, rest = address.rpartition("@")
+        host, colon, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+        self.host = host                #: the name to show: records' `host`
+        self.destination = (user + at + host) if colon else address
+        self.port = port if colon else None
+        self.options = list(options)    #: -o OPTION for ssh
+        self.python = python            #: the remote interpreter
+        self.keepalive = keepalive
+
+    def ssh_argv(self, payload_size, nonce):
+        """ssh's argv: no tty (a binary-clean stream), no escape character, no
+        prompt (BatchMode), quiet; then the user's options, so theirs win over
+        nothing of ours that matters; then the loader."""
+        import base64
+        stage1 = base64.b64encode(_zlib_compress((_STAGE1 % self.keepalive).encode())).decode()
+        argv = ["ssh", "-T", "-e", "none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+        for option in self.options:
+            argv += ["-o", option]
+        if self.port:
+            argv += ["-p", self.port]
+        return argv + [self.destination, "cd / && exec %s -I -c '%s' %s %d %s"
+                       % (self.python, _LOADER, stage1, payload_size, nonce)]
+
+    def payload(self):
+        """Part I of procwrap's source, compressed: what the agent runs."""
+        if _Remote._payload is None:
+            _Remote._payload = _zlib_compress(_part_one().encode("utf-8"))
+        return _Remote._payload
+
+
+def _zlib_compress(data):
+    """zlib at level 6: 1% bigger than 9 for Part I, and 20 ms less at each
+    start (SPECS.md 11.10: 9 ms against 30 ms for 229 KB)."""
+    import zlib
+    return zlib.compress(data, 6)
+
+
+def _part_one():
+    """Part I of this module's source (up to the Part II banner).  After a
+    script-mode re-exec the module has no file of its own: the script's path
+    is in sys.argv[0] then."""
+    import inspect
+    try:
+        source = inspect.getsource(sys.modules[__name__])
+    except (OSError, TypeError):
+        try:
+            with open(sys.argv[0], encoding="utf-8") as stream:
+                source = stream.read()
+        except (OSError, ValueError, IndexError):
+            source = ""
+        if not source.startswith('#!/usr/bin/env python3\n"""procwrap:'):
+            raise UsageError("remote: procwrap's source is not in a file here; run "
+                             "python3 procwrap.py remote ..., or procwrap install")
+    return source.split("\n# " + "#" * 77 + "\n# Part II", 1)[0] + "\n"
+
+
+class _Link(object):
+    """One ssh process running procwrap's agent on a host, and the channel
+    over its stdin and stdout.  on_ready(info), on_frame(kind, payload);
+    on_lost(error) once, when it ends: error is a _LinkError, or None when
+    it ended after close() (the remote command was done)."""
+    ready = False
+    closing = False
+
+    def __init__(self, loop, remote, on_ready, on_frame, on_lost):
+        import binascii
+        self.loop, self.remote = loop, remote
+        self.on_ready, self.on_frame, self.on_lost = on_ready, on_frame, on_lost
+        nonce = binascii.hexlify(os.urandom(12)).decode("ascii")
+        payload = remote.payload()
+        argv = remote.ssh_argv(len(payload), nonce)
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.pid, report = _spawn(argv, os.environ, None, None, in_r, out_w, err_w,
+                                      reset=loop.handled_signals())
+        except (OSError, _SpawnError) as error:
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise _LinkError("%s: cannot start ssh: %s" % (remote.host, getattr(
+                error, "strerror", None) or os.strerror(getattr(error, "errno", 0) or 0)), 255)
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        self.report = report
+        self.errors = _Tail()
+        self._errors = _Pipe(loop, err_r, self.errors, None)
+        self.channel = _Channel(loop, out_r, in_w, self._on_frame, self._on_closed,
+                                ("PROCWRAP:%s\n" % nonce).encode("ascii"), payload)
+        loop.watch_child(self.pid, self._on_ssh_exit)
+        self._timer = loop.call_later(remote.keepalive / 3.0, self._tick)
+        self._lost = False
+        self._ssh_status = None
+
+    def _tick(self):
+        """Ping; a link silent past the keepalive is dead: ssh goes."""
+        self._timer = None
+        if self._ssh_status is not None:
+            return
+        if self.loop.clock() - self.channel.received > self.remote.keepalive:
+            self._silent = True
+            return self.kill()
+        if self.ready:
+            self.channel.control({"op": "ping"})
+        self._timer = self.loop.call_later(self.remote.keepalive / 3.0, self._tick)
+
+    _silent = False
+
+    def _on_frame(self, kind, payload):
+        """A frame: `ready` first, then whatever the agent says."""
+        if not self.ready and kind == FRAME_CONTROL:
+            import json
+            message = json.loads(payload.decode("utf-8"))
+            if message.get("op") == "ready":
+                self.ready = True
+                return self.on_ready(message)
+        if kind == FRAME_CONTROL and payload == b'{"op":"ping"}':
+            return
+        self.on_frame(kind, payload)
+
+    def control(self, message):
+        """Send a control message (once ready)."""
+        self.channel.control(message)
+
+    def close(self):
+        """The remote command is done: EOF to the agent, which then exits."""
+        self.closing = True
+        if not self.channel.closed:
+            self.channel.closing = True
+            self.channel._settle()
+        self.loop.call_later(REMOTE_LINGER, self.kill)
+
+    def kill(self):
+        """End ssh now (its group: a ProxyJump ssh is its child)."""
+        if self._ssh_status is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _on_closed(self):
+        """The channel is gone (EOF from ssh, or closed by us): ssh follows."""
+        if self._ssh_status is None and not self.closing:
+            self.loop.call_later(REMOTE_LINGER, self.kill)
+
+    def _on_ssh_exit(self, wait_status):
+        """ssh has ended: the link with it.  Why, if it was not asked to."""
+        self._ssh_status = _exit_status(wait_status)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._errors.drain()
+        self.channel.close()
+        if self.report is not None:
+            os.close(self.report)
+            self.report = None
+        self.on_lost(None if self.closing else self._error())
+
+    def _error(self):
+        """The _LinkError for an ssh that ended on its own."""
+        host, status = self.remote.host, self._ssh_status
+        said = self.errors.last_line()
+        if self._silent:
+            return _LinkError("%s: the link was silent for %s s; taken for dead"
+                              % (host, _format_seconds(self.remote.keepalive)), 255)
+        if self.ready:
+            return _LinkError("%s: the link was lost%s" % (host, ": " + said if said else ""),
+                              255)
+        if status == 127:
+            return _LinkError("%s: %s not found on the remote host; install Python 3.6+ or "
+                              "give --python PATH" % (host, self.remote.python), 127)
+        if "Unknown option: -I" in self.errors.text():
+            return _LinkError("%s: %s is Python 2; procwrap needs Python 3.6+ (give --python "
+                              "PATH)" % (host, self.remote.python), 126)
+        if status == 126 and said:
+            return _LinkError("%s: %s" % (host, said.replace("procwrap: ", "")), 126)
+        return _LinkError("%s: ssh: %s" % (host, said or "exited with status %d" % status),
+                          255)
+
+
+class _Tail(object):
+    """The last bytes of a stream (ssh's stderr), for messages."""
+
+    def __init__(self, limit=OUTPUT_TAIL):
+        self.limit = limit
+        self.data = b""
+
+    def raw(self, data):
+        """Keep the end."""
+        self.data = (self.data + data)[-self.limit:]
+
+    def text(self):
+        """All that is kept, as text."""
+        return self.data.decode("utf-8", "replace")
+
+    def last_line(self):
+        """The last non-empty line, control characters out."""
+        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
+        return _CONTROL_RE.sub("", lines[-1]) if lines else ""
+
+
+class _RemoteChild(object):
+    """A Process's command on another host, behind the child interface that
+    _LocalChild has: spawn(), signal(), then on_exec and on_exit once each.
+    Each spawn opens its own link (a restart connects again); the command's
+    output arrives in frames and is split into lines here."""
+    pid = None
+    last_pid = None
+    pgid = None
+    link = None
+
+    def __init__(self, remote, loop, on_exec, on_exit, sinks=None, max_line=MAX_LINE_BYTES):
+        self.remote = remote            #: the _Remote it runs on
+        self.loop = loop
+        self.on_exec = on_exec
+        self.on_exit = on_exit
+        self.sinks = sinks
+        self.max_line = max_line
+        self._pipes = ()
+        self._request = None            #: the spawn message, until sent
+        self._status = None             #: the remote wait status, once it came
+        self._exec_said = False
+
+    def spawn(self, argv, env, workdir=None, user=None, tty=False):
+        """Connect; the command starts once the agent is ready (on_exec follows)."""
+        if user is not None:
+            raise _LinkError("%s: --user is not supported on remote hosts yet" % (
+                self.remote.host), EX_USAGE)
+        self._request = {"op": "spawn", "argv": list(argv), "env": env, "workdir": workdir}
+        self._status, self._exec_said = None, False
+        if self.sinks is not None:
+            self._pipes = tuple(_Pipe(self.loop, -1, sink, self.max_line) for sink in self.sinks)
+        self.link = _Link(self.loop, self.remote, self._on_ready, self._on_frame, self._on_lost)
+        self.pgid = True        # a group to signal on the far end, once it runs
+        return True
+
+    def _on_ready(self, info):
+        """The agent runs: send the command."""
+        self.link.control(self._request)
+
+    def _on_frame(self, kind, payload):
+        """Output, or the agent's word on the command."""
+        if kind in (FRAME_STDOUT, FRAME_STDERR):
+            if self._pipes:
+                self._pipes[kind - FRAME_STDOUT].feed(payload)
+            return
+        import json
+        message = json.loads(payload.decode("utf-8"))
+        if message.get("op") == "exec":
+            self.pid = message.get("pid")
+            self._exec_said = True
+            self.on_exec(_SpawnError(message["stage"], message.get("errno") or 0)
+                         if message.get("stage") else None)
+        elif message.get("op") == "exit":
+            self._status = message["status"]
+            self.link.close()           # on_exit once ssh has ended, output all in
+
+    def _on_lost(self, error):
+        """The link ended: the command's end, or a failed run (status 255).
+        A link lost while the command ran is said through on_exec(error) as
+        well (the Process logs it), then on_exit follows as for any end."""
+        if error is not None:
+            self._exec_said = True
+            self.on_exec(error)
+        for pipe in self._pipes:
+            pipe.flush()
+        self._pipes = ()
+        self.link = None
+        self.last_pid, self.pid, self.pgid = self.pid, None, None
+        if self._status is not None:
+            status = self._status
+        else:
+            status = (error.status if error is not None else 255) << 8
+        self.on_exit(status)
+
+    def signal(self, signum, group=True):
+        """Send signum to the command's group (or it alone) on the far end."""
+        if self.link is not None and self.link.ready and self.pid is not None:
+            self.link.control({"op": "signal", "signum": signum, "group": group})
+        elif self.link is not None and signum == signal.SIGKILL:
+            self.link.kill()            # not started yet: the link goes, the run fails
+
+    def end_group(self):
+        """The agent ended what was left of the group already."""
+        self.pgid = None
+
+    def adopt(self, pid_files):
+        """No floating pid across hosts."""
+        return False
+
+    def run_command(self, argv, env, workdir, user, on_done):
+        """exec probes on remote hosts come with config-file hosts."""
+        raise OSError(errno.ENOSYS, "exec probes are not supported on remote hosts yet")
+
+
+class _RemoteRun(_Owner):
+    """`procwrap remote`: one Process per host, each a _RemoteChild, at most
+    `parallel` starting at once; signals go to every command.  Exit status:
+    one host's, or the highest of several (a summary on stderr)."""
+
+    def __init__(self, specs, remotes, log, max_line=MAX_LINE_BYTES, parallel=16,
+                 kill_on_second_signal=False, signal_map=None):
+        _Owner.__init__(self, log, None, signal_map, kill_on_second_signal, max_line)
+        self.parallel = parallel
+        self.processes = []
+        for spec, remote in zip(specs, remotes):
+            def child(loop, on_exec, on_exit, sinks, line, remote=remote):
+                return _RemoteChild(remote, loop, on_exec, on_exit, sinks, line)
+            self.processes.append(_Process(spec, self.loop, log, self.on_change, max_line,
+                                           child_class=child))
+        log.redact.make_public(p.name for p in self.processes)
+        self._waiting = list(self.processes)
+        self._began = {}                #: name -> time.time() it first started
+        self._took = {}                 #: name -> seconds from start to its end
+        self._unstarted = {}            #: name -> status of a host a signal kept from starting
+
+    def begin(self):
+        """Start the first `parallel` hosts."""
+        self._start_more()
+
+    def _start_more(self):
+        """Start waiting hosts while fewer than `parallel` run."""
+        running = sum(1 for p in self.processes if p.name in self._began
+                      and p.name not in self._took)
+        while self._waiting and running < self.parallel:
+            process = self._waiting.pop(0)
+            self._began[process.name] = time.time()
+            running += 1
+            process.start()
+
+    def on_change(self, process, old):
+        """A host's command ended for good: start the next; end when all have."""
+        if process.state in _State.DONE or process.state == _State.STOPPED:
+            self._took.setdefault(process.name, time.time() - self._began[process.name])
+            self._start_more()
+            if len(self._took) == len(self.processes):
+                self.loop.stopped = True
+        elif process.state == _State.BACKOFF:
+            spec = process.spec
+            self.log.event("%s: " % process.name + RETRYING_MSG % (
+                process.restarts, (spec.restart_limit or 0) + 1, process.description,
+                process.delay), "warning", event="retry", name=process.name)
+
+    def result(self):
+        """One host: its status; several: the highest, and a line per host."""
+        statuses = [self._unstarted.get(p.name, p.status) for p in self.processes]
+        statuses = [EX_SOFTWARE if status is None else status for status in statuses]
+        if self.exit_status is not None:
+            return self.exit_status
+        if len(self.processes) > 1:
+            for process, status in zip(self.processes, statuses):
+                _stderr("%s: status %d (%s s)" % (process.name, status, _format_seconds(
+                    round(self._took.get(process.name, 0.0), 1))))
+        return max(statuses) if statuses else EX_OK
+
+    def on_signal(self, signum):
+        """TERM, INT and QUIT stop every command (no retry); others are forwarded."""
+        signum = self.router.route(signum)
+        if signum is None:
+            return
+        name = _signal_name(signum)
+        for process in self.processes:
+            if name in STOP_SIGNALS:
+                process.last_attempt()
+                if process.state == _State.STOPPING and self.kill_on_second_signal:
+                    process.kill("a second %s came" % name)
+                elif process.state in (_State.STARTING, _State.RUNNING, _State.BACKOFF):
+                    process.stop()
+            elif process.state in _State.ALIVE:
+                process.signal(signum)
+        if name in STOP_SIGNALS:
+            for process in list(self._waiting):
+                self._waiting.remove(process)
+                self._unstarted[process.name] = 128 + signum
+                self._took[process.name] = 0.0
+            if len(self._took) == len(self.processes):
+                self.loop.stopped = True
+
+    def shutdown(self, reason, status=None):
+        """Stop every command; exit with `status`."""
+        self.log.event(SHUTDOWN_MSG % reason, "warning", event="shutdown")
+        self.exit_status = status
+        self.on_signal(signal.SIGTERM)
+
+    def end(self):
+        """No ssh left behind."""
+        for pid, _ in _sweep_children(self.loop):
+            pass
+
+
+# =============================================================================
 # Config
 # Reading JSON/TOML/YAML, validating every field with its place, and turning
 # entries into ProcessSpecs; every problem of a config is reported as a
@@ -7374,9 +8037,11 @@ class _Option(object):
         return "PROCWRAP_" + self.dest.upper()
 
 
-_BOTH = ("wrap", "supervise", "check")
+_BOTH = ("wrap", "supervise", "check", "remote")
 
-_WRAP = ("wrap",)
+_WRAP = ("wrap", "remote")
+_WRAP_ONLY = ("wrap",)          #: what needs the command on this machine
+_REMOTE = ("remote",)
 
 _SUPERVISE = ("supervise", "check")
 
@@ -7433,21 +8098,31 @@ _OPTIONS = [
             "shorten each delay by a random part up to this fraction (default 0.1)"),
     _Option(("--success-codes",), "CODES", _opt_codes, (0,), _WRAP,
             "exit codes that are not failures, comma-separated (default 0)"),
-    _Option(("--wait-group",), None, None, False, _WRAP,
+    _Option(("--wait-group",), None, None, False, _WRAP_ONLY,
             "when the child exits, wait for the rest of its process group instead of "
             "sending it SIGTERM"),
     _Option(("--workdir",), "DIR", _opt_text, None, _WRAP, "run the command in DIR"),
-    _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP,
+    _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP_ONLY,
             "run the command as USER (name or uid) and GROUP; needs root"),
     _Option(("--env-file",), "PATH", _opt_text, [], _WRAP,
             "add the variables of a dotenv file (repeatable; twin: comma-separated)",
             repeat=True),
     _Option(("--env",), "NAME=VALUE", _opt_assignment, [], _WRAP,
             "set a variable for the command (repeatable; twin: one per line)", repeat=True),
-    _Option(("--env-pass",), "PATTERNS", _opt_names, [], _WRAP,
+    _Option(("--env-pass",), "PATTERNS", _opt_names, [], _WRAP_ONLY,
             "pass only the variables of procwrap's environment matching these globs "
             "(comma-separated; the config's env.pass); name a credential procwrap used "
             "(VAULT_TOKEN, AWS keys) exactly to pass it", repeat=True),
+    _Option(("--ssh-option",), "OPTION", _opt_text, [], _REMOTE,
+            "pass -o OPTION to ssh (repeatable); the user's ssh_config applies as well",
+            repeat=True),
+    _Option(("--python",), "PATH", _opt_text, "python3", _REMOTE,
+            "the Python 3.6+ to run procwrap's agent with on the remote hosts"),
+    _Option(("--parallel",), "N", _opt_count, 16, _REMOTE,
+            "at most N hosts at once (default 16)"),
+    _Option(("--keepalive",), "SECONDS", _opt_seconds, REMOTE_KEEPALIVE, _REMOTE,
+            "a link silent this long is dead, and the remote command with it (default %s)"
+            % _format_seconds(REMOTE_KEEPALIVE)),
     _Option(("--env-locations",), "LOCATION", _opt_location, [], _BOTH,
             "merge the dictionary of variables at LOCATION into the environment "
             "(repeatable, later ones win; dotenv unless the location says otherwise; "
@@ -7496,6 +8171,8 @@ def _usage():
         "usage: procwrap [OPTIONS] [--] CMD [ARGS...]   wrap one command",
         "       procwrap -c FILE [OPTIONS]               supervise many (a container's PID 1)",
         "       procwrap check -c FILE                   validate a config and exit",
+        "       procwrap remote [OPTIONS] HOST[,HOST...] [--] CMD [ARGS...]",
+        "                                                run a command on hosts over ssh",
         "       procwrap ctl COMMAND [ARGS]              control a running supervisor "
         "(see ctl --help)",
         "       procwrap install [PREFIX]                write the module, its bytecode and "
@@ -7505,8 +8182,8 @@ def _usage():
     ]
     for option in _OPTIONS:
         head = ", ".join(option.flags) + (" " + option.metavar if option.metavar else "")
-        mode = {"wrap": " [wrap]", "supervise": " [supervise]"}.get(option.modes[0], "") \
-            if len(option.modes) < 3 else ""
+        mode = {"wrap": " [wrap]", "supervise": " [supervise]", "remote": " [remote]"}.get(
+            option.modes[0], "") if len(option.modes) < 3 else ""
         lines.append("  %s%s" % (head, mode))
         lines.append("        %s" % option.help)
         lines.append("        env: %s" % option.env)
@@ -7527,8 +8204,8 @@ def _parse_args(argv, environ):
     given, warnings = {}, []
     subcommand = None
     index = 0
-    if argv and argv[0] == "check":
-        subcommand, index = "check", 1
+    if argv and argv[0] in ("check", "remote"):
+        subcommand, index = argv[0], 1
     command = []
     while index < len(argv):
         arg = argv[index]
@@ -7615,15 +8292,16 @@ def _split_list(text):
     return parts
 
 
-def _wrap_spec(options, command, environ, secrets):
-    """The ProcessSpec wrap mode runs, from the options; its secrets resolved."""
+def _wrap_spec(options, command, environ, secrets, remote=False):
+    """The ProcessSpec wrap mode runs, from the options; its secrets resolved.
+    `remote`: the command runs elsewhere (--workdir is not looked for here)."""
     user = None
     if options["user"]:
         user = _resolve_user(options["user"], "--user")
         if os.geteuid() not in (0, user.uid):
             raise UsageError("--user: " + NEED_ROOT_MSG % os.geteuid())
     workdir = options["workdir"]
-    if workdir and not os.path.isdir(workdir):
+    if workdir and not remote and not os.path.isdir(workdir):
         raise UsageError("--workdir: " + NOT_A_DIR_MSG % workdir)
 
     def make_env():
@@ -7861,8 +8539,8 @@ def _run(argv, environ, redact):
     if subcommand == "version":
         _print("procwrap %s\n" % __version__)
         return EX_OK
-    if subcommand == "check":
-        mode = "check"
+    if subcommand in ("check", "remote"):
+        mode = subcommand
     elif command and "config" in given:
         raise UsageError("give either a command to wrap or -c FILE to supervise, not both")
     elif command:
@@ -7874,9 +8552,9 @@ def _run(argv, environ, redact):
     for dest, flag in sorted(given.items()):
         option = _OPTION_INDEX[flag]
         if mode not in option.modes:
-            raise UsageError(MODE_OPTION_MSG % (flag, option.modes[0], "use -c FILE"
-                                                if option.modes[0] == "supervise"
-                                                else "give a command"))
+            raise UsageError(MODE_OPTION_MSG % (flag, option.modes[0], {
+                "supervise": "use -c FILE", "remote": "use procwrap remote HOST -- CMD"}.get(
+                    option.modes[0], "give a command")))
     if mode == "check" and command:
         raise UsageError("check: unexpected arguments %r; use procwrap check -c FILE"
                          % " ".join(command))
@@ -7890,7 +8568,8 @@ def _run(argv, environ, redact):
         locations=options["env_locations"], strategy=options["merge_strategy"],
         allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"], redact=redact)
     redact.enabled = not options["log_secrets"]
-    run_mode = {"wrap": _run_wrap, "check": _run_check, "supervise": _run_supervise}[mode]
+    run_mode = {"wrap": _run_wrap, "check": _run_check, "supervise": _run_supervise,
+                "remote": _run_remote}[mode]
     try:
         return run_mode(settings, command, environ, secrets)
     finally:
@@ -7905,6 +8584,47 @@ def _run_wrap(settings, command, environ, secrets):
                redact=secrets.redact)
     owner = _Wrapper(spec, log, settings["log_max_line"] or MAX_LINE_BYTES,
                      settings["kill_on_second_signal"], signal_map=settings["signal_map"])
+    return _run_owner(owner, log, settings, secrets)
+
+
+def _run_remote(settings, command, environ, secrets):
+    """procwrap remote: the command on each host, with wrap mode's rules."""
+    if not command or command[0] == "--":
+        raise UsageError("remote: no host; give HOST[,HOST...] -- CMD")
+    hosts = [host.strip() for host in command[0].split(",")]
+    command = command[2:] if command[1:2] == ["--"] else command[1:]
+    if not command:
+        raise UsageError("remote: no command; give HOST[,HOST...] -- CMD [ARGS...]")
+    for host in hosts:
+        if not host or host.startswith("-") or any(c in host for c in " \t'\"\\;$`"):
+            raise UsageError(BAD_VALUE_MSG % ("remote: HOST", "expected [user@]host[:port]",
+                                              host))
+    if len(set(hosts)) != len(hosts):
+        raise UsageError("remote: a host is named twice; name each once")
+    options = dict(settings.options, log_format=settings["log_format"] or "text")
+    spec = _wrap_spec(options, command, environ, secrets, remote=True)
+    local = dict(environ)
+
+    def additions(env):
+        """What the remote command gets on top of the agent's environment: the
+        variables procwrap set or resolved (secrets travel in the channel)."""
+        return dict((k, v) for k, v in env.items() if local.get(k) != v)
+    rebuild = spec.make_env
+    remotes = [_Remote(host, settings["ssh_option"], settings["python"], settings["keepalive"])
+               for host in hosts]
+    shown = [remote.host for remote in remotes]
+    for remote in remotes:
+        if shown.count(remote.host) > 1:
+            remote.host = remote.address    # two users or ports of one host: say which
+    specs = [_ProcessSpec(**dict(
+        vars(spec), name=remote.host, where="remote", env=additions(spec.env),
+        make_env=lambda: additions(rebuild()), labels={"host": remote.host},
+        capture=True, tty=False)) for remote in remotes]
+    log = _Log(options["log_format"], merge_json=settings["log_merge_json"],
+               redact=secrets.redact, quiet=settings["log_format"] is None)
+    owner = _RemoteRun(specs, remotes, log, settings["log_max_line"] or MAX_LINE_BYTES,
+                       settings["parallel"] or 1, settings["kill_on_second_signal"],
+                       signal_map=settings["signal_map"])
     return _run_owner(owner, log, settings, secrets)
 
 

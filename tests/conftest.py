@@ -312,3 +312,85 @@ def server():
     for process in started:
         process.kill()
         process.wait(WAIT)
+
+
+class Sshd(object):
+    """A private sshd on a free loopback port: its own host key, config and
+    authorized key (root's, in a temporary directory), never the system's."""
+
+    def __init__(self, directory):
+        self.dir = str(directory)
+        self.port = None
+        self.process = None
+        self.key = os.path.join(self.dir, "id_ed25519")
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        for name in ("host_ed25519", "id_ed25519"):
+            subprocess.check_call(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                                   os.path.join(self.dir, name)])
+        with open(os.path.join(self.dir, "id_ed25519.pub")) as src, \
+                open(os.path.join(self.dir, "authorized_keys"), "w") as dst:
+            dst.write(src.read())
+
+    def start(self):
+        import socket
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        config = os.path.join(self.dir, "sshd_config")
+        with open(config, "w") as stream:
+            stream.write("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nPidFile %s\n"
+                         "AuthorizedKeysFile %s\nPasswordAuthentication no\n"
+                         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+                         "UsePAM no\nStrictModes no\nLogLevel ERROR\nMaxStartups 100\n"
+                         "MaxSessions 100\n"
+                         % (self.port, os.path.join(self.dir, "host_ed25519"),
+                            os.path.join(self.dir, "sshd.pid"),
+                            os.path.join(self.dir, "authorized_keys")))
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        universal_newlines=True)
+        wait_until(self._listening, what="sshd listening on port %d" % self.port)
+
+    def _listening(self):
+        import socket
+        assert self.process.poll() is None, self.process.stderr.read()
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def host(self, user="root"):
+        """user@127.0.0.1:PORT, as procwrap remote takes it."""
+        return "%s@127.0.0.1:%d" % (user, self.port)
+
+    def options(self):
+        """procwrap remote's options that make ssh use this sshd's keys."""
+        args = []
+        for option in ("IdentityFile=" + self.key, "IdentitiesOnly=yes",
+                       "UserKnownHostsFile=" + self.known_hosts, "StrictHostKeyChecking=no"):
+            args += ["--ssh-option", option]
+        return args + ["--python", PYTHON]
+
+    def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(WAIT)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """The suite's sshd (session-wide: key generation and start take a while).
+    Outside CI a machine without openssh-server skips these tests, saying so."""
+    import shutil
+    missing = [what for what, ok in (
+        ("/usr/sbin/sshd (apt-get install openssh-server)", os.path.exists("/usr/sbin/sshd")),
+        ("ssh (apt-get install openssh-client)", shutil.which("ssh")),
+        ("/run/sshd, sshd's privilege separation directory (mkdir -p /run/sshd)",
+         os.path.isdir("/run/sshd"))) if not ok]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail("missing: " + ", ".join(missing))
+        pytest.skip("missing: " + ", ".join(missing) + "; .ci/run installs them")
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from conftest import PROCWRAP, WAIT, Background, clean_environ, fixture, records
+from conftest import (PROCWRAP, PYTHON as PYTHON_SUITE, WAIT, Background, clean_environ, fixture,
+                      records)
 
 REQUIRED = ["3.6", "3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"]
 #: CI (.ci/run sets CI=true) has every interpreter, and a missing one fails there;
@@ -198,3 +199,19 @@ def test_ctl_tail_of_non_ascii_output(python, tmp_path, background, locale):
     assert tail.stdout.decode("utf-8") == "caf\u00e9 \u2713\n"
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
+
+
+def test_remote_agent_runs_under_every_interpreter_and_from_it(python, sshd):
+    """The agent (Part I) on each CPython as the remote interpreter, driven by
+    the suite's Python; and each CPython driving it (a 3.6 local may drive a
+    3.13 remote and back)."""
+    options = sshd.options()
+    options[options.index("--python") + 1] = python
+    there = run_with(PYTHON_SUITE, "remote", *(options + [
+        sshd.host(), "--", "sh", "-c", "echo from agent; exit 4"]))
+    assert there.returncode == 4, there.stderr
+    assert there.stdout == "127.0.0.1 | from agent\n"
+    here = run_with(python, "remote", *(sshd.options() + [
+        sshd.host(), "--", "sh", "-c", "printf 'no newline'; exit 5"]))
+    assert here.returncode == 5, here.stderr
+    assert here.stdout == "127.0.0.1 | no newline\n"

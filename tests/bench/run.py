@@ -12,6 +12,8 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
   health    /readiness requests/s (4 keep-alive clients) while 50 chatty children log,
             and no line lost
   probes    procwrap's CPU with 50 children, each with a 1 s exec liveness probe
+  remote    `procwrap remote HOST -- true` against `ssh HOST true` (paired, a private
+            sshd on loopback), the bootstrap's bytes, the agent's RSS, 16 hosts against 1
 
 Peers come from a virtualenv (--peers, default /tmp/procwrap-bench-peers, made and filled
 with supervisor, honcho, circus and cloudreactor-procwrapper when missing) and from PATH
@@ -248,8 +250,8 @@ def bench_wrap(setup, runs):
     ]
     if COMPARE:
         commands[3:3] = [
-            ("compared: python -m procwrap (pyc cached)", [PYTHON, "-m", "procwrap", "--",
-                                                          "/bin/true"], cached_dir(COMPARE)),
+            ("compared: python -m procwrap (pyc cached)",
+             [PYTHON, "-m", "procwrap", "--", "/bin/true"], cached_dir(COMPARE)),
             ("compared: python procwrap.py", [PYTHON, COMPARE, "--", "/bin/true"], None)]
     commands = [c for c in commands if shutil.which(c[1][0]) or os.path.exists(c[1][0])]
     times = dict((name, []) for name, _, _ in commands)
@@ -489,6 +491,7 @@ def bench_many(setup, count):
             "stopped in %.2f s, orphans: %d" % (stopped, len(orphans))))
     return rows
 
+
 #: A child logging 100 lines/s.  One write a line: print() under
 #: PYTHONUNBUFFERED writes each piece on its own, and a child stopped between
 #: two would leave half a line, which procwrap rightly logs as a line.
@@ -601,6 +604,57 @@ def bench_probes(setup, seconds, count=50):
     return rows
 
 
+def bench_remote(setup, runs):
+    """procwrap remote against plain ssh, paired runs on one private sshd."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import conftest
+    if not os.path.exists("/usr/sbin/sshd") or not os.path.isdir("/run/sshd"):
+        return [("remote", "needs openssh-server and /run/sshd", "")]
+    sshd = conftest.Sshd(tempfile.mkdtemp(prefix="procwrap-bench-sshd-"))
+    sshd.start()
+    try:
+        ssh = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+        for option in sshd.options()[1:-2:2]:
+            ssh += ["-o", option]
+        ssh += ["-p", str(sshd.port), "root@127.0.0.1"]
+        procwrap = [PYTHON, "-m", "procwrap", "remote"] + sshd.options() + [sshd.host(), "--"]
+        cached = cached_dir(PROCWRAP)
+        pairs = []
+        for _ in range(runs):
+            times = []
+            for argv in (ssh + ["true"], procwrap + ["true"]):
+                start = time.perf_counter()
+                subprocess.call(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=cached, env=environ())
+                times.append(time.perf_counter() - start)
+            pairs.append(times)
+        ssh_median = statistics.median(p[0] for p in pairs)
+        ours = statistics.median(p[1] for p in pairs)
+        ratio = statistics.median(p[1] / p[0] for p in pairs)
+        sys.path.insert(0, cached)
+        import procwrap as module
+        payload = module._Remote("x").payload()
+        # The agent's RSS: a command that reports its parent's (the agent's) VmRSS.
+        rss = subprocess.run(procwrap + ["sh", "-c", "grep VmRSS /proc/$PPID/status"],
+                             stdout=subprocess.PIPE, universal_newlines=True, cwd=cached,
+                             env=environ()).stdout.split()
+        hosts16 = ",".join("root@%s:%d" % (name, sshd.port) for name in
+                           ["127.0.0.%d" % i for i in range(1, 17)])
+        start = time.perf_counter()
+        subprocess.call(procwrap[:-2] + [hosts16, "--", "true"], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, cwd=cached, env=environ())
+        many = time.perf_counter() - start
+        return [("ssh HOST true (floor)", "%.0f ms" % (ssh_median * 1000), "1.00x"),
+                ("procwrap remote HOST -- true", "%.0f ms" % (ours * 1000),
+                 "%.2fx ssh, paired (goal <= 1.2x)" % ratio),
+                ("bootstrap payload (Part I, zlib -6)", "%d bytes" % len(payload), ""),
+                ("agent RSS on the remote", " ".join(rss[3:5]) if len(rss) > 4 else "?", ""),
+                ("16 hosts (loopback aliases) at once", "%.0f ms" % (many * 1000),
+                 "%.2fx one host (goal <= 2x)" % (many / ours))]
+    finally:
+        sshd.stop()
+
+
 def main():
     args = sys.argv[1:]
     quick = "--quick" in args
@@ -622,6 +676,7 @@ def main():
         ("many", "500 children", lambda: bench_many(setup, 100 if quick else 500)),
         ("health", "/readiness under load", lambda: bench_health(setup, 3 if quick else 10)),
         ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
+        ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
     ]
     print("procwrap benchmarks, %s, Python %s" % (time.strftime("%Y-%m-%d"),
                                                   sys.version.split()[0]))

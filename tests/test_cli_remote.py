@@ -1,0 +1,203 @@
+"""procwrap remote (issue 10, part 1) against a real sshd on loopback: the
+bootstrap, exit statuses, output, signals and no process left behind."""
+import json
+import os
+import signal
+import uuid
+
+from conftest import clean_environ, cmdline_of, records, run, wait_until
+
+
+def remote(sshd, *args, **kwargs):
+    """Run `procwrap remote` with the test sshd's keys; a CompletedProcess."""
+    return run("remote", *(sshd.options() + list(args)), **kwargs)
+
+
+def remote_pids(marker):
+    """Pids (other than ours) whose command line holds `marker`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                if marker in cmdline_of(int(name)):
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def test_status_output_and_the_last_unterminated_line(sshd):
+    result = remote(sshd, sshd.host(), "--", "sh", "-c",
+                    "echo one; echo two >&2; echo three; printf tail; exit 3")
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.splitlines()
+    # stdout's lines in their order (stderr's may come between them)
+    assert [line for line in lines if "two" not in line] == [
+        "127.0.0.1 | one", "127.0.0.1 | three", "127.0.0.1 | tail"]
+    assert "127.0.0.1 | two" in lines and len(lines) == 4
+    assert result.stderr == ""
+
+
+def test_json_records_carry_the_host_and_keep_order_per_stream(sshd):
+    script = "for i in $(seq 1 2000); do echo out $i; echo err $i >&2; done; printf last"
+    result = remote(sshd, "--log-format", "json", sshd.host(), "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = [r for r in records(result.stdout) if r.get("process") != "procwrap"]
+    assert all(r["host"] == "127.0.0.1" for r in lines)
+    out = [r["message"] for r in lines if r["stream"] == "stdout"]
+    err = [r["message"] for r in lines if r["stream"] == "stderr"]
+    assert out == ["out %d" % i for i in range(1, 2001)] + ["last"]
+    assert err == ["err %d" % i for i in range(1, 2001)]
+
+
+def test_exit_statuses_follow_the_core_rules(sshd):
+    assert remote(sshd, sshd.host(), "--", "sh", "-c", "kill -TERM $$").returncode == 143
+    missing = remote(sshd, sshd.host(), "--", "no-such-command-procwrap")
+    assert missing.returncode == 127
+    assert "no-such-command-procwrap" in missing.stderr
+    timed = remote(sshd, "--timeout", "1", sshd.host(), "--", "sleep", "30")
+    assert timed.returncode == 124
+
+
+def test_several_hosts_run_in_parallel_and_the_highest_status_wins(sshd):
+    hosts = "%s,root@localhost:%d" % (sshd.host(), sshd.port)
+    result = remote(sshd, hosts, "--", "sh", "-c", "echo hi; exit 5")
+    assert result.returncode == 5, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["127.0.0.1 | hi", "localhost | hi"]
+    summary = [line for line in result.stderr.splitlines() if "status" in line]
+    assert len(summary) == 2 and all("status 5" in line for line in summary)
+
+
+def test_a_missing_remote_python_is_127_naming_the_host(sshd):
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/nonexistent/python3"
+    result = run("remote", *(options + [sshd.host(), "--", "true"]))
+    assert result.returncode == 127
+    assert result.stderr.startswith("procwrap: 127.0.0.1: /nonexistent/python3 not found")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_unreachable_host_is_255_with_ssh_s_reason(sshd):
+    closed = "root@127.0.0.1:1"
+    result = remote(sshd, closed, "--", "true")
+    assert result.returncode == 255
+    assert result.stderr.startswith("procwrap: 127.0.0.1: ssh: ")
+    assert "refused" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_retries_connect_again_and_back_off(sshd, tmp_path):
+    counter = tmp_path / "count"
+    script = ("n=$(cat %s 2>/dev/null || echo 0); n=$((n+1)); echo $n > %s; echo try $n; "
+              "[ $n -ge 3 ]" % (counter, counter))
+    result = remote(sshd, "--retries", "4", "--retry-delay", "0.01", sshd.host(), "--",
+                    "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["127.0.0.1 | try 1", "127.0.0.1 | try 2",
+                                          "127.0.0.1 | try 3"]
+
+
+def test_signals_reach_the_remote_command(sshd, background):
+    marker = "procwrap-signal-" + uuid.uuid4().hex
+    script = ("trap 'echo got USR1' USR1; trap 'echo got TERM; exit 7' TERM; echo ready; "
+              "while :; do sleep 0.05; done # %s" % marker)
+    bg = background(*(["remote"] + sshd.options() + [sshd.host(), "--", "sh", "-c", script]))
+    bg.expect("127.0.0.1 | ready")
+    bg.signal(signal.SIGUSR1)
+    bg.expect("127.0.0.1 | got USR1")
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 7
+    assert "127.0.0.1 | got TERM" in bg.stdout
+    wait_until(lambda: not remote_pids(marker), what="the remote command to be gone")
+
+
+def test_a_killed_procwrap_leaves_no_remote_process(sshd, background):
+    """SIGKILL: procwrap cannot say anything, but its ssh dies with it
+    (parent-death signal), the agent sees EOF and ends the command's group."""
+    marker = "procwrap-orphan-" + uuid.uuid4().hex
+    bg = background(*(["remote"] + sshd.options() + [
+        sshd.host(), "--", "sh", "-c", "sleep 300 & echo ready; wait # " + marker]))
+    bg.expect("127.0.0.1 | ready")
+    assert remote_pids(marker)
+    bg.signal(signal.SIGKILL)
+    bg.wait()
+    wait_until(lambda: not remote_pids(marker) and not remote_pids("sleep 300"),
+               what="no remote process left")
+
+
+def test_secrets_travel_in_the_channel_not_in_argv(sshd, tmp_path, background):
+    (tmp_path / "s.json").write_text(json.dumps({"token": "canary-remote-5e1f"}))
+    env = clean_environ(TOKEN_FOR_PROCWRAP_TO_RESOLVE="%s/s.json|JP:$.token" % tmp_path)
+    marker = "procwrap-secret-" + uuid.uuid4().hex
+    bg = background(*(["remote"] + sshd.options() + [
+        sshd.host(), "--", "sh", "-c", 'echo "$TOKEN" | tr a-z A-Z; sleep 30 # ' + marker]),
+        env=env)
+    bg.expect("127.0.0.1 | CANARY-REMOTE-5E1F")
+    for pid in remote_pids(marker) + remote_pids("ssh"):
+        try:
+            assert "canary-remote-5e1f" not in cmdline_of(pid)
+        except OSError:
+            pass
+    bg.signal(signal.SIGTERM)
+    bg.wait()
+    assert "canary-remote-5e1f" not in bg.stderr
+
+
+def test_bad_input_is_one_line_and_status_2(sshd):
+    for args, text in ((["remote"], "no host"), (["remote", "h1"], "no command"),
+                       (["remote", "h1,h1", "--", "true"], "named twice"),
+                       (["remote", "a;b", "--", "true"], "remote: HOST"),
+                       (["remote", "--user", "nobody", "h1", "--", "true"],
+                        "--user: applies to wrap mode only")):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and text in result.stderr, result.stderr
+
+
+def test_python_2_on_the_remote_is_126_saying_so(sshd):
+    import glob
+    found = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python2")))
+    if not found:
+        if os.environ.get("CI"):
+            raise AssertionError("no Python 2 under pyenv; CI has 2.7.18")
+        import pytest
+        pytest.skip("no Python 2 under pyenv; skipped outside CI")
+    options = sshd.options()
+    options[options.index("--python") + 1] = found[-1]
+    result = run("remote", *(options + [sshd.host(), "--", "true"]))
+    assert result.returncode == 126
+    assert result.stderr == ("procwrap: 127.0.0.1: %s is Python 2; procwrap needs Python 3.6+ "
+                             "(give --python PATH)\n" % found[-1])
+
+
+def test_hosts_that_differ_only_by_port_or_user_keep_their_own_names(sshd):
+    hosts = "%s,127.0.0.1:%d" % (sshd.host(), sshd.port)
+    result = remote(sshd, hosts, "--", "echo", "x")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == sorted([
+        "%s | x" % sshd.host(), "127.0.0.1:%d | x" % sshd.port])
+
+
+def test_a_silent_link_is_noticed_at_both_ends(sshd, background):
+    """ssh stopped (SIGSTOP): no EOF anywhere, only silence.  procwrap takes
+    the link for dead after --keepalive (255, saying so), and the agent, no
+    longer hearing procwrap, ends the remote command."""
+    marker = "procwrap-silent-" + uuid.uuid4().hex
+    bg = background(*(["remote", "--keepalive", "2"] + sshd.options() + [
+        sshd.host(), "--", "sh", "-c", "echo ready; sleep 300 # " + marker]))
+    bg.expect("127.0.0.1 | ready")
+    ssh = [pid for pid in remote_pids("ssh\0") if _parent(pid) == bg.pid
+           and cmdline_of(pid).startswith("ssh\0")]
+    assert len(ssh) == 1, ssh
+    os.kill(ssh[0], signal.SIGSTOP)
+    assert bg.wait() == 255
+    assert "127.0.0.1: the link was silent for 2 s; taken for dead" in bg.stderr
+    wait_until(lambda: not remote_pids(marker), what="the agent to end the remote command")
+
+
+def _parent(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return int(stream.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
