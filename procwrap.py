@@ -5750,13 +5750,13 @@ class _Remote(object):
     remote Python, the keepalive; and the payload, made once."""
     _payload = None
 
-    def __init__(self, address, options=(), python="python3", keepalive=REMOTE_KEEPALIVE):
+    def __init__(self, address, options=(), python="python3", keepalive=REMOTE_KEEPALIVE,
+                 sudo=None, via=()):
         self.address = address          #: as the user wrote it
-        user, at, rest = address.rpartition("@")
-        host, colon, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
-        self.host = host                #: the name to show: records' `host`
-        self.destination = (user + at + host) if colon else address
-        self.port = port if colon else None
+        self.sudo = sudo                #: run the agent as this user, through `sudo -n`
+        self.via = list(via)            #: bastions to jump through, in order
+        self.destination, self.port = _ssh_address(address)
+        self.host = self.destination.rpartition("@")[2]     #: the name to show (`host`)
         self.options = list(options)    #: -o OPTION for ssh
         self.python = python            #: the remote interpreter
         self.keepalive = keepalive
@@ -5767,20 +5767,56 @@ class _Remote(object):
         nothing of ours that matters; then the loader."""
         import base64
         stage1 = base64.b64encode(_zlib_compress((_STAGE1 % self.keepalive).encode())).decode()
+        argv = self._ssh()
+        if self.via:
+            argv += ["-o", "ProxyCommand=" + self._proxy()]
+        if self.port:
+            argv += ["-p", self.port]
+        # sudo -n never prompts: a password it needs is an error (exit 1)
+        # with its own message, said back to the user.
+        sudo = "sudo -n -u %s -- " % self.sudo if self.sudo else ""
+        return argv + [self.destination, "cd / && exec %s%s -I -c '%s' %s %d %s"
+                       % (sudo, self.python, _LOADER, stage1, payload_size, nonce)]
+
+    def _ssh(self):
+        """ssh with procwrap's options, then the user's."""
         argv = ["ssh", "-T", "-e", "none", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
         for option in self.options:
             argv += ["-o", option]
-        if self.port:
-            argv += ["-p", self.port]
-        return argv + [self.destination, "cd / && exec %s -I -c '%s' %s %d %s"
-                       % (self.python, _LOADER, stage1, payload_size, nonce)]
+        return argv
+
+    def _proxy(self):
+        """A ProxyCommand through the --via hops.  Not ProxyJump: options given
+        on ssh's command line do not reach the hops (SPECS.md 11.5), and ours
+        and the user's must.  Each hop's ssh reaches the next through the one
+        before; its %h:%p are escaped once more per level, as each ssh
+        expands the tokens of the ProxyCommand it runs."""
+        import shlex
+        proxy = None
+        for hop in self.via:
+            destination, port = _ssh_address(hop)
+            argv = self._ssh()
+            if proxy is not None:
+                argv += ["-o", "ProxyCommand=" + proxy.replace("%", "%%")]
+            argv += (["-p", port] if port else []) + ["-W", "%h:%p", destination]
+            proxy = " ".join(shlex.quote(arg) for arg in argv)
+        return proxy
 
     def payload(self):
         """Part I of procwrap's source, compressed: what the agent runs."""
         if _Remote._payload is None:
             _Remote._payload = _zlib_compress(_part_one().encode("utf-8"))
         return _Remote._payload
+
+
+def _ssh_address(address):
+    """([user@]host, port or None) of [user@]host[:port]."""
+    user, at, rest = address.rpartition("@")
+    if rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+        return user + at + host, port
+    return address, None
 
 
 def _zlib_compress(data):
@@ -5920,9 +5956,18 @@ class _Link(object):
         if self.ready:
             return _LinkError("%s: the link was lost%s" % (host, ": " + said if said else ""),
                               255)
-        if status == 127:
-            return _LinkError("%s: %s not found on the remote host; install Python 3.6+ or "
-                              "give --python PATH" % (host, self.remote.python), 127)
+        sudo = self.remote.sudo
+        if status == 127 or sudo and "command not found" in said:
+            return _LinkError("%s: %s not found on the remote host%s; install Python 3.6+ or "
+                              "give --python PATH" % (host, self.remote.python, " (for %s)"
+                                                      % sudo if sudo else ""), 127)
+        if sudo and "password is required" in said:
+            return _LinkError("%s: sudo needs a password to run as %s; let %s run the Python "
+                              "without one (NOPASSWD in sudoers)" % (host, sudo,
+                                                                     self.remote.destination), 126)
+        first = self.errors.first_line("sudo:")
+        if sudo and first:
+            return _LinkError("%s: %s" % (host, first), 126)   # its first word says why
         if "Unknown option: -I" in self.errors.text():
             return _LinkError("%s: %s is Python 2; procwrap needs Python 3.6+ (give --python "
                               "PATH)" % (host, self.remote.python), 126)
@@ -5951,6 +5996,13 @@ class _Tail(object):
         """The last non-empty line, control characters out."""
         lines = [line.strip() for line in self.text().splitlines() if line.strip()]
         return _CONTROL_RE.sub("", lines[-1]) if lines else ""
+
+    def first_line(self, prefix):
+        """The first line that starts with `prefix`, control characters out; or ''."""
+        for line in self.text().splitlines():
+            if line.strip().startswith(prefix):
+                return _CONTROL_RE.sub("", line.strip())
+        return ""
 
 
 class _RemoteChild(object):
@@ -8120,6 +8172,12 @@ _OPTIONS = [
             "the Python 3.6+ to run procwrap's agent with on the remote hosts"),
     _Option(("--parallel",), "N", _opt_count, 16, _REMOTE,
             "at most N hosts at once (default 16)"),
+    _Option(("--via",), "HOST[,HOST...]", _opt_text, None, _REMOTE,
+            "reach the hosts through these bastions, in order ([user@]host[:port] each; "
+            "--ssh-option applies to them too)"),
+    _Option(("--sudo",), "USER", _opt_text, None, _REMOTE,
+            "run the remote side as USER through `sudo -n` (no password prompt: sudoers must "
+            "let the ssh user run the Python as USER without one)"),
     _Option(("--keepalive",), "SECONDS", _opt_seconds, REMOTE_KEEPALIVE, _REMOTE,
             "a link silent this long is dead, and the remote command with it (default %s)"
             % _format_seconds(REMOTE_KEEPALIVE)),
@@ -8610,8 +8668,9 @@ def _run_remote(settings, command, environ, secrets):
         variables procwrap set or resolved (secrets travel in the channel)."""
         return dict((k, v) for k, v in env.items() if local.get(k) != v)
     rebuild = spec.make_env
-    remotes = [_Remote(host, settings["ssh_option"], settings["python"], settings["keepalive"])
-               for host in hosts]
+    via = [hop.strip() for hop in (settings["via"] or "").split(",") if hop.strip()]
+    remotes = [_Remote(host, settings["ssh_option"], settings["python"], settings["keepalive"],
+                       settings["sudo"], via) for host in hosts]
     shown = [remote.host for remote in remotes]
     for remote in remotes:
         if shown.count(remote.host) > 1:

@@ -316,10 +316,14 @@ def server():
 
 class Sshd(object):
     """A private sshd on a free loopback port: its own host key, config and
-    authorized key (root's, in a temporary directory), never the system's."""
+    authorized key, never the system's.  The key is every user's (sshd reads
+    AuthorizedKeysFile as the user logging in, so the directory is 0755: the
+    unprivileged test user can log in too)."""
 
-    def __init__(self, directory):
-        self.dir = str(directory)
+    def __init__(self, directory=None):
+        import tempfile
+        self.dir = str(directory) if directory else tempfile.mkdtemp(prefix="procwrap-sshd-")
+        os.chmod(self.dir, 0o755)
         self.port = None
         self.process = None
         self.key = os.path.join(self.dir, "id_ed25519")
@@ -337,26 +341,35 @@ class Sshd(object):
         probe.bind(("127.0.0.1", 0))
         self.port = probe.getsockname()[1]
         probe.close()
-        config = os.path.join(self.dir, "sshd_config")
+        self.process = self.spawn("127.0.0.1", self.port)
+        self.others = []
+
+    def spawn(self, address, port, netns=None):
+        """One more sshd with these keys on address:port (inside a network
+        namespace, with `netns`); started when its pid file is written."""
+        name = "%s-%d" % (netns or "host", port)
+        config = os.path.join(self.dir, "sshd_config-" + name)
+        pid_file = os.path.join(self.dir, "sshd-%s.pid" % name)
         with open(config, "w") as stream:
-            stream.write("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nPidFile %s\n"
+            stream.write("Port %d\nListenAddress %s\nHostKey %s\nPidFile %s\n"
                          "AuthorizedKeysFile %s\nPasswordAuthentication no\n"
                          "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                         "UsePAM no\nStrictModes no\nLogLevel ERROR\nMaxStartups 100\n"
+                         "UsePAM yes\nStrictModes no\nLogLevel ERROR\nMaxStartups 100\n"
                          "MaxSessions 100\n"
-                         % (self.port, os.path.join(self.dir, "host_ed25519"),
-                            os.path.join(self.dir, "sshd.pid"),
+                         % (port, address, os.path.join(self.dir, "host_ed25519"), pid_file,
                             os.path.join(self.dir, "authorized_keys")))
-        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        universal_newlines=True)
-        wait_until(self._listening, what="sshd listening on port %d" % self.port)
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        process = subprocess.Popen(prefix + ["/usr/sbin/sshd", "-D", "-e", "-f", config],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   universal_newlines=True)
 
-    def _listening(self):
-        import socket
-        assert self.process.poll() is None, self.process.stderr.read()
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+        def listening():
+            assert process.poll() is None, process.stderr.read()
+            return os.path.exists(pid_file)
+        wait_until(listening, what="sshd listening on %s:%d" % (address, port))
+        if netns:
+            self.others.append(process)
+        return process
 
     def host(self, user="root"):
         """user@127.0.0.1:PORT, as procwrap remote takes it."""
@@ -371,9 +384,12 @@ class Sshd(object):
         return args + ["--python", PYTHON]
 
     def stop(self):
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(WAIT)
+        import shutil
+        for process in [self.process] + getattr(self, "others", []):
+            if process is not None:
+                process.kill()
+                process.wait(WAIT)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -390,7 +406,71 @@ def sshd(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail("missing: " + ", ".join(missing))
         pytest.skip("missing: " + ", ".join(missing) + "; .ci/run installs them")
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    server = Sshd()
     server.start()
     yield server
     server.stop()
+
+
+class _Hidden(tuple):
+    """(bastion, hidden), and the link from here to the bastion, to cut."""
+
+    def __new__(cls, bastion, hidden, link):
+        self = tuple.__new__(cls, (bastion, hidden))
+        self.link = link
+        return self
+
+    def cut(self):
+        """Take the link down: packets are lost, no FIN, no RST (a partition)."""
+        subprocess.check_call(["ip", "link", "set", self.link, "down"])
+
+    def mend(self):
+        subprocess.check_call(["ip", "link", "set", self.link, "up"])
+
+
+@pytest.fixture(scope="session")
+def hidden_host(sshd):
+    """(bastion, hidden): two more sshds, each in its own network namespace.
+    The host reaches the bastion's namespace over a veth pair; only the
+    bastion's namespace reaches the hidden one (a second veth pair, no route
+    from here), as a host behind a bastion.  Private test subnets, names
+    unique to this run, everything removed at the end."""
+    import binascii
+    tag = binascii.hexlify(os.urandom(3)).decode()
+    a, b = "pwa" + tag, "pwb" + tag
+    net = 200 + int(tag[:2], 16) % 50
+    commands = [
+        ["ip", "netns", "add", a], ["ip", "netns", "add", b],
+        ["ip", "link", "add", "pwh" + tag, "type", "veth", "peer", "name", "pwa" + tag],
+        ["ip", "link", "set", "pwa" + tag, "netns", a],
+        ["ip", "addr", "add", "10.%d.1.1/30" % net, "dev", "pwh" + tag],
+        ["ip", "link", "set", "pwh" + tag, "up"],
+        ["ip", "netns", "exec", a, "ip", "addr", "add", "10.%d.1.2/30" % net, "dev",
+         "pwa" + tag],
+        ["ip", "netns", "exec", a, "ip", "link", "set", "pwa" + tag, "up"],
+        ["ip", "netns", "exec", a, "ip", "link", "set", "lo", "up"],
+        ["ip", "netns", "exec", a, "ip", "link", "add", "pwx" + tag, "type", "veth", "peer",
+         "name", "pwy" + tag],
+        ["ip", "netns", "exec", a, "ip", "link", "set", "pwy" + tag, "netns", b],
+        ["ip", "netns", "exec", a, "ip", "addr", "add", "10.%d.2.1/30" % net, "dev",
+         "pwx" + tag],
+        ["ip", "netns", "exec", a, "ip", "link", "set", "pwx" + tag, "up"],
+        ["ip", "netns", "exec", b, "ip", "addr", "add", "10.%d.2.2/30" % net, "dev",
+         "pwy" + tag],
+        ["ip", "netns", "exec", b, "ip", "link", "set", "pwy" + tag, "up"],
+        ["ip", "netns", "exec", b, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for command in commands:
+            subprocess.check_call(command)
+        sshd.spawn("10.%d.1.2" % net, 22, a)
+        sshd.spawn("10.%d.2.2" % net, 22, b)
+        yield _Hidden("root@10.%d.1.2" % net, "root@10.%d.2.2" % net, "pwh" + tag)
+    finally:
+        for process in sshd.others:
+            process.kill()
+            process.wait(WAIT)
+        del sshd.others[:]
+        subprocess.call(["ip", "link", "del", "pwh" + tag], stderr=subprocess.DEVNULL)
+        for name in (a, b):
+            subprocess.call(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)

@@ -201,3 +201,80 @@ def _parent(pid):
             return int(stream.read().rsplit(")", 1)[1].split()[1])
     except OSError:
         return None
+
+
+def test_sudo_runs_the_remote_side_as_another_user(sshd, test_user):
+    """sudo -n to the real unprivileged user: the agent and the command are
+    that user's (Debian's python3: pyenv's under /root is not theirs to run)."""
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/usr/bin/python3"
+    result = run("remote", *(options + ["--sudo", test_user.pw_name, sshd.host(), "--",
+                                        "sh", "-c", "id -un; echo $HOME; exit 6"]))
+    assert result.returncode == 6, result.stderr
+    assert result.stdout.splitlines()[0] == "127.0.0.1 | %s" % test_user.pw_name
+
+
+def test_sudo_failures_are_one_line_naming_the_host(sshd):
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/usr/bin/python3"
+    unknown = run("remote", *(options + ["--sudo", "no-such-user-procwrap", sshd.host(), "--",
+                                         "true"]))
+    assert unknown.returncode == 126
+    assert unknown.stderr.startswith("procwrap: 127.0.0.1: sudo: ")
+    assert "no-such-user-procwrap" in unknown.stderr and len(unknown.stderr.splitlines()) == 1
+
+
+def test_sudo_that_wants_a_password_says_so(sshd, test_user):
+    """As the unprivileged user, sudo wants a password (no NOPASSWD rule):
+    `sudo -n` refuses at once, and procwrap says what to do."""
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/usr/bin/python3"
+    result = run("remote", *(options + ["--sudo", "root", sshd.host(test_user.pw_name), "--",
+                                        "true"]))
+    assert result.returncode == 126, result.stderr
+    assert result.stderr == ("procwrap: 127.0.0.1: sudo needs a password to run as root; let "
+                             "%s@127.0.0.1 run the Python without one (NOPASSWD in sudoers)\n"
+                             % test_user.pw_name)
+
+
+def test_via_a_bastion_reaches_a_host_only_it_can_reach(sshd, hidden_host):
+    bastion, hidden = hidden_host
+    direct = remote(sshd, "--timeout", "20", "--ssh-option", "ConnectTimeout=2", hidden, "--",
+                    "true")
+    assert direct.returncode == 255, direct.stderr       # no route from here
+    result = remote(sshd, "--via", bastion, hidden, "--", "sh", "-c",
+                    "echo $SSH_CONNECTION; exit 9")
+    assert result.returncode == 9, result.stderr
+    host = hidden.split("@")[1]
+    client, _, server, _ = result.stdout.split(" | ")[1].split()
+    assert (client, server) == (bastion.split("@")[1].rsplit(".", 2)[0] + ".2.1", host)
+    assert result.stdout.startswith(host + " | ")
+
+
+def test_via_two_bastions_nests_the_hops(sshd, hidden_host):
+    """The loopback sshd, then the bastion, then the hidden host: each hop's
+    options and %h:%p survive the nesting."""
+    bastion, hidden = hidden_host
+    result = remote(sshd, "--via", "%s,%s" % (sshd.host(), bastion), hidden, "--",
+                    "echo", "two hops")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "%s | two hops\n" % hidden.split("@")[1]
+
+
+def test_a_cut_link_leaves_no_remote_process(sshd, hidden_host, background):
+    """The link to the bastion goes down (no FIN, no RST): procwrap gives the
+    host up after --keepalive (255), and the agent behind the bastion, no
+    longer hearing it, ends its command within about the same time."""
+    bastion, hidden = hidden_host
+    marker = "procwrap-cut-" + uuid.uuid4().hex
+    bg = background(*(["remote", "--keepalive", "3"] + sshd.options() + [
+        "--via", bastion, hidden, "--", "sh", "-c", "echo ready; sleep 300 # " + marker]))
+    bg.expect(" | ready")
+    assert remote_pids(marker)
+    hidden_host.cut()
+    try:
+        assert bg.wait() == 255
+        assert "the link was silent for 3 s; taken for dead" in bg.stderr
+        wait_until(lambda: not remote_pids(marker), what="the remote command to be gone")
+    finally:
+        hidden_host.mend()
