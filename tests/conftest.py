@@ -2,6 +2,7 @@
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -314,6 +315,29 @@ def server():
         process.wait(WAIT)
 
 
+def _kill_tree(process):
+    """Kill a server and every process below it (sshd's sessions outlive their
+    listener, re-parented to init, unless killed with it), then reap it."""
+    parents, tree = {}, []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as stream:
+                    parents[int(name)] = int(stream.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    level = [process.pid]
+    while level:
+        tree.extend(level)
+        level = [pid for pid, parent in parents.items() if parent in level]
+    for pid in reversed(tree):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    process.wait(WAIT)
+
+
 class Sshd(object):
     """A private sshd on a free loopback port: its own host key, config and
     authorized key, never the system's.  The key is every user's (sshd reads
@@ -387,8 +411,7 @@ class Sshd(object):
         import shutil
         for process in [self.process] + getattr(self, "others", []):
             if process is not None:
-                process.kill()
-                process.wait(WAIT)
+                _kill_tree(process)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -468,8 +491,7 @@ def hidden_host(sshd):
         yield _Hidden("root@10.%d.1.2" % net, "root@10.%d.2.2" % net, "pwh" + tag)
     finally:
         for process in sshd.others:
-            process.kill()
-            process.wait(WAIT)
+            _kill_tree(process)
         del sshd.others[:]
         subprocess.call(["ip", "link", "del", "pwh" + tag], stderr=subprocess.DEVNULL)
         for name in (a, b):
