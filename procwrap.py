@@ -1669,7 +1669,9 @@ class _Stream(object):
         self.rfd = rfd                  #: read from: an fd or a socket; None once closed
         self.wfd = rfd if wfd is None else wfd  #: written to: the same, or the pair's other fd
         self.buffer = b""               #: received, not yet parsed
-        self.out = b""                  #: queued, not yet sent
+        #: queued, not yet sent: a bytearray, so appending and taking the sent
+        #: part off the front stay cheap when a slow reader lets it grow
+        self.out = bytearray()
         self.since = loop.clock()       #: last activity, either way
         self.received = self.since      #: when bytes last arrived (silence is since then)
         self._processing = False        #: inside process(): it settles at its end
@@ -1780,7 +1782,7 @@ class _Stream(object):
             return self.close()
         if sent is None:
             return
-        self.out = self.out[sent:]
+        del self.out[:sent]
         self.since = self.loop.clock()
 
     def on_writable(self):
@@ -2410,6 +2412,35 @@ class _LocalChild(object):
         return _LocalCommand(self.loop, argv, env, workdir, user, on_done)
 
 
+class _Tail(object):
+    """The last bytes of a stream, for messages: a failing probe's output,
+    ssh's stderr.  A sink for a raw _Pipe (raw()), or fed directly."""
+
+    def __init__(self, limit=OUTPUT_TAIL):
+        self.limit = limit
+        self.data = b""
+
+    def raw(self, data):
+        """Keep the end."""
+        self.data = (self.data + data)[-self.limit:]
+
+    def text(self):
+        """All that is kept, as text."""
+        return self.data.decode("utf-8", "replace")
+
+    def last_line(self):
+        """The last non-empty line, control characters out."""
+        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
+        return _CONTROL_RE.sub("", lines[-1]) if lines else ""
+
+    def first_line(self, prefix):
+        """The first line that starts with `prefix`, control characters out; or ''."""
+        for line in self.text().splitlines():
+            if line.strip().startswith(prefix):
+                return _CONTROL_RE.sub("", line.strip())
+        return ""
+
+
 class _LocalCommand(object):
     """A short command run beside a process (an exec probe or hook), in its
     own group with stdin on /dev/null; its stdout and stderr share one pipe
@@ -2419,11 +2450,11 @@ class _LocalCommand(object):
     for longer, so the command's exit, not EOF, ends it.  Raises OSError or
     _SpawnError when it cannot be started."""
     fd = -1                 #: read end of its output pipe, while open
-    tail = b""              #: the last OUTPUT_TAIL bytes of its output
 
     def __init__(self, loop, argv, env, workdir, user, on_done):
         self.loop = loop
         self.on_done = on_done          #: func(wait_status, output bytes)
+        self.output = _Tail()           #: the last OUTPUT_TAIL bytes of its output
         read_end, write_end = os.pipe()
         try:
             self.pid = _spawn_quiet(argv, env, workdir, user, write_end,
@@ -2446,7 +2477,7 @@ class _LocalCommand(object):
         if not data:
             self.close()
             return False
-        self.tail = (self.tail + data)[-OUTPUT_TAIL:]
+        self.output.raw(data)
         return True
 
     def on_exit(self, wait_status):
@@ -2457,7 +2488,7 @@ class _LocalCommand(object):
             if self.fd < 0 or not self.on_output():
                 break
         self.close()
-        self.on_done(wait_status, self.tail)
+        self.on_done(wait_status, self.output.data)
 
     def close(self):
         """Stop reading its output."""
@@ -2664,7 +2695,6 @@ class _Agent(object):
         self.loop = loop
         self.keepalive = keepalive      #: seconds of silence that mean the link is gone
         self.channel = _Channel(loop, 0, 1, self.on_frame, self.on_lost)
-        self._kill_timer = None
         if keepalive:
             self._tick()
 
@@ -2728,7 +2758,7 @@ class _Agent(object):
             self.loop.stopped = True
             return
         self.child.signal(signal.SIGTERM)
-        self._kill_timer = self.loop.call_later(AGENT_GRACE, self.child.signal, signal.SIGKILL)
+        self.loop.call_later(AGENT_GRACE, self.child.signal, signal.SIGKILL)
 
 
 def _agent_main(keepalive):
@@ -2744,8 +2774,7 @@ def _agent_main(keepalive):
     agent.channel.control({"op": "ready", "pid": os.getpid(),
                            "python": "%d.%d.%d" % sys.version_info[:3]})
     loop.run()
-    for pid, _ in _sweep_children(loop):
-        pass            # a grandchild that outlived its group: gone too
+    _sweep_children(loop)       # a grandchild that outlived its group: gone too
     # What is queued still goes out (the exit message), within reason.
     deadline = time.monotonic() + AGENT_GRACE
     while agent.channel.out and not agent.channel.closed and time.monotonic() < deadline:
@@ -3558,6 +3587,42 @@ class _Owner(object):
 # =============================================================================
 
 
+def _wrapped_signal(process, signum, kill_on_second_signal):
+    """What wrap mode does with a signal for its command (and `procwrap
+    remote` for each host's): TERM, INT and QUIT mean no retry (TERM stops
+    it: stop signal, grace, SIGKILL; INT and QUIT are passed on, and the
+    command decides); a second one while it stops is passed on, or kills
+    with --kill-on-second-signal; TSTP, TTIN and TTOU become SIGSTOP
+    (dumb-init: a child may handle TSTP and carry on; the caller stops
+    itself too); every other signal is forwarded."""
+    name = _signal_name(signum)
+    if name in STOP_SIGNALS:
+        if process.state == _State.STOPPING:
+            if kill_on_second_signal:
+                process.kill("a second %s came" % name)
+            else:
+                process.signal(signum)
+            return
+        if process.state in (_State.STARTING, _State.RUNNING) and signum == signal.SIGTERM:
+            process.stop()              # the stop signal, then SIGKILL after the grace
+            return
+        process.last_attempt()
+        if process.state == _State.BACKOFF:
+            process.stop()
+            return
+    elif name in JOB_CONTROL_SIGNALS:
+        signum = signal.SIGSTOP
+    process.signal(signum)
+
+
+def _log_retry(log, process, named=False):
+    """The record of a retry: which attempt, how the last one ended, the delay."""
+    attempts = (process.spec.restart_limit or 0) + 1
+    message = RETRYING_MSG % (process.restarts, attempts, process.description, process.delay)
+    log.event(("%s: " % process.name if named else "") + message, "warning", event="retry",
+              **({"name": process.name} if named else {}))
+
+
 class _Wrapper(_Owner):
     """Runs one ProcessSpec as wrap mode does and returns its exit status."""
     status = None               #: the child's last status
@@ -3619,40 +3684,15 @@ class _Wrapper(_Owner):
         signal, the grace and SIGKILL); TSTP, TTIN and TTOU stop it and us
         until CONT; every other signal is forwarded."""
         signum = self.router.route(signum)
-        if signum is None:
-            return
-        process = self.process
-        name = _signal_name(signum)
-        if name in STOP_SIGNALS:
-            # A request to stop: no retry follows, whatever the status.
-            if process.state == _State.STOPPING:
-                if self.kill_on_second_signal:
-                    process.kill("a second %s came" % name)
-                else:
-                    process.signal(signum)
-                return
-            if process.state in (_State.STARTING, _State.RUNNING) and signum == signal.SIGTERM:
-                process.stop()              # the stop signal, then SIGKILL after the grace
-                return
-            process.last_attempt()
-            if process.state == _State.BACKOFF:
-                process.stop()
-                return
-        elif name in JOB_CONTROL_SIGNALS:
-            # dumb-init: the child may handle TSTP and carry on; SIGSTOP it is.
-            process.signal(signal.SIGSTOP)
-            os.kill(os.getpid(), signal.SIGSTOP)
-            return
-        process.signal(signum)
+        if signum is not None:
+            _wrapped_signal(self.process, signum, self.kill_on_second_signal)
+            if _signal_name(signum) in JOB_CONTROL_SIGNALS:
+                os.kill(os.getpid(), signal.SIGSTOP)    # and us, until CONT
 
     def on_change(self, process, old):
         """Log a retry, or end the run when the child is done for good."""
-        spec = process.spec
         if process.state == _State.BACKOFF:
-            attempts = (spec.restart_limit or 0) + 1
-            self.log.event(RETRYING_MSG % (process.restarts, attempts,
-                                           process.description,
-                                           process.delay), "warning", event="retry")
+            _log_retry(self.log, process)
         elif process.state in _State.DONE or process.state == _State.STOPPED:
             self.status = process.status
             if self.keep_group and self._group_alive():
@@ -5847,16 +5887,19 @@ def _part_one():
 
 class _Link(object):
     """One ssh process running procwrap's agent on a host, and the channel
-    over its stdin and stdout.  on_ready(info), on_frame(kind, payload);
-    on_lost(error) once, when it ends: error is a _LinkError, or None when
-    it ended after close() (the remote command was done)."""
+    over its stdin and stdout.  on_ready(info) once the agent runs; then
+    on_output(kind, data) and on_control(message) (parsed; pings are taken
+    here); on_lost(error) once, when it ends: error is a _LinkError, or None
+    when it ended after close() (the remote command was done)."""
     ready = False
     closing = False
+    silent = False          #: it was taken for dead after --keepalive of silence
 
-    def __init__(self, loop, remote, on_ready, on_frame, on_lost):
+    def __init__(self, loop, remote, on_ready, on_output, on_control, on_lost):
         import binascii
         self.loop, self.remote = loop, remote
-        self.on_ready, self.on_frame, self.on_lost = on_ready, on_frame, on_lost
+        self.on_ready, self.on_output = on_ready, on_output
+        self.on_control, self.on_lost = on_control, on_lost
         nonce = binascii.hexlify(os.urandom(12)).decode("ascii")
         payload = remote.payload()
         argv = remote.ssh_argv(len(payload), nonce)
@@ -5873,14 +5916,13 @@ class _Link(object):
                 error, "strerror", None) or os.strerror(getattr(error, "errno", 0) or 0)), 255)
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-        self.report = report
+        self.report = report            #: ssh's exec report (read once ssh has exited)
         self.errors = _Tail()
         self._errors = _Pipe(loop, err_r, self.errors, None)
         self.channel = _Channel(loop, out_r, in_w, self._on_frame, self._on_closed,
                                 ("PROCWRAP:%s\n" % nonce).encode("ascii"), payload)
         loop.watch_child(self.pid, self._on_ssh_exit)
         self._timer = loop.call_later(remote.keepalive / 3.0, self._tick)
-        self._lost = False
         self._ssh_status = None
 
     def _tick(self):
@@ -5889,25 +5931,24 @@ class _Link(object):
         if self._ssh_status is not None:
             return
         if self.loop.clock() - self.channel.received > self.remote.keepalive:
-            self._silent = True
+            self.silent = True
             return self.kill()
         if self.ready:
             self.channel.control({"op": "ping"})
         self._timer = self.loop.call_later(self.remote.keepalive / 3.0, self._tick)
 
-    _silent = False
-
     def _on_frame(self, kind, payload):
-        """A frame: `ready` first, then whatever the agent says."""
-        if not self.ready and kind == FRAME_CONTROL:
-            import json
-            message = json.loads(payload.decode("utf-8"))
-            if message.get("op") == "ready":
-                self.ready = True
-                return self.on_ready(message)
-        if kind == FRAME_CONTROL and payload == b'{"op":"ping"}':
-            return
-        self.on_frame(kind, payload)
+        """A frame: output, or a control message (`ready` first)."""
+        if kind != FRAME_CONTROL:
+            return self.on_output(kind, payload)
+        import json
+        message = json.loads(payload.decode("utf-8"))
+        op = message.get("op")
+        if op == "ready" and not self.ready:
+            self.ready = True
+            self.on_ready(message)
+        elif op != "ping":          # a ping only says the link lives (received)
+            self.on_control(message)
 
     def control(self, message):
         """Send a control message (once ready)."""
@@ -5941,16 +5982,20 @@ class _Link(object):
             self._timer.cancel()
         self._errors.drain()
         self.channel.close()
-        if self.report is not None:
-            os.close(self.report)
-            self.report = None
+        outcome = _read_exec_report(self.report)    # complete: ssh has exited
+        os.close(self.report)
+        if outcome:                 # ssh itself could not be run here
+            return self.on_lost(_LinkError("%s: cannot run ssh: %s; install openssh-client, "
+                                           "or put ssh on PATH" % (self.remote.host, os.strerror(
+                                               outcome.errno or errno.ENOENT)),
+                                           outcome.status))
         self.on_lost(None if self.closing else self._error())
 
     def _error(self):
         """The _LinkError for an ssh that ended on its own."""
         host, status = self.remote.host, self._ssh_status
         said = self.errors.last_line()
-        if self._silent:
+        if self.silent:
             return _LinkError("%s: the link was silent for %s s; taken for dead"
                               % (host, _format_seconds(self.remote.keepalive)), 255)
         if self.ready:
@@ -5977,34 +6022,6 @@ class _Link(object):
                           255)
 
 
-class _Tail(object):
-    """The last bytes of a stream (ssh's stderr), for messages."""
-
-    def __init__(self, limit=OUTPUT_TAIL):
-        self.limit = limit
-        self.data = b""
-
-    def raw(self, data):
-        """Keep the end."""
-        self.data = (self.data + data)[-self.limit:]
-
-    def text(self):
-        """All that is kept, as text."""
-        return self.data.decode("utf-8", "replace")
-
-    def last_line(self):
-        """The last non-empty line, control characters out."""
-        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
-        return _CONTROL_RE.sub("", lines[-1]) if lines else ""
-
-    def first_line(self, prefix):
-        """The first line that starts with `prefix`, control characters out; or ''."""
-        for line in self.text().splitlines():
-            if line.strip().startswith(prefix):
-                return _CONTROL_RE.sub("", line.strip())
-        return ""
-
-
 class _RemoteChild(object):
     """A Process's command on another host, behind the child interface that
     _LocalChild has: spawn(), signal(), then on_exec and on_exit once each.
@@ -6029,29 +6046,25 @@ class _RemoteChild(object):
 
     def spawn(self, argv, env, workdir=None, user=None, tty=False):
         """Connect; the command starts once the agent is ready (on_exec follows)."""
-        if user is not None:
-            raise _LinkError("%s: --user is not supported on remote hosts yet" % (
-                self.remote.host), EX_USAGE)
         self._request = {"op": "spawn", "argv": list(argv), "env": env, "workdir": workdir}
         self._status, self._exec_said = None, False
         if self.sinks is not None:
             self._pipes = tuple(_Pipe(self.loop, -1, sink, self.max_line) for sink in self.sinks)
-        self.link = _Link(self.loop, self.remote, self._on_ready, self._on_frame, self._on_lost)
-        self.pgid = True        # a group to signal on the far end, once it runs
+        self.link = _Link(self.loop, self.remote, self._on_ready, self._on_output,
+                          self._on_control, self._on_lost)
         return True
 
     def _on_ready(self, info):
         """The agent runs: send the command."""
         self.link.control(self._request)
 
-    def _on_frame(self, kind, payload):
-        """Output, or the agent's word on the command."""
-        if kind in (FRAME_STDOUT, FRAME_STDERR):
-            if self._pipes:
-                self._pipes[kind - FRAME_STDOUT].feed(payload)
-            return
-        import json
-        message = json.loads(payload.decode("utf-8"))
+    def _on_output(self, kind, data):
+        """A chunk of the command's stdout or stderr."""
+        if self._pipes and kind in (FRAME_STDOUT, FRAME_STDERR):
+            self._pipes[kind - FRAME_STDOUT].feed(data)
+
+    def _on_control(self, message):
+        """The agent's word on the command."""
         if message.get("op") == "exec":
             self.pid = message.get("pid")
             self._exec_said = True
@@ -6072,7 +6085,7 @@ class _RemoteChild(object):
             pipe.flush()
         self._pipes = ()
         self.link = None
-        self.last_pid, self.pid, self.pgid = self.pid, None, None
+        self.last_pid, self.pid = self.pid, None
         if self._status is not None:
             status = self._status
         else:
@@ -6088,7 +6101,6 @@ class _RemoteChild(object):
 
     def end_group(self):
         """The agent ended what was left of the group already."""
-        self.pgid = None
 
     def adopt(self, pid_files):
         """No floating pid across hosts."""
@@ -6142,10 +6154,7 @@ class _RemoteRun(_Owner):
             if len(self._took) == len(self.processes):
                 self.loop.stopped = True
         elif process.state == _State.BACKOFF:
-            spec = process.spec
-            self.log.event("%s: " % process.name + RETRYING_MSG % (
-                process.restarts, (spec.restart_limit or 0) + 1, process.description,
-                process.delay), "warning", event="retry", name=process.name)
+            _log_retry(self.log, process, named=True)
 
     def result(self):
         """One host: its status; several: the highest, and a line per host."""
@@ -6160,38 +6169,42 @@ class _RemoteRun(_Owner):
         return max(statuses) if statuses else EX_OK
 
     def on_signal(self, signum):
-        """TERM, INT and QUIT stop every command (no retry); others are forwarded."""
+        """Each host's command as wrap mode's (_wrapped_signal); a stop signal
+        also keeps the hosts not started yet from starting."""
         signum = self.router.route(signum)
         if signum is None:
             return
         name = _signal_name(signum)
         for process in self.processes:
-            if name in STOP_SIGNALS:
-                process.last_attempt()
-                if process.state == _State.STOPPING and self.kill_on_second_signal:
-                    process.kill("a second %s came" % name)
-                elif process.state in (_State.STARTING, _State.RUNNING, _State.BACKOFF):
-                    process.stop()
-            elif process.state in _State.ALIVE:
-                process.signal(signum)
+            if process.name in self._began and process.state not in _State.DONE:
+                _wrapped_signal(process, signum, self.kill_on_second_signal)
         if name in STOP_SIGNALS:
-            for process in list(self._waiting):
-                self._waiting.remove(process)
-                self._unstarted[process.name] = 128 + signum
-                self._took[process.name] = 0.0
-            if len(self._took) == len(self.processes):
-                self.loop.stopped = True
+            self._start_none(128 + signum)
+        elif name in JOB_CONTROL_SIGNALS:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _start_none(self, status):
+        """The hosts not started yet will not be: `status` is theirs."""
+        for process in self._waiting:
+            self._unstarted[process.name] = status
+            self._took[process.name] = 0.0
+        del self._waiting[:]
+        if len(self._took) == len(self.processes):
+            self.loop.stopped = True
 
     def shutdown(self, reason, status=None):
-        """Stop every command; exit with `status`."""
+        """Stop every command for good (as _Wrapper.shutdown); exit with `status`."""
         self.log.event(SHUTDOWN_MSG % reason, "warning", event="shutdown")
         self.exit_status = status
-        self.on_signal(signal.SIGTERM)
+        for process in self.processes:
+            process.last_attempt()
+            if process.state in (_State.STARTING, _State.RUNNING, _State.BACKOFF):
+                process.stop()
+        self._start_none(status if status is not None else EX_SOFTWARE)
 
     def end(self):
         """No ssh left behind."""
-        for pid, _ in _sweep_children(self.loop):
-            pass
+        _sweep_children(self.loop)
 
 
 # =============================================================================
@@ -7110,11 +7123,6 @@ class _Supervisor(_Owner):
     def everything(self):
         """Every process: init entries, processes, postStart entries."""
         return self.init.processes + self.processes + self.post_start.processes
-
-    @property
-    def ready(self):
-        """Every process ready, as last reported."""
-        return self.health.ready
 
     # -- running
     def begin(self):

@@ -315,17 +315,21 @@ def server():
         process.wait(WAIT)
 
 
+def parent_of(pid):
+    """A live process's parent pid, from /proc; None once it is gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as stream:
+            return int(stream.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _kill_tree(process):
     """Kill a server and every process below it (sshd's sessions outlive their
     listener, re-parented to init, unless killed with it), then reap it."""
-    parents, tree = {}, []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as stream:
-                    parents[int(name)] = int(stream.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
+    parents = dict((int(name), parent_of(name)) for name in os.listdir("/proc")
+                   if name.isdigit())
+    tree = []
     level = [process.pid]
     while level:
         tree.extend(level)

@@ -5,7 +5,7 @@ import os
 import signal
 import uuid
 
-from conftest import clean_environ, cmdline_of, records, run, wait_until
+from conftest import clean_environ, cmdline_of, parent_of, records, run, wait_until
 
 
 def remote(sshd, *args, **kwargs):
@@ -186,21 +186,13 @@ def test_a_silent_link_is_noticed_at_both_ends(sshd, background):
     bg = background(*(["remote", "--keepalive", "2"] + sshd.options() + [
         sshd.host(), "--", "sh", "-c", "echo ready; sleep 300 # " + marker]))
     bg.expect("127.0.0.1 | ready")
-    ssh = [pid for pid in remote_pids("ssh\0") if _parent(pid) == bg.pid
+    ssh = [pid for pid in remote_pids("ssh\0") if parent_of(pid) == bg.pid
            and cmdline_of(pid).startswith("ssh\0")]
     assert len(ssh) == 1, ssh
     os.kill(ssh[0], signal.SIGSTOP)
     assert bg.wait() == 255
     assert "127.0.0.1: the link was silent for 2 s; taken for dead" in bg.stderr
     wait_until(lambda: not remote_pids(marker), what="the agent to end the remote command")
-
-
-def _parent(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as stream:
-            return int(stream.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
 
 
 def test_sudo_runs_the_remote_side_as_another_user(sshd, test_user):
@@ -278,3 +270,21 @@ def test_a_cut_link_leaves_no_remote_process(sshd, hidden_host, background):
         wait_until(lambda: not remote_pids(marker), what="the remote command to be gone")
     finally:
         hidden_host.mend()
+
+
+def test_int_is_passed_on_as_in_wrap_mode(sshd, background):
+    """INT is the command's to handle (no retry after it), as in wrap mode."""
+    bg = background(*(["remote", "--retries", "3"] + sshd.options() + [
+        sshd.host(), "--", "sh", "-c",
+        "trap 'echo got INT; exit 3' INT; echo ready; while :; do sleep 0.05; done"]))
+    bg.expect("127.0.0.1 | ready")
+    bg.signal(signal.SIGINT)
+    assert bg.wait() == 3
+    assert bg.stdout.count("127.0.0.1 | ready") == 1       # no retry after INT
+
+
+def test_no_ssh_here_is_127_naming_ssh(sshd):
+    result = remote(sshd, sshd.host(), "--", "true", env=clean_environ(PATH="/nonexistent"))
+    assert result.returncode == 127
+    assert result.stderr == ("procwrap: 127.0.0.1: cannot run ssh: No such file or directory; "
+                             "install openssh-client, or put ssh on PATH\n")

@@ -189,3 +189,30 @@ def test_memory_trimming_loads_the_c_library_itself():
     out = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, timeout=60,
                          universal_newlines=True, cwd=os.path.dirname(procwrap.__file__)).stdout
     assert out.strip() == "True"
+
+
+def test_a_supervisor_that_cannot_begin_leaves_the_callers_children_alone():
+    """Off the main thread the run never begins: the final sweep, which
+    SIGKILLs every child of the process, must not run for it (an embedding
+    program's own children would go)."""
+    import subprocess
+    import threading
+    mine = subprocess.Popen(["sleep", "60"])
+    spec = procwrap._ProcessSpec(name="t", argv=["true"], env=dict(os.environ),
+                                 restart="Never", labels={})
+    caught = []
+
+    def run():
+        try:
+            procwrap._Supervisor([], [spec], RecordingLog()).run()
+        except RuntimeError as error:
+            caught.append(str(error))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    try:
+        assert caught == [procwrap.MAIN_THREAD_MSG]
+        assert mine.poll() is None, "the caller's child was killed"
+    finally:
+        mine.kill()
+        mine.wait(30)
