@@ -48,7 +48,8 @@ Exit status:
 Secrets: NAME_FOR_PROCWRAP_TO_RESOLVE=LOCATION becomes NAME=<value> for the
 child, LOCATION being [PROVIDER:]ADDRESS[!FORMAT][|JP:PATH] with providers
 FILE, ENV, PLAIN, CONFIG, AWS_SM, AWS_S3, AWS_SSM and VAULT; values never
-appear in procwrap's own output.  Embedded: procwrap.resolve_config().
+appear in procwrap's own output.  Embedded: procwrap.resolve_config(), and
+procwrap.connect(HOST) to run commands and call functions on another host.
 
 Environment: every option has a twin PROCWRAP_<OPTION> (PROCWRAP_TIMEOUT=30);
 the command line wins.  PROCWRAP_CONFIG holds a config path, or the JSON
@@ -67,8 +68,8 @@ __version__ = "0.1.0"
 #: The public API: what is here is documented and kept; every other function
 #: and class has a leading underscore and may change in any release (the
 #: UPPER_CASE constants are tunables and messages, named as STYLE.md says).
-__all__ = ["main", "resolve_config", "Secret", "ProcwrapError", "UsageError", "ConfigError",
-           "UnavailableError", "SecretError", "__version__"]
+__all__ = ["main", "resolve_config", "connect", "Secret", "ProcwrapError", "UsageError",
+           "ConfigError", "UnavailableError", "SecretError", "RemoteError", "__version__"]
 
 import errno
 import heapq
@@ -634,6 +635,19 @@ def _value_signal(value):
         return _parse_signal(value)
     except ValueError:
         raise _BadValue("expected a signal name like TERM or INT")
+
+
+def _value_hosts(value):
+    """[user@]host[:port] names, comma-separated (or a list): nothing a
+    shell or ssh would read as more than a name."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise _BadValue("expected [user@]host[:port], or several comma-separated")
+    for name in names:
+        if not isinstance(name, str) or not name.strip() or name.strip().startswith("-") \
+                or any(c in name.strip() for c in " \t'\"\\;$`"):
+            raise _BadValue("expected [user@]host[:port], or several comma-separated")
+    return [name.strip() for name in names]
 
 
 def _value_choice(value, choices):
@@ -1347,6 +1361,7 @@ class _Loop(object):
         self._old_wakeup = None
         self._soon = []         #: (func, args) queued by other threads, run next pass
         self.worker = None      #: the _Worker, once blocking work came
+        self.wait_threads = False   #: reap each child in a thread of its own (watch_child)
 
     # -- registration
     def call_later(self, delay, func, *args):
@@ -1417,8 +1432,26 @@ class _Loop(object):
             if signum not in (signal.SIGPIPE, signal.SIGXFSZ)]
 
     def watch_child(self, pid, func):
-        """Call func(wait_status) when pid is reaped."""
+        """Call func(wait_status) when pid is reaped.  A loop outside the main
+        thread gets no SIGCHLD (wait_threads): a thread waits for that pid."""
         self.children[pid] = func
+        if self.wait_threads:
+            import threading
+            threading.Thread(target=self._wait_for, args=(pid,), daemon=True,
+                             name="procwrap-wait-%d" % pid).start()
+
+    def _wait_for(self, pid):
+        """A waiter thread: block in waitpid(pid), then report to the loop."""
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+        except ChildProcessError:       # reaped by someone else's waitpid(-1)
+            wait_status = 255 << 8
+        self.call_soon_threadsafe(self._reaped, pid, wait_status)
+
+    def _reaped(self, pid, wait_status):
+        func = self.children.pop(pid, None)
+        if func is not None:
+            func(wait_status)
 
     def close(self):
         """Restore signal handlers, close the self-pipe, end the worker."""
@@ -2087,6 +2120,55 @@ class _Pipe(object):
 # =============================================================================
 
 
+class _User(object):
+    """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
+    __slots__ = ("name", "uid", "gid", "groups", "home")
+
+    def __init__(self, name, uid, gid, groups, home):
+        self.name = name        #: login name (the uid as text if it has none)
+        self.uid = uid          #: for setuid
+        self.gid = gid          #: for setgid
+        self.groups = groups    #: supplementary groups, for setgroups
+        self.home = home        #: HOME for the child
+
+
+#: The largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "no change".
+MAX_ID = (1 << 32) - 2
+
+
+def _resolve_user(spec, where):
+    """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
+    import grp
+    import pwd
+    user, _, group = str(spec).partition(":")
+    for text in (user, group):
+        if _os_text_problem(text):
+            raise ConfigError("%s: %s" % (where, _os_text_problem(text)))
+        if _is_digits(text) and int(text) > MAX_ID:
+            raise ConfigError("%s: %s is not a user or group id (at most %d); fix the number"
+                              % (where, text, MAX_ID))
+    try:
+        entry = pwd.getpwuid(int(user)) if _is_digits(user) else pwd.getpwnam(user)
+        name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
+    except KeyError:
+        if not _is_digits(user):
+            raise ConfigError(UNKNOWN_USER_MSG % (where, user))
+        name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
+    if group:
+        try:
+            gid = (grp.getgrgid(int(group)).gr_gid if _is_digits(group)
+                   else grp.getgrnam(group).gr_gid)
+        except KeyError:
+            if not _is_digits(group):
+                raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
+            gid = int(group)
+    try:
+        groups = os.getgrouplist(name, gid)
+    except (KeyError, OSError):
+        groups = [gid]
+    return _User(name, uid, gid, groups, home)
+
+
 _devnull_fd = []
 
 
@@ -2612,6 +2694,8 @@ FRAME_MAX = 16 << 20
 #: Seconds the agent gives its command between the stop signal and SIGKILL
 #: when the link is gone (nobody is left to ask for a longer grace).
 AGENT_GRACE = 5.0
+#: Seconds a call's import waits for the local side's answer.
+IMPORT_TIMEOUT = 60
 
 
 class _Channel(_Stream):
@@ -2668,33 +2752,170 @@ class _Channel(_Stream):
 
 
 class _ChannelSink(object):
-    """Where the agent's child output goes: each chunk, as it came, as a frame."""
+    """Where the agent's child output goes: each chunk, as it came, as a
+    frame tagged with the child's id."""
 
-    def __init__(self, channel, kind):
+    def __init__(self, channel, kind, ident):
         self.channel = channel
         self.kind = kind                #: FRAME_STDOUT or FRAME_STDERR
+        self.tag = _tag(ident)
 
     def raw(self, data):
         """One chunk of output."""
-        self.channel.send(self.kind, data)
+        self.channel.send(self.kind, self.tag + data)
+
+
+def _tag(ident):
+    """The 4 bytes that start an output frame: whose output it is."""
+    return ident.to_bytes(4, "big")
+
+
+def _to_wire(value):
+    """A call's argument or result as JSON: bytes travel as {"$bytes": base64};
+    tuples become lists.  TypeError for anything JSON has no word for."""
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (list, tuple)):
+        return [_to_wire(item) for item in value]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError("a dict key %r is not a string; JSON has only string keys"
+                                % (key,))
+        return {key: _to_wire(item) for key, item in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError("a %s is not a JSON value (nor bytes)" % type(value).__name__)
+
+
+def _from_wire(value):
+    """The inverse of _to_wire."""
+    if isinstance(value, list):
+        return [_from_wire(item) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "$bytes" in value:
+            import base64
+            return base64.b64decode(value["$bytes"])
+        return {key: _from_wire(item) for key, item in value.items()}
+    return value
+
+
+#: thread ident -> the id of the call that thread of the agent runs (its
+#: prints, log records and imports are tagged with it).
+_call_ids = {}
+
+
+def _current_call():
+    """The id of the call the current thread runs, or None."""
+    import _thread
+    return _call_ids.get(_thread.get_ident())
+
+
+class _CallOutput(object):
+    """sys.stdout or sys.stderr in the agent: what a call prints goes back
+    tagged with its id; anything else goes to fd 2 (ssh's stderr), never to
+    fd 1, which would corrupt nothing now (it is /dev/null) but be lost."""
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, agent, kind):
+        self.agent = agent
+        self.kind = kind
+
+    def write(self, text):
+        """Send it on, from whichever thread."""
+        data = text.encode("utf-8", "replace") if isinstance(text, str) else bytes(text)
+        ident = _current_call()
+        if ident is None:
+            os.write(2, data)
+        elif data:
+            self.agent.from_thread(self.agent.channel.send, self.kind, _tag(ident) + data)
+        return len(text)
+
+    def flush(self):
+        """Nothing is held."""
+
+    def isatty(self):
+        """Never a terminal."""
+        return False
+
+
+class _Importer(object):
+    """The agent's last import finder: a module its Python cannot find is
+    asked of the local side, which answers with the source it would import
+    (pure Python only), run from memory here.  Only in a call's thread."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.answers = {}       #: name -> [threading.Event, the module message]
+
+    def find_spec(self, name, path=None, target=None):
+        """Ask the local side; None when it has no source for `name` either."""
+        if _current_call() is None:
+            return None
+        import threading
+        answer = self.answers.setdefault(name, [threading.Event(), None])
+        self.agent.from_thread(self.agent.channel.control, {"op": "import", "name": name})
+        if not answer[0].wait(IMPORT_TIMEOUT):
+            self.answers.pop(name, None)
+            raise ImportError("procwrap: the local side did not answer for module %s within "
+                              "%d s" % (name, IMPORT_TIMEOUT), name=name)
+        module = self.answers.pop(name)[1]
+        if module.get("source") is None:
+            return None
+        import importlib.util
+        spec = importlib.util.spec_from_loader(name, self, origin=module["file"],
+                                               is_package=module["package"])
+        spec.procwrap_source = module["source"]
+        return spec
+
+    def answer(self, message):
+        """The local side's word on a module (in the loop)."""
+        answer = self.answers.get(message.get("name"))
+        if answer is not None:
+            answer[1] = message
+            answer[0].set()
+
+    def create_module(self, spec):
+        """The default module object."""
+        return None
+
+    def exec_module(self, module):
+        """Run the source; tracebacks show its lines (linecache is told)."""
+        import linecache
+        spec = module.__spec__
+        source, filename = spec.procwrap_source, spec.origin
+        module.__file__ = filename
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)
 
 
 class _Agent(object):
-    """The remote end: runs what the local procwrap asks, one command at a
-    time, and ends it (stop signal, AGENT_GRACE, SIGKILL to its group) when
-    the link goes: EOF on stdin, a silent link past `keepalive`, or a signal.
+    """The remote end: runs what the local procwrap asks, each thing under
+    the id the local side gave it, and ends it all (stop signal, AGENT_GRACE,
+    SIGKILL to each group) when the link goes: EOF on stdin, a silent link
+    past `keepalive`, or a signal.
 
-    Messages in: spawn {argv, env (added to the agent's own), workdir},
-    signal {signum, group}, ping.  Out: ready {pid, python}, exec {stage,
-    errno} (stage null: it runs), exit {status: a wait status}, ping.
+    Messages in: spawn {id, argv, env (added to the agent's own), workdir,
+    user}, signal {id, signum, group}, command {id, argv, env, workdir,
+    user} and cancel {id} (a short command: an exec probe), call {id,
+    module, name, args, kwargs}, module {name, source, file, package} (the
+    answer to an import), ping.  Out: ready {pid, python}, exec {id, pid,
+    stage, errno, message}, exit {id, status: a wait status}, done {id,
+    status, output}, result {id, value}, raised {id, type, message,
+    traceback}, log {id, name, level, message}, import {name}, ping; and
+    output frames, each tagged with its id (_tag).
     """
-    child = None            #: the _LocalChild of the command, while one runs
-    ending = False          #: the link is gone: stop, then exit
+    ending = False          #: the link is gone: stop everything, then exit
+    importer = None         #: the _Importer, once a call came
 
-    def __init__(self, loop, keepalive):
+    def __init__(self, loop, keepalive, rfd=0, wfd=1):
         self.loop = loop
         self.keepalive = keepalive      #: seconds of silence that mean the link is gone
-        self.channel = _Channel(loop, 0, 1, self.on_frame, self.on_lost)
+        self.children = {}              #: id -> _LocalChild
+        self.commands = {}              #: id -> _LocalCommand
+        self.channel = _Channel(loop, rfd, wfd, self.on_frame, self.on_lost)
         if keepalive:
             self._tick()
 
@@ -2707,65 +2928,192 @@ class _Agent(object):
         self.channel.control({"op": "ping"})
         self.loop.call_later(self.keepalive / 3.0, self._tick)
 
+    def from_thread(self, func, *args):
+        """func(*args) in the loop, from a call's thread."""
+        self.loop.call_soon_threadsafe(func, *args)
+
     def on_frame(self, kind, payload):
         """A control message from the local procwrap."""
         import json
-        if kind != FRAME_CONTROL:
+        if kind != FRAME_CONTROL or self.ending:
             return
         message = json.loads(payload.decode("utf-8"))
-        op = message.get("op")
-        if op == "spawn" and self.child is None:
-            self.spawn(message)
-        elif op == "signal" and self.child is not None:
-            self.child.signal(message["signum"], message.get("group", True))
+        op, ident = message.get("op"), message.get("id")
+        if op == "spawn" and ident not in self.children:
+            self.spawn(ident, message)
+        elif op == "signal" and ident in self.children:
+            self.children[ident].signal(message["signum"], message.get("group", True))
+        elif op == "command" and ident not in self.commands:
+            self.command(ident, message)
+        elif op == "cancel" and ident in self.commands:
+            self.commands[ident].cancel()
+        elif op == "call":
+            self.call(ident, message)
+        elif op == "module" and self.importer is not None:
+            self.importer.answer(message)
 
-    def spawn(self, message):
-        """Start the command, its output captured into frames."""
-        sinks = (_ChannelSink(self.channel, FRAME_STDOUT),
-                 _ChannelSink(self.channel, FRAME_STDERR))
-        self.child = _LocalChild(self.loop, self.on_exec, self.on_exit, sinks, None)
+    def _setup(self, ident, message):
+        """(env, user) of a spawn or command; None after saying why not."""
         env = dict(os.environ)
+        user = message.get("user")
+        if user is not None:
+            try:
+                user = _resolve_user(user, "--user")
+            except ConfigError as error:
+                self.channel.control({"op": "exec", "id": ident, "pid": None, "stage": "user",
+                                      "errno": 0, "message": str(error)})
+                return None
+            env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
         env.update(message.get("env") or {})
-        try:
-            pending = self.child.spawn(message["argv"], env, message.get("workdir"))
-        except _SpawnError as error:
-            self.child = None
-            self.on_exec(error)
-            return self.channel.control({"op": "exit", "status": error.status << 8})
-        if not pending:
-            self.on_exec(None)
+        return env, user
 
-    def on_exec(self, error):
-        """The command runs, or says why it could not."""
-        self.channel.control({"op": "exec", "pid": self.child.pid if self.child else None,
+    def spawn(self, ident, message):
+        """Start a command, its output captured into frames."""
+        setup = self._setup(ident, message)
+        if setup is None:
+            return self.channel.control({"op": "exit", "id": ident, "status": EX_NOEXEC << 8})
+        sinks = (_ChannelSink(self.channel, FRAME_STDOUT, ident),
+                 _ChannelSink(self.channel, FRAME_STDERR, ident))
+        child = _LocalChild(self.loop, lambda error: self.on_exec(ident, error),
+                            lambda status: self.on_exit(ident, status), sinks, None)
+        self.children[ident] = child
+        try:
+            pending = child.spawn(message["argv"], setup[0], message.get("workdir"), setup[1])
+        except _SpawnError as error:
+            del self.children[ident]
+            self.on_exec(ident, error, child)
+            return self.channel.control({"op": "exit", "id": ident,
+                                         "status": error.status << 8})
+        if not pending:
+            self.on_exec(ident, None)
+
+    def on_exec(self, ident, error, child=None):
+        """A command runs, or says why it could not."""
+        child = child or self.children.get(ident)
+        self.channel.control({"op": "exec", "id": ident, "pid": child.pid if child else None,
                               "stage": error.stage if error else None,
                               "errno": error.errno if error else None})
 
-    def on_exit(self, wait_status):
+    def on_exit(self, ident, wait_status):
         """It ended: what is left of its group goes (dumb-init's rule), then say how."""
-        child, self.child = self.child, None
-        child.end_group()
-        self.channel.control({"op": "exit", "status": wait_status})
-        if self.ending:
+        self.children.pop(ident).end_group()
+        self.channel.control({"op": "exit", "id": ident, "status": wait_status})
+        self._maybe_done()
+
+    def command(self, ident, message):
+        """A short command (an exec probe): its status and the end of its output."""
+        def done(wait_status, output):
+            self.commands.pop(ident, None)
+            self.channel.control({"op": "done", "id": ident, "status": wait_status,
+                                  "output": output.decode("utf-8", "replace")})
+            self._maybe_done()
+        setup = self._setup(ident, message)
+        if setup is None:
+            return done(EX_NOEXEC << 8, b"")
+        try:
+            self.commands[ident] = _LocalCommand(self.loop, message["argv"], setup[0],
+                                                 message.get("workdir"), setup[1], done)
+        except (OSError, _SpawnError) as error:
+            status = getattr(error, "status", EX_NOEXEC)
+            done(status << 8, ("%s: %s" % (message["argv"][0], os.strerror(
+                error.errno or errno.ENOENT))).encode())
+
+    def call(self, ident, message):
+        """Run a function in a thread of its own (it may block, print, log,
+        import what only the local side has); its result or exception goes back."""
+        if self.importer is None:
+            self.importer = _Importer(self)
+            sys.meta_path.append(self.importer)
+            sys.stdout = _CallOutput(self, FRAME_STDOUT)
+            sys.stderr = _CallOutput(self, FRAME_STDERR)
+            _forward_logging(self)
+        import threading
+        threading.Thread(target=self._call, args=(ident, message), daemon=True,
+                         name="procwrap-call-%d" % ident).start()
+
+    def _call(self, ident, message):
+        """The call's thread."""
+        import _thread
+        import importlib
+        thread = _thread.get_ident()
+        _call_ids[thread] = ident
+        try:
+            func = importlib.import_module(message["module"])
+            for part in message["name"].split("."):
+                func = getattr(func, part)
+            value = func(*_from_wire(message.get("args") or []),
+                         **_from_wire(message.get("kwargs") or {}))
+            reply = {"op": "result", "id": ident, "value": _to_wire(value)}
+        except BaseException as error:      # the caller's to judge, even SystemExit
+            import traceback
+            kind = type(error)
+            reply = {"op": "raised", "id": ident, "message": str(error),
+                     "type": kind.__name__ if kind.__module__ == "builtins"
+                     else "%s.%s" % (kind.__module__, kind.__qualname__),
+                     "traceback": traceback.format_exc()}
+        del _call_ids[thread]
+        self.from_thread(self.channel.control, reply)
+
+    def _maybe_done(self):
+        """Ending, and nothing left running: the loop stops."""
+        if self.ending and not self.children and not self.commands:
             self.loop.stopped = True
 
     def on_lost(self, signum=None):
-        """The link is gone, or a signal came: stop the command, then exit."""
+        """The link is gone, or a signal came: stop everything, then exit."""
         if self.ending:
             return
         self.ending = True
-        if self.child is None:
-            self.loop.stopped = True
-            return
-        self.child.signal(signal.SIGTERM)
-        self.loop.call_later(AGENT_GRACE, self.child.signal, signal.SIGKILL)
+        for command in list(self.commands.values()):
+            command.cancel()
+        for child in self.children.values():
+            child.signal(signal.SIGTERM)
+        self.loop.call_later(AGENT_GRACE, self._kill_all)
+        self._maybe_done()
+
+    def _kill_all(self):
+        """The grace is over."""
+        for child in self.children.values():
+            child.signal(signal.SIGKILL)
+
+
+def _forward_logging(agent):
+    """Records a call logs go back tagged with its id (the root logger's
+    handler; the level stays what the function sets)."""
+    import logging
+
+    class Forward(logging.Handler):
+        def emit(self, record):
+            ident = _current_call()
+            if ident is None:
+                return
+            try:
+                text = self.format(record)
+            except Exception:
+                text = str(record.msg)
+            agent.from_thread(agent.channel.control, {
+                "op": "log", "id": ident, "name": record.name, "level": record.levelno,
+                "message": text})
+    handler = Forward()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level == logging.WARNING and not root.handlers[:-1]:
+        root.setLevel(logging.INFO)     # the local side's logging decides what shows
 
 
 def _agent_main(keepalive):
-    """The remote agent's life: a loop, the channel on fds 0 and 1, reaping
-    as subreaper, until the link goes and its command is gone."""
+    """The remote agent's life: a loop, the channel on copies of fds 0 and
+    1 (which then point at /dev/null: a stray write to fd 1 by anything in
+    this process cannot corrupt the frames), reaping as subreaper, until
+    the link goes and all it started is gone."""
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
     loop = _Loop()
-    agent = _Agent(loop, keepalive)
+    agent = _Agent(loop, keepalive, rfd, wfd)
     loop.add_signal_handler(signal.SIGCHLD, None)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, agent.on_lost)
@@ -2775,11 +3123,11 @@ def _agent_main(keepalive):
                            "python": "%d.%d.%d" % sys.version_info[:3]})
     loop.run()
     _sweep_children(loop)       # a grandchild that outlived its group: gone too
-    # What is queued still goes out (the exit message), within reason.
+    # What is queued still goes out (the last exit message), within reason.
     deadline = time.monotonic() + AGENT_GRACE
     while agent.channel.out and not agent.channel.closed and time.monotonic() < deadline:
         import select
-        select.select([], [1], [], 1.0)
+        select.select([], [wfd], [], 1.0)
         agent.channel.on_writable()
 
 
@@ -5791,15 +6139,22 @@ class _Remote(object):
     _payload = None
 
     def __init__(self, address, options=(), python="python3", keepalive=REMOTE_KEEPALIVE,
-                 sudo=None, via=()):
+                 sudo=None, via=(), sudo_password=None):
         self.address = address          #: as the user wrote it
         self.sudo = sudo                #: run the agent as this user, through `sudo -n`
+        #: its password, given to sudo's prompt (never in argv): sudo -S then
+        self.sudo_password = sudo_password
         self.via = list(via)            #: bastions to jump through, in order
         self.destination, self.port = _ssh_address(address)
         self.host = self.destination.rpartition("@")[2]     #: the name to show (`host`)
         self.options = list(options)    #: -o OPTION for ssh
         self.python = python            #: the remote interpreter
         self.keepalive = keepalive
+
+    def key(self):
+        """What makes two remotes one link."""
+        return (self.address, tuple(self.options), self.python, self.keepalive, self.sudo,
+                tuple(self.via))
 
     def ssh_argv(self, payload_size, nonce):
         """ssh's argv: no tty (a binary-clean stream), no escape character, no
@@ -5813,8 +6168,12 @@ class _Remote(object):
         if self.port:
             argv += ["-p", self.port]
         # sudo -n never prompts: a password it needs is an error (exit 1)
-        # with its own message, said back to the user.
+        # with its own message, said back to the user.  With a password,
+        # sudo -S prompts on stderr with the nonce (no %: -p expands it) and
+        # reads the password from stdin, where _Link writes it (SPECS.md 11.6).
         sudo = "sudo -n -u %s -- " % self.sudo if self.sudo else ""
+        if self.sudo and self.sudo_password is not None:
+            sudo = "sudo -S -p %s -u %s -- " % (_sudo_prompt(nonce), self.sudo)
         return argv + [self.destination, "cd / && exec %s%s -I -c '%s' %s %d %s"
                        % (sudo, self.python, _LOADER, stage1, payload_size, nonce)]
 
@@ -5848,6 +6207,11 @@ class _Remote(object):
         if _Remote._payload is None:
             _Remote._payload = _zlib_compress(_part_one().encode("utf-8"))
         return _Remote._payload
+
+
+def _sudo_prompt(nonce):
+    """The prompt sudo -S is given: found in ssh's stderr, it asks for the password."""
+    return "procwrap-sudo-%s:" % nonce
 
 
 def _ssh_address(address):
@@ -5918,12 +6282,29 @@ class _Link(object):
             os.close(fd)
         self.report = report            #: ssh's exec report (read once ssh has exited)
         self.errors = _Tail()
-        self._errors = _Pipe(loop, err_r, self.errors, None)
+        self._errors = _Pipe(loop, err_r, self, None)
+        self._prompt = _sudo_prompt(nonce).encode("ascii") if remote.sudo_password else None
+        self._prompts = 0               #: sudo prompts seen
+        self._carry = b""               #: the end of the last read, for a split prompt
         self.channel = _Channel(loop, out_r, in_w, self._on_frame, self._on_closed,
                                 ("PROCWRAP:%s\n" % nonce).encode("ascii"), payload)
         loop.watch_child(self.pid, self._on_ssh_exit)
         self._timer = loop.call_later(remote.keepalive / 3.0, self._tick)
         self._ssh_status = None
+
+    def raw(self, data):
+        """ssh's stderr: kept for messages; sudo's prompt is answered (once:
+        a second prompt means the password was wrong, and ssh goes)."""
+        if not self._prompt:
+            return self.errors.raw(data)
+        window = self._carry + data     # a prompt split across two reads is found
+        self._carry = window[1 - len(self._prompt):]
+        self.errors.raw(data.replace(self._prompt, b""))
+        if self._prompt in window:
+            self._prompts += 1
+            if self._prompts > 1:
+                return self.kill()
+            self.channel.queue(self.remote.sudo_password.encode("utf-8") + b"\n")
 
     def _tick(self):
         """Ping; a link silent past the keepalive is dead: ssh goes."""
@@ -6002,14 +6383,18 @@ class _Link(object):
             return _LinkError("%s: the link was lost%s" % (host, ": " + said if said else ""),
                               255)
         sudo = self.remote.sudo
+        if self._prompts > 1 or self._prompts and "incorrect password" in self.errors.text():
+            return _LinkError("%s: sudo refused the password given for %s; check the "
+                              "variable --sudo-password-env names" % (host, sudo), 126)
         if status == 127 or sudo and "command not found" in said:
             return _LinkError("%s: %s not found on the remote host%s; install Python 3.6+ or "
                               "give --python PATH" % (host, self.remote.python, " (for %s)"
                                                       % sudo if sudo else ""), 127)
         if sudo and "password is required" in said:
-            return _LinkError("%s: sudo needs a password to run as %s; let %s run the Python "
-                              "without one (NOPASSWD in sudoers)" % (host, sudo,
-                                                                     self.remote.destination), 126)
+            return _LinkError("%s: sudo needs a password to run as %s; give it with "
+                              "--sudo-password-env VAR, or let %s run the Python without one "
+                              "(NOPASSWD in sudoers)" % (host, sudo, self.remote.destination),
+                              126)
         first = self.errors.first_line("sudo:")
         if sudo and first:
             return _LinkError("%s: %s" % (host, first), 126)   # its first word says why
@@ -6022,82 +6407,206 @@ class _Link(object):
                           255)
 
 
+class _Host(object):
+    """One link to a host, shared by the children, short commands and calls
+    on it: each gets an id (open), its messages carry it, and its output
+    frames are tagged with it.  A message sent before the agent is ready
+    waits for it.  The link closes when the last user is released (unless
+    `keep`), and a new one is made when a user comes after that; a lost
+    link is each user's on_lost(error).  A user has on_output(kind, data),
+    on_control(message) and on_lost(error)."""
+    link = None
+    keep = False            #: keep the link with no user (a Python API context)
+    on_idle = None          #: func() when no link is left and no user
+    on_ready = None         #: func(info) each time an agent is ready
+
+    def __init__(self, loop, remote):
+        import itertools
+        self.loop, self.remote = loop, remote
+        self.users = {}                 #: id -> user
+        self.queued = []                #: messages waiting for the agent
+        self._ids = itertools.count(1)
+        self.info = None                #: the agent's `ready` message (its pid, Python)
+
+    @property
+    def ready(self):
+        """Is the agent there to take messages?"""
+        return self.link is not None and self.link.ready and not self.link.closing
+
+    def open(self, user):
+        """Register a user; its id.  Connects when no link is open (raises _LinkError)."""
+        ident = next(self._ids)
+        if self.link is None or self.link.closing:
+            self.queued = []
+            link = None
+
+            def lost(error):
+                self._on_lost(link, error)
+            link = _Link(self.loop, self.remote, self._on_ready, self._on_output,
+                         self._on_control, lost)
+            self.link = link
+        self.users[ident] = user
+        return ident
+
+    def send(self, message):
+        """Send a control message now, or once the agent is ready."""
+        if self.ready:
+            self.link.control(message)
+        else:
+            self.queued.append(message)
+
+    def release(self, ident):
+        """A user is done; the last one closes the link."""
+        self.users.pop(ident, None)
+        self.queued = [m for m in self.queued if m.get("id") != ident]
+        if not self.users and not self.keep and self.link is not None:
+            if self.link.ready:
+                self.link.close()
+            else:
+                self.link.kill()        # still connecting: nothing to wait for
+
+    def _on_ready(self, info):
+        self.info = info
+        queued, self.queued = self.queued, []
+        for message in queued:
+            self.link.control(message)
+        if self.on_ready is not None:
+            self.on_ready(info)
+
+    def _on_output(self, kind, payload):
+        user = self.users.get(int.from_bytes(payload[:4], "big"))
+        if user is not None:
+            user.on_output(kind, payload[4:])
+
+    def _on_control(self, message):
+        if message.get("op") == "import":
+            return self.link.control(_module_answer(message.get("name")))
+        user = self.users.get(message.get("id"))
+        if user is not None:
+            user.on_control(message)
+
+    def _on_lost(self, link, error):
+        """A link ended: its users' runs with it (a link closed by release()
+        had none left).  Each user is told once."""
+        if link is not self.link:
+            return                      # an old link, closed while a new one opened
+        self.link = None
+        users, self.users = self.users, {}
+        self.queued = []
+        for user in users.values():
+            user.on_lost(error or _LinkError("%s: the link was closed" % self.remote.host, 255))
+        if self.link is None and not self.users and self.on_idle is not None:
+            self.on_idle()
+
+
+def _remote_env(env):
+    """What a remote command gets on top of the agent's environment: the
+    variables procwrap set or resolved (secrets travel in the channel),
+    not this machine's PATH or HOME."""
+    return dict((k, v) for k, v in env.items() if os.environ.get(k) != v)
+
+
+def _module_answer(name):
+    """The local side's answer to an agent's import: the source this
+    interpreter would import for `name` (pure Python only), or none.  The
+    calling script is served as __procwrap_main__."""
+    answer = {"op": "module", "name": name, "source": None, "file": None, "package": False}
+    try:
+        if name == "__procwrap_main__":
+            path = getattr(sys.modules.get("__main__"), "__file__", None)
+            if path:
+                with open(path, encoding="utf-8") as stream:
+                    answer.update(source=stream.read(), file=path)
+            return answer
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            return answer
+        source = getattr(spec.loader, "get_source", lambda name: None)(name)
+        if source is None and (spec.origin or "").endswith(".py"):
+            with open(spec.origin, encoding="utf-8") as stream:     # a pytest-like loader
+                source = stream.read()
+    except (ImportError, ValueError, AttributeError, OSError, SyntaxError):
+        return answer
+    if source is not None:
+        answer.update(source=source, file=spec.origin,
+                      package=spec.submodule_search_locations is not None)
+    return answer
+
+
 class _RemoteChild(object):
     """A Process's command on another host, behind the child interface that
     _LocalChild has: spawn(), signal(), then on_exec and on_exit once each.
-    Each spawn opens its own link (a restart connects again); the command's
-    output arrives in frames and is split into lines here."""
+    It is one user of its host's shared link; its output arrives in tagged
+    frames and is split into lines here."""
     pid = None
     last_pid = None
     pgid = None
-    link = None
+    ident = None            #: its id on the link, while it runs
 
-    def __init__(self, remote, loop, on_exec, on_exit, sinks=None, max_line=MAX_LINE_BYTES):
-        self.remote = remote            #: the _Remote it runs on
+    def __init__(self, host, loop, on_exec, on_exit, sinks=None, max_line=MAX_LINE_BYTES):
+        self.host = host                #: the _Host it runs on
         self.loop = loop
         self.on_exec = on_exec
         self.on_exit = on_exit
         self.sinks = sinks
         self.max_line = max_line
         self._pipes = ()
-        self._request = None            #: the spawn message, until sent
-        self._status = None             #: the remote wait status, once it came
-        self._exec_said = False
 
     def spawn(self, argv, env, workdir=None, user=None, tty=False):
-        """Connect; the command starts once the agent is ready (on_exec follows)."""
-        self._request = {"op": "spawn", "argv": list(argv), "env": env, "workdir": workdir}
-        self._status, self._exec_said = None, False
+        """Ask for it (the link opens if need be); on_exec follows."""
         if self.sinks is not None:
             self._pipes = tuple(_Pipe(self.loop, -1, sink, self.max_line) for sink in self.sinks)
-        self.link = _Link(self.loop, self.remote, self._on_ready, self._on_output,
-                          self._on_control, self._on_lost)
+        self.ident = self.host.open(self)
+        self.host.send({"op": "spawn", "id": self.ident, "argv": list(argv),
+                        "env": _remote_env(env),
+                        "workdir": workdir, "user": user.name if user else None})
         return True
 
-    def _on_ready(self, info):
-        """The agent runs: send the command."""
-        self.link.control(self._request)
-
-    def _on_output(self, kind, data):
+    def on_output(self, kind, data):
         """A chunk of the command's stdout or stderr."""
         if self._pipes and kind in (FRAME_STDOUT, FRAME_STDERR):
             self._pipes[kind - FRAME_STDOUT].feed(data)
 
-    def _on_control(self, message):
-        """The agent's word on the command."""
+    def on_control(self, message):
+        """The agent's word on the command: it runs (or why not), it ended."""
         if message.get("op") == "exec":
             self.pid = message.get("pid")
-            self._exec_said = True
-            self.on_exec(_SpawnError(message["stage"], message.get("errno") or 0)
-                         if message.get("stage") else None)
-        elif message.get("op") == "exit":
-            self._status = message["status"]
-            self.link.close()           # on_exit once ssh has ended, output all in
-
-    def _on_lost(self, error):
-        """The link ended: the command's end, or a failed run (status 255).
-        A link lost while the command ran is said through on_exec(error) as
-        well (the Process logs it), then on_exit follows as for any end."""
-        if error is not None:
-            self._exec_said = True
+            error = None
+            if message.get("message"):
+                error = _LinkError("%s: %s" % (self.host.remote.host, message["message"]),
+                                   EX_NOEXEC)
+            elif message.get("stage"):
+                error = _SpawnError(message["stage"], message.get("errno") or 0)
             self.on_exec(error)
+        elif message.get("op") == "exit":
+            self.host.release(self.ident)
+            self._ended(message["status"])
+
+    def on_lost(self, error):
+        """The link ended while it ran: a failed run (status 255), said
+        through on_exec(error) first (the Process logs it)."""
+        self.on_exec(error)
+        self._ended(error.status << 8)
+
+    def _ended(self, wait_status):
         for pipe in self._pipes:
             pipe.flush()
         self._pipes = ()
-        self.link = None
+        self.ident = None
         self.last_pid, self.pid = self.pid, None
-        if self._status is not None:
-            status = self._status
-        else:
-            status = (error.status if error is not None else 255) << 8
-        self.on_exit(status)
+        self.on_exit(wait_status)
 
     def signal(self, signum, group=True):
-        """Send signum to the command's group (or it alone) on the far end."""
-        if self.link is not None and self.link.ready and self.pid is not None:
-            self.link.control({"op": "signal", "signum": signum, "group": group})
-        elif self.link is not None and signum == signal.SIGKILL:
-            self.link.kill()            # not started yet: the link goes, the run fails
+        """Send signum to the command's group (or it alone) on the far end.
+        A SIGKILL before the agent is there gives the run up."""
+        if self.ident is None:
+            return
+        if self.host.ready:
+            self.host.send({"op": "signal", "id": self.ident, "signum": signum, "group": group})
+        elif signum == signal.SIGKILL:
+            self.host.release(self.ident)
+            self._ended(signal.SIGKILL)
 
     def end_group(self):
         """The agent ended what was left of the group already."""
@@ -6107,23 +6616,62 @@ class _RemoteChild(object):
         return False
 
     def run_command(self, argv, env, workdir, user, on_done):
-        """exec probes on remote hosts come with config-file hosts."""
-        raise OSError(errno.ENOSYS, "exec probes are not supported on remote hosts yet")
+        """A short command on the same host (an exec probe): a _RemoteCommand."""
+        return _RemoteCommand(self.host, argv, env, workdir, user, on_done)
+
+
+class _RemoteCommand(object):
+    """A short command on a host (an exec probe), as _LocalCommand is here:
+    on_done(wait_status, output) once; cancel() kills its group.  A lost
+    link is status 255, with the reason as its output."""
+
+    def __init__(self, host, argv, env, workdir, user, on_done):
+        self.host = host
+        self.on_done = on_done
+        self.ident = host.open(self)
+        host.send({"op": "command", "id": self.ident, "argv": list(argv),
+                   "env": _remote_env(env),
+                   "workdir": workdir, "user": user.name if user else None})
+
+    def on_output(self, kind, data):
+        """None comes: the output is in `done`."""
+
+    def on_control(self, message):
+        """Its end."""
+        if message.get("op") == "done":
+            self.host.release(self.ident)
+            self.on_done(message["status"], message.get("output", "").encode("utf-8"))
+
+    def on_lost(self, error):
+        """The link went: status 255."""
+        self.on_done(error.status << 8, error.message.encode("utf-8"))
+
+    def cancel(self):
+        """Kill its group (its probe timed out); `done` still follows, as the
+        reaping of a local one does."""
+        if self.host.users.get(self.ident) is self:
+            self.host.send({"op": "cancel", "id": self.ident})
 
 
 class _RemoteRun(_Owner):
-    """`procwrap remote`: one Process per host, each a _RemoteChild, at most
-    `parallel` starting at once; signals go to every command.  Exit status:
-    one host's, or the highest of several (a summary on stderr)."""
+    """`procwrap remote`: one Process per host, each a _RemoteChild on its
+    host's link, at most `parallel` starting at once; signals go to every
+    command.  Exit status: one host's, or the highest of several (a summary
+    on stderr).  The run ends once every command has and its link is closed."""
 
     def __init__(self, specs, remotes, log, max_line=MAX_LINE_BYTES, parallel=16,
                  kill_on_second_signal=False, signal_map=None):
         _Owner.__init__(self, log, None, signal_map, kill_on_second_signal, max_line)
         self.parallel = parallel
         self.processes = []
+        self.hosts = []
         for spec, remote in zip(specs, remotes):
-            def child(loop, on_exec, on_exit, sinks, line, remote=remote):
-                return _RemoteChild(remote, loop, on_exec, on_exit, sinks, line)
+            host = _Host(self.loop, remote)
+            host.on_idle = self._maybe_over
+            self.hosts.append(host)
+
+            def child(loop, on_exec, on_exit, sinks, line, host=host):
+                return _RemoteChild(host, loop, on_exec, on_exit, sinks, line)
             self.processes.append(_Process(spec, self.loop, log, self.on_change, max_line,
                                            child_class=child))
         log.redact.make_public(p.name for p in self.processes)
@@ -6151,10 +6699,14 @@ class _RemoteRun(_Owner):
         if process.state in _State.DONE or process.state == _State.STOPPED:
             self._took.setdefault(process.name, time.time() - self._began[process.name])
             self._start_more()
-            if len(self._took) == len(self.processes):
-                self.loop.stopped = True
+            self._maybe_over()
         elif process.state == _State.BACKOFF:
             _log_retry(self.log, process, named=True)
+
+    def _maybe_over(self):
+        """Every command has ended and every link is closed: the run is over."""
+        if len(self._took) == len(self.processes) and all(h.link is None for h in self.hosts):
+            self.loop.stopped = True
 
     def result(self):
         """One host: its status; several: the highest, and a line per host."""
@@ -6189,8 +6741,7 @@ class _RemoteRun(_Owner):
             self._unstarted[process.name] = status
             self._took[process.name] = 0.0
         del self._waiting[:]
-        if len(self._took) == len(self.processes):
-            self.loop.stopped = True
+        self._maybe_over()
 
     def shutdown(self, reason, status=None):
         """Stop every command for good (as _Wrapper.shutdown); exit with `status`."""
@@ -6207,61 +6758,318 @@ class _RemoteRun(_Owner):
         _sweep_children(self.loop)
 
 
+# -- the Python API: connect(host).run() and .call()
+
+def connect(host, via=None, sudo=None, python=None, ssh_options=(),
+            keepalive=REMOTE_KEEPALIVE, timeout=60, sudo_password=None):
+    """Start procwrap's agent on `host` ([user@]host[:port]) over ssh and
+    return a context for run() and call(), as `procwrap remote` would
+    (`via`: a bastion or a list of them; `sudo`: a user to run as through
+    sudo -n, or sudo -S answering its prompt with `sudo_password`;
+    `python`: the remote interpreter, python3 by default;
+    `ssh_options`: -o options for ssh, which is found on PATH).  Waits up
+    to `timeout` seconds for the agent.  Use it with `with`, or close() it:
+    closing ends everything it started there.  Raises UnavailableError
+    (with .status 255, 127 or 126, as the command line exits) when the host
+    cannot be reached or has no usable Python."""
+    if isinstance(via, str):
+        via = [hop for hop in via.split(",") if hop]
+    remote = _Remote(host, list(ssh_options), python or "python3", keepalive, sudo, via or (),
+                     sudo_password)
+    return _Context(remote, timeout)
+
+
+class RemoteError(ProcwrapError):
+    """A function run by call() raised: `type` is its exception's type name
+    there ('ValueError', 'mymodule.Problem'), `message` its str(), and
+    `remote_traceback` the traceback as the remote printed it."""
+
+    def __init__(self, host, kind, message, remote_traceback):
+        ProcwrapError.__init__(self, "%s: %s: %s" % (host, kind, message))
+        self.host = host
+        self.type = kind
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class _Result(object):
+    """What run() returns: `status` (wrap mode's rules: 128+N by signal N,
+    124 when its timeout expired, 126/127 when it could not be run), and
+    its `stdout` and `stderr` (bytes)."""
+    __slots__ = ("status", "stdout", "stderr")
+
+    def __init__(self, status, stdout, stderr):
+        self.status, self.stdout, self.stderr = status, stdout, stderr
+
+    def __repr__(self):
+        return "Result(status=%d, stdout=%d bytes, stderr=%d bytes)" % (
+            self.status, len(self.stdout), len(self.stderr))
+
+
+class _Printed(object):
+    """A sink for what a call printed there: each line on this process's
+    own stdout or stderr, prefixed `host | ` as the command line does."""
+
+    def __init__(self, host, name):
+        self.prefix = (host + " | ").encode("utf-8")
+        self.name = name                #: 'stdout' or 'stderr'
+
+    def lines(self, data):
+        """Complete lines."""
+        stream = getattr(sys, self.name)
+        text = b"".join(self.prefix + line + b"\n" for line in data.split(b"\n"))
+        stream.write(text.decode("utf-8", "replace"))
+        stream.flush()
+
+    piece = lines
+
+
+class _Waiter(object):
+    """One run() or call() on a context: a user of its host, and what the
+    caller's thread waits on (`done`)."""
+    ident = None            #: its id on the link
+    status = None           #: a run's wait status
+    reply = None            #: a call's result or raised message
+    error = None            #: the _LinkError that ended it
+
+    def __init__(self, context, capture):
+        import threading
+        self.context = context
+        self.done = threading.Event()
+        self.capture = capture          #: keep the output (run) or print it (call)
+        self.output = (bytearray(), bytearray())
+        host = context.remote.host
+        self._pipes = (_Pipe(None, -1, _Printed(host, "stdout"), MAX_LINE_BYTES),
+                       _Pipe(None, -1, _Printed(host, "stderr"), MAX_LINE_BYTES))
+
+    def on_output(self, kind, data):
+        """Output from the remote: kept, or printed line by line."""
+        if kind in (FRAME_STDOUT, FRAME_STDERR):
+            if self.capture:
+                self.output[kind - FRAME_STDOUT].extend(data)
+            else:
+                self._pipes[kind - FRAME_STDOUT].feed(data)
+
+    def on_control(self, message):
+        """Its end, or a log record of a call."""
+        op = message.get("op")
+        if op == "log":
+            import logging
+            logging.getLogger(message.get("name") or "root").log(
+                message.get("level", logging.INFO), "%s", message.get("message", ""),
+                extra={"host": self.context.remote.host})
+        elif op == "exec" and message.get("message"):
+            self.output[1].extend((message["message"] + "\n").encode("utf-8"))
+        elif op in ("exit", "result", "raised"):
+            self.status = message.get("status")
+            self.reply = message
+            self.context.host.release(self.ident)
+            self._end()
+
+    def on_lost(self, error):
+        """The link went (or the context was closed) while it ran."""
+        self.error = error
+        self._end()
+
+    def _end(self):
+        for pipe in self._pipes:
+            pipe.flush()
+        self.done.set()
+
+
+class _Context(object):
+    """An open link to a host for a Python program (see connect()): its own
+    loop in a daemon thread (so the link is kept alive by pings while the
+    program does other things), run() and call() from any thread."""
+
+    def __init__(self, remote, timeout):
+        import threading
+        self.remote = remote
+        self.loop = _Loop()
+        self.loop.wait_threads = True   # not the main thread: no SIGCHLD here
+        self.host = _Host(self.loop, remote)
+        self.host.keep = True
+        self.host.on_idle = self._stop
+        self.host.on_ready = lambda info: self._ready.set()
+        self.lost = None                #: the _LinkError, once the link is gone
+        self.closed = False
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True,
+                                       name="procwrap-connect-%s" % remote.host)
+        self.thread.start()
+        self.loop.call_soon_threadsafe(self._open)
+        if not self._ready.wait(timeout):
+            self.close()
+            raise UnavailableError("%s: the agent did not start within %s s" % (
+                remote.host, _format_seconds(timeout)))
+        if self.lost is not None:
+            self.close()
+            error = UnavailableError(self.lost.message)
+            error.status = self.lost.status
+            raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "<procwrap connection to %s%s>" % (self.remote.address,
+                                                  " (closed)" if self.closed else "")
+
+    # -- in the loop's thread
+    def _serve(self):
+        try:
+            self.loop.run()
+        finally:
+            if self.host.link is not None:
+                self.host.link.kill()       # its waiter thread reaps it
+
+    def _open(self):
+        try:
+            self.ident = self.host.open(self)
+        except _LinkError as error:
+            return self.on_lost(error)
+
+    def on_output(self, kind, data):
+        """Nothing is sent under the context's own id."""
+
+    def on_control(self, message):
+        """Nor said."""
+
+    def on_lost(self, error):
+        """The link is gone: every later use says so."""
+        self.lost = error
+        self._ready.set()
+        self._stop()
+
+    def _stop(self):
+        if self.host.link is None:
+            self.loop.stopped = True
+
+    def _begin(self, waiter, message):
+        """Register a run or call and send it."""
+        if self.host.link is None:
+            return waiter.on_lost(self.lost or _LinkError("%s: the link is closed"
+                                                          % self.remote.host, 255))
+        waiter.ident = self.host.open(waiter)
+        message["id"] = waiter.ident
+        self.host.send(message)
+
+    def _signal(self, waiter, signum):
+        if waiter.ident in self.host.users:
+            self.host.send({"op": "signal", "id": waiter.ident, "signum": signum,
+                            "group": True})
+
+    def _close(self):
+        self.host.keep = False
+        if self.host.link is None:
+            self.loop.stopped = True
+        else:
+            self.host.link.close()
+
+    # -- from the caller's thread
+    def _submit(self, waiter, message):
+        if self.closed or self.lost is not None:
+            raise UnavailableError("%s: %s" % (self.remote.host, "the connection is closed"
+                                               if self.closed else self.lost.message))
+        self.loop.call_soon_threadsafe(self._begin, waiter, message)
+
+    def _raise_lost(self, waiter):
+        error = UnavailableError(waiter.error.message)
+        error.status = waiter.error.status
+        raise error
+
+    @property
+    def python(self):
+        """The remote interpreter's version, 'X.Y.Z'."""
+        return (self.host.info or {}).get("python")
+
+    def run(self, argv, timeout=None, env=None, workdir=None, user=None):
+        """Run argv there (its own session; stdin /dev/null) and wait for it;
+        a Result with .status, .stdout, .stderr.  `env` is added to the
+        agent's environment; `user` (when the agent is root) runs it as
+        that user.  Past `timeout` seconds its group gets SIGTERM, then
+        SIGKILL after 5 s, and the status is 124."""
+        if isinstance(argv, str):
+            raise TypeError("run: argv is a list of strings (no shell): [%r]" % argv)
+        waiter = _Waiter(self, capture=True)
+        self._submit(waiter, {"op": "spawn", "argv": [str(arg) for arg in argv],
+                              "env": dict(env or {}), "workdir": workdir, "user": user})
+        timed_out = not waiter.done.wait(timeout)
+        if timed_out:
+            for signum in (signal.SIGTERM, signal.SIGKILL):
+                self.loop.call_soon_threadsafe(self._signal, waiter, signum)
+                if waiter.done.wait(AGENT_GRACE):
+                    break
+            waiter.done.wait(self.remote.keepalive)
+        if waiter.error is not None:
+            self._raise_lost(waiter)
+        status = EX_TIMEOUT if timed_out else _exit_status(waiter.status)
+        return _Result(status, bytes(waiter.output[0]), bytes(waiter.output[1]))
+
+    def call(self, func, *args, **kwargs):
+        """func(*args, **kwargs) run there; its result.  `func` is a module-
+        level function of an importable module or of the calling script;
+        modules the remote lacks come from here (pure Python source, kept
+        in memory there).  Arguments and result are JSON values or bytes
+        (tuples come back as lists).  What it prints comes out here as
+        `host | line`; its logging records go to the logger of the same
+        name here, with a `host` attribute.  An exception there raises
+        RemoteError; past `timeout=` seconds TimeoutError (the call is
+        abandoned: its thread there runs on, its result is dropped, and the
+        context stays usable)."""
+        timeout = kwargs.pop("timeout", None)
+        module, name = _function_address(func)
+        message = {"op": "call", "module": module, "name": name,
+                   "args": _to_wire(list(args)), "kwargs": _to_wire(kwargs)}
+        waiter = _Waiter(self, capture=False)
+        self._submit(waiter, message)
+        if not waiter.done.wait(timeout):
+            self.loop.call_soon_threadsafe(self.host.release, waiter.ident)
+            raise TimeoutError("%s: %s() did not return within %s s; abandoned" % (
+                self.remote.host, name, _format_seconds(timeout)))
+        if waiter.error is not None:
+            self._raise_lost(waiter)
+        reply = waiter.reply
+        if reply["op"] == "raised":
+            raise RemoteError(self.remote.host, reply["type"], reply["message"],
+                              reply["traceback"])
+        return _from_wire(reply["value"])
+
+    def close(self):
+        """End everything started there (the agent stops it: TERM, then KILL
+        after 5 s) and the link; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._close)
+            self.thread.join(REMOTE_LINGER + 5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def _function_address(func):
+    """(module, qualified name) by which the agent finds `func`; TypeError
+    for what it could not find (a lambda, a nested function, a method of
+    an instance)."""
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__qualname__", None)
+    if not module or not name or "<" in name or getattr(func, "__self__", None) is not None \
+            and not isinstance(func.__self__, type(sys)):
+        raise TypeError("call: %r is not a module-level function; define it at the top "
+                        "level of a module or of the script" % (func,))
+    return ("__procwrap_main__" if module == "__main__" else module), name
+
+
 # =============================================================================
 # Config
 # Reading JSON/TOML/YAML, validating every field with its place, and turning
 # entries into ProcessSpecs; every problem of a config is reported as a
 # ConfigError with a line each.
 # =============================================================================
-
-
-class _User(object):
-    """A run-as identity resolved from 'name', 'uid', 'name:group' or 'uid:gid'."""
-    __slots__ = ("name", "uid", "gid", "groups", "home")
-
-    def __init__(self, name, uid, gid, groups, home):
-        self.name = name        #: login name (the uid as text if it has none)
-        self.uid = uid          #: for setuid
-        self.gid = gid          #: for setgid
-        self.groups = groups    #: supplementary groups, for setgroups
-        self.home = home        #: HOME for the child
-
-
-#: The largest uid or gid: uid_t is 32 bits and (uid_t)-1 means "no change".
-MAX_ID = (1 << 32) - 2
-
-
-def _resolve_user(spec, where):
-    """A _User from 'USER[:GROUP]'; ConfigError naming `where` if unknown."""
-    import grp
-    import pwd
-    user, _, group = str(spec).partition(":")
-    for text in (user, group):
-        if _os_text_problem(text):
-            raise ConfigError("%s: %s" % (where, _os_text_problem(text)))
-        if _is_digits(text) and int(text) > MAX_ID:
-            raise ConfigError("%s: %s is not a user or group id (at most %d); fix the number"
-                              % (where, text, MAX_ID))
-    try:
-        entry = pwd.getpwuid(int(user)) if _is_digits(user) else pwd.getpwnam(user)
-        name, uid, gid, home = entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir
-    except KeyError:
-        if not _is_digits(user):
-            raise ConfigError(UNKNOWN_USER_MSG % (where, user))
-        name, uid, gid, home = user, int(user), int(user), "/"   # as runAsUser allows
-    if group:
-        try:
-            gid = (grp.getgrgid(int(group)).gr_gid if _is_digits(group)
-                   else grp.getgrnam(group).gr_gid)
-        except KeyError:
-            if not _is_digits(group):
-                raise ConfigError(UNKNOWN_GROUP_MSG % (where, group))
-            gid = int(group)
-    try:
-        groups = os.getgrouplist(name, gid)
-    except (KeyError, OSError):
-        groups = [gid]
-    return _User(name, uid, gid, groups, home)
 
 
 class _ProcessSpec(object):
@@ -6298,6 +7106,7 @@ class _ProcessSpec(object):
     post_start = None               #: lifecycle.postStart hook (a ProbeSpec), or None
     pre_stop = None                 #: lifecycle.preStop hook (a ProbeSpec), or None
     fingerprint = None              #: tells a changed entry on reload
+    remote = None                   #: the _Remote it runs on (its `host`), or None: here
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -6436,6 +7245,10 @@ class _Checker(object):
         """A signal name or number, or a problem."""
         return self.value(_value_signal, value, where)
 
+    def hosts(self, value, where):
+        """[user@]host[:port] names (see _value_hosts)."""
+        return self.value(_value_hosts, value, where)
+
     def mapping(self, value, where):
         """A dict of string to string (numbers are accepted and written as text)."""
         if not isinstance(value, dict):
@@ -6475,8 +7288,10 @@ _TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readine
 _SECTIONS = ("init", "processes", "postStart")   #: postStart: one-shots once all are ready
 _LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
 _ENV_POLICY_FIELDS = ("pass",)
+#: An entry's fields that put it on another host (through one shared link).
+REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
-                 "stopSignal", "stopTimeout", "labels", "timeout")
+                 "stopSignal", "stopTimeout", "labels", "timeout") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle",)
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
@@ -6615,9 +7430,12 @@ def _build_spec(fields, where, builder, checker, check_root):
         checker.fail(where + ".command", "is empty; give the program to run")
     args = checker.strings(fields.get("args", []), where + ".args")
 
+    spec.remote = _build_remote(fields, where, checker)
     if "user" in fields:
         user = checker.string(fields["user"], where + ".user")
-        if user is not _INVALID:
+        if user is not _INVALID and spec.remote is not None:
+            spec.user = _User(user, None, None, None, None)     # the agent resolves it there
+        elif user is not _INVALID:
             try:
                 spec.user = _resolve_user(user, where + ".user")
                 if check_root and os.geteuid() not in (0, spec.user.uid):
@@ -6645,7 +7463,7 @@ def _build_spec(fields, where, builder, checker, check_root):
 
     if "workingDir" in fields:
         workdir = checker.string(fields["workingDir"], where + ".workingDir")
-        if workdir is not _INVALID and not os.path.isdir(workdir):
+        if workdir is not _INVALID and spec.remote is None and not os.path.isdir(workdir):
             checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
         spec.workdir = workdir
     _apply_fields(fields, where, spec, _ENTRY_TABLE, checker)
@@ -6670,7 +7488,38 @@ def _build_spec(fields, where, builder, checker, check_root):
                     # The grace period counts from before the hook (Kubernetes' rule).
                     hook.timeout = min(hook.timeout, spec.stop_timeout) or 0.01
                 setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
+    if spec.remote is not None:
+        spec.labels = dict(spec.labels or {}, host=spec.remote.host)
+        for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
+            handler = fields[kind].get(probe.handler) if isinstance(fields[kind], dict) else None
+            if probe.handler in ("httpGet", "tcpSocket") and isinstance(handler, dict) \
+                    and "host" not in handler:
+                probe.options["host"] = spec.remote.destination.rpartition("@")[2]
     return spec
+
+
+def _build_remote(fields, where, checker):
+    """The _Remote of an entry with a `host` (and `via`, `sudo`, `python`,
+    `sshOptions`, `keepalive`), or None."""
+    if "host" not in fields:
+        extra = [name for name in REMOTE_FIELDS if name in fields]
+        if extra:
+            checker.fail("%s.%s" % (where, extra[0]), "applies to a process on another host; "
+                         "give `host` too, or remove it")
+        return None
+    hosts = checker.hosts(fields["host"], where + ".host")
+    if hosts is not _INVALID and len(hosts) != 1:
+        hosts = checker.fail(where + ".host", "names one host; give each host an entry")
+    via = checker.hosts(fields["via"], where + ".via") if "via" in fields else []
+    sudo = checker.string(fields["sudo"], where + ".sudo") if "sudo" in fields else None
+    python = checker.string(fields.get("python", "python3"), where + ".python")
+    options = checker.strings(fields.get("sshOptions", []), where + ".sshOptions")
+    keepalive = REMOTE_KEEPALIVE
+    if "keepalive" in fields:
+        keepalive = checker.seconds(fields["keepalive"], where + ".keepalive")
+    if _INVALID in (hosts, via, sudo, python, options, keepalive):
+        return None
+    return _Remote(hosts[0], options, python, keepalive or REMOTE_KEEPALIVE, sudo, via)
 
 
 def _build_probe(value, where, kind, checker):
@@ -7045,7 +7894,8 @@ class _OneShots(object):
         self.failed_note = failed_note  #: said after a failure ('; not starting processes')
         self.on_done = on_done          #: func() once every entry exited 0
         self.processes = [_Process(spec, supervisor.loop, supervisor.log, self.on_change,
-                                   supervisor.max_line) for spec in specs]
+                                   supervisor.max_line, supervisor.child_class(spec))
+                          for spec in specs]
 
     def begin(self):
         """Start the first entry."""
@@ -7097,10 +7947,11 @@ class _Supervisor(_Owner):
                  kill_on_second_signal=False, loop=None, health=None, post_start=(),
                  signal_map=None):
         _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
+        self.hosts = {}                         #: _Remote.key() -> its _Host (one link each)
         self.init = _OneShots(self, init, "init entry", "init-failed",
                               "; not starting processes", self._start_processes)
-        self.processes = [_Process(s, self.loop, log, self.on_change, max_line)
-                          for s in processes]
+        self.processes = [_Process(s, self.loop, log, self.on_change, max_line,
+                                   self.child_class(s)) for s in processes]
         #: one-shots run in order once every process is first ready
         self.post_start = _OneShots(self, post_start, "postStart entry", "post-start-failed")
         self.by_name = dict((p.name, p) for p in self.processes)
@@ -7287,6 +8138,17 @@ class _Supervisor(_Owner):
                        added=added, removed=removed, changed=changed)
         return {"ok": True, "added": added, "removed": removed, "changed": changed}
 
+    def child_class(self, spec):
+        """How an entry's command runs: here, or on its host, through the one
+        link that every entry naming that host (the same way) shares."""
+        if spec.remote is None:
+            return _LocalChild
+        host = self.hosts.get(spec.remote.key())
+        if host is None:
+            host = self.hosts[spec.remote.key()] = _Host(self.loop, spec.remote)
+        return lambda loop, on_exec, on_exit, sinks, line: _RemoteChild(
+            host, loop, on_exec, on_exit, sinks, line)
+
     def restart(self, process):
         """Stop it, then start it (procwrap ctl restart); start it if not alive."""
         if process.state in _State.ALIVE:
@@ -7297,7 +8159,8 @@ class _Supervisor(_Owner):
 
     def _add(self, spec):
         """A process new to the config: wire it and start it (after its dependencies)."""
-        process = _Process(spec, self.loop, self.log, self.on_change, self.max_line)
+        process = _Process(spec, self.loop, self.log, self.on_change, self.max_line,
+                           self.child_class(spec))
         self.log.redact.make_public([spec.name])
         self.processes.append(process)
         self.by_name[spec.name] = process
@@ -7414,9 +8277,12 @@ class _Supervisor(_Owner):
                        "error", event="bug")
 
     def _sweep(self):
-        """Leave no orphan and no zombie (see _sweep_children); each is logged."""
+        """Leave no orphan and no zombie (see _sweep_children); each is logged,
+        but for the ssh of a link still closing (its commands are over)."""
+        links = set(host.link.pid for host in self.hosts.values() if host.link is not None)
         for pid, wait_status in _sweep_children(self.loop):
-            self.on_orphan(pid, wait_status)
+            if pid not in links:
+                self.on_orphan(pid, wait_status)
         self.loop.reap()
 
 
@@ -7804,7 +8670,8 @@ class _Control(object):
         processes = []
         for process in supervisor.everything():
             processes.append({
-                "name": process.name, "state": process.state, "pid": process.pid,
+                "name": process.name, "host": process.spec.labels.get("host")
+                if process.spec.remote else None, "state": process.state, "pid": process.pid,
                 "uptime": round(now - process.started_at, 3)
                 if process.state in _State.ALIVE else 0,
                 "starts": process.starts, "restarts": process.restarts_total,
@@ -7842,36 +8709,39 @@ class _Control(object):
         for process in supervisor.processes:
             name = process.name
             running = process.state in _State.ALIVE
+            who = dict(name=name)       # and the host, for a process on another one
+            if process.spec.remote is not None:
+                who["host"] = process.spec.labels["host"]
             metrics.add("procwrap_process_up", "gauge", "1 while the process runs.",
-                        int(running), name=name)
+                        int(running), **who)
             metrics.add("procwrap_process_ready", "gauge", "1 while the process is ready.",
-                        int(health.is_ready(process)), name=name)
+                        int(health.is_ready(process)), **who)
             for state in (_State.STOPPED, _State.WAITING, _State.STARTING, _State.RUNNING,
                           _State.BACKOFF, _State.STOPPING, _State.EXITED, _State.FATAL):
                 metrics.add("procwrap_process_state", "gauge", "1 for the state the process "
-                            "is in.", int(process.state == state), name=name, state=state)
+                            "is in.", int(process.state == state), state=state, **who)
             metrics.add("procwrap_process_starts_total", "counter", "Times the process was "
-                        "started.", process.starts, name=name)
+                        "started.", process.starts, **who)
             metrics.add("procwrap_process_restarts_total", "counter", "Times the process was "
-                        "started again.", process.restarts_total, name=name)
+                        "started again.", process.restarts_total, **who)
             if process.status is not None:
                 metrics.add("procwrap_process_last_exit_status", "gauge", "Shell-style status "
-                            "of the last exit.", process.status, name=name)
+                            "of the last exit.", process.status, **who)
             metrics.add("procwrap_process_uptime_seconds", "gauge", "Seconds since the "
                         "process last started (0 when not running).",
-                        round(now - process.started_at, 3) if running else 0.0, name=name)
+                        round(now - process.started_at, 3) if running else 0.0, **who)
             for probe in health.probes[name]:
                 metrics.add("procwrap_probe_failures_total", "counter", "Failed probe checks.",
-                            probe.failures, name=name, probe=probe.kind)
-            if running and process.pid is not None:
+                            probe.failures, probe=probe.kind, **who)
+            if running and process.pid is not None and process.spec.remote is None:
                 # The main pid only: summing a process's descendants would
                 # walk /proc on every scrape, for 500 processes 500 walks.
                 cpu, rss = _proc_usage(process.pid)
                 if cpu is not None:
                     metrics.add("procwrap_process_cpu_seconds_total", "counter", "CPU time of "
-                                "the process's main pid.", cpu, name=name)
+                                "the process's main pid.", cpu, **who)
                     metrics.add("procwrap_process_resident_memory_bytes", "gauge", "Resident "
-                                "memory of the process's main pid.", rss, name=name)
+                                "memory of the process's main pid.", rss, **who)
         return metrics.text()
 
     # -- procwrap ctl
@@ -8162,8 +9032,9 @@ _OPTIONS = [
             "when the child exits, wait for the rest of its process group instead of "
             "sending it SIGTERM"),
     _Option(("--workdir",), "DIR", _opt_text, None, _WRAP, "run the command in DIR"),
-    _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP_ONLY,
-            "run the command as USER (name or uid) and GROUP; needs root"),
+    _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP,
+            "run the command as USER (name or uid) and GROUP; needs root (remote: on the "
+            "host, where the agent is root)"),
     _Option(("--env-file",), "PATH", _opt_text, [], _WRAP,
             "add the variables of a dotenv file (repeatable; twin: comma-separated)",
             repeat=True),
@@ -8186,6 +9057,9 @@ _OPTIONS = [
     _Option(("--sudo",), "USER", _opt_text, None, _REMOTE,
             "run the remote side as USER through `sudo -n` (no password prompt: sudoers must "
             "let the ssh user run the Python as USER without one)"),
+    _Option(("--sudo-password-env",), "VAR", _opt_text, None, _REMOTE,
+            "with --sudo: the password sudo asks for is in variable VAR (given to sudo's "
+            "prompt, never in argv or logs)"),
     _Option(("--keepalive",), "SECONDS", _opt_seconds, REMOTE_KEEPALIVE, _REMOTE,
             "a link silent this long is dead, and the remote command with it (default %s)"
             % _format_seconds(REMOTE_KEEPALIVE)),
@@ -8362,7 +9236,12 @@ def _wrap_spec(options, command, environ, secrets, remote=False):
     """The ProcessSpec wrap mode runs, from the options; its secrets resolved.
     `remote`: the command runs elsewhere (--workdir is not looked for here)."""
     user = None
-    if options["user"]:
+    if options["user"] and remote:
+        # Resolved by the agent, on the host whose users it names.
+        if _os_text_problem(options["user"]):
+            raise UsageError("--user: " + _os_text_problem(options["user"]))
+        user = _User(options["user"], None, None, None, None)
+    elif options["user"]:
         user = _resolve_user(options["user"], "--user")
         if os.geteuid() not in (0, user.uid):
             raise UsageError("--user: " + NEED_ROOT_MSG % os.geteuid())
@@ -8375,13 +9254,14 @@ def _wrap_spec(options, command, environ, secrets, remote=False):
         secrets.begin()
         checker = _Checker()
         builder = _EnvBuilder(environ, options["env_pass"] or None, secrets, checker)
-        env, _ = _compose_env(builder, checker, user,
+        here = None if remote else user     # a remote user's HOME is the agent's to set
+        env, _ = _compose_env(builder, checker, here,
                               [(path, "--env-file") for path in options["env_file"]], [],
                               options["env"], "--env", expand=False)
         if checker.problems:
             raise ConfigError(checker.problems)
         if options["env_output_file"]:
-            secrets.write_output(options["env_output_file"], user)
+            secrets.write_output(options["env_output_file"], here)
         return env
 
     capture = (options["log_format"] or "none") != "none"
@@ -8657,35 +9537,36 @@ def _run_remote(settings, command, environ, secrets):
     """procwrap remote: the command on each host, with wrap mode's rules."""
     if not command or command[0] == "--":
         raise UsageError("remote: no host; give HOST[,HOST...] -- CMD")
-    hosts = [host.strip() for host in command[0].split(",")]
+    try:
+        hosts = _value_hosts(command[0])
+    except _BadValue as error:
+        raise UsageError("remote: HOST: " + error.message(command[0]))
     command = command[2:] if command[1:2] == ["--"] else command[1:]
     if not command:
         raise UsageError("remote: no command; give HOST[,HOST...] -- CMD [ARGS...]")
-    for host in hosts:
-        if not host or host.startswith("-") or any(c in host for c in " \t'\"\\;$`"):
-            raise UsageError(BAD_VALUE_MSG % ("remote: HOST", "expected [user@]host[:port]",
-                                              host))
     if len(set(hosts)) != len(hosts):
         raise UsageError("remote: a host is named twice; name each once")
     options = dict(settings.options, log_format=settings["log_format"] or "text")
     spec = _wrap_spec(options, command, environ, secrets, remote=True)
-    local = dict(environ)
-
-    def additions(env):
-        """What the remote command gets on top of the agent's environment: the
-        variables procwrap set or resolved (secrets travel in the channel)."""
-        return dict((k, v) for k, v in env.items() if local.get(k) != v)
-    rebuild = spec.make_env
     via = [hop.strip() for hop in (settings["via"] or "").split(",") if hop.strip()]
+    password = None
+    if settings["sudo_password_env"]:
+        name = settings["sudo_password_env"]
+        password = environ.get(name)
+        if not settings["sudo"]:
+            raise UsageError("--sudo-password-env: applies with --sudo USER; give it too")
+        if password is None:
+            raise UsageError("--sudo-password-env: %s is not set; export it, or drop the option"
+                             % name)
+        secrets.redact.add(password)
     remotes = [_Remote(host, settings["ssh_option"], settings["python"], settings["keepalive"],
-                       settings["sudo"], via) for host in hosts]
+                       settings["sudo"], via, password) for host in hosts]
     shown = [remote.host for remote in remotes]
     for remote in remotes:
         if shown.count(remote.host) > 1:
             remote.host = remote.address    # two users or ports of one host: say which
     specs = [_ProcessSpec(**dict(
-        vars(spec), name=remote.host, where="remote", env=additions(spec.env),
-        make_env=lambda: additions(rebuild()), labels={"host": remote.host},
+        vars(spec), name=remote.host, where="remote", labels={"host": remote.host},
         capture=True, tty=False)) for remote in remotes]
     log = _Log(options["log_format"], merge_json=settings["log_merge_json"],
                redact=secrets.redact, quiet=settings["log_format"] is None)

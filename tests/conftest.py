@@ -324,6 +324,19 @@ def parent_of(pid):
         return None
 
 
+def children_of(pid):
+    """The pids whose parent is `pid`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if parent_of(int(name)) == pid:
+                    found.append(int(name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
 def _kill_tree(process):
     """Kill a server and every process below it (sshd's sessions outlive their
     listener, re-parented to init, unless killed with it), then reap it."""
@@ -372,9 +385,11 @@ class Sshd(object):
         self.process = self.spawn("127.0.0.1", self.port)
         self.others = []
 
-    def spawn(self, address, port, netns=None):
+    def spawn(self, address, port, netns=None, setup=()):
         """One more sshd with these keys on address:port (inside a network
-        namespace, with `netns`); started when its pid file is written."""
+        namespace, with `netns`; after the shell commands of `setup` in a
+        private mount namespace of its own); started when its pid file is
+        written."""
         name = "%s-%d" % (netns or "host", port)
         config = os.path.join(self.dir, "sshd_config-" + name)
         pid_file = os.path.join(self.dir, "sshd-%s.pid" % name)
@@ -387,6 +402,9 @@ class Sshd(object):
                          % (port, address, os.path.join(self.dir, "host_ed25519"), pid_file,
                             os.path.join(self.dir, "authorized_keys")))
         prefix = ["ip", "netns", "exec", netns] if netns else []
+        if setup:
+            prefix += ["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+                       "; ".join(list(setup) + ['exec "$@"']), "sh"]
         process = subprocess.Popen(prefix + ["/usr/sbin/sshd", "-D", "-e", "-f", config],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                    universal_newlines=True)
@@ -437,6 +455,63 @@ def sshd(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+class _Locked(object):
+    """An sshd whose sessions see /tmp, /root and the test user's home
+    read-only, and a sudo that wants the test user's password (given here):
+    /etc/sudoers and /etc/shadow are temporary copies bind-mounted in its
+    own mount namespace; the machine's files are never written."""
+
+    def __init__(self, sshd, test_user):
+        import binascii
+        import tempfile
+        self.password = "pw-" + binascii.hexlify(os.urandom(8)).decode()
+        self.dir = tempfile.mkdtemp(prefix="procwrap-locked-")
+        digest = subprocess.check_output(["openssl", "passwd", "-6", self.password],
+                                         universal_newlines=True).strip()
+        shadow, sudoers = os.path.join(self.dir, "shadow"), os.path.join(self.dir, "sudoers")
+        with open("/etc/shadow") as stream:
+            lines = [line.split(":") for line in stream.read().splitlines() if line]
+        for fields in lines:
+            if fields[0] == test_user.pw_name:
+                fields[1] = digest
+        with open(shadow, "w") as stream:
+            stream.write("".join(":".join(fields) + "\n" for fields in lines))
+        os.chmod(shadow, 0o640)
+        with open(sudoers, "w") as stream:
+            stream.write("Defaults lecture=never\nroot ALL=(ALL:ALL) ALL\n%s ALL=(ALL:ALL) ALL\n"
+                         % test_user.pw_name)
+        os.chmod(sudoers, 0o440)
+        import socket
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        read_only = ["/tmp", "/root", test_user.pw_dir]
+        setup = ["mount --bind %s /etc/shadow" % shadow, "mount --bind %s /etc/sudoers" % sudoers]
+        for path in read_only:
+            setup.append("mount --bind %s %s" % (path, path))
+        setup.append("mount --bind %s %s" % (sshd.dir, sshd.dir))    # its pid file
+        for path in read_only:
+            setup.append("mount -o remount,bind,ro %s" % path)
+        self.process = sshd.spawn("127.0.0.1", self.port, setup=setup)
+
+    def host(self, user="root"):
+        return "%s@127.0.0.1:%d" % (user, self.port)
+
+    def stop(self):
+        import shutil
+        _kill_tree(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def locked_host(sshd, test_user):
+    """See _Locked."""
+    host = _Locked(sshd, test_user)
+    yield host
+    host.stop()
 
 
 class _Hidden(tuple):

@@ -147,8 +147,8 @@ def test_bad_input_is_one_line_and_status_2(sshd):
     for args, text in ((["remote"], "no host"), (["remote", "h1"], "no command"),
                        (["remote", "h1,h1", "--", "true"], "named twice"),
                        (["remote", "a;b", "--", "true"], "remote: HOST"),
-                       (["remote", "--user", "nobody", "h1", "--", "true"],
-                        "--user: applies to wrap mode only")):
+                       (["remote", "--wait-group", "h1", "--", "true"],
+                        "--wait-group: applies to wrap mode only")):
         result = run(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.splitlines()) == 1 and text in result.stderr, result.stderr
@@ -224,9 +224,9 @@ def test_sudo_that_wants_a_password_says_so(sshd, test_user):
     result = run("remote", *(options + ["--sudo", "root", sshd.host(test_user.pw_name), "--",
                                         "true"]))
     assert result.returncode == 126, result.stderr
-    assert result.stderr == ("procwrap: 127.0.0.1: sudo needs a password to run as root; let "
-                             "%s@127.0.0.1 run the Python without one (NOPASSWD in sudoers)\n"
-                             % test_user.pw_name)
+    assert result.stderr == ("procwrap: 127.0.0.1: sudo needs a password to run as root; give "
+                             "it with --sudo-password-env VAR, or let %s@127.0.0.1 run the "
+                             "Python without one (NOPASSWD in sudoers)\n" % test_user.pw_name)
 
 
 def test_via_a_bastion_reaches_a_host_only_it_can_reach(sshd, hidden_host):
@@ -288,3 +288,161 @@ def test_no_ssh_here_is_127_naming_ssh(sshd):
     assert result.returncode == 127
     assert result.stderr == ("procwrap: 127.0.0.1: cannot run ssh: No such file or directory; "
                              "install openssh-client, or put ssh on PATH\n")
+
+
+def test_user_on_the_remote_host(sshd, test_user):
+    """--user is resolved there and switched to by the agent (root there)."""
+    result = remote(sshd, "--user", test_user.pw_name, sshd.host(), "--", "sh", "-c",
+                    "id -un; echo $HOME")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["127.0.0.1 | " + test_user.pw_name,
+                                          "127.0.0.1 | " + test_user.pw_dir]
+    unknown = remote(sshd, "--user", "no-such-user-procwrap", sshd.host(), "--", "true")
+    assert unknown.returncode == 126
+    assert unknown.stderr == ("procwrap: 127.0.0.1: --user: no such user "
+                              "'no-such-user-procwrap'; create it or fix the name\n")
+
+
+def on_host(sshd, host=None, **fields):
+    """Fields that put a config entry on the suite's sshd (or `host`)."""
+    options = sshd.options()
+    entry = {"host": host or sshd.host(), "python": options[options.index("--python") + 1],
+             "sshOptions": [options[i + 1] for i, arg in enumerate(options)
+                            if arg == "--ssh-option"]}
+    entry.update(fields)
+    return entry
+
+
+def ssh_children(pid):
+    """The ssh processes procwrap (pid) runs: one per link."""
+    from conftest import children_of
+    return [child for child in children_of(pid) if cmdline_of(child).startswith("ssh\0")]
+
+
+def test_config_entries_on_a_host_share_one_link(sshd, background, tmp_path):
+    """Two processes and an init entry on one host: one ssh; records, /status
+    and /metrics name the host; an exec probe runs there (it sees the sshd
+    session's SSH_CONNECTION, which procwrap's own environment lacks)."""
+    import http.client
+    from conftest import write_config
+    config = {"init": [dict(on_host(sshd), name="prepare", command=["echo", "prepared"])],
+              "processes": [
+                  dict(on_host(sshd), name="one", command=["sh", "-c", "echo one; sleep 300"],
+                       readinessProbe={"exec": {"command": [
+                           "sh", "-c", 'test -n "$SSH_CONNECTION"']}, "periodSeconds": 0.2}),
+                  dict(on_host(sshd), name="two", command=["sleep", "300"]),
+                  {"name": "here", "command": ["sleep", "300"]}]}
+    environ = dict((k, v) for k, v in os.environ.items() if not k.startswith("SSH_"))
+    bg = background("-c", write_config(tmp_path, config), "--http", "127.0.0.1:0",
+                    "--log-format", "json", env=environ)
+    address = bg.expect_event("http")["address"]
+    bg.expect_event("ready")
+    assert len(ssh_children(bg.pid)) == 1
+    prepared = [r for r in records("\n".join(bg.out)) if r.get("process") == "prepare"]
+    assert [(r["message"], r["host"]) for r in prepared] == [("prepared", "127.0.0.1")]
+
+    def get(path):
+        host, port = address.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", path)
+        return connection.getresponse().read().decode()
+    status = json.loads(get("/status"))
+    hosts = dict((p["name"], p["host"]) for p in status["processes"])
+    assert hosts == {"prepare": "127.0.0.1", "one": "127.0.0.1", "two": "127.0.0.1",
+                     "here": None}
+    metrics = get("/metrics")
+    assert 'procwrap_process_up{host="127.0.0.1",name="one"} 1' in metrics
+    assert 'procwrap_process_up{name="here"} 1' in metrics
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 0
+    assert not [r for r in records("\n".join(bg.out)) if r.get("event") == "reaped"]
+
+
+def test_config_host_restarts_after_a_cut_link(sshd, hidden_host, background, tmp_path):
+    """A cut link is a failed run (255) of the process on that host; its
+    restart policy reconnects once the link is back, and the command of the
+    lost run is gone there."""
+    from conftest import write_config
+    bastion, hidden = hidden_host
+    marker = "procwrap-config-cut-" + uuid.uuid4().hex
+    config = {"processes": [dict(
+        on_host(sshd, hidden, via=bastion, keepalive=2), name="far",
+        command=["sh", "-c", "echo is-up; sleep 300 # " + marker],
+        backoff={"initial": 0.5, "max": 1})]}
+    bg = background("-c", write_config(tmp_path, config), "--log-format", "json")
+    bg.expect('"is-up"')
+    first = remote_pids(marker)
+    assert first
+    hidden_host.cut()
+    try:
+        lost = bg.expect_event("exited", "far")
+        assert lost["status"] == 255
+        bg.expect("the link was silent for 2 s; taken for dead")
+        wait_until(lambda: not [pid for pid in first if pid in remote_pids(marker)],
+                   what="the lost run's command to be gone")
+    finally:
+        hidden_host.mend()
+    bg.expect('"is-up"', count=2, timeout=60)
+    assert remote_pids(marker)
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 0
+    wait_until(lambda: not remote_pids(marker), what="the command to be gone after shutdown")
+
+
+def test_config_remote_fields_are_checked(tmp_path):
+    from conftest import write_config
+    config = {"processes": [
+        {"name": "a", "command": ["true"], "via": "bastion"},
+        {"name": "b", "command": ["true"], "host": "a;b"},
+        {"name": "c", "command": ["true"], "host": "h1,h2"},
+        {"name": "d", "command": ["true"], "host": "h", "keepalive": "soon"}]}
+    result = run("check", "-c", write_config(tmp_path, config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "procwrap: error: processes[0].via: applies to a process on another host; give `host` too, "
+        "or remove it",
+        "procwrap: error: processes[1].host: expected [user@]host[:port], or several comma-separated, "
+        "got 'a;b'",
+        "procwrap: error: processes[2].host: names one host; give each host an entry",
+        "procwrap: error: processes[3].keepalive: expected seconds (10, 1.5, 500ms, 2m), got 'soon'"]
+
+
+def test_read_only_tmp_and_home_on_the_remote(sshd, locked_host, test_user):
+    """Nothing is written there: the agent starts, runs a command and the
+    user's calls with /tmp and $HOME read-only (as root, and as the user)."""
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/usr/bin/python3"
+    for user in ("root", test_user.pw_name):
+        result = run("remote", *(options + [locked_host.host(user), "--", "sh", "-c",
+                                            "touch /tmp/x $HOME/x 2>/dev/null || echo read-only"]))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "127.0.0.1 | read-only\n"
+
+
+def test_sudo_password_from_a_variable(sshd, locked_host, test_user, background):
+    """sudo -S answered with the password from --sudo-password-env: in no
+    process's argv while it runs, nor in the output; a wrong one is 126
+    saying so."""
+    options = sshd.options()
+    options[options.index("--python") + 1] = "/usr/bin/python3"
+    args = options + ["--sudo", "root", "--sudo-password-env", "PW",
+                      locked_host.host(test_user.pw_name), "--"]
+    bg = background(*(["remote"] + args + ["sh", "-c", "echo started; sleep 30"]),
+                    env=clean_environ(PW=locked_host.password))
+    bg.expect("127.0.0.1 | started")
+    assert remote_pids("sleep\x0030") and not remote_pids(locked_host.password)
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 143
+    good = run("remote", *(args + ["sh", "-c", "id -un; echo $PW"]),
+               env=clean_environ(PW=locked_host.password))
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == "127.0.0.1 | root\n127.0.0.1 | \n"
+    assert locked_host.password not in good.stderr
+    wrong = run("remote", *(args + ["true"]), env=clean_environ(PW="not-the-password"))
+    assert wrong.returncode == 126
+    assert wrong.stderr == ("procwrap: 127.0.0.1: sudo refused the password given for root; "
+                            "check the variable --sudo-password-env names\n")
+    none = run("remote", *(options + ["--sudo", "root", locked_host.host(test_user.pw_name),
+                                      "--", "true"]))
+    assert none.returncode == 126
+    assert "give it with --sudo-password-env VAR" in none.stderr

@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -215,3 +216,41 @@ def test_remote_agent_runs_under_every_interpreter_and_from_it(python, sshd):
         sshd.host(), "--", "sh", "-c", "printf 'no newline'; exit 5"]))
     assert here.returncode == 5, here.stderr
     assert here.stdout == "127.0.0.1 | no newline\n"
+
+
+def call_script(local, remote_python, sshd):
+    """test_fixtures/remote_call/script.py under `local`, its agent under
+    `remote_python`; the JSON it printed last."""
+    options = sshd.options()
+    settings = {"procwrap": os.path.dirname(PROCWRAP), "host": sshd.host(),
+                "python": remote_python,
+                "ssh_options": [options[i + 1] for i, arg in enumerate(options)
+                                if arg == "--ssh-option"]}
+    result = subprocess.run([local, fixture("remote_call/script.py"), json.dumps(settings)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=WAIT * 4, env=clean_environ())
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("RESULT "), result.stdout
+    return json.loads(last[len("RESULT "):]), result
+
+
+def test_connect_and_call_under_every_interpreter_and_from_it(python, sshd):
+    """procwrap.connect() from each CPython to the suite's, and from the
+    suite's to each: a function of the calling script, one of a module
+    only the caller has, bytes both ways, a run, a remote exception."""
+    version = subprocess.check_output([python, "-c", "import sys; print('%d.%d' % "
+                                       "sys.version_info[:2])"], universal_newlines=True).strip()
+    for local, remote in ((python, PYTHON_SUITE), (PYTHON_SUITE, python)):
+        out, result = call_script(local, remote, sshd)
+        assert out["where"]["value"] == [1, "two"]
+        assert out["where"]["python"] == (version if remote == python else
+                                          "%d.%d" % sys.version_info[:2])
+        assert out["where"]["blob"] == [0, 255]
+        assert out["double"] == [2, 4, 6]
+        assert out["run"] == [3, "out\n", "err\n"]
+        assert out["raised"] == ["LookupError", "'no such thing: x'", True, True] or \
+            out["raised"] == ["LookupError", "no such thing: x", True, True]
+        assert "127.0.0.1 | printed there [1, 'two']" in result.stdout
+        assert "127.0.0.1 | doubling [1, 2, 3]" in result.stdout
+        assert "doubling 3 items" in result.stderr       # logging's last resort, here
