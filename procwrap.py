@@ -2453,6 +2453,12 @@ class _LocalChild(object):
         self._pipes = []
         self.on_exit(wait_status)
 
+    def reading(self, on):
+        """Read its output, or leave it in the pipes for now (back-pressure)."""
+        for pipe in self._pipes:
+            if pipe.fd >= 0:
+                self.loop.watch(pipe.fd, _READ if on else 0, pipe.on_readable)
+
     def signal(self, signum, group=True):
         """Send signum to its process group (or to it alone); quiet if gone."""
         try:
@@ -2694,6 +2700,11 @@ FRAME_MAX = 16 << 20
 #: Seconds the agent gives its command between the stop signal and SIGKILL
 #: when the link is gone (nobody is left to ask for a longer grace).
 AGENT_GRACE = 5.0
+#: Bytes of output queued for the link past which the agent stops reading
+#: its commands' pipes, until half of it has gone: a slow reader at the other
+#: end slows the commands (their pipes fill), as a slow stdout slows local
+#: ones, instead of the agent's memory growing.
+AGENT_BACKLOG = 1 << 20
 #: Seconds a call's import waits for the local side's answer.
 IMPORT_TIMEOUT = 60
 
@@ -2704,8 +2715,11 @@ class _Channel(_Stream):
 
     Before the first frame the other end may print anything (a banner, an rc
     file's echo): with `marker`, bytes are dropped until that line, then
-    `payload` is sent and frames begin (SPECS.md 11.2)."""
+    `payload` is sent, on_marker() is called, and frames begin (SPECS.md
+    11.2)."""
     duplex = True
+    on_marker = None        #: func() once the marker came and the payload is queued
+    on_drained = None       #: func() once, when less than AGENT_BACKLOG / 2 is queued
 
     def __init__(self, loop, rfd, wfd, on_frame, on_closed, marker=None, payload=None):
         self.on_frame = on_frame        #: func(kind, payload)
@@ -2725,6 +2739,8 @@ class _Channel(_Stream):
             self.buffer, self.marker = self.buffer[found + len(self.marker):], None
             if self.payload is not None:
                 self.queue(self.payload)
+            if self.on_marker is not None:
+                self.on_marker()
             return True
         try:
             frame = _take_frame(self.buffer, FRAME_MAX)
@@ -2741,6 +2757,13 @@ class _Channel(_Stream):
         """Queue one frame."""
         self.queue(_frame(kind, payload))
 
+    def on_writable(self):
+        """Room to send: send; say when the backlog has gone down."""
+        _Stream.on_writable(self)
+        if self.on_drained is not None and len(self.out) < AGENT_BACKLOG // 2:
+            drained, self.on_drained = self.on_drained, None
+            drained()
+
     def control(self, message):
         """Queue one control message (a JSON object)."""
         import json
@@ -2755,14 +2778,17 @@ class _ChannelSink(object):
     """Where the agent's child output goes: each chunk, as it came, as a
     frame tagged with the child's id."""
 
-    def __init__(self, channel, kind, ident):
-        self.channel = channel
+    def __init__(self, agent, kind, ident):
+        self.agent = agent
         self.kind = kind                #: FRAME_STDOUT or FRAME_STDERR
         self.tag = _tag(ident)
 
     def raw(self, data):
-        """One chunk of output."""
-        self.channel.send(self.kind, self.tag + data)
+        """One chunk of output; past the backlog, the agent stops reading."""
+        channel = self.agent.channel
+        channel.send(self.kind, self.tag + data)
+        if len(channel.out) > AGENT_BACKLOG and channel.on_drained is None:
+            self.agent.reading(False)
 
 
 def _tag(ident):
@@ -2972,8 +2998,7 @@ class _Agent(object):
         setup = self._setup(ident, message)
         if setup is None:
             return self.channel.control({"op": "exit", "id": ident, "status": EX_NOEXEC << 8})
-        sinks = (_ChannelSink(self.channel, FRAME_STDOUT, ident),
-                 _ChannelSink(self.channel, FRAME_STDERR, ident))
+        sinks = (_ChannelSink(self, FRAME_STDOUT, ident), _ChannelSink(self, FRAME_STDERR, ident))
         child = _LocalChild(self.loop, lambda error: self.on_exec(ident, error),
                             lambda status: self.on_exit(ident, status), sinks, None)
         self.children[ident] = child
@@ -3022,6 +3047,9 @@ class _Agent(object):
         """Run a function in a thread of its own (it may block, print, log,
         import what only the local side has); its result or exception goes back."""
         if self.importer is None:
+            if sys.flags.no_site:       # python -S: the agent itself needs no site
+                import site
+                site.main()             # a call may: its site-packages, .pth files
             self.importer = _Importer(self)
             sys.meta_path.append(self.importer)
             sys.stdout = _CallOutput(self, FRAME_STDOUT)
@@ -3053,6 +3081,13 @@ class _Agent(object):
                      "traceback": traceback.format_exc()}
         del _call_ids[thread]
         self.from_thread(self.channel.control, reply)
+
+    def reading(self, on):
+        """Read the commands' output, or not until the backlog has gone down."""
+        for child in self.children.values():
+            child.reading(on)
+        if not on:
+            self.channel.on_drained = lambda: self.reading(True)
 
     def _maybe_done(self):
         """Ending, and nothing left running: the loop stops."""
@@ -3129,6 +3164,7 @@ def _agent_main(keepalive):
         import select
         select.select([], [wfd], [], 1.0)
         agent.channel.on_writable()
+    os._exit(0)     # nothing is buffered: skip the interpreter's teardown (ms, at each end)
 
 
 # #############################################################################
@@ -6098,10 +6134,15 @@ class _Health(object):
 #: ping at a third of it): a cut cable sends no EOF, and ssh's own
 #: ServerAlive notices only after 45 s or more.
 REMOTE_KEEPALIVE = 6.0
+#: Seconds a link may take from ssh's start to the agent's first word (a
+#: handshake, a login, a slow rc file say nothing for a while; the keepalive
+#: applies once the agent runs and pings).
+REMOTE_CONNECT = 30.0
 #: Seconds to wait for ssh to end after the remote command has, before it is
 #: killed (its work is done; only its teardown is left).
 REMOTE_LINGER = 2.0
-#: The remote command's first stage, run by `python3 -I -c LOADER`: checks the
+#: The remote command's first stage, run by `python3 -I -S -c LOADER` (no site:
+#: 10 ms less; a call imports it when it first needs it): checks the
 #: version, prints the marker with the nonce, reads exactly N bytes (select
 #: first: sudo may hand it a non-blocking stdin), and runs them from memory.
 _STAGE1 = """import os,sys,select,zlib
@@ -6174,7 +6215,7 @@ class _Remote(object):
         sudo = "sudo -n -u %s -- " % self.sudo if self.sudo else ""
         if self.sudo and self.sudo_password is not None:
             sudo = "sudo -S -p %s -u %s -- " % (_sudo_prompt(nonce), self.sudo)
-        return argv + [self.destination, "cd / && exec %s%s -I -c '%s' %s %d %s"
+        return argv + [self.destination, "cd / && exec %s%s -I -S -c '%s' %s %d %s"
                        % (sudo, self.python, _LOADER, stage1, payload_size, nonce)]
 
     def _ssh(self):
@@ -6234,18 +6275,18 @@ def _part_one():
     """Part I of this module's source (up to the Part II banner).  After a
     script-mode re-exec the module has no file of its own: the script's path
     is in sys.argv[0] then."""
-    import inspect
-    try:
-        source = inspect.getsource(sys.modules[__name__])
-    except (OSError, TypeError):
-        try:
-            with open(sys.argv[0], encoding="utf-8") as stream:
+    source = ""
+    for path in (globals().get("__file__"), sys.argv[0] if sys.argv else None):
+        try:            # read directly: inspect.getsource costs 8 ms of imports
+            with open(path, encoding="utf-8") as stream:
                 source = stream.read()
-        except (OSError, ValueError, IndexError):
-            source = ""
-        if not source.startswith('#!/usr/bin/env python3\n"""procwrap:'):
-            raise UsageError("remote: procwrap's source is not in a file here; run "
-                             "python3 procwrap.py remote ..., or procwrap install")
+        except (OSError, ValueError, TypeError):
+            continue
+        if source.startswith('#!/usr/bin/env python3\n"""procwrap:'):
+            break
+    else:
+        raise UsageError("remote: procwrap's source is not in a file here; run "
+                         "python3 procwrap.py remote ..., or procwrap install")
     return source.split("\n# " + "#" * 77 + "\n# Part II", 1)[0] + "\n"
 
 
@@ -6255,9 +6296,11 @@ class _Link(object):
     on_output(kind, data) and on_control(message) (parsed; pings are taken
     here); on_lost(error) once, when it ends: error is a _LinkError, or None
     when it ended after close() (the remote command was done)."""
-    ready = False
+    ready = False           #: the agent said `ready`
+    booted = False          #: the payload is on its way: messages may follow it
     closing = False
     silent = False          #: it was taken for dead after --keepalive of silence
+    on_booted = None        #: func() when booted
 
     def __init__(self, loop, remote, on_ready, on_output, on_control, on_lost):
         import binascii
@@ -6288,9 +6331,17 @@ class _Link(object):
         self._carry = b""               #: the end of the last read, for a split prompt
         self.channel = _Channel(loop, out_r, in_w, self._on_frame, self._on_closed,
                                 ("PROCWRAP:%s\n" % nonce).encode("ascii"), payload)
+        self.channel.on_marker = self._on_marker
         loop.watch_child(self.pid, self._on_ssh_exit)
         self._timer = loop.call_later(remote.keepalive / 3.0, self._tick)
         self._ssh_status = None
+
+    def _on_marker(self):
+        """The remote stage is there and the payload goes: what is sent now
+        waits in its stdin for the agent (no round trip for `ready`)."""
+        self.booted = True
+        if self.on_booted is not None:
+            self.on_booted()
 
     def raw(self, data):
         """ssh's stderr: kept for messages; sudo's prompt is answered (once:
@@ -6311,7 +6362,9 @@ class _Link(object):
         self._timer = None
         if self._ssh_status is not None:
             return
-        if self.loop.clock() - self.channel.received > self.remote.keepalive:
+        limit = self.remote.keepalive if self.ready else max(REMOTE_CONNECT,
+                                                             self.remote.keepalive)
+        if self.loop.clock() - self.channel.received > limit:
             self.silent = True
             return self.kill()
         if self.ready:
@@ -6376,6 +6429,11 @@ class _Link(object):
         """The _LinkError for an ssh that ended on its own."""
         host, status = self.remote.host, self._ssh_status
         said = self.errors.last_line()
+        if self.silent and not self.ready:
+            return _LinkError("%s: no answer from the agent within %s s of ssh's start%s"
+                              % (host, _format_seconds(max(REMOTE_CONNECT,
+                                                           self.remote.keepalive)),
+                                 ": " + said if said else ""), 255)
         if self.silent:
             return _LinkError("%s: the link was silent for %s s; taken for dead"
                               % (host, _format_seconds(self.remote.keepalive)), 255)
@@ -6410,8 +6468,8 @@ class _Link(object):
 class _Host(object):
     """One link to a host, shared by the children, short commands and calls
     on it: each gets an id (open), its messages carry it, and its output
-    frames are tagged with it.  A message sent before the agent is ready
-    waits for it.  The link closes when the last user is released (unless
+    frames are tagged with it.  A message sent before the payload waits for
+    it, then follows it (the agent reads it once it runs).  The link closes when the last user is released (unless
     `keep`), and a new one is made when a user comes after that; a lost
     link is each user's on_lost(error).  A user has on_output(kind, data),
     on_control(message) and on_lost(error)."""
@@ -6430,8 +6488,8 @@ class _Host(object):
 
     @property
     def ready(self):
-        """Is the agent there to take messages?"""
-        return self.link is not None and self.link.ready and not self.link.closing
+        """Can messages go now (they follow the payload in the agent's stdin)?"""
+        return self.link is not None and self.link.booted and not self.link.closing
 
     def open(self, user):
         """Register a user; its id.  Connects when no link is open (raises _LinkError)."""
@@ -6444,6 +6502,7 @@ class _Host(object):
                 self._on_lost(link, error)
             link = _Link(self.loop, self.remote, self._on_ready, self._on_output,
                          self._on_control, lost)
+            link.on_booted = self._flush
             self.link = link
         self.users[ident] = user
         return ident
@@ -6465,11 +6524,13 @@ class _Host(object):
             else:
                 self.link.kill()        # still connecting: nothing to wait for
 
-    def _on_ready(self, info):
-        self.info = info
+    def _flush(self):
         queued, self.queued = self.queued, []
         for message in queued:
             self.link.control(message)
+
+    def _on_ready(self, info):
+        self.info = info
         if self.on_ready is not None:
             self.on_ready(info)
 

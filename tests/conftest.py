@@ -1,4 +1,5 @@
 """Shared helpers: run procwrap's CLI for real and wait on what it prints."""
+import contextlib
 import json
 import os
 import queue
@@ -355,6 +356,16 @@ def _kill_tree(process):
     process.wait(WAIT)
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now."""
+    import socket
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
 class Sshd(object):
     """A private sshd on a free loopback port: its own host key, config and
     authorized key, never the system's.  The key is every user's (sshd reads
@@ -377,11 +388,7 @@ class Sshd(object):
             dst.write(src.read())
 
     def start(self):
-        import socket
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
         self.process = self.spawn("127.0.0.1", self.port)
         self.others = []
 
@@ -483,11 +490,7 @@ class _Locked(object):
             stream.write("Defaults lecture=never\nroot ALL=(ALL:ALL) ALL\n%s ALL=(ALL:ALL) ALL\n"
                          % test_user.pw_name)
         os.chmod(sudoers, 0o440)
-        import socket
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = free_port()
         read_only = ["/tmp", "/root", test_user.pw_dir]
         setup = ["mount --bind %s /etc/shadow" % shadow, "mount --bind %s /etc/sudoers" % sudoers]
         for path in read_only:
@@ -532,6 +535,13 @@ class _Hidden(tuple):
 
 @pytest.fixture(scope="session")
 def hidden_host(sshd):
+    """See hidden_network."""
+    with hidden_network(sshd) as hidden:
+        yield hidden
+
+
+@contextlib.contextmanager
+def hidden_network(sshd):
     """(bastion, hidden): two more sshds, each in its own network namespace.
     The host reaches the bastion's namespace over a veth pair; only the
     bastion's namespace reaches the hidden one (a second veth pair, no route

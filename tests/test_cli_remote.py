@@ -5,7 +5,9 @@ import os
 import signal
 import uuid
 
-from conftest import clean_environ, cmdline_of, parent_of, records, run, wait_until
+import pytest
+
+from conftest import clean_environ, cmdline_of, free_port, parent_of, records, run, wait_until
 
 
 def remote(sshd, *args, **kwargs):
@@ -446,3 +448,65 @@ def test_sudo_password_from_a_variable(sshd, locked_host, test_user, background)
                                       "--", "true"]))
     assert none.returncode == 126
     assert "give it with --sudo-password-env VAR" in none.stderr
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash", "dash", "zsh", "fish"])
+def test_any_login_shell_with_noisy_rc_files(sshd, shell, tmp_path):
+    """root's login shell is `shell` (a passwd copy bind-mounted in the sshd's
+    own mount namespace) and its home holds rc files that print and read
+    stdin: the loader still arrives whole, and none of the noise is output."""
+    import shutil
+    path = shutil.which(shell)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("%s is missing; .ci/run installs it" % shell)
+        pytest.skip("%s is not installed (apt-get install %s)" % (shell, shell))
+    with open("/etc/passwd") as stream:
+        lines = [line.split(":") for line in stream.read().splitlines() if line]
+    for fields in lines:
+        if fields[0] == "root":
+            fields[6] = path
+    passwd = tmp_path / "passwd"
+    passwd.write_text("".join(":".join(fields) + "\n" for fields in lines))
+    home = tmp_path / "home"
+    (home / ".config" / "fish").mkdir(parents=True)
+    noise = "echo rc-noise; echo rc-noise-err >&2; read -t 1 line || true\n"
+    for name in (".bashrc", ".profile", ".zshenv", ".zshrc"):
+        (home / name).write_text(noise)
+    (home / ".config" / "fish" / "config.fish").write_text(
+        "echo rc-noise; echo rc-noise-err >&2; timeout 1 cat >/dev/null; or true\n")
+    port = free_port()
+    process = sshd.spawn("127.0.0.1", port, setup=[
+        "mount --bind %s /etc/passwd" % passwd, "mount --bind %s /root" % home])
+    try:
+        options = sshd.options()
+        options[options.index("--python") + 1] = "/usr/bin/python3"
+        result = run("remote", *(options + ["root@127.0.0.1:%d" % port, "--", "sh", "-c",
+                                            "echo ok; echo $SHELL"]))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "127.0.0.1 | ok\n127.0.0.1 | %s\n" % path
+    finally:
+        from conftest import _kill_tree
+        _kill_tree(process)
+
+
+def test_a_slow_reader_here_slows_the_remote_command(sshd):
+    """Back-pressure across the link: while nobody reads procwrap's stdout,
+    the agent stops reading its command's output past a bounded backlog
+    instead of holding it all; every line still arrives, in order."""
+    import subprocess
+    import time
+    lines = 400000           # 40 MB of 100-byte lines
+    script = ("seq -f '%%099g' %d; grep VmHWM /proc/$PPID/status" % lines)
+    argv = ["remote"] + sshd.options() + [sshd.host(), "--", "sh", "-c", script]
+    from conftest import PROCWRAP, PYTHON
+    process = subprocess.Popen([PYTHON, PROCWRAP] + argv, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=clean_environ())
+    time.sleep(3)           # the slow reader: nothing is read for a while
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    got = out.decode().splitlines()
+    assert len(got) == lines + 1
+    assert got[0] == "127.0.0.1 | %099d" % 1 and got[lines - 1] == "127.0.0.1 | %099d" % lines
+    peak_kb = int(got[-1].split()[-2])
+    assert peak_kb < 40 * 1024, "the agent held %d kB" % peak_kb

@@ -644,15 +644,81 @@ def bench_remote(setup, runs):
         subprocess.call(procwrap[:-2] + [hosts16, "--", "true"], stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL, cwd=cached, env=environ())
         many = time.perf_counter() - start
+        api = _bench_connect(module, sshd, ssh, runs)
         return [("ssh HOST true (floor)", "%.0f ms" % (ssh_median * 1000), "1.00x"),
                 ("procwrap remote HOST -- true", "%.0f ms" % (ours * 1000),
-                 "%.2fx ssh, paired (goal <= 1.2x)" % ratio),
+                 "%.2fx ssh, paired (goal <= 1.2x)" % ratio)] + api + [
                 ("bootstrap payload (Part I, zlib -6)", "%d bytes" % len(payload), ""),
                 ("agent RSS on the remote", " ".join(rss[3:5]) if len(rss) > 4 else "?", ""),
                 ("16 hosts (loopback aliases) at once", "%.0f ms" % (many * 1000),
-                 "%.2fx one host (goal <= 2x)" % (many / ours))]
+                 "%.2fx one host (goal <= 2x)" % (many / ours)),
+                _bench_cut(module, sshd, conftest)]
     finally:
         sshd.stop()
+
+
+def _bench_connect(module, sshd, ssh, runs):
+    """From a running Python (the way the prototype measured): connect() and
+    run(['true']) against `ssh HOST true`, paired; then call() round trips
+    of a trivial function on the open context."""
+    options = sshd.options()[1:-2:2]
+    pairs = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.call(ssh + ["true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        middle = time.perf_counter()
+        with module.connect(sshd.host(), ssh_options=options, python=PYTHON) as host:
+            host.run(["true"])
+        pairs.append((middle - start, time.perf_counter() - middle))
+    with module.connect(sshd.host(), ssh_options=options, python=PYTHON) as host:
+        host.call(os.getpid)
+        rounds = []
+        for _ in range(2000):
+            start = time.perf_counter()
+            host.call(os.getpid)
+            rounds.append(time.perf_counter() - start)
+    return [("connect() + run(['true']) in a running Python",
+             "%.0f ms" % (statistics.median(p[1] for p in pairs) * 1000),
+             "%.2fx ssh, paired" % statistics.median(p[1] / p[0] for p in pairs)),
+            ("call(os.getpid) round trip, open context", "%.3f ms" % (
+                statistics.median(rounds) * 1000), "median of 2000 (goal < 1 ms); p99 %.3f ms"
+             % (sorted(rounds)[int(len(rounds) * 0.99)] * 1000))]
+
+
+def _bench_cut(module, sshd, conftest):
+    """A silent cut (the bastion's link down) to the remote command gone,
+    with the default keepalive."""
+    import uuid
+    marker = "procwrap-bench-cut-" + uuid.uuid4().hex
+    with conftest.hidden_network(sshd) as network:
+        bastion, hidden = network
+        procwrap = subprocess.Popen(
+            [PYTHON, PROCWRAP, "remote"] + sshd.options() + [
+                "--via", bastion, hidden, "--", "sh", "-c", "echo up; sleep 300 # " + marker],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        procwrap.stdout.readline()
+        started = time.perf_counter()
+        network.cut()
+        while _pids_with(marker) and time.perf_counter() - started < 60:
+            time.sleep(0.05)
+        gone = time.perf_counter() - started
+        procwrap.wait(30)
+    return ("silent link cut to remote command gone", "%.1f s" % gone,
+            "keepalive %s s (goal < 10 s)" % module.REMOTE_KEEPALIVE)
+
+
+def _pids_with(marker):
+    """Pids whose command line holds `marker` (the remote is this machine)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as stream:
+                    if marker.encode() in stream.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
 
 
 def main():
