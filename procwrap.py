@@ -6469,10 +6469,10 @@ class _Host(object):
     """One link to a host, shared by the children, short commands and calls
     on it: each gets an id (open), its messages carry it, and its output
     frames are tagged with it.  A message sent before the payload waits for
-    it, then follows it (the agent reads it once it runs).  The link closes when the last user is released (unless
-    `keep`), and a new one is made when a user comes after that; a lost
-    link is each user's on_lost(error).  A user has on_output(kind, data),
-    on_control(message) and on_lost(error)."""
+    it, then follows it (the agent reads it once it runs).  The link closes
+    when the last user is released (unless `keep`), and a new one is made
+    when a user comes after that; a lost link is each user's on_lost(error).
+    A user has on_output(kind, data), on_control(message) and on_lost(error)."""
     link = None
     keep = False            #: keep the link with no user (a Python API context)
     on_idle = None          #: func() when no link is left and no user

@@ -114,8 +114,8 @@ def test_a_call_timeout_abandons_the_call_and_keeps_the_context(host, local_only
     assert host.call(local_only.slow, 0) == 0
 
 
-def test_prints_and_log_records_come_back_tagged_with_the_host(host, local_only, capsys,
-                                                                caplog):
+def test_prints_and_log_records_come_back_tagged_with_the_host(
+        host, local_only, capsys, caplog):
     caplog.set_level(logging.INFO)
     assert host.call(local_only.chatty, 3) == 3
     assert capsys.readouterr().out == "".join("127.0.0.1 | line %d\n" % i for i in range(3))
