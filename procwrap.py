@@ -7552,6 +7552,10 @@ def _build_spec(fields, where, builder, checker, check_root):
     if spec.remote is not None:
         spec.labels = dict(spec.labels or {}, host=spec.remote.host)
         for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
+            if probe.handler not in (None, "exec", "httpGet", "tcpSocket"):
+                checker.fail("%s.%s.%s" % (where, kind, probe.handler), "looks at this machine, "
+                             "not at the process's host; use an exec probe there (test -e, "
+                             "kill -0 $(cat PIDFILE))")
             handler = fields[kind].get(probe.handler) if isinstance(fields[kind], dict) else None
             if probe.handler in ("httpGet", "tcpSocket") and isinstance(handler, dict) \
                     and "host" not in handler:

@@ -397,7 +397,9 @@ def test_config_remote_fields_are_checked(tmp_path):
         {"name": "a", "command": ["true"], "via": "bastion"},
         {"name": "b", "command": ["true"], "host": "a;b"},
         {"name": "c", "command": ["true"], "host": "h1,h2"},
-        {"name": "d", "command": ["true"], "host": "h", "keepalive": "soon"}]}
+        {"name": "d", "command": ["true"], "host": "h", "keepalive": "soon"},
+        {"name": "e", "command": ["true"], "host": "h",
+         "livenessProbe": {"file": {"path": "/run/e.ok"}}}]}
     result = run("check", "-c", write_config(tmp_path, config))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -406,7 +408,10 @@ def test_config_remote_fields_are_checked(tmp_path):
         "procwrap: error: processes[1].host: expected [user@]host[:port], or several comma-separated, "
         "got 'a;b'",
         "procwrap: error: processes[2].host: names one host; give each host an entry",
-        "procwrap: error: processes[3].keepalive: expected seconds (10, 1.5, 500ms, 2m), got 'soon'"]
+        "procwrap: error: processes[3].keepalive: expected seconds (10, 1.5, 500ms, 2m), got "
+        "'soon'",
+        "procwrap: error: processes[4].livenessProbe.file: looks at this machine, not at the "
+        "process's host; use an exec probe there (test -e, kill -0 $(cat PIDFILE))"]
 
 
 def test_read_only_tmp_and_home_on_the_remote(sshd, locked_host, test_user):
