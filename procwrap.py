@@ -60,16 +60,17 @@ Contents: Part I runs anywhere; it is what `procwrap remote` ships to a
 host that has only Python: Compat, Constants & messages, Errors, Pure
 helpers, Files, Event loop & streams, Children, Remote agent.  Part II is
 local: Logging, Processes, Wrap mode, HTTP client & leases, Secrets, Probes,
-Health, Remote client, Config, Supervisor, Control surface, CLI.  Each
-section uses only those above it.
+Health, Reporting & embedding, Remote client, Config, Supervisor, Control
+surface, CLI.  Each section uses only those above it.
 """
 
 __version__ = "0.1.0"
 #: The public API: what is here is documented and kept; every other function
 #: and class has a leading underscore and may change in any release (the
 #: UPPER_CASE constants are tunables and messages, named as STYLE.md says).
-__all__ = ["main", "resolve_config", "connect", "Secret", "ProcwrapError", "UsageError",
-           "ConfigError", "UnavailableError", "SecretError", "RemoteError", "__version__"]
+__all__ = ["main", "resolve_config", "connect", "managed_call", "StatusUpdater", "Secret",
+           "ProcwrapError", "UsageError", "ConfigError", "UnavailableError", "SecretError",
+           "RemoteError", "__version__"]
 
 import errno
 import heapq
@@ -215,6 +216,15 @@ EX_USAGE = 2
 EX_UNAVAILABLE = 69   #: a secret could not be fetched or read (sysexits' EX_UNAVAILABLE)
 EX_SOFTWARE = 70      #: our bug, so it is not mistaken for a child's 1
 EX_TIMEOUT = 124      #: as GNU timeout(1)
+#: A reported run, as proc_wrapper's (a drop-in's scripts test them): the
+#: API server's concurrency limit refused the start, or the server stopped
+#: the execution (409); the server refused the key (403) and offline runs
+#: are prevented.  Any other unreachable server: EX_UNAVAILABLE.
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+#: What the final update to the API server says of a run, by how it ended.
+API_SUCCEEDED, API_FAILED, API_TIMED_OUT, API_ABORTED = (
+    "SUCCEEDED", "FAILED", "TERMINATED_AFTER_TIME_OUT", "ABORTED")
 EX_NOEXEC = 126       #: as a shell: found but could not be executed
 EX_NOTFOUND = 127     #: as a shell: command not found
 
@@ -1354,6 +1364,8 @@ class _Loop(object):
         self.on_error = None                        #: func(text) for callback crashes
         self.stopped = False                        #: run() returns when set
         self._previous = {}                         #: signum -> handler to restore
+        import _thread
+        self._wake_lock = _thread.allocate_lock()   #: guards _wake_w against close()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -1377,10 +1389,13 @@ class _Loop(object):
         written after the call is queued means 'run the queue'.
         """
         self._soon.append((func, args))     # list.append is atomic under the GIL
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass        # the pipe is full of wake-ups already; the loop will look
+        with self._wake_lock:       # close() takes it: never a write to a closed fd,
+            if self._wake_w < 0:    # which may be someone else's by now
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:
+                pass        # the pipe is full of wake-ups already; the loop will look
 
     def run_in_worker(self, func, done):
         """Run func() in the worker thread, then done(result, error) in the loop.
@@ -1463,7 +1478,9 @@ class _Loop(object):
             _set_wakeup_fd(self._old_wakeup)
         self.selector.close()
         os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            os.close(self._wake_w)
+            self._wake_w = -1       # a late call_soon_threadsafe (an abandoned thread): dropped
 
     # -- running
     def run(self):
@@ -1979,6 +1996,9 @@ class _Datagrams(object):
             message = self.parse(data) if data is not None else None
             if message is None:
                 self.bad += 1
+            elif isinstance(message, list):     # several in one datagram
+                for each in message:
+                    self.on_message(each)
             else:
                 self.on_message(message)
 
@@ -4008,10 +4028,17 @@ def _log_retry(log, process, named=False):
 
 
 class _Wrapper(_Owner):
-    """Runs one ProcessSpec as wrap mode does and returns its exit status."""
+    """Runs one ProcessSpec as wrap mode does and returns its exit status.
+
+    With a `reporter` (an _ApiReporter: status updates, the API server), the
+    command starts once the reporter has started the execution (or was
+    refused: the status it gives, no command); each retry is reported; the
+    run ends after the reporter's final update."""
     status = None               #: the child's last status
     forced_status = None        #: set by shutdown(), wins over the child's
     waiting_for_group = False   #: --wait-group: child gone, group not yet
+    reporter = None             #: the _ApiReporter, when the run is reported
+    signalled = False           #: a stop signal came from outside: the run was aborted
 
     def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
                  loop=None, signal_map=None):
@@ -4029,7 +4056,18 @@ class _Wrapper(_Owner):
             self.keep_group = self.process.keep_group = False
         if self.process.spec.tty:
             self._hand_over_terminal()
-        self.process.start()
+        if self.reporter is None:
+            return self.process.start()
+        self.reporter.on_stopped = lambda reason: self.shutdown(reason, EX_TEMPFAIL)
+        self.reporter.start(self._reported)
+
+    def _reported(self, refused):
+        """The reporter's word on the start: start the command, or exit."""
+        if refused is not None:
+            self.forced_status = refused
+            self.loop.stopped = True
+        elif not self.signalled:
+            self.process.start()
 
     def result(self):
         """The child's status, unless shutdown() decided another."""
@@ -4068,21 +4106,55 @@ class _Wrapper(_Owner):
         signal, the grace and SIGKILL); TSTP, TTIN and TTOU stop it and us
         until CONT; every other signal is forwarded."""
         signum = self.router.route(signum)
-        if signum is not None:
-            _wrapped_signal(self.process, signum, self.kill_on_second_signal)
-            if _signal_name(signum) in JOB_CONTROL_SIGNALS:
-                os.kill(os.getpid(), signal.SIGSTOP)    # and us, until CONT
+        if signum is None:
+            return
+        if _signal_name(signum) in STOP_SIGNALS:
+            self.signalled = True
+            if not self.process.starts:     # still waiting for the API server
+                self.log.event("stopped by SIG%s before the command started" % _signal_name(
+                    signum), "warning", event="shutdown")
+                self.forced_status = 128 + signum
+                self.loop.stopped = True
+                return
+        _wrapped_signal(self.process, signum, self.kill_on_second_signal)
+        if _signal_name(signum) in JOB_CONTROL_SIGNALS:
+            os.kill(os.getpid(), signal.SIGSTOP)    # and us, until CONT
 
     def on_change(self, process, old):
         """Log a retry, or end the run when the child is done for good."""
         if process.state == _State.BACKOFF:
             _log_retry(self.log, process)
+            if self.reporter is not None:
+                self.reporter.attempt_failed(process.timed_out)
         elif process.state in _State.DONE or process.state == _State.STOPPED:
             self.status = process.status
-            if self.keep_group and self._group_alive():
-                self.waiting_for_group = True
-            else:
-                self.loop.stopped = True
+            if self.reporter is not None and not self.reporter.ended:
+                return self._report_end(process)
+            self._end()
+
+    def _report_end(self, process):
+        """The final update, then the end of the run."""
+        status = self.forced_status if self.forced_status is not None else process.status
+        if self.signalled or self.forced_status == EX_TEMPFAIL:
+            outcome = API_ABORTED
+        elif process.timed_out:
+            outcome = API_TIMED_OUT
+        elif process.status in process.spec.success_codes:
+            outcome = API_SUCCEEDED
+        else:
+            outcome = API_FAILED
+        lines = self.reporter.options["api_log_lines"]
+        tail = None
+        if process.ring is not None and lines:
+            tail = self.log.redact("\n".join(text for _, text in process.ring.lines(lines)))
+        self.reporter.finish(outcome, status, tail, self._end)
+
+    def _end(self):
+        """The run is over (but for --wait-group's wait for the group)."""
+        if self.keep_group and self._group_alive():
+            self.waiting_for_group = True
+        else:
+            self.loop.stopped = True
 
     def _group_alive(self):
         """Does the child's process group still have members?"""
@@ -4112,6 +4184,8 @@ class _HttpError(Exception):
     server could not be reached, or 0 when its answer was not JSON;
     `reason` says why in the server's own words where it gave some."""
 
+    retry_after = None      #: seconds the server asked to wait (Retry-After), if it did
+
     def __init__(self, status, reason):
         Exception.__init__(self, reason)
         self.status = status
@@ -4128,13 +4202,14 @@ class _HttpClient(object):
     the failure webhook and etcd are to."""
 
     def __init__(self, base_url, cafile=None, verify=True, cert=None, key=None, headers=None,
-                 timeout=HTTP_CLIENT_TIMEOUT):
+                 timeout=HTTP_CLIENT_TIMEOUT, attempts=HTTP_CLIENT_ATTEMPTS):
         self.base_url = base_url.rstrip("/")    #: scheme://host:port[/prefix]
         self.cafile = cafile            #: CA bundle to verify against; None: the system's
         self.verify = verify            #: False: no certificate check (VAULT_SKIP_VERIFY)
         self.cert, self.key = cert, key     #: client certificate and key files, or None
         self.headers = dict(headers or {})  #: sent with every request
         self.timeout = timeout
+        self.attempts = attempts        #: 1: the caller retries, by its own policy
         self._context = None            #: the SSLContext, made on first https request
 
     def request(self, method, path, body=None, headers=None):
@@ -4150,7 +4225,7 @@ class _HttpClient(object):
             data = json.dumps(body).encode("utf-8")
             sent["Content-Type"] = "application/json"
         url = self.base_url + "/" + path.lstrip("/")
-        for attempt in range(1, HTTP_CLIENT_ATTEMPTS + 1):
+        for attempt in range(1, self.attempts + 1):
             request = urllib.request.Request(url, data=data, headers=sent, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout,
@@ -4159,7 +4234,9 @@ class _HttpClient(object):
             except urllib.error.HTTPError as error:
                 wait = self._retry_wait(error, attempt)
                 if wait is None:
-                    raise _HttpError(error.code, _http_reason(error))
+                    failure = _HttpError(error.code, _http_reason(error))
+                    failure.retry_after = _retry_after(error.headers)
+                    raise failure
                 time.sleep(wait)
                 continue
             except (urllib.error.URLError, OSError) as error:
@@ -4169,14 +4246,13 @@ class _HttpClient(object):
             except (ValueError, RecursionError):
                 raise _HttpError(0, "the answer is not JSON")
 
-    @staticmethod
-    def _retry_wait(error, attempt):
+    def _retry_wait(self, error, attempt):
         """Seconds to wait before trying `error`'s request again; None: do not."""
-        if error.code not in (412, 429, 500, 502, 503) or attempt >= HTTP_CLIENT_ATTEMPTS:
+        if error.code not in (412, 429, 500, 502, 503) or attempt >= self.attempts:
             return None
-        after = (error.headers.get("Retry-After") or "").strip() if error.headers else ""
-        if _is_digits(after):
-            return float(after) if int(after) <= HTTP_RETRY_AFTER_MAX else None
+        after = _retry_after(error.headers)
+        if after is not None:
+            return after if after <= HTTP_RETRY_AFTER_MAX else None
         return 0.5 * attempt
 
     def context(self):
@@ -4194,6 +4270,21 @@ class _HttpClient(object):
                 context.load_cert_chain(self.cert, self.key)
             self._context = context
         return self._context
+
+
+def _retry_after(headers):
+    """Seconds a Retry-After header asks for (delta-seconds, or an HTTP-date
+    from now); None when there is none or it says nothing usable."""
+    text = (headers.get("Retry-After") or "").strip() if headers else ""
+    if _is_digits(text):
+        return float(text)
+    if text:
+        import email.utils
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(text).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return None
 
 
 def _http_reason(error):
@@ -5131,7 +5222,8 @@ class _Secrets(object):
             names += ["VAULT_TOKEN", "VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID"]
         if "AWS" in self.used:
             names += ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-        return names
+        # proc_wrapper's credentials are procwrap's to use (the reporting).
+        return names + ["PROC_WRAPPER_API_KEY", "PROC_WRAPPER_ROLLBAR_ACCESS_TOKEN"]
 
     def start_renewal(self, loop, log, on_expired):
         """Keep Vault's token and leases alive from `loop`, if Vault was used."""
@@ -5781,6 +5873,85 @@ _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
 # =============================================================================
 
 
+#: proc_wrapper's status-update port, which its StatusUpdater sends to (SPECS.md 10.1).
+STATUS_UPDATE_PORT = 2373
+#: What a status update may carry: counts (whole numbers >= 0), a message,
+#: free-form metadata (proc_wrapper's keys, SPECS.md 10.1).
+STATUS_UPDATE_KEYS = ("success_count", "error_count", "skipped_count", "expected_count",
+                      "last_status_message", "other_runtime_metadata")
+STATUS_COUNT_KEYS = STATUS_UPDATE_KEYS[:4]
+#: Bytes held of one newline-framed message until its end (more: dropped, counted).
+STATUS_UPDATE_MAX = 65536
+#: Characters of a last_status_message kept (the rest is cut).
+STATUS_MESSAGE_MAX = 1000
+
+
+class _RunStatus(object):
+    """What a run's command said of its progress, merged: the counts, the
+    last message, free-form metadata.  `pending` is what the API server
+    has not been sent yet; a child never sets procwrap's own keys."""
+
+    def __init__(self):
+        self.values = {}                #: everything said so far
+        self.pending = {}               #: said since the last report
+        self.updates = 0                #: updates taken
+        self.rejected = 0               #: updates with nothing usable in them
+
+    def merge(self, message):
+        """Take one update; its last_status_message when that changed, else None."""
+        taken = {}
+        for key in STATUS_COUNT_KEYS:
+            value = message.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                taken[key] = value
+        text = message.get("last_status_message")
+        if isinstance(text, str) and text:
+            taken["last_status_message"] = _CONTROL_RE.sub("", text[:STATUS_MESSAGE_MAX])
+        metadata = message.get("other_runtime_metadata")
+        if isinstance(metadata, dict):
+            taken["other_runtime_metadata"] = metadata
+        if not taken:
+            self.rejected += 1
+            return None
+        said = taken.get("last_status_message")
+        changed = said is not None and said != self.values.get("last_status_message")
+        self.values.update(taken)
+        self.pending.update(taken)
+        self.updates += 1
+        return said if changed else None
+
+    def take_pending(self):
+        """What to send now (and forget, unless put back after a failure)."""
+        pending, self.pending = self.pending, {}
+        return pending
+
+    def put_back(self, pending):
+        """A report failed: send these with the next one (newer values win)."""
+        merged = dict(pending)
+        merged.update(self.pending)
+        self.pending = merged
+
+
+def _status_update_env(port):
+    """What a child is told of the status-update listener: procwrap's variable
+    and proc_wrapper's (its StatusUpdater reads ..._SOCKET_PORT; its README
+    names ..._PORT), so either client works unchanged (SPECS.md 10.2)."""
+    return {"PROCWRAP_STATUS_UPDATE_PORT": str(port),
+            "PROC_WRAPPER_ENABLE_STATUS_UPDATE_LISTENER": "TRUE",
+            "PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT": str(port),
+            "PROC_WRAPPER_STATUS_UPDATE_PORT": str(port)}
+
+
+def _json_object(data):
+    """A JSON object from UTF-8 bytes, or None."""
+    import json
+    try:
+        message = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
 class _StatusSocket(_Datagrams):
     """The status socket: one JSON object per UDP datagram on 127.0.0.1.
 
@@ -5796,6 +5967,8 @@ class _StatusSocket(_Datagrams):
     probes, which check the sender's user, where that matters.
     """
 
+    partial = b""           #: the start of a newline-framed message, until its end
+
     def __init__(self, loop, port, on_message):
         import socket
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -5805,18 +5978,27 @@ class _StatusSocket(_Datagrams):
             sock.close()
             raise
         self.address = "127.0.0.1:%d" % sock.getsockname()[1]
+        self.port = sock.getsockname()[1]
         _Datagrams.__init__(self, loop, sock, on_message)
 
     def parse(self, data):
-        """A JSON object with a name, or None."""
-        import json
-        try:
-            message = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError):
+        """The JSON objects a datagram carries: a whole one (procwrap's form),
+        or newline-terminated ones, several in a datagram or one across
+        several (proc_wrapper's status updates, SPECS.md 10.1; at most
+        STATUS_UPDATE_MAX bytes held for one).  None when nothing usable."""
+        if not self.partial and b"\n" not in data:
+            whole = _json_object(data)
+            if whole is not None or not data.lstrip().startswith(b"{"):
+                return whole        # an object, or garbage (not the start of one)
+        pieces = (self.partial + data).split(b"\n")
+        self.partial = pieces.pop()
+        if len(self.partial) > STATUS_UPDATE_MAX:
+            self.partial = b""
             return None
-        if not isinstance(message, dict) or not isinstance(message.get("name"), str):
-            return None
-        return message
+        messages = [_json_object(piece) for piece in pieces if piece.strip()]
+        self.bad += sum(1 for message in messages if message is None)
+        return [message for message in messages if message is not None] or (
+            None if messages else [])
 
 
 class _NotifySocket(_Datagrams):
@@ -5904,6 +6086,9 @@ class _Health(object):
         self.heartbeats = {}            #: name -> loop time of its last heartbeat
         self.notified = {}              #: name -> READY=1 seen since its start
         self.status_text = {}           #: name -> last STATUS / status message
+        #: names of the processes with statusUpdates, and what each said
+        self.updating = set(p.name for p in processes if p.spec.status_updates)
+        self.run_status = {}            #: name -> _RunStatus
         self.notify_sockets = {}        #: name -> its _NotifySocket
         where = settings.get("where", {})
         if settings.get("readiness_file"):
@@ -5913,7 +6098,7 @@ class _Health(object):
         self.systemd = os.environ.get("NOTIFY_SOCKET") or None   #: our manager's socket
         handlers = set(spec.handler for p in processes for spec in p.spec.probes)
         port = settings.get("status_port")
-        if "heartbeat" in handlers or port is not None:
+        if "heartbeat" in handlers or port is not None or self.updating:
             try:
                 self.status_socket = _StatusSocket(loop, port or 0, self.on_status_message)
             except OSError as error:
@@ -5948,6 +6133,9 @@ class _Health(object):
         if self.status_socket is not None:
             overrides.update(PROCWRAP_STATUS_ADDRESS=self.status_socket.address,
                              PROCWRAP_PROCESS=name)
+        if process.spec.status_updates and self.status_socket is not None:
+            self.updating.add(name)
+            overrides.update(_status_update_env(self.status_socket.port))
         process.environment.override(overrides)
 
     def unwire(self, process):
@@ -5955,6 +6143,7 @@ class _Health(object):
         for probe in self.probes.pop(process.name, ()):
             probe.stop()
         self.processes.pop(process.name, None)
+        self.updating.discard(process.name)
 
     def _watchdog(self, interval):
         """WATCHDOG=1 to systemd at half its WATCHDOG_USEC, while the loop turns."""
@@ -5963,15 +6152,31 @@ class _Health(object):
 
     # -- what children tell us
     def on_status_message(self, message):
-        """A datagram on the status socket: a heartbeat, maybe with a status line."""
-        name = message["name"]
-        process = self.processes.get(name)
+        """A message on the status socket: a heartbeat, maybe with a status
+        line; or a status update (proc_wrapper's keys), for the process it
+        names, or the one process with statusUpdates when it names none."""
+        name = message.get("name")
+        if name is None and len(self.updating) == 1:
+            name = next(iter(self.updating))
+        process = self.processes.get(name) if isinstance(name, str) else None
         if process is None:
+            if self.status_socket is not None:
+                self.status_socket.bad += 1
             return
+        if any(key in message for key in STATUS_UPDATE_KEYS):
+            return self.on_status_update(process, message)
         self.heartbeats[name] = self.loop.clock()
         if isinstance(message.get("status"), str):
             self._set_status_text(process, message["status"])
         self._poke(name, "heartbeat")
+
+    def on_status_update(self, process, message):
+        """A status update (proc_wrapper's keys): merged into the process's
+        run status, logged when its message changes."""
+        said = self.run_status.setdefault(process.name, _RunStatus()).merge(message)
+        if said is not None:
+            self.log.event("%s: status: %s" % (process.name, said), event="status-update",
+                           name=process.name, status_message=said)
 
     def on_notify(self, name, fields):
         """An sd_notify datagram from a child: READY=1, STATUS=..., WATCHDOG=1."""
@@ -6008,6 +6213,7 @@ class _Health(object):
         its postStart hook runs."""
         self.notified.pop(process.name, None)
         self.heartbeats.pop(process.name, None)
+        self.run_status.pop(process.name, None)     # a new run says its own progress
         probes = self.probes[process.name]
         for probe in probes:
             probe.reset()
@@ -6121,6 +6327,759 @@ class _Health(object):
         for sock in [self.status_socket] + list(self.notify_sockets.values()):
             if sock is not None:
                 sock.close()
+
+
+# =============================================================================
+# Reporting & embedding
+# What a run tells the outside: the status updates its command sends
+# (proc_wrapper's datagrams), the client of a CloudReactor-style API server
+# that reports each execution, the failure webhook, the StatusUpdater a child
+# imports, and managed_call() for Python functions run by wrap mode's rules.
+# =============================================================================
+
+#: Bounds on a Retry-After the API server asks for (proc_wrapper's).
+API_RETRY_MIN, API_RETRY_MAX = 5.0, 600.0
+
+
+class _ApiReporter(object):
+    """One execution on a CloudReactor-style API server (SPECS.md 10.3):
+    created before the command starts (a pre-created one is updated
+    instead), kept alive by heartbeats that carry what the command said,
+    ended by one final update.  Requests run in the loop's worker, one at
+    a time; retries wait on the loop's timers, never in a sleep, so signals
+    are heard while the server is slow.
+
+    Policy: a 409 at the start is the task's concurrency limit: tried again
+    every conflict_retry_delay until conflict_timeout, then the command is
+    not started (EX_TEMPFAIL).  A 409 later means the server stopped this
+    execution: on_stopped() (the owner stops its command properly).  429,
+    502, 503, 504 wait what Retry-After says (within API_RETRY_MIN and
+    API_RETRY_MAX), else retry_delay; network errors are tried again too;
+    all until error_timeout (creation_timeout at the start, final_timeout
+    for the last update).  Anything else, or a deadline passed: a warning
+    and no more requests (offline), unless prevent_offline (then the
+    command is not started: EX_NOPERM after a 403, else EX_UNAVAILABLE).
+    """
+    uuid = None             #: the execution's, from the server's answer
+    offline = False         #: given up on the server: no more requests
+    ended = False           #: the final update was asked for
+    on_stopped = None       #: func(reason) when the server stops the execution
+
+    def __init__(self, loop, log, options, command, hostname=None, pid=None):
+        self.loop = loop
+        self.log = log
+        self.options = options          #: the api_* settings (see _OPTIONS)
+        self.command = list(command)    #: for process_command
+        self.hostname, self.pid = hostname, pid     #: sent when asked
+        self.status = _RunStatus()
+        self.failed_attempts = 0
+        self.timed_out_attempts = 0
+        self.requests = 0               #: requests sent (for the figures and tests)
+        self._heartbeat = None          #: the heartbeat Timer
+        self._busy = False              #: a request is in the worker
+        self._queued = None             #: (kind, body, done) waiting for it
+        self._last_sent = None          #: loop time of the last report that went through
+        self._status_sent = False       #: the first status update was reported
+        self._update_timer = None       #: a coalesced status report, armed
+        self.client = None
+        if not options["reporting"]:
+            self.offline = True         # status updates are still merged and logged
+        else:
+            headers = {"Authorization": "Bearer " + options["api_key"],
+                       "Accept": "application/json"}
+            self.client = _HttpClient(options["api_base_url"], headers=headers,
+                                      timeout=options["api_request_timeout"], attempts=1)
+
+    # -- the start
+    def start(self, then):
+        """Create (or take up) the execution; then(None) to start the command
+        (reported, or offline), or then(status) not to."""
+        if self.offline:
+            return then(None)
+        body = self._start_body()
+        given = self.options["task_execution_uuid"]
+        if given:
+            self.uuid = given
+            self._send("start", "PATCH", self._path(), body, lambda answer, error:
+                       self._started(answer, error, then))
+        else:
+            body["task"] = self._task()
+            self._send("start", "POST", "api/v1/task_executions/", body,
+                       lambda answer, error: self._started(answer, error, then))
+
+    def _path(self, quiet=False):
+        return "api/v1/task_executions/%s/%s" % (self.uuid, "?content=false" if quiet else "")
+
+    def _task(self):
+        """The task, by name or uuid, and what auto-creation needs."""
+        options = self.options
+        task = dict(options["auto_create_task_props"] or {})
+        if options["task_uuid"]:
+            task["uuid"] = options["task_uuid"]
+        if options["task_name"]:
+            task["name"] = options["task_name"]
+        if options["auto_create_task"]:
+            task["was_auto_created"] = True
+            task.setdefault("passive", True)
+            if options["deployment"]:
+                task.setdefault("run_environment", {"name": options["deployment"]})
+        return task
+
+    def _start_body(self):
+        """RUNNING, when, and the run's settings (SPECS.md 10.3's start row)."""
+        options = self.options
+        body = {"status": "RUNNING", "started_at": _rfc3339(time.time()),
+                "process_command": " ".join(self.command),
+                "process_timeout_seconds": options.get("timeout"),
+                "process_max_retries": options.get("retries") or 0,
+                "process_retry_delay_seconds": options.get("retry_delay"),
+                "process_termination_grace_period_seconds": options.get("stop_timeout"),
+                "heartbeat_interval_seconds": options["api_heartbeat_interval"],
+                "prevent_offline_execution": bool(options["prevent_offline_execution"]),
+                "wrapper_family": "procwrap", "wrapper_version": __version__,
+                "embedded_mode": bool(options.get("embedded"))}
+        if self.hostname:
+            body["hostname"] = self.hostname
+        if self.pid:
+            body["pid"] = self.pid
+        return body
+
+    def _started(self, answer, error, then):
+        """The server's word on the start."""
+        if error is None:
+            if isinstance(answer, dict) and isinstance(answer.get("uuid"), str):
+                self.uuid = answer["uuid"]
+            self.log.event("reporting to %s as execution %s" % (
+                self.options["api_base_url"], self.uuid), event="api-started", uuid=self.uuid)
+            self._arm_heartbeat()
+            return then(None)
+        status = getattr(error, "status", None)
+        if status == 409:
+            self.log.event("the API server would not start another execution of this task "
+                           "(409: its concurrency limit) for %s s; not starting the command"
+                           % _format_seconds(self.options["api_conflict_timeout"]), "error",
+                           event="api-conflict")
+            return then(EX_TEMPFAIL)
+        if self.options["prevent_offline_execution"]:
+            self.log.event("the API server could not be told of the start (%s); not starting "
+                           "the command (--prevent-offline-execution)" % _describe_http(error),
+                           "error", event="api-failed")
+            return then(EX_NOPERM if status == 403 else EX_UNAVAILABLE)
+        self._go_offline(error)
+        then(None)
+
+    def _go_offline(self, error):
+        """No more requests: the run goes on unreported."""
+        if not self.offline:
+            self.offline = True
+            self.log.event("the API server could not be reached or refused (%s); carrying on "
+                           "without reporting" % _describe_http(error), "warning",
+                           event="api-offline")
+        self._cancel_timers()
+
+    # -- while it runs
+    def _arm_heartbeat(self):
+        interval = self.options["api_heartbeat_interval"]
+        if interval and interval > 0 and not self.offline and not self.ended:
+            self._heartbeat = self.loop.call_later(interval, self._beat)
+
+    def _beat(self):
+        """A heartbeat: RUNNING, and what the command said meanwhile."""
+        self._heartbeat = None
+        self._update()
+        self._arm_heartbeat()
+
+    def status_update(self, message):
+        """A status update from the command: merged; reported at once when it
+        is the first, or when --status-update-interval has passed since the
+        last report, else with the next report (coalesced)."""
+        said = self.status.merge(message)
+        if said is not None:
+            self.log.event("status: %s" % said, event="status-update", status_message=said)
+        if self.offline or self.ended or self.uuid is None or not self.status.pending:
+            return
+        interval = self.options["status_update_interval"]
+        now = self.loop.clock()
+        if not self._status_sent and not self._busy:
+            self._status_sent = True        # the first goes at once
+            return self._update()
+        if interval is not None and self._update_timer is None:
+            due = 0.0 if self._last_sent is None else self._last_sent + interval - now
+            self._update_timer = self.loop.call_later(max(0.0, due), self._coalesced)
+
+    def _coalesced(self):
+        self._update_timer = None
+        if self.status.pending:
+            self._update()
+
+    def attempt_failed(self, timed_out):
+        """An attempt failed and another follows: say so."""
+        if timed_out:
+            self.timed_out_attempts += 1
+        else:
+            self.failed_attempts += 1
+        self._update()
+
+    def _update(self):
+        """PATCH RUNNING with what is pending."""
+        if self.offline or self.ended or self.uuid is None:
+            return
+        pending = self.status.take_pending()
+        body = {"status": "RUNNING", "failed_attempts": self.failed_attempts,
+                "timed_out_attempts": self.timed_out_attempts}
+        body.update(pending)
+        body["status"] = "RUNNING"
+
+        def done(answer, error):
+            if error is None:
+                return
+            self.status.put_back(pending)
+            if getattr(error, "status", None) == 409:
+                self._cancel_timers()
+                if self.on_stopped is not None:
+                    self.on_stopped("the API server stopped this execution (409)")
+                return
+            self.log.event("could not report to the API server (%s); trying with the next "
+                           "heartbeat" % _describe_http(error), "warning", event="api-failed")
+        self._send("update", "PATCH", self._path(quiet=True), body, done)
+
+    # -- the end
+    def finish(self, status, exit_code, tail, then):
+        """The final update (retried up to final_timeout), then the failure
+        notifications; then() once done, whatever the servers said."""
+        self.ended = True
+        self._cancel_timers()
+        options = self.options
+        if status != API_SUCCEEDED and (options["failure_webhook"]
+                                        or options["rollbar_access_token"]):
+            summary = {"status": status, "exit_code": exit_code,
+                       "task": options["task_name"] or options["task_uuid"],
+                       "execution": self.uuid, "command": " ".join(self.command),
+                       "hostname": self.hostname, "finished_at": _rfc3339(time.time()),
+                       "log_tail": tail}
+            after = then
+
+            def notified(failures, error):
+                for text in failures or ():
+                    self.log.event(text, "warning", event="notify-failed")
+                after()
+
+            def then():
+                self.loop.run_in_worker(lambda: _notify_failure(options, summary), notified)
+        if self.offline or self.uuid is None:
+            return then()
+        body = {"status": "RUNNING"}
+        body.update(self.status.take_pending())
+        body.update({"status": status, "exit_code": exit_code,
+                     "finished_at": _rfc3339(time.time()),
+                     "failed_attempts": self.failed_attempts,
+                     "timed_out_attempts": self.timed_out_attempts})
+        if tail and status != API_SUCCEEDED:
+            body["error_log_tail"] = tail
+
+        def done(answer, error):
+            if error is not None:
+                self.log.event("could not send the final status %s to the API server (%s)"
+                               % (status, _describe_http(error)), "warning", event="api-failed")
+            then()
+        self._send("final", "PATCH", self._path(quiet=True), body, done)
+
+    def _cancel_timers(self):
+        for name in ("_heartbeat", "_update_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    # -- requests, retried by the policy above
+    def _send(self, kind, method, path, body, done):
+        """One request in the worker, after the one in hand (a final update
+        waits for a heartbeat in flight rather than racing it)."""
+        if self._busy:
+            if kind == "update" and self._queued is not None and self._queued[0] == "update":
+                return self.status.put_back(body)   # one update waiting is enough
+            self._queued = (kind, method, path, body, done)
+            return
+        options = self.options
+        clock = self.loop.clock
+        deadline = clock() + {"start": options["api_creation_timeout"],
+                              "final": options["api_final_update_timeout"]}.get(
+                                  kind, options["api_error_timeout"])
+        conflict_until = clock() + options["api_conflict_timeout"]
+        self._busy = True
+
+        def attempt():
+            self.requests += 1
+            self.loop.run_in_worker(lambda: self.client.request(method, path, body), answered)
+
+        def answered(answer, error):
+            if error is not None and not isinstance(error, _HttpError):
+                error = _HttpError(None, str(error))
+            status = getattr(error, "status", "ok")
+            retry = None
+            if kind == "start" and status == 409:
+                delay = options["api_conflict_retry_delay"]
+                retry = delay if clock() + delay <= conflict_until else None
+            elif status in (429, 502, 503, 504) or status is None:
+                after = error.retry_after
+                delay = options["api_retry_delay"] if after is None else after
+                delay = min(API_RETRY_MAX, max(API_RETRY_MIN if after is not None else 0.0,
+                                               delay))
+                retry = delay if clock() + delay <= deadline else None
+            if retry is not None:
+                return self.loop.call_later(retry, attempt)
+            self._busy = False
+            if error is None:
+                self._last_sent = clock()
+            done(answer, error)
+            if self._queued is not None and not self._busy:
+                queued, self._queued = self._queued, None
+                self._send(*queued)
+        attempt()
+
+
+def _describe_http(error):
+    """An HTTP failure in a few words."""
+    status = getattr(error, "status", None)
+    reason = getattr(error, "reason", None) or str(error)
+    return "HTTP %d: %s" % (status, reason) if status else reason
+
+
+def _notify_failure(options, summary):
+    """The failure webhook (--failure-webhook: the summary as JSON) and
+    Rollbar's item API (--rollbar-access-token, SPECS.md 10.5), each once
+    (in the worker); what could not be sent, as messages."""
+    import json
+    import urllib.request
+    posts = []
+    if options.get("failure_webhook"):
+        posts.append((options["failure_webhook"], summary, {}))
+    if options.get("rollbar_access_token"):
+        body = {"data": {
+            "environment": options.get("deployment") or "unknown", "level": "error",
+            "timestamp": int(time.time()), "platform": sys.platform, "language": "python",
+            "context": "procwrap", "server": {"host": summary.get("hostname")},
+            "body": {"message": dict(summary, body="%s: %s (exit code %s)" % (
+                summary.get("task") or summary.get("command"), summary["status"],
+                summary.get("exit_code")))}}}
+        posts.append((options["rollbar_url"], body,
+                      {"X-Rollbar-Access-Token": options["rollbar_access_token"]}))
+    failures = []
+    for url, body, headers in posts:
+        headers = dict(headers, **{"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"),
+                                         headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=options.get("api_request_timeout")
+                                        or HTTP_CLIENT_TIMEOUT):
+                pass
+        except Exception as error:          # a notification never changes the outcome
+            failures.append("could not send the failure notification to %s: %s"
+                            % (url.split("?")[0], getattr(error, "reason", error)))
+    return failures
+
+
+class StatusUpdater(object):
+    """Tell the procwrap running this program how its work goes, as
+    proc_wrapper's StatusUpdater does (and through the same datagrams, so
+    either wrapper hears either client)::
+
+        with procwrap.StatusUpdater() as updater:
+            updater.send_update(expected_count=3, last_status_message="starting")
+            updater.send_update(success_count=1, extra_props={"step": 1})
+
+    The port comes from PROCWRAP_STATUS_UPDATE_PORT, or proc_wrapper's
+    PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT when its listener is enabled;
+    with neither, every call does nothing.  incremental_count_mode: counts
+    given are added to running totals kept here, and the totals are sent.
+    Nothing here raises into the application: a send that fails is dropped.
+    """
+
+    def __init__(self, incremental_count_mode=False, environ=None):
+        env = os.environ if environ is None else environ
+        port = env.get("PROCWRAP_STATUS_UPDATE_PORT")
+        if not port and (env.get("PROC_WRAPPER_ENABLE_STATUS_UPDATE_LISTENER") or "").strip() \
+                .upper() == "TRUE":
+            port = env.get("PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT") or str(STATUS_UPDATE_PORT)
+        self.port = int(port) if _is_digits((port or "").strip()) else None
+        self.enabled = self.port is not None    #: False: every call is a no-op
+        self.name = env.get("PROCWRAP_PROCESS")  #: a supervised process's own name
+        self.incremental = incremental_count_mode
+        self.totals = dict((key, 0) for key in STATUS_COUNT_KEYS)
+        self._sock = None
+
+    def send_update(self, success_count=None, error_count=None, skipped_count=None,
+                    expected_count=None, last_status_message=None, extra_props=None):
+        """Send what is given (counts, a message, extra properties)."""
+        try:
+            message = {}
+            for key, value in zip(STATUS_COUNT_KEYS, (success_count, error_count,
+                                                      skipped_count, expected_count)):
+                if self.incremental and value:
+                    self.totals[key] += value
+                    message[key] = self.totals[key]
+                elif not self.incremental and value is not None:
+                    message[key] = value
+            if last_status_message:
+                message["last_status_message"] = str(last_status_message)
+            if extra_props is not None:
+                message["other_runtime_metadata"] = extra_props
+            if message:
+                self._send(message)
+        except Exception:       # never into the application
+            pass
+
+    def _send(self, message):
+        """One datagram, newline-terminated (proc_wrapper's framing)."""
+        if not self.enabled:
+            return
+        import json
+        import socket
+        if self.name:
+            message = dict(message, name=self.name)
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        self._sock.sendto((json.dumps(message) + "\n").encode("utf-8"),
+                          ("127.0.0.1", self.port))
+
+    def close(self):
+        """Let go of the socket."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _CallUpdater(StatusUpdater):
+    """managed_call's updater: the same calls, merged into the call's status
+    in this process (no socket)."""
+
+    def __init__(self, deliver, incremental_count_mode=False):
+        StatusUpdater.__init__(self, incremental_count_mode, environ={})
+        self.enabled = True
+        self.deliver = deliver          #: func(message), thread-safe
+
+    def _send(self, message):
+        self.deliver(message)
+
+
+def _api_options(values, environ):
+    """The reporting settings from `values` (options by their dest; None
+    when not given), then procwrap's PROCWRAP_* twins and proc_wrapper's
+    PROC_WRAPPER_* variables (procwrap's win), then the defaults.  Its
+    `reporting` is False without an API key: nothing is reported (offline
+    is the default)."""
+    options = {}
+    for dest, (default, parse, theirs) in _API_SETTINGS.items():
+        value = values.get(dest)
+        if value is None:
+            for name in ("PROCWRAP_" + dest.upper(),) + theirs:
+                text = environ.get(name, "").strip()
+                if text:
+                    try:
+                        value = parse(text, name)
+                    except UsageError:
+                        raise
+                    break
+        options[dest] = default if value is None else value
+    options["reporting"] = bool(options["api_key"]) and not options["offline_mode"]
+    if options["reporting"] and not (options["task_name"] or options["task_uuid"]
+                                     or options["task_execution_uuid"]):
+        raise UsageError("--api-key: the API server needs to know the task; give --task-name, "
+                         "--task-uuid or --task-execution-uuid")
+    return options
+
+
+def _env_bool(text, where):
+    """proc_wrapper's booleans: 1 or TRUE (any case) are true, anything else false."""
+    return text.strip().upper() in ("1", "TRUE", "YES")
+
+
+def _env_seconds(text, where):
+    """Seconds; proc_wrapper's negative values mean 'none'."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected seconds", text))
+    return None if value < 0 else value
+
+
+def _env_json_object(text, where):
+    """A JSON object (proc_wrapper's AUTO_CREATE_TASK_PROPS)."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UsageError(BAD_VALUE_MSG % (where, "expected a JSON object", text))
+    return value
+
+
+def _env_text(text, where):
+    return text
+
+
+#: dest -> (default, parser of a variable's text, proc_wrapper's variables)
+#: for the reporting settings: one table for the command line, the
+#: environment and managed_call (SPECS.md 10.4 names proc_wrapper's).
+_API_SETTINGS = {
+    "api_key": (None, _env_text, ("PROC_WRAPPER_API_KEY",)),
+    "api_base_url": ("https://api.cloudreactor.io", _env_text, ("PROC_WRAPPER_API_BASE_URL",)),
+    "offline_mode": (False, _env_bool, ("PROC_WRAPPER_OFFLINE_MODE",)),
+    "task_name": (None, _env_text, ("PROC_WRAPPER_TASK_NAME",)),
+    "task_uuid": (None, _env_text, ("PROC_WRAPPER_TASK_UUID",)),
+    "task_execution_uuid": (None, _env_text, ("PROC_WRAPPER_TASK_EXECUTION_UUID",)),
+    "deployment": (None, _env_text, ("PROC_WRAPPER_DEPLOYMENT",)),
+    "auto_create_task": (False, _env_bool, ("PROC_WRAPPER_AUTO_CREATE_TASK",)),
+    "auto_create_task_props": (None, _env_json_object,
+                               ("PROC_WRAPPER_AUTO_CREATE_TASK_PROPS",)),
+    "api_heartbeat_interval": (300.0, _env_seconds,
+                               ("PROC_WRAPPER_API_HEARTBEAT_INTERVAL_SECONDS",)),
+    "api_request_timeout": (30.0, _env_seconds, ("PROC_WRAPPER_API_REQUEST_TIMEOUT_SECONDS",)),
+    "api_error_timeout": (300.0, _env_seconds, ("PROC_WRAPPER_API_ERROR_TIMEOUT_SECONDS",)),
+    "api_retry_delay": (120.0, _env_seconds, ("PROC_WRAPPER_API_RETRY_DELAY_SECONDS",)),
+    "api_creation_timeout": (1800.0, _env_seconds,
+                             ("PROC_WRAPPER_API_TASK_CREATION_ERROR_TIMEOUT_SECONDS",)),
+    "api_conflict_timeout": (300.0, _env_seconds, (
+        "PROC_WRAPPER_API_TASK_EXECUTION_CREATION_CONFLICT_TIMEOUT_SECONDS",)),
+    "api_conflict_retry_delay": (120.0, _env_seconds, (
+        "PROC_WRAPPER_API_TASK_EXECUTION_CREATION_CONFLICT_RETRY_DELAY_SECONDS",)),
+    "api_final_update_timeout": (1800.0, _env_seconds,
+                                 ("PROC_WRAPPER_API_FINAL_UPDATE_TIMEOUT_SECONDS",)),
+    "api_log_lines": (25, lambda text, where: int(_env_seconds(text, where) or 0), (
+        "PROC_WRAPPER_NUM_LOG_LINES_SENT_ON_FAILURE",)),
+    "prevent_offline_execution": (False, _env_bool,
+                                  ("PROC_WRAPPER_PREVENT_OFFLINE_EXECUTION",)),
+    "send_hostname": (False, _env_bool, ("PROC_WRAPPER_SEND_HOSTNAME",)),
+    "send_pid": (False, _env_bool, ("PROC_WRAPPER_SEND_PID",)),
+    "status_update_interval": (None, _env_seconds,
+                               ("PROC_WRAPPER_STATUS_UPDATE_INTERVAL_SECONDS",)),
+    "status_updates": (False, _env_bool, ("PROC_WRAPPER_ENABLE_STATUS_UPDATE_LISTENER",)),
+    "status_update_port": (STATUS_UPDATE_PORT, lambda text, where: int(
+        _env_seconds(text, where) or STATUS_UPDATE_PORT),
+        ("PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT",)),
+    "failure_webhook": (None, _env_text, ()),
+    "rollbar_access_token": (None, _env_text, ("PROC_WRAPPER_ROLLBAR_ACCESS_TOKEN",)),
+    "rollbar_url": ("https://api.rollbar.com/api/1/item/", _env_text, ()),
+}
+#: Variables of the reporting settings that hold credentials: never passed
+#: to a child unless its pass list names them, never logged.
+API_CREDENTIALS = ("PROCWRAP_API_KEY", "PROC_WRAPPER_API_KEY", "PROCWRAP_ROLLBAR_ACCESS_TOKEN",
+                   "PROC_WRAPPER_ROLLBAR_ACCESS_TOKEN")
+
+
+def managed_call(func, *args, **kwargs):
+    """func(*args, **kwargs) run by wrap mode's rules, for a Python program::
+
+        result = procwrap.managed_call(fetch_orders, "2026-12-01", retries=3, retry_delay=5,
+                                       timeout=600, config={"db__to_resolve": "AWS_SM:prod/db"},
+                                       task_name="orders-etl")
+
+    procwrap's own keywords (the rest go to func):
+
+    - config, config_locations, config_ttl: `config` is resolved with
+      resolve_config(config, config_locations) and given to func as
+      config=...; resolved again before an attempt once config_ttl seconds
+      have passed.
+    - retries, retry_delay, retry_backoff, retry_max_delay, retry_jitter:
+      an attempt that raises (an Exception) is tried again after wrap mode's
+      backoff; the last exception is raised.
+    - timeout: seconds an attempt may take.  It runs in a thread of its own
+      and is abandoned at the timeout (a thread cannot be killed: it runs on
+      in the background, its result dropped), which counts as a failed
+      attempt; TimeoutError when it was the last.  Work that must really be
+      stopped belongs in a subprocess: run it with procwrap's wrap mode.
+    - status_updater=True: func is also given status_updater=..., whose
+      send_update() reports progress (counts, a message) as a child's
+      StatusUpdater does.
+    - api_key, api_base_url, task_name, task_uuid, deployment, and the rest
+      of the reporting settings by their option names (api_heartbeat_interval,
+      prevent_offline_execution, ...): reports the call to the API server as
+      wrap mode reports a run; read from PROCWRAP_* and PROC_WRAPPER_*
+      variables when not given (environ, os.environ by default).
+
+    It installs no signal handler and changes no process-wide state: the
+    reporting runs in a private loop driven from the calling thread while
+    an attempt runs, and only when an API key or a timeout asks for it.
+    """
+    ours = dict((key, kwargs.pop(key)) for key in list(kwargs) if key in _CALL_KEYWORDS)
+    environ = ours.get("environ")
+    environ = os.environ if environ is None else environ
+    api = _api_options(dict((k, ours.get(k)) for k in _API_SETTINGS), environ)
+    api.update(embedded=True, timeout=ours.get("timeout"), retries=ours.get("retries", 0),
+               retry_delay=ours.get("retry_delay", 1.0))
+    call = _ManagedCall(func, args, kwargs, ours, api, environ)
+    return call.run()
+
+
+#: managed_call()'s own keywords (beside the reporting settings).
+_CALL_KEYWORDS = frozenset(("config", "config_locations", "config_ttl", "retries", "retry_delay",
+                            "retry_backoff", "retry_max_delay", "retry_jitter", "timeout",
+                            "status_updater", "environ")) | frozenset(_API_SETTINGS)
+
+
+class _ManagedCall(object):
+    """One managed_call(): attempts, their backoff, the config and its TTL,
+    and the report.  Offline and without a timeout, attempts run right in
+    the calling thread; otherwise each runs in a thread while a private
+    loop (no signal handlers) keeps time and talks to the API server."""
+    loop = None
+    reporter = None
+    _timer = None           #: the running attempt's timeout
+
+    def __init__(self, func, args, kwargs, ours, api, environ):
+        self.func, self.args, self.kwargs = func, args, kwargs
+        self.ours, self.api, self.environ = ours, api, environ
+        self.retries = ours.get("retries") or 0
+        self.timeout = ours.get("timeout")
+        self.config = None
+        self.resolved_at = None
+        self.attempt = 0
+        self.outcome = None             #: ("result", value) or ("error", exception)
+
+    def _arguments(self, updater):
+        """func's keywords for the next attempt: config (resolved again when stale)."""
+        kwargs = dict(self.kwargs)
+        ours = self.ours
+        if ours.get("config") is not None:
+            ttl = ours.get("config_ttl")
+            if self.config is None or (ttl is not None and
+                                       time.monotonic() - self.resolved_at >= ttl):
+                self.config = resolve_config(ours["config"], ours.get("config_locations") or (),
+                                             environ=self.environ)
+                self.resolved_at = time.monotonic()
+            kwargs["config"] = self.config
+        if ours.get("status_updater"):
+            kwargs["status_updater"] = updater
+        return kwargs
+
+    def _delay(self):
+        ours = self.ours
+        return _backoff_delay(self.attempt, ours.get("retry_delay", 1.0),
+                              ours.get("retry_backoff", 2.0), ours.get("retry_max_delay", 60.0),
+                              ours.get("retry_jitter", 0.0))
+
+    def run(self):
+        """The result of the last attempt, or its exception raised."""
+        if not self.api["reporting"] and self.timeout is None:
+            return self._run_inline()
+        return self._run_looped()
+
+    def _run_inline(self):
+        """No report, no timeout: plain attempts in this thread."""
+        updater = _CallUpdater(lambda message: None)
+        while True:
+            self.attempt += 1
+            try:
+                return self.func(*self.args, **self._arguments(updater))
+            except Exception:
+                if self.attempt > self.retries:
+                    raise
+            time.sleep(self._delay())
+
+    def _run_looped(self):
+        """Attempts in threads, timed and reported by a private loop."""
+        loop = self.loop = _Loop()
+        loop.on_error = lambda text: sys.stderr.write(text)
+        log = _Log("none", quiet=True)
+        try:
+            if self.api["reporting"]:
+                self.reporter = _ApiReporter(
+                    loop, log, self.api, [getattr(self.func, "__qualname__", repr(self.func))],
+                    pid=os.getpid() if self.api["send_pid"] else None)
+                self.reporter.on_stopped = self._stopped
+                self.reporter.start(self._started)
+            else:
+                self._started(None)
+            try:
+                loop.run()
+            except KeyboardInterrupt:
+                self._finish(API_ABORTED, 130, KeyboardInterrupt())
+                loop.stopped = False
+                loop.run()
+                raise
+        finally:
+            loop.close()
+        kind, value = self.outcome
+        if kind == "error":
+            raise value
+        return value
+
+    def _started(self, refused):
+        if refused is not None:
+            return self._finish(API_ABORTED, refused, UnavailableError(
+                "managed_call: the API server would not have this call run (exit status %d)"
+                % refused))
+        self._attempt()
+
+    def _attempt(self):
+        """One attempt in a thread; its end (or the timeout) comes to the loop."""
+        import threading
+        self.attempt += 1
+        number = self.attempt
+        updater = _CallUpdater(lambda message: self.loop.call_soon_threadsafe(
+            self._status, message))
+        try:
+            kwargs = self._arguments(updater)
+        except ProcwrapError as error:
+            return self._ended(number, "error", error)
+
+        def work():
+            try:
+                value = self.func(*self.args, **kwargs)
+            except Exception as error:
+                return self.loop.call_soon_threadsafe(self._ended, number, "error", error)
+            self.loop.call_soon_threadsafe(self._ended, number, "result", value)
+        threading.Thread(target=work, daemon=True, name="procwrap-managed-call").start()
+        if self.timeout is not None:
+            late = TimeoutError("managed_call: %s did not return within %s s; abandoned" % (
+                getattr(self.func, "__qualname__", "the function"), _format_seconds(self.timeout)))
+            self._timer = self.loop.call_later(self.timeout, self._ended, number, "timeout", late)
+
+    def _status(self, message):
+        if self.reporter is not None:
+            self.reporter.status_update(message)
+
+    def _ended(self, number, kind, value):
+        """An attempt ended (a late end of an abandoned one is ignored)."""
+        if number != self.attempt or self.outcome is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if kind == "result":
+            return self._finish(API_SUCCEEDED, 0, None, value)
+        if self.attempt <= self.retries:
+            if self.reporter is not None:
+                self.reporter.attempt_failed(kind == "timeout")
+            self.loop.call_later(self._delay(), self._attempt)
+            return
+        self._finish(API_TIMED_OUT if kind == "timeout" else API_FAILED,
+                     EX_TIMEOUT if kind == "timeout" else 1, value)
+
+    def _stopped(self, reason):
+        """The server stopped this execution: the attempt is abandoned."""
+        self._finish(API_ABORTED, EX_TEMPFAIL, UnavailableError("managed_call: " + reason))
+
+    def _finish(self, status, exit_code, error, value=None):
+        if self.outcome is not None:
+            return
+        self.outcome = ("error", error) if error is not None else ("result", value)
+        tail = None
+        if error is not None:
+            import traceback
+            tail = "".join(traceback.format_exception_only(type(error), error)).strip()
+        if self.reporter is None:
+            self.loop.stopped = True
+            return
+        self.reporter.finish(status, exit_code, tail, lambda: setattr(self.loop, "stopped", True))
 
 
 # =============================================================================
@@ -7168,6 +8127,7 @@ class _ProcessSpec(object):
     pre_stop = None                 #: lifecycle.preStop hook (a ProbeSpec), or None
     fingerprint = None              #: tells a changed entry on reload
     remote = None                   #: the _Remote it runs on (its `host`), or None: here
+    status_updates = False          #: it sends status updates (statusUpdates)
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -7352,7 +8312,7 @@ _ENV_POLICY_FIELDS = ("pass",)
 #: An entry's fields that put it on another host (through one shared link).
 REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
-                 "stopSignal", "stopTimeout", "labels", "timeout") + REMOTE_FIELDS
+                 "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle",)
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
@@ -7832,6 +8792,7 @@ _ENTRY_TABLE = (
     ("stopTimeout", "stop_timeout", "seconds", ()),
     ("timeout", "timeout", "seconds", ()),
     ("labels", "labels", "mapping", ()),
+    ("statusUpdates", "status_updates", "boolean", ()),
 )
 _BACKOFF_TABLE = (
     ("initial", "backoff_initial", "seconds", ()),
@@ -8571,11 +9532,11 @@ class _Metrics(object):
         self.families = []      #: [(name, type, help, [(labels, value)])]
         self._by_name = {}
 
-    def add(self, metric, kind, help, value, **labels):
+    def add(self, metric, metric_type, help_text, value, **labels):
         """One sample of `metric` (a counter or gauge), with its labels."""
         family = self._by_name.get(metric)
         if family is None:
-            family = self._by_name[metric] = (metric, kind, help, [])
+            family = self._by_name[metric] = (metric, metric_type, help_text, [])
             self.families.append(family)
         family[3].append((labels, value))
 
@@ -8743,6 +9704,8 @@ class _Control(object):
                 "lastExit": process.status, "description": process.description,
                 "live": health.is_live(process), "ready": health.is_ready(process),
                 "status": health.status_text.get(process.name),
+                "statusUpdate": health.run_status[process.name].values
+                if process.name in health.run_status else None,
                 "probes": [{"probe": p.kind, "handler": p.spec.handler,
                             "result": {True: "passing", False: "failing", None: "unknown"}[
                                 p.result], "failures": p.failures, "message": p.message}
@@ -8798,6 +9761,12 @@ class _Control(object):
             for probe in health.probes[name]:
                 metrics.add("procwrap_probe_failures_total", "counter", "Failed probe checks.",
                             probe.failures, probe=probe.kind, **who)
+            said = health.run_status.get(name)
+            for key in STATUS_COUNT_KEYS if said is not None else ():
+                if key in said.values:
+                    metrics.add("procwrap_status_count", "gauge", "The counts the process's "
+                                "status updates gave.", said.values[key],
+                                kind=key[:-len("_count")], **who)
             if running and process.pid is not None and process.spec.remote is None:
                 # The main pid only: summing a process's descendants would
                 # walk /proc on every scrape, for 500 processes 500 walks.
@@ -9154,10 +10123,80 @@ _OPTIONS = [
             "(everything, exit 69) or continue (log it) (default stop)"),
     _Option(("--log-secrets",), None, None, False, _BOTH,
             "debugging only: log resolved values instead of [secret]"),
+    # Status updates and reporting (wrap mode); proc_wrapper's PROC_WRAPPER_*
+    # variables are read too (the PROCWRAP_ twins win): see _API_SETTINGS.
+    _Option(("--status-updates",), None, None, None, _WRAP_ONLY,
+            "listen for status updates from the command (UDP on 127.0.0.1; the command is "
+            "told where, as proc_wrapper tells it)"),
+    _Option(("--status-update-port",), "PORT", _opt_port, None, _WRAP_ONLY,
+            "the port of --status-updates (default %d, proc_wrapper's; 0: any free one)"
+            % STATUS_UPDATE_PORT),
+    _Option(("--status-update-interval",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "report status updates to the API server at most once per SECONDS (default: "
+            "the first at once, the rest with heartbeats)"),
+    _Option(("--api-key",), "KEY", _opt_text, None, _WRAP_ONLY,
+            "report this run to the API server with this key (a secret: never logged, never "
+            "passed to the command); without it nothing is sent"),
+    _Option(("--api-base-url",), "URL", _opt_text, None, _WRAP_ONLY,
+            "the API server (default https://api.cloudreactor.io)"),
+    _Option(("--task-name",), "NAME", _opt_text, None, _WRAP_ONLY, "the task this run is of"),
+    _Option(("--task-uuid",), "UUID", _opt_text, None, _WRAP_ONLY, "the task, by its UUID"),
+    _Option(("--task-execution-uuid",), "UUID", _opt_text, None, _WRAP_ONLY,
+            "an execution the server created already: update it rather than create one"),
+    _Option(("--deployment",), "NAME", _opt_text, None, _WRAP_ONLY,
+            "the deployment (run environment) name"),
+    _Option(("--auto-create-task",), None, None, None, _WRAP_ONLY,
+            "let the server create the task if it does not know it"),
+    _Option(("--auto-create-task-props",), "JSON", _env_json_object, None, _WRAP_ONLY,
+            "more properties of an auto-created task (a JSON object)"),
+    _Option(("--api-heartbeat-interval",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "seconds between heartbeats (default 300; 0: none)"),
+    _Option(("--api-request-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "seconds one request may take (default 30)"),
+    _Option(("--api-error-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "keep retrying a failed request (network, 429, 502-504) this long (default 300)"),
+    _Option(("--api-retry-delay",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "seconds between those retries when the server names none (default 120)"),
+    _Option(("--api-creation-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "keep retrying the start this long (default 1800)"),
+    _Option(("--api-conflict-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "a 409 at the start (the task's concurrency limit): keep trying this long, then "
+            "exit 75 without starting the command (default 300)"),
+    _Option(("--api-conflict-retry-delay",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "seconds between those tries (default 120)"),
+    _Option(("--api-final-update-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "keep retrying the final update this long (default 1800)"),
+    _Option(("--api-log-lines",), "N", _opt_count, None, _WRAP_ONLY,
+            "on failure, send the last N lines of the command's output (default 25; needs "
+            "--log-format: pass-through output is never read by procwrap)"),
+    _Option(("--prevent-offline-execution",), None, None, None, _WRAP_ONLY,
+            "do not start the command when the API server cannot be told (exit 77 after a "
+            "403, else 69)"),
+    _Option(("--offline-mode",), None, None, None, _WRAP_ONLY,
+            "send nothing, whatever else says so"),
+    _Option(("--send-hostname",), None, None, None, _WRAP_ONLY,
+            "send this machine's name with the start"),
+    _Option(("--send-pid",), None, None, None, _WRAP_ONLY, "send procwrap's pid with the start"),
+    _Option(("--failure-webhook",), "URL", _opt_text, None, _WRAP_ONLY,
+            "POST a JSON summary of a failed run to URL"),
+    _Option(("--rollbar-access-token",), "TOKEN", _opt_text, None, _WRAP_ONLY,
+            "report a failed run to Rollbar's item API (a secret)"),
+    _Option(("--rollbar-url",), "URL", _opt_text, None, _WRAP_ONLY,
+            "Rollbar's item API (default https://api.rollbar.com/api/1/item/)"),
 ]
 
 
 _OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.flags)
+_OPTION_BY_DEST = dict((option.dest, option) for option in _OPTIONS)
+#: proc_wrapper's variables for options of wrap mode's own (SPECS.md 10.4),
+#: read when neither the flag nor its PROCWRAP_ twin is given.
+_PROC_WRAPPER_TWINS = (
+    ("retries", "PROC_WRAPPER_TASK_MAX_RETRIES"),
+    ("timeout", "PROC_WRAPPER_PROCESS_TIMEOUT_SECONDS"),
+    ("retry_delay", "PROC_WRAPPER_PROCESS_RETRY_DELAY_SECONDS"),
+    ("stop_timeout", "PROC_WRAPPER_PROCESS_TERMINATION_GRACE_PERIOD_SECONDS"),
+    ("workdir", "PROC_WRAPPER_WORK_DIR"),
+)
 
 #: Every PROCWRAP_* variable procwrap reads: the twins, and what a supervisor
 #: tells its children (a nested procwrap sees them too).
@@ -9268,6 +10307,15 @@ def _parse_args(argv, environ):
                     options[option.dest] += parsed if isinstance(parsed, list) else [parsed]
         elif text.strip():
             options[option.dest] = option.parse(text.strip(), option.env)
+    # proc_wrapper's names for what wrap mode does itself, last (a drop-in:
+    # its deployments set only PROC_WRAPPER_*); negative means none there.
+    for dest, name in _PROC_WRAPPER_TWINS:
+        text = environ.get(name, "").strip()
+        if text and dest not in given and _OPTION_BY_DEST[dest].env not in environ:
+            value = _env_seconds(text, name) if dest != "workdir" else text
+            if value is not None:
+                options[dest] = _OPTION_BY_DEST[dest].parse(
+                    text if dest == "workdir" else _format_seconds(value), name)
     # A PROCWRAP_* that is no twin is a typo more often than not: say so
     # (warn, not fail: an older procwrap may share the environment).
     for name in sorted(environ):
@@ -9595,6 +10643,27 @@ def _run_wrap(settings, command, environ, secrets):
                redact=secrets.redact)
     owner = _Wrapper(spec, log, settings["log_max_line"] or MAX_LINE_BYTES,
                      settings["kill_on_second_signal"], signal_map=settings["signal_map"])
+    api = _api_options(settings.options, environ)
+    for credential in (api["api_key"], api["rollbar_access_token"]):
+        if credential:
+            secrets.redact.add(credential)
+    if api["reporting"] or api["status_updates"] or api["failure_webhook"] \
+            or api["rollbar_access_token"]:
+        import socket
+        api.update(timeout=spec.timeout, retries=settings["retries"],
+                   retry_delay=settings["retry_delay"], stop_timeout=spec.stop_timeout)
+        owner.reporter = _ApiReporter(owner.loop, log, api, spec.argv, hostname=(
+            socket.gethostname() if api["send_hostname"] else None),
+            pid=os.getpid() if api["send_pid"] else None)
+    if api["status_updates"]:
+        port = api["status_update_port"]
+        try:
+            listener = _StatusSocket(owner.loop, port, owner.reporter.status_update)
+        except OSError as error:
+            raise UsageError("--status-update-port: cannot listen on 127.0.0.1:%d: %s; pick "
+                             "another port (0: any free one)" % (port, error.strerror))
+        owner.process.environment.override(_status_update_env(listener.port))
+        owner.closers.append(listener.close)
     return _run_owner(owner, log, settings, secrets)
 
 

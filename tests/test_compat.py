@@ -254,3 +254,34 @@ def test_connect_and_call_under_every_interpreter_and_from_it(python, sshd):
         assert "127.0.0.1 | printed there [1, 'two']" in result.stdout
         assert "127.0.0.1 | doubling [1, 2, 3]" in result.stdout
         assert "doubling 3 items" in result.stderr       # logging's last resort, here
+
+
+def test_reporting_and_managed_call(python):
+    """A reported run whose child sends status updates, and managed_call
+    (offline with a timeout, and reported), under each CPython."""
+    from fake_api import ApiServer
+    api = ApiServer()
+    try:
+        result = run_with(python, "--api-key", "k-compat", "--api-base-url", api.url,
+                          "--task-name", "t", "--status-updates", "--status-update-port", "0",
+                          "--", python, fixture("status_child.py"), "2")
+        assert result.returncode == 2, result.stderr
+        merged = {}
+        for body in api.bodies("PATCH"):
+            merged.update(body)
+        assert merged["success_count"] == 3 and merged["status"] == "FAILED"
+        script = (
+            "import sys; sys.path.insert(0, %r); import procwrap\n"
+            "def job(n, status_updater): status_updater.send_update(success_count=n); "
+            "return n * 2\n"
+            "print(procwrap.managed_call(job, 21, timeout=5, status_updater=True))\n"
+            "print(procwrap.managed_call(job, 4, status_updater=True, api_key='k',"
+            " api_base_url=%r, task_name='t', environ={}))\n" % (os.path.dirname(PROCWRAP),
+                                                                 api.url))
+        out = subprocess.run([python, "-c", script], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["42", "8"]
+        assert api.bodies("PATCH")[-1]["status"] == "SUCCEEDED"
+    finally:
+        api.stop()

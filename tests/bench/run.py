@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -721,6 +722,100 @@ def _pids_with(marker):
     return found
 
 
+def bench_reporting(setup, seconds):
+    """Status updates coalesced into API requests; managed_call's overhead;
+    a 409 heartbeat to the command's group gone."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, ROOT)
+    from fake_api import ApiServer
+    import procwrap as module
+    rows = []
+    api = ApiServer()
+    try:
+        flood = ("import procwrap, time\n"
+                 "u = procwrap.StatusUpdater()\n"
+                 "end = time.monotonic() + %r\n"
+                 "n = 0\n"
+                 "while time.monotonic() < end:\n"
+                 "    n += 1\n"
+                 "    u.send_update(success_count=n)\n"
+                 "    if n %% 100 == 0: time.sleep(0.01)\n"
+                 "print(n)\n" % seconds)
+        argv = [PYTHON, PROCWRAP, "--api-key", "k", "--api-base-url", api.url, "--task-name",
+                "bench", "--status-updates", "--status-update-port", "0",
+                "--status-update-interval", "5", "--log-format", "json", "--",
+                PYTHON, "-c", flood]
+        env = dict(environ(), PYTHONPATH=ROOT)
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = 0.0
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout))
+        reader.start()
+        while process.poll() is None:       # procwrap's own CPU, sampled to its end
+            try:
+                with open("/proc/%d/stat" % process.pid) as stream:
+                    fields = stream.read().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / float(ticks)
+            except (OSError, IndexError, ValueError):
+                pass
+            time.sleep(0.1)
+        reader.join()
+        out = b"".join(lines).decode()
+        sent = [line for line in out.splitlines() if line.isdigit()]
+        updates = int(sent[-1]) if sent else 0
+        requests = len(api.requests)
+        rows.append(("status updates sent by the child", "%d in %d s" % (updates, seconds),
+                     "%.0f/s" % (updates / float(seconds))))
+        rows.append(("API requests for them (interval 5 s)", "%d (start, updates, final)"
+                     % requests, "%.1f per minute" % (requests * 60.0 / seconds)))
+        rows.append(("procwrap's CPU during it", "%.2f s user+sys" % cpu,
+                     "%.1f %% of one core" % (cpu * 100.0 / seconds)))
+    finally:
+        api.stop()
+    # managed_call offline, against a bare call
+    def noop(x):
+        return x
+    rounds = 20000
+    start = time.perf_counter()
+    for i in range(rounds):
+        noop(i)
+    bare = (time.perf_counter() - start) / rounds
+    start = time.perf_counter()
+    for i in range(rounds):
+        module.managed_call(noop, i)
+    managed = (time.perf_counter() - start) / rounds
+    rows.append(("managed_call(f) offline, per call", "%.1f us" % (managed * 1e6),
+                 "%.1f us beyond the call (goal < 1 ms)" % ((managed - bare) * 1e6)))
+    start = time.perf_counter()
+    for i in range(200):
+        module.managed_call(noop, i, timeout=5)
+    timed = (time.perf_counter() - start) / 200
+    rows.append(("managed_call(f, timeout=5) offline", "%.0f us" % (timed * 1e6),
+                 "a thread and a private loop per call"))
+    # 409 on a heartbeat to the command's group gone
+    api = ApiServer()
+    try:
+        marker = "procwrap-bench-409-%d" % os.getpid()
+        process = subprocess.Popen(
+            [PYTHON, PROCWRAP, "--api-key", "k", "--api-base-url", api.url, "--task-name",
+             "bench", "--api-heartbeat-interval", "1", "--", "sh", "-c",
+             "sleep 300 # " + marker], env=environ())
+        api.wait_for(lambda r: len(r) >= 1, what="the start")
+        api.plan("PATCH", 409)
+        api.wait_for(lambda r: len(r) >= 2, what="the heartbeat")
+        started = time.perf_counter()
+        while _pids_with(marker) and time.perf_counter() - started < 30:
+            time.sleep(0.005)
+        gone = time.perf_counter() - started
+        process.wait(30)
+        rows.append(("409 on a heartbeat to the command's group gone", "%.0f ms" % (
+            gone * 1000), "stop signal TERM; exit %d" % process.returncode))
+    finally:
+        api.stop()
+    return rows
+
+
 def main():
     args = sys.argv[1:]
     quick = "--quick" in args
@@ -743,6 +838,8 @@ def main():
         ("health", "/readiness under load", lambda: bench_health(setup, 3 if quick else 10)),
         ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
         ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
+        ("reporting", "status updates, the API server, managed_call",
+         lambda: bench_reporting(setup, 5 if quick else 20)),
     ]
     print("procwrap benchmarks, %s, Python %s" % (time.strftime("%Y-%m-%d"),
                                                   sys.version.split()[0]))
