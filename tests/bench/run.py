@@ -762,7 +762,14 @@ def bench_reporting(setup, seconds):
             time.sleep(0.1)
         reader.join()
         out = b"".join(lines).decode()
-        sent = [line for line in out.splitlines() if line.isdigit()]
+        sent = []
+        for line in out.splitlines():
+            try:
+                message = json.loads(line).get("message", "")
+            except ValueError:
+                continue
+            if message.isdigit() and json.loads(line).get("stream") == "stdout":
+                sent.append(message)
         updates = int(sent[-1]) if sent else 0
         requests = len(api.requests)
         rows.append(("status updates sent by the child", "%d in %d s" % (updates, seconds),
