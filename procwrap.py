@@ -3641,6 +3641,10 @@ class _Process(object):
         self.environment = _Environment(spec, loop.clock)   #: what the child is given
         self.keep_group = spec.keep_group   #: leave its group alone when it exits
         self.before_stop = None         #: func(process, then): a preStop hook, then then()
+        #: func(process, go) before each spawn (the API server's word on the
+        #: run): go(None) spawns, go(status) fails the start with that status
+        self.gate = None
+        self.gating = False             #: the gate has not answered yet
         self._hook_ran = False          #: before_stop already ran for this instance
         self.ring = None                #: its recent output, for ctl tail
         sinks = None
@@ -3687,7 +3691,6 @@ class _Process(object):
         """STOPPED, WAITING, BACKOFF, EXITED or FATAL -> STARTING; RUNNING once exec
         is confirmed.  `manual` (procwrap ctl) forgets the crash loop and any
         earlier stop: its restartPolicy applies again."""
-        spec = self.spec
         if manual:
             self.hold, self.restarts = False, 0
         self._cancel("_restart_timer")
@@ -3701,6 +3704,27 @@ class _Process(object):
             self.description = "could not resolve its secrets (status %d)" % EX_UNAVAILABLE
             self._after_exit(EX_UNAVAILABLE)
             return
+        if self.gate is not None:
+            if not self.gating:
+                self.gating = True
+                self.gate(self, self._gated)
+            return
+        self._spawn()
+
+    def _gated(self, refused):
+        """The gate's word: spawn; or this start fails with `refused`; or,
+        stopped meanwhile for good, nothing."""
+        self.gating = False
+        if refused is not None:
+            self.status = refused
+            self.description = "not started: its API server said no (status %d)" % refused
+            self._after_exit(refused)
+        elif not (self.hold and self.state == _State.STOPPED):
+            self._spawn()
+
+    def _spawn(self):
+        """Fork and exec, then STARTING (RUNNING once exec is confirmed)."""
+        spec = self.spec
         try:
             pending = self.child.spawn(spec.argv, self.environment.for_child(), spec.workdir,
                                        spec.user, spec.tty)
@@ -5927,7 +5951,7 @@ class _RunStatus(object):
 
     def put_back(self, pending):
         """A report failed: send these with the next one (newer values win)."""
-        merged = dict(pending)
+        merged = dict((k, v) for k, v in pending.items() if k in STATUS_UPDATE_KEYS)
         merged.update(self.pending)
         self.pending = merged
 
@@ -6074,6 +6098,7 @@ class _Health(object):
     """
     ready = False           #: every process ready, as last reported
     status_socket = None    #: the _StatusSocket, when heartbeats or --status-port ask for it
+    on_update = None        #: func(process, message) for each status update (reporting)
     readiness = None        #: the readiness file's _OwnPath
 
     def __init__(self, loop, log, settings, processes, on_change):
@@ -6174,6 +6199,8 @@ class _Health(object):
         """A status update (proc_wrapper's keys): merged into the process's
         run status, logged when its message changes."""
         said = self.run_status.setdefault(process.name, _RunStatus()).merge(message)
+        if self.on_update is not None:
+            self.on_update(process, message)
         if said is not None:
             self.log.event("%s: status: %s" % (process.name, said), event="status-update",
                            name=process.name, status_message=said)
@@ -6362,12 +6389,16 @@ class _ApiReporter(object):
     """
     uuid = None             #: the execution's, from the server's answer
     offline = False         #: given up on the server: no more requests
+    log_status = True       #: log a changed status message (a supervisor's health does)
+    app_heartbeat = None    #: time.time() of the command's last status update
+    aborted = False         #: the server stopped it
     ended = False           #: the final update was asked for
     on_stopped = None       #: func(reason) when the server stops the execution
 
-    def __init__(self, loop, log, options, command, hostname=None, pid=None):
+    def __init__(self, loop, log, options, command, hostname=None, pid=None, name=None):
         self.loop = loop
         self.log = log
+        self.name = name                #: the supervised process it reports, for messages
         self.options = options          #: the api_* settings (see _OPTIONS)
         self.command = list(command)    #: for process_command
         self.hostname, self.pid = hostname, pid     #: sent when asked
@@ -6389,6 +6420,13 @@ class _ApiReporter(object):
                        "Accept": "application/json"}
             self.client = _HttpClient(options["api_base_url"], headers=headers,
                                       timeout=options["api_request_timeout"], attempts=1)
+
+    def _say(self, text, *args, **fields):
+        """A record, naming the process in a supervisor."""
+        if self.name:
+            text = "%s: %s" % (self.name, text)
+            fields.setdefault("name", self.name)
+        self.log.event(text, *args, **fields)
 
     # -- the start
     def start(self, then):
@@ -6449,21 +6487,21 @@ class _ApiReporter(object):
         if error is None:
             if isinstance(answer, dict) and isinstance(answer.get("uuid"), str):
                 self.uuid = answer["uuid"]
-            self.log.event("reporting to %s as execution %s" % (
-                self.options["api_base_url"], self.uuid), event="api-started", uuid=self.uuid)
+            self._say("reporting to %s as execution %s" % (
+                      self.options["api_base_url"], self.uuid), event="api-started", uuid=self.uuid)
             self._arm_heartbeat()
             return then(None)
         status = getattr(error, "status", None)
         if status == 409:
-            self.log.event("the API server would not start another execution of this task "
-                           "(409: its concurrency limit) for %s s; not starting the command"
-                           % _format_seconds(self.options["api_conflict_timeout"]), "error",
-                           event="api-conflict")
+            self._say("the API server would not start another execution of this task "
+                      "(409: its concurrency limit) for %s s; not starting the command"
+                      % _format_seconds(self.options["api_conflict_timeout"]), "error",
+                      event="api-conflict")
             return then(EX_TEMPFAIL)
         if self.options["prevent_offline_execution"]:
-            self.log.event("the API server could not be told of the start (%s); not starting "
-                           "the command (--prevent-offline-execution)" % _describe_http(error),
-                           "error", event="api-failed")
+            self._say("the API server could not be told of the start (%s); not starting "
+                      "the command (--prevent-offline-execution)" % _describe_http(error),
+                      "error", event="api-failed")
             return then(EX_NOPERM if status == 403 else EX_UNAVAILABLE)
         self._go_offline(error)
         then(None)
@@ -6472,9 +6510,9 @@ class _ApiReporter(object):
         """No more requests: the run goes on unreported."""
         if not self.offline:
             self.offline = True
-            self.log.event("the API server could not be reached or refused (%s); carrying on "
-                           "without reporting" % _describe_http(error), "warning",
-                           event="api-offline")
+            self._say("the API server could not be reached or refused (%s); carrying on "
+                      "without reporting" % _describe_http(error), "warning",
+                      event="api-offline")
         self._cancel_timers()
 
     # -- while it runs
@@ -6494,8 +6532,9 @@ class _ApiReporter(object):
         is the first, or when --status-update-interval has passed since the
         last report, else with the next report (coalesced)."""
         said = self.status.merge(message)
-        if said is not None:
-            self.log.event("status: %s" % said, event="status-update", status_message=said)
+        self.app_heartbeat = time.time()
+        if said is not None and self.log_status:
+            self._say("status: %s" % said, event="status-update", status_message=said)
         if self.offline or self.ended or self.uuid is None or not self.status.pending:
             return
         interval = self.options["status_update_interval"]
@@ -6527,6 +6566,8 @@ class _ApiReporter(object):
         pending = self.status.take_pending()
         body = {"status": "RUNNING", "failed_attempts": self.failed_attempts,
                 "timed_out_attempts": self.timed_out_attempts}
+        if self.app_heartbeat is not None:
+            body["last_app_heartbeat_at"] = _rfc3339(self.app_heartbeat)
         body.update(pending)
         body["status"] = "RUNNING"
 
@@ -6539,8 +6580,8 @@ class _ApiReporter(object):
                 if self.on_stopped is not None:
                     self.on_stopped("the API server stopped this execution (409)")
                 return
-            self.log.event("could not report to the API server (%s); trying with the next "
-                           "heartbeat" % _describe_http(error), "warning", event="api-failed")
+            self._say("could not report to the API server (%s); trying with the next "
+                      "heartbeat" % _describe_http(error), "warning", event="api-failed")
         self._send("update", "PATCH", self._path(quiet=True), body, done)
 
     # -- the end
@@ -6561,7 +6602,7 @@ class _ApiReporter(object):
 
             def notified(failures, error):
                 for text in failures or ():
-                    self.log.event(text, "warning", event="notify-failed")
+                    self._say(text, "warning", event="notify-failed")
                 after()
 
             def then():
@@ -6579,8 +6620,8 @@ class _ApiReporter(object):
 
         def done(answer, error):
             if error is not None:
-                self.log.event("could not send the final status %s to the API server (%s)"
-                               % (status, _describe_http(error)), "warning", event="api-failed")
+                self._say("could not send the final status %s to the API server (%s)"
+                          % (status, _describe_http(error)), "warning", event="api-failed")
             then()
         self._send("final", "PATCH", self._path(quiet=True), body, done)
 
@@ -6596,8 +6637,10 @@ class _ApiReporter(object):
         """One request in the worker, after the one in hand (a final update
         waits for a heartbeat in flight rather than racing it)."""
         if self._busy:
-            if kind == "update" and self._queued is not None and self._queued[0] == "update":
-                return self.status.put_back(body)   # one update waiting is enough
+            if self._queued is not None and self._queued[0] == "update":
+                merged = dict(self._queued[3])      # what waited goes with what replaces it
+                merged.update(body)
+                body = merged
             self._queued = (kind, method, path, body, done)
             return
         options = self.options
@@ -6769,7 +6812,7 @@ class _CallUpdater(StatusUpdater):
         self.deliver(message)
 
 
-def _api_options(values, environ):
+def _api_options(values, environ, need_task=True):
     """The reporting settings from `values` (options by their dest; None
     when not given), then procwrap's PROCWRAP_* twins and proc_wrapper's
     PROC_WRAPPER_* variables (procwrap's win), then the defaults.  Its
@@ -6789,8 +6832,8 @@ def _api_options(values, environ):
                     break
         options[dest] = default if value is None else value
     options["reporting"] = bool(options["api_key"]) and not options["offline_mode"]
-    if options["reporting"] and not (options["task_name"] or options["task_uuid"]
-                                     or options["task_execution_uuid"]):
+    if options["reporting"] and need_task and not (
+            options["task_name"] or options["task_uuid"] or options["task_execution_uuid"]):
         raise UsageError("--api-key: the API server needs to know the task; give --task-name, "
                          "--task-uuid or --task-execution-uuid")
     return options
@@ -8128,6 +8171,8 @@ class _ProcessSpec(object):
     fingerprint = None              #: tells a changed entry on reload
     remote = None                   #: the _Remote it runs on (its `host`), or None: here
     status_updates = False          #: it sends status updates (statusUpdates)
+    task_name = None                #: each run is reported to the API server as this task
+    task_uuid = None                #: ... or this one, by UUID
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -8314,7 +8359,7 @@ REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
                  "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
-    + PROBE_KINDS + ("lifecycle",)
+    + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -8494,6 +8539,9 @@ def _build_spec(fields, where, builder, checker, check_root):
         spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
                                       where + ".restartPolicy", RESTART_POLICIES)
         spec.essential = checker.boolean(fields.get("essential", False), where + ".essential")
+        for field, attribute in (("taskName", "task_name"), ("taskUuid", "task_uuid")):
+            if field in fields:
+                setattr(spec, attribute, checker.string(fields[field], "%s.%s" % (where, field)))
         spec.depends_on, spec.conditions, spec.depends_places = _build_depends_on(
             fields.get("dependsOn", []), where + ".dependsOn", checker)
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
@@ -8968,6 +9016,7 @@ class _Supervisor(_Owner):
     last_failure = None     #: status of the last failed exit
     shutting_down = False
     reload_config = None    #: func() -> (init, processes, settings), for reload()
+    api = None              #: the reporting settings, when runs are reported (report())
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
                  kill_on_second_signal=False, loop=None, health=None, post_start=(),
@@ -8996,6 +9045,80 @@ class _Supervisor(_Owner):
         #: probes, hooks, heartbeats, sd_notify and the readiness file
         self.health = _Health(self.loop, log, health or {}, self.processes,
                               self._health_changed)
+        self.reports = {}                       #: name -> _ApiReporter of its current run
+        self._finishing = 0                     #: final updates not yet done
+
+    # -- reporting each run of a process with a taskName to the API server
+    def report(self, api):
+        """Report the runs of the processes that name a task (taskName,
+        taskUuid): an execution per run, created before it starts."""
+        self.api = api
+        self.health.on_update = self._status_update
+        for process in self.processes:
+            self._gate(process)
+
+    def _gate(self, process):
+        if self.api is not None and (process.spec.task_name or process.spec.task_uuid):
+            process.gate = self._report_start
+
+    def _report_start(self, process, go):
+        """A run of a reported process: the execution first, then go()."""
+        import socket
+        spec = process.spec
+        options = dict(self.api, task_name=spec.task_name, task_uuid=spec.task_uuid,
+                       task_execution_uuid=None, timeout=spec.timeout,
+                       retries=spec.restart_limit, stop_timeout=spec.stop_timeout)
+        reporter = _ApiReporter(self.loop, self.log, options, spec.argv, hostname=(
+            socket.gethostname() if options["send_hostname"] else None),
+            pid=os.getpid() if options["send_pid"] else None, name=process.name)
+        reporter.log_status = False             # the health logs what it said
+        reporter.on_stopped = lambda reason: self._stopped_by_server(process, reason)
+        self.reports[process.name] = reporter
+
+        def started(refused):
+            if refused is not None:
+                self.reports.pop(process.name, None)
+            elif process.hold and process.state == _State.STOPPED:     # stopped meanwhile
+                self.reports.pop(process.name, None)
+                self._finishing += 1
+                reporter.finish(API_ABORTED, None, None, self._reported)
+            go(refused)
+        reporter.start(started)
+
+    def _status_update(self, process, message):
+        reporter = self.reports.get(process.name)
+        if reporter is not None:
+            reporter.status_update(message)
+
+    def _stopped_by_server(self, process, reason):
+        """The server stopped this run: the process stops, and stays stopped."""
+        self.log.event("%s: %s; stopping it" % (process.name, reason), "warning",
+                       event="api-stopped", name=process.name)
+        self.reports[process.name].aborted = True
+        process.stop()
+
+    def _report_end(self, process):
+        """A reported run ended: its final update (the run is over only once
+        every final update is done: check_done waits)."""
+        reporter = self.reports.pop(process.name)
+        if reporter.aborted or self.shutting_down:
+            outcome = API_ABORTED
+        elif process.timed_out:
+            outcome = API_TIMED_OUT
+        elif process.status in process.spec.success_codes:
+            outcome = API_SUCCEEDED
+        else:
+            outcome = API_FAILED
+        lines = reporter.options["api_log_lines"]
+        tail = None
+        if process.ring is not None and lines:
+            tail = self.log.redact("\n".join(text for _, text in process.ring.lines(lines)))
+        self._finishing += 1
+        reporter.finish(outcome, process.status, tail, self._reported)
+
+    def _reported(self):
+        self._finishing -= 1
+        self.check_done()
 
     def everything(self):
         """Every process: init entries, processes, postStart entries."""
@@ -9064,6 +9187,8 @@ class _Supervisor(_Owner):
         """A process changed state: start dependents, end the run, or go on stopping."""
         self.track(process, old)
         state = process.state
+        if old in _State.ALIVE and state not in _State.ALIVE and process.name in self.reports:
+            self._report_end(process)
         if state not in _State.ALIVE and not self.shutting_down:
             if process.name in self._replacing and self.by_name.get(process.name) is process:
                 return self._replace(process, self._replacing.pop(process.name))
@@ -9099,6 +9224,8 @@ class _Supervisor(_Owner):
 
     def check_done(self):
         """Stop the loop once nothing is alive (shutting down) or nothing more will run."""
+        if self._finishing:
+            return              # a final update to the API server is on its way
         if self.shutting_down:
             if not self._alive:
                 self.loop.stopped = True
@@ -9187,6 +9314,7 @@ class _Supervisor(_Owner):
         """A process new to the config: wire it and start it (after its dependencies)."""
         process = _Process(spec, self.loop, self.log, self.on_change, self.max_line,
                            self.child_class(spec))
+        self._gate(process)
         self.log.redact.make_public([spec.name])
         self.processes.append(process)
         self.by_name[spec.name] = process
@@ -10008,6 +10136,7 @@ _WRAP_ONLY = ("wrap",)          #: what needs the command on this machine
 _REMOTE = ("remote",)
 
 _SUPERVISE = ("supervise", "check")
+_REPORT = ("wrap", "supervise")
 
 _OPTIONS = [
     _Option(("-c", "--config"), "FILE", _opt_text, None, _SUPERVISE,
@@ -10123,65 +10252,66 @@ _OPTIONS = [
             "(everything, exit 69) or continue (log it) (default stop)"),
     _Option(("--log-secrets",), None, None, False, _BOTH,
             "debugging only: log resolved values instead of [secret]"),
-    # Status updates and reporting (wrap mode); proc_wrapper's PROC_WRAPPER_*
-    # variables are read too (the PROCWRAP_ twins win): see _API_SETTINGS.
+    # Status updates and reporting (a supervisor reports the processes that
+    # name a task); proc_wrapper's PROC_WRAPPER_* variables are read too (the
+    # PROCWRAP_ twins win): see _API_SETTINGS.
     _Option(("--status-updates",), None, None, None, _WRAP_ONLY,
             "listen for status updates from the command (UDP on 127.0.0.1; the command is "
             "told where, as proc_wrapper tells it)"),
     _Option(("--status-update-port",), "PORT", _opt_port, None, _WRAP_ONLY,
             "the port of --status-updates (default %d, proc_wrapper's; 0: any free one)"
             % STATUS_UPDATE_PORT),
-    _Option(("--status-update-interval",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--status-update-interval",), "SECONDS", _opt_seconds, None, _REPORT,
             "report status updates to the API server at most once per SECONDS (default: "
             "the first at once, the rest with heartbeats)"),
-    _Option(("--api-key",), "KEY", _opt_text, None, _WRAP_ONLY,
+    _Option(("--api-key",), "KEY", _opt_text, None, _REPORT,
             "report this run to the API server with this key (a secret: never logged, never "
             "passed to the command); without it nothing is sent"),
-    _Option(("--api-base-url",), "URL", _opt_text, None, _WRAP_ONLY,
+    _Option(("--api-base-url",), "URL", _opt_text, None, _REPORT,
             "the API server (default https://api.cloudreactor.io)"),
     _Option(("--task-name",), "NAME", _opt_text, None, _WRAP_ONLY, "the task this run is of"),
     _Option(("--task-uuid",), "UUID", _opt_text, None, _WRAP_ONLY, "the task, by its UUID"),
     _Option(("--task-execution-uuid",), "UUID", _opt_text, None, _WRAP_ONLY,
             "an execution the server created already: update it rather than create one"),
-    _Option(("--deployment",), "NAME", _opt_text, None, _WRAP_ONLY,
+    _Option(("--deployment",), "NAME", _opt_text, None, _REPORT,
             "the deployment (run environment) name"),
     _Option(("--auto-create-task",), None, None, None, _WRAP_ONLY,
             "let the server create the task if it does not know it"),
     _Option(("--auto-create-task-props",), "JSON", _env_json_object, None, _WRAP_ONLY,
             "more properties of an auto-created task (a JSON object)"),
-    _Option(("--api-heartbeat-interval",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-heartbeat-interval",), "SECONDS", _opt_seconds, None, _REPORT,
             "seconds between heartbeats (default 300; 0: none)"),
-    _Option(("--api-request-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-request-timeout",), "SECONDS", _opt_seconds, None, _REPORT,
             "seconds one request may take (default 30)"),
-    _Option(("--api-error-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-error-timeout",), "SECONDS", _opt_seconds, None, _REPORT,
             "keep retrying a failed request (network, 429, 502-504) this long (default 300)"),
-    _Option(("--api-retry-delay",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-retry-delay",), "SECONDS", _opt_seconds, None, _REPORT,
             "seconds between those retries when the server names none (default 120)"),
-    _Option(("--api-creation-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-creation-timeout",), "SECONDS", _opt_seconds, None, _REPORT,
             "keep retrying the start this long (default 1800)"),
-    _Option(("--api-conflict-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-conflict-timeout",), "SECONDS", _opt_seconds, None, _REPORT,
             "a 409 at the start (the task's concurrency limit): keep trying this long, then "
             "exit 75 without starting the command (default 300)"),
-    _Option(("--api-conflict-retry-delay",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-conflict-retry-delay",), "SECONDS", _opt_seconds, None, _REPORT,
             "seconds between those tries (default 120)"),
-    _Option(("--api-final-update-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+    _Option(("--api-final-update-timeout",), "SECONDS", _opt_seconds, None, _REPORT,
             "keep retrying the final update this long (default 1800)"),
-    _Option(("--api-log-lines",), "N", _opt_count, None, _WRAP_ONLY,
+    _Option(("--api-log-lines",), "N", _opt_count, None, _REPORT,
             "on failure, send the last N lines of the command's output (default 25; needs "
             "--log-format: pass-through output is never read by procwrap)"),
-    _Option(("--prevent-offline-execution",), None, None, None, _WRAP_ONLY,
+    _Option(("--prevent-offline-execution",), None, None, None, _REPORT,
             "do not start the command when the API server cannot be told (exit 77 after a "
             "403, else 69)"),
-    _Option(("--offline-mode",), None, None, None, _WRAP_ONLY,
+    _Option(("--offline-mode",), None, None, None, _REPORT,
             "send nothing, whatever else says so"),
-    _Option(("--send-hostname",), None, None, None, _WRAP_ONLY,
+    _Option(("--send-hostname",), None, None, None, _REPORT,
             "send this machine's name with the start"),
-    _Option(("--send-pid",), None, None, None, _WRAP_ONLY, "send procwrap's pid with the start"),
-    _Option(("--failure-webhook",), "URL", _opt_text, None, _WRAP_ONLY,
+    _Option(("--send-pid",), None, None, None, _REPORT, "send procwrap's pid with the start"),
+    _Option(("--failure-webhook",), "URL", _opt_text, None, _REPORT,
             "POST a JSON summary of a failed run to URL"),
-    _Option(("--rollbar-access-token",), "TOKEN", _opt_text, None, _WRAP_ONLY,
+    _Option(("--rollbar-access-token",), "TOKEN", _opt_text, None, _REPORT,
             "report a failed run to Rollbar's item API (a secret)"),
-    _Option(("--rollbar-url",), "URL", _opt_text, None, _WRAP_ONLY,
+    _Option(("--rollbar-url",), "URL", _opt_text, None, _REPORT,
             "Rollbar's item API (default https://api.rollbar.com/api/1/item/)"),
 ]
 
@@ -10643,10 +10773,7 @@ def _run_wrap(settings, command, environ, secrets):
                redact=secrets.redact)
     owner = _Wrapper(spec, log, settings["log_max_line"] or MAX_LINE_BYTES,
                      settings["kill_on_second_signal"], signal_map=settings["signal_map"])
-    api = _api_options(settings.options, environ)
-    for credential in (api["api_key"], api["rollbar_access_token"]):
-        if credential:
-            secrets.redact.add(credential)
+    api = _reporting_options(settings, environ, secrets)
     if api["reporting"] or api["status_updates"] or api["failure_webhook"] \
             or api["rollbar_access_token"]:
         import socket
@@ -10760,7 +10887,19 @@ def _run_supervise(settings, command, environ, secrets):
             spec.capture = capture
         return init, processes, config_settings
     owner.reload_config = reload_config
+    api = _reporting_options(settings, environ, secrets, need_task=False)
+    if api["reporting"]:
+        owner.report(api)
     return _run_owner(owner, log, settings, secrets)
+
+
+def _reporting_options(settings, environ, secrets, need_task=True):
+    """The reporting settings (_api_options), their credentials redacted."""
+    api = _api_options(settings.options, environ, need_task)
+    for credential in (api["api_key"], api["rollbar_access_token"]):
+        if credential:
+            secrets.redact.add(credential)
+    return api
 
 
 def _run_owner(owner, log, settings, secrets):

@@ -151,3 +151,22 @@ def test_an_abandoned_attempt_writes_nowhere_when_it_ends():
         for read_end, write_end in pipes:
             os.close(read_end)
             os.close(write_end)
+
+
+def test_a_call_the_server_stops_raises_unavailable():
+    """409 on a heartbeat while the function runs: the attempt is abandoned,
+    the final status is ABORTED, UnavailableError names why."""
+    api = ApiServer()
+    release = threading.Event()
+    try:
+        api.plan("PATCH", 409)
+        began = time.monotonic()
+        with pytest.raises(procwrap.UnavailableError) as raised:
+            procwrap.managed_call(release.wait, 30, api_key="k-1", api_base_url=api.url,
+                                  task_name="etl", api_heartbeat_interval=0.2, environ={})
+        assert "stopped this execution" in str(raised.value)
+        assert time.monotonic() - began < 10
+        assert api.requests[-1]["body"]["status"] == "ABORTED"
+    finally:
+        release.set()
+        api.stop()

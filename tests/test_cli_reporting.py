@@ -48,6 +48,7 @@ def test_a_run_is_reported_with_its_status_updates(api):
     assert (merged["expected_count"], merged["success_count"]) == (3, 3)
     assert merged["last_status_message"] == "finishing"
     assert merged["other_runtime_metadata"] == {"step": 3}
+    assert merged["last_app_heartbeat_at"].endswith("Z")
     # the first update went at once, before the final one (no heartbeat in 300 s)
     assert len([r for r in requests if r["body"].get("status") == "RUNNING"]) >= 2
     said = [r["status_message"] for r in records(result.stdout)
@@ -244,3 +245,93 @@ def test_a_supervised_process_sends_status_updates(background, tmp_path):
     assert any('"status_message":"finishing"' in line for line in bg.out)
     bg.signal(signal.SIGTERM)
     assert bg.wait() == 0
+
+
+def supervised(api, tmp_path, processes, *args, **kwargs):
+    from conftest import write_config
+    return run("-c", write_config(tmp_path, {"processes": processes}), "--api-key", KEY,
+               "--api-base-url", api.url, *args, **kwargs)
+
+
+def test_a_supervisor_reports_each_run_of_a_process_that_names_a_task(api, tmp_path):
+    result = supervised(api, tmp_path, [
+        {"name": "job", "command": CHILD + ["0"], "taskName": "nightly", "statusUpdates": True,
+         "restartPolicy": "OnFailure"},
+        {"name": "plain", "command": ["true"], "restartPolicy": "Never"}])
+    assert result.returncode == 0, result.stderr
+    posts = [r for r in api.requests if r["method"] == "POST"]
+    assert len(posts) == 1 and posts[0]["body"]["task"] == {"name": "nightly"}
+    merged = {}
+    for body in api.bodies("PATCH"):
+        merged.update(body)
+    assert merged["success_count"] == 3 and merged["status"] == "SUCCEEDED"
+    assert KEY not in result.stdout + result.stderr
+
+
+def test_a_supervised_run_refused_by_the_server_fails_its_start(api, tmp_path):
+    api.plan("POST", 409, times=10)
+    result = supervised(api, tmp_path, [
+        {"name": "job", "command": ["touch", str(tmp_path / "ran")], "taskName": "nightly",
+         "restartPolicy": "Never"}],
+        "--api-conflict-timeout", "0.5", "--api-conflict-retry-delay", "0.2")
+    assert result.returncode == 75, result.stderr
+    assert not (tmp_path / "ran").exists()
+    assert "job: the API server would not start another execution" in result.stdout
+
+
+def test_a_supervised_run_the_server_stops_is_stopped_and_stays_so(api, tmp_path, background):
+    from conftest import write_config
+    config = {"processes": [
+        {"name": "job", "command": ["sh", "-c", "echo up; exec sleep 300"],
+         "taskName": "nightly"},
+        {"name": "other", "command": ["sleep", "300"]}]}
+    bg = background("-c", write_config(tmp_path, config), "--api-key", KEY, "--api-base-url",
+                    api.url, "--api-heartbeat-interval", "0.3")
+    bg.expect('"up"')
+    api.plan("PATCH", 409)
+    bg.expect("the API server stopped this execution (409); stopping it")
+    api.wait_for(lambda r: r[-1]["body"].get("status") == "ABORTED", what="the final ABORTED")
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 0
+    assert len([r for r in api.requests if r["method"] == "POST"]) == 1    # not restarted
+
+
+def test_a_supervisor_waits_for_the_final_update_at_shutdown(api, tmp_path, background):
+    """TERM: the reported process stops; its final update (ABORTED), refused
+    twice with 503, is retried, and procwrap exits only after it went."""
+    from conftest import write_config
+    config = {"processes": [{"name": "job", "command": ["sh", "-c", "echo up; exec sleep 300"],
+                             "taskName": "nightly"}]}
+    bg = background("-c", write_config(tmp_path, config), "--api-key", KEY, "--api-base-url",
+                    api.url, "--api-retry-delay", "0.3", "--api-heartbeat-interval", "0")
+    bg.expect('"up"')
+    api.plan("PATCH", 503, times=2)
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 0
+    finals = [r for r in api.requests if r["body"] and r["body"].get("status") == "ABORTED"]
+    assert len(finals) == 3                   # two refused, the third taken
+    assert finals[-1]["time"] - finals[0]["time"] >= 0.5
+
+
+def test_a_slow_server_times_out_and_a_term_meanwhile_is_heard(api, tmp_path, background):
+    """Answers slower than --api-request-timeout are failures, retried until
+    the creation deadline, then offline; and a TERM while the start is
+    pending ends procwrap at once (143), the command never started."""
+    api.plan("POST", 201, times=10, delay=3, body={"uuid": "late"})
+    began = time.monotonic()
+    result = reported(api, "--api-request-timeout", "0.5", "--api-retry-delay", "0.2",
+                      "--api-creation-timeout", "1", "--", "sh", "-c", "echo ran")
+    assert result.returncode == 0, result.stderr
+    assert '"ran"' in result.stdout and "carrying on without reporting" in result.stdout
+    assert time.monotonic() - began < 15
+    marker = tmp_path / "ran"
+    api.plan("POST", 201, times=1, delay=20, body={"uuid": "late"})
+    before = len(api.requests)
+    bg = background("--api-key", KEY, "--api-base-url", api.url, "--task-name", "etl",
+                    "--log-format", "json", "--", "touch", str(marker))
+    api.wait_for(lambda r: len(r) > before, what="the slow start")
+    began = time.monotonic()
+    bg.signal(signal.SIGTERM)
+    assert bg.wait() == 143
+    assert time.monotonic() - began < 5
+    assert not marker.exists()
