@@ -4,6 +4,7 @@ would), prints its environment's credentials check, then exits with argv[1]."""
 import os
 import sys
 
+sys.dont_write_bytecode = True     # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import procwrap  # noqa: E402
 

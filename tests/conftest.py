@@ -11,6 +11,10 @@ import time
 
 import pytest
 
+#: The suite imports procwrap.py and fixtures from the repository: no
+#: __pycache__ there (a fresh machine has no PYTHONDONTWRITEBYTECODE).
+sys.dont_write_bytecode = True
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROCWRAP = os.path.join(ROOT, "procwrap.py")
 FIXTURES = os.path.join(ROOT, "test_fixtures")

@@ -4,6 +4,8 @@ no top-level definition uses a name defined in a later section, and Part I
 import ast
 import os
 
+import pytest
+
 from conftest import ROOT
 
 BANNER = "# " + "=" * 77
@@ -111,3 +113,20 @@ def test_the_checker_finds_a_forward_use():
                       BANNER, "# B", BANNER, "def g():", "    return 1"]) + "\n")
     problems = check(bad)
     assert any("uses g from the later section B" in p for p in problems)
+
+
+def test_the_repository_holds_only_the_top_level_the_design_allows():
+    """Rule 1: procwrap.py, README.md, tests/, test_fixtures/, tox.ini,
+    LICENSE, pyproject.toml, .ci/run (a committed __pycache__ slipped in once)."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        files = subprocess.check_output(["git", "ls-files"], cwd=root,
+                                        universal_newlines=True).split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    allowed = {"procwrap.py", "README.md", "tox.ini", "LICENSE", "pyproject.toml", ".ci/run"}
+    stray = [path for path in files if path not in allowed
+             and not path.startswith(("tests/", "test_fixtures/"))]
+    assert not stray
+    assert not [path for path in files if "__pycache__" in path or path.endswith(".pyc")]

@@ -726,7 +726,7 @@ def bench_reporting(setup, seconds):
     """Status updates coalesced into API requests; managed_call's overhead;
     a 409 heartbeat to the command's group gone."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, cached_dir(PROCWRAP))     # never a __pycache__ in the repository
     from fake_api import ApiServer
     import procwrap as module
     rows = []
