@@ -6009,7 +6009,8 @@ class _StatusSocket(_Datagrams):
         """The JSON objects a datagram carries: a whole one (procwrap's form),
         or newline-terminated ones, several in a datagram or one across
         several (proc_wrapper's status updates, SPECS.md 10.1; at most
-        STATUS_UPDATE_MAX bytes held for one).  None when nothing usable."""
+        STATUS_UPDATE_MAX bytes held for one).  None for a datagram that is
+        garbage; a framed one's bad lines are counted here."""
         if not self.partial and b"\n" not in data:
             whole = _json_object(data)
             if whole is not None or not data.lstrip().startswith(b"{"):
@@ -6018,11 +6019,10 @@ class _StatusSocket(_Datagrams):
         self.partial = pieces.pop()
         if len(self.partial) > STATUS_UPDATE_MAX:
             self.partial = b""
-            return None
+            self.bad += 1
         messages = [_json_object(piece) for piece in pieces if piece.strip()]
-        self.bad += sum(1 for message in messages if message is None)
-        return [message for message in messages if message is not None] or (
-            None if messages else [])
+        self.bad += messages.count(None)
+        return [message for message in messages if message is not None]
 
 
 class _NotifySocket(_Datagrams):
@@ -10790,7 +10790,14 @@ def _run_wrap(settings, command, environ, secrets):
             raise UsageError("--status-update-port: cannot listen on 127.0.0.1:%d: %s; pick "
                              "another port (0: any free one)" % (port, error.strerror))
         owner.process.environment.override(_status_update_env(listener.port))
-        owner.closers.append(listener.close)
+
+        def close():
+            if listener.bad:        # counted, not logged one by one (a flood)
+                log.event("%d status-update messages could not be used (not UTF-8 JSON "
+                          "objects, or over %d bytes)" % (listener.bad, STATUS_UPDATE_MAX),
+                          "warning", event="status-rejected", count=listener.bad)
+            listener.close()
+        owner.closers.append(close)
     return _run_owner(owner, log, settings, secrets)
 
 

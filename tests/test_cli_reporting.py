@@ -218,6 +218,8 @@ def test_bad_datagrams_are_dropped_not_fatal(api):
         merged.update(body)
     assert (merged["success_count"], merged["error_count"], merged["skipped_count"]) == (7, 1, 2)
     assert merged["last_status_message"] == "split"
+    [rejected] = [r for r in records(result.stdout) if r.get("event") == "status-rejected"]
+    assert rejected["count"] == 5
 
 
 def test_a_supervised_process_sends_status_updates(background, tmp_path):

@@ -76,6 +76,9 @@ WRAP_OPTIONS = [
     ("--vault-renew-failure", "stop"), ("--wait-group", None), ("--allow-unresolved", None),
     ("--kill-on-second-signal", None), ("--log-merge-json", None), ("--log-secrets", None),
     ("--env-output-file", "{dir}/out.env"),
+    ("--status-updates", None), ("--status-update-port", "0"),
+    ("--status-update-interval", "5"), ("--api-heartbeat-interval", "10"),
+    ("--api-log-lines", "5"), ("--auto-create-task-props", '{"a": 1}'),
 ]
 
 
