@@ -4051,6 +4051,23 @@ def _log_retry(log, process, named=False):
               **({"name": process.name} if named else {}))
 
 
+def _run_outcome(process, aborted, lines, redact):
+    """(the final status for the API server, the last `lines` of output,
+    redacted, or None) of a run that has ended."""
+    if aborted:
+        outcome = API_ABORTED
+    elif process.timed_out:
+        outcome = API_TIMED_OUT
+    elif process.status in process.spec.success_codes:
+        outcome = API_SUCCEEDED
+    else:
+        outcome = API_FAILED
+    tail = None
+    if process.ring is not None and lines:
+        tail = redact("\n".join(text for _, text in process.ring.lines(lines)))
+    return outcome, tail
+
+
 class _Wrapper(_Owner):
     """Runs one ProcessSpec as wrap mode does and returns its exit status.
 
@@ -4159,18 +4176,8 @@ class _Wrapper(_Owner):
     def _report_end(self, process):
         """The final update, then the end of the run."""
         status = self.forced_status if self.forced_status is not None else process.status
-        if self.signalled or self.forced_status == EX_TEMPFAIL:
-            outcome = API_ABORTED
-        elif process.timed_out:
-            outcome = API_TIMED_OUT
-        elif process.status in process.spec.success_codes:
-            outcome = API_SUCCEEDED
-        else:
-            outcome = API_FAILED
-        lines = self.reporter.options["api_log_lines"]
-        tail = None
-        if process.ring is not None and lines:
-            tail = self.log.redact("\n".join(text for _, text in process.ring.lines(lines)))
+        outcome, tail = _run_outcome(process, self.signalled or self.forced_status == EX_TEMPFAIL,
+                                     self.reporter.options["api_log_lines"], self.log.redact)
         self.reporter.finish(outcome, status, tail, self._end)
 
     def _end(self):
@@ -6461,6 +6468,10 @@ class _ApiReporter(object):
             task.setdefault("passive", True)
             if options["deployment"]:
                 task.setdefault("run_environment", {"name": options["deployment"]})
+        if options.get("task_is_passive") is not None:
+            task["passive"] = options["task_is_passive"]
+        if options.get("task_max_concurrency") is not None:
+            task["max_concurrency"] = options["task_max_concurrency"]
         return task
 
     def _start_body(self):
@@ -6476,6 +6487,16 @@ class _ApiReporter(object):
                 "prevent_offline_execution": bool(options["prevent_offline_execution"]),
                 "wrapper_family": "procwrap", "wrapper_version": __version__,
                 "embedded_mode": bool(options.get("embedded"))}
+        for key, field in (("schedule", "schedule"), ("task_is_service", "is_service"),
+                           ("task_max_concurrency", "task_max_concurrency"),
+                           ("max_conflicting_age", "max_conflicting_age_seconds"),
+                           ("task_instance_metadata", "other_instance_metadata")):
+            if options.get(key) is not None:
+                body[field] = options[key]
+        for key, field in (("build_task_execution_uuid", "build"),
+                           ("deployment_task_execution_uuid", "deploy")):
+            if options.get(key):
+                body[field] = {"task_execution": {"uuid": options[key]}}
         if self.hostname:
             body["hostname"] = self.hostname
         if self.pid:
@@ -6821,14 +6842,12 @@ def _api_options(values, environ, need_task=True):
     options = {}
     for dest, (default, parse, theirs) in _API_SETTINGS.items():
         value = values.get(dest)
+        ours = () if dest in _PROC_WRAPPER_ONLY else ("PROCWRAP_" + dest.upper(),)
         if value is None:
-            for name in ("PROCWRAP_" + dest.upper(),) + theirs:
+            for name in ours + theirs:
                 text = environ.get(name, "").strip()
                 if text:
-                    try:
-                        value = parse(text, name)
-                    except UsageError:
-                        raise
+                    value = parse(text, name)
                     break
         options[dest] = default if value is None else value
     options["reporting"] = bool(options["api_key"]) and not options["offline_mode"]
@@ -6851,6 +6870,12 @@ def _env_seconds(text, where):
     except ValueError:
         raise UsageError(BAD_VALUE_MSG % (where, "expected seconds", text))
     return None if value < 0 else value
+
+
+def _env_limit(text, where):
+    """A whole number; proc_wrapper's negative values mean -1, 'unlimited'."""
+    value = _env_seconds(text, where)
+    return -1 if value is None else int(value)
 
 
 def _env_json_object(text, where):
@@ -6908,10 +6933,28 @@ _API_SETTINGS = {
     "status_update_port": (STATUS_UPDATE_PORT, lambda text, where: int(
         _env_seconds(text, where) or STATUS_UPDATE_PORT),
         ("PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT",)),
+    # Read only as proc_wrapper names them (a drop-in's deployments), or
+    # given to managed_call: what the server is told of the task.
+    "schedule": (None, _env_text, ("PROC_WRAPPER_SCHEDULE",)),
+    "task_is_service": (None, _env_bool, ("PROC_WRAPPER_TASK_IS_SERVICE",)),
+    "task_is_passive": (None, _env_bool, ("PROC_WRAPPER_TASK_IS_PASSIVE",)),
+    "task_max_concurrency": (None, _env_limit, ("PROC_WRAPPER_TASK_MAX_CONCURRENCY",)),
+    "max_conflicting_age": (None, _env_seconds, ("PROC_WRAPPER_MAX_CONFLICTING_AGE_SECONDS",)),
+    "task_instance_metadata": (None, _env_json_object,
+                               ("PROC_WRAPPER_TASK_INSTANCE_METADATA",)),
+    "build_task_execution_uuid": (None, _env_text,
+                                  ("PROC_WRAPPER_BUILD_TASK_EXECUTION_UUID",)),
+    "deployment_task_execution_uuid": (None, _env_text,
+                                       ("PROC_WRAPPER_DEPLOYMENT_TASK_EXECUTION_UUID",)),
     "failure_webhook": (None, _env_text, ()),
     "rollbar_access_token": (None, _env_text, ("PROC_WRAPPER_ROLLBAR_ACCESS_TOKEN",)),
     "rollbar_url": ("https://api.rollbar.com/api/1/item/", _env_text, ()),
 }
+#: The settings above that have no option (nor PROCWRAP_ twin).
+_PROC_WRAPPER_ONLY = frozenset(("schedule", "task_is_service", "task_is_passive",
+                                "task_max_concurrency", "max_conflicting_age",
+                                "task_instance_metadata", "build_task_execution_uuid",
+                                "deployment_task_execution_uuid"))
 #: Variables of the reporting settings that hold credentials: never passed
 #: to a child unless its pass list names them, never logged.
 API_CREDENTIALS = ("PROCWRAP_API_KEY", "PROC_WRAPPER_API_KEY", "PROCWRAP_ROLLBAR_ACCESS_TOKEN",
@@ -9101,18 +9144,8 @@ class _Supervisor(_Owner):
         """A reported run ended: its final update (the run is over only once
         every final update is done: check_done waits)."""
         reporter = self.reports.pop(process.name)
-        if reporter.aborted or self.shutting_down:
-            outcome = API_ABORTED
-        elif process.timed_out:
-            outcome = API_TIMED_OUT
-        elif process.status in process.spec.success_codes:
-            outcome = API_SUCCEEDED
-        else:
-            outcome = API_FAILED
-        lines = reporter.options["api_log_lines"]
-        tail = None
-        if process.ring is not None and lines:
-            tail = self.log.redact("\n".join(text for _, text in process.ring.lines(lines)))
+        outcome, tail = _run_outcome(process, reporter.aborted or self.shutting_down,
+                                     reporter.options["api_log_lines"], self.log.redact)
         self._finishing += 1
         reporter.finish(outcome, process.status, tail, self._reported)
 

@@ -89,6 +89,13 @@ class ApiServer(object):
                 self.changed.wait(left)
             return list(self.requests)
 
+    def merged(self):
+        """Every PATCH body merged in order: what the server knows at the end."""
+        merged = {}
+        for body in self.bodies("PATCH"):
+            merged.update(body)
+        return merged
+
     def bodies(self, method=None):
         return [r["body"] for r in self.requests if method is None or r["method"] == method]
 

@@ -96,9 +96,7 @@ def test_a_reported_call_with_status_updates():
         start, final = api.requests[0], api.requests[-1]
         assert start["method"] == "POST" and start["body"]["embedded_mode"] is True
         assert start["body"]["task"] == {"name": "etl"}
-        merged = {}
-        for body in api.bodies("PATCH"):
-            merged.update(body)
+        merged = api.merged()
         assert (merged["expected_count"], merged["success_count"]) == (3, 3)
         assert final["body"]["status"] == "SUCCEEDED"
 

@@ -42,9 +42,7 @@ def test_a_run_is_reported_with_its_status_updates(api):
         "/api/v1/task_executions/exec-1/?content=false")
     assert final["body"]["status"] == "FAILED" and final["body"]["exit_code"] == 3
     assert "credentials in my environment: none" in final["body"]["error_log_tail"]
-    merged = {}
-    for request in requests[1:]:
-        merged.update(request["body"])
+    merged = api.merged()
     assert (merged["expected_count"], merged["success_count"]) == (3, 3)
     assert merged["last_status_message"] == "finishing"
     assert merged["other_runtime_metadata"] == {"step": 3}
@@ -87,13 +85,23 @@ def test_a_proc_wrapper_environment_runs_unchanged(api):
                         PROC_WRAPPER_PROCESS_RETRY_DELAY_SECONDS="0",
                         PROC_WRAPPER_ENABLE_STATUS_UPDATE_LISTENER="TRUE",
                         PROC_WRAPPER_STATUS_UPDATE_SOCKET_PORT="0",
-                        PROC_WRAPPER_API_HEARTBEAT_INTERVAL_SECONDS="-1")
+                        PROC_WRAPPER_API_HEARTBEAT_INTERVAL_SECONDS="-1",
+                        PROC_WRAPPER_TASK_MAX_CONCURRENCY="-1", PROC_WRAPPER_SCHEDULE="@daily",
+                        PROC_WRAPPER_TASK_IS_SERVICE="FALSE",
+                        PROC_WRAPPER_TASK_INSTANCE_METADATA='{"zone": "a"}',
+                        PROC_WRAPPER_BUILD_TASK_EXECUTION_UUID="build-9")
     result = run("--log-format", "json", "--", *(CHILD + ["4"]), env=env)
     assert result.returncode == 4, result.stderr
     bodies = api.bodies("PATCH")
     assert any(b.get("failed_attempts") == 1 and b["status"] == "RUNNING" for b in bodies)
     assert bodies[-1]["status"] == "FAILED" and bodies[-1]["failed_attempts"] == 1
     assert any(b.get("success_count") == 3 for b in bodies)
+    start = api.requests[0]["body"]
+    assert start["task"] == {"name": "etl", "max_concurrency": -1}
+    assert (start["schedule"], start["is_service"], start["task_max_concurrency"]) == (
+        "@daily", False, -1)
+    assert start["other_instance_metadata"] == {"zone": "a"}
+    assert start["build"] == {"task_execution": {"uuid": "build-9"}}
 
 
 def test_a_conflict_at_the_start_is_retried_then_75_without_the_command(api, tmp_path):
@@ -213,9 +221,7 @@ def test_bad_datagrams_are_dropped_not_fatal(api):
         "import time; time.sleep(0.5)\n")
     result = reported(api, "--", PYTHON, "-c", script)
     assert result.returncode == 0, result.stderr
-    merged = {}
-    for body in api.bodies("PATCH"):
-        merged.update(body)
+    merged = api.merged()
     assert (merged["success_count"], merged["error_count"], merged["skipped_count"]) == (7, 1, 2)
     assert merged["last_status_message"] == "split"
     [rejected] = [r for r in records(result.stdout) if r.get("event") == "status-rejected"]
@@ -263,9 +269,7 @@ def test_a_supervisor_reports_each_run_of_a_process_that_names_a_task(api, tmp_p
     assert result.returncode == 0, result.stderr
     posts = [r for r in api.requests if r["method"] == "POST"]
     assert len(posts) == 1 and posts[0]["body"]["task"] == {"name": "nightly"}
-    merged = {}
-    for body in api.bodies("PATCH"):
-        merged.update(body)
+    merged = api.merged()
     assert merged["success_count"] == 3 and merged["status"] == "SUCCEEDED"
     assert KEY not in result.stdout + result.stderr
 
@@ -337,3 +341,31 @@ def test_a_slow_server_times_out_and_a_term_meanwhile_is_heard(api, tmp_path, ba
     assert bg.wait() == 143
     assert time.monotonic() - began < 5
     assert not marker.exists()
+
+
+def test_proc_wrapper_s_own_status_updater_works_unchanged(api):
+    """The child uses cloudreactor-procwrapper's StatusUpdater (the peer's
+    client, installed by the README's test command): it finds procwrap's
+    listener through the variables procwrap sets for it."""
+    import subprocess
+    try:
+        subprocess.check_call([PYTHON, "-c", "import proc_wrapper"], stderr=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        if os.environ.get("CI"):
+            pytest.fail("cloudreactor-procwrapper is not installed; the README's command does")
+        pytest.skip("cloudreactor-procwrapper is not installed (pip install "
+                    "cloudreactor-procwrapper)")
+    child = ("import os\n"
+             "for name in [n for n in os.environ if n.startswith('PROCWRAP_')]:\n"
+             "    del os.environ[name]\n"          # proc_wrapper's variables only
+             "from proc_wrapper import StatusUpdater\n"
+             "u = StatusUpdater()\n"
+             "u.send_update(expected_count=2, last_status_message='peer says hi')\n"
+             "u.send_update(success_count=2, extra_props={'peer': True})\n"
+             "import time; time.sleep(0.3)\n")
+    result = reported(api, "--", PYTHON, "-c", child)
+    assert result.returncode == 0, result.stderr
+    merged = api.merged()
+    assert (merged["expected_count"], merged["success_count"]) == (2, 2)
+    assert merged["last_status_message"] == "peer says hi"
+    assert merged["other_runtime_metadata"] == {"peer": True}

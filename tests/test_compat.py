@@ -266,9 +266,7 @@ def test_reporting_and_managed_call(python):
                           "--task-name", "t", "--status-updates", "--status-update-port", "0",
                           "--", python, fixture("status_child.py"), "2")
         assert result.returncode == 2, result.stderr
-        merged = {}
-        for body in api.bodies("PATCH"):
-            merged.update(body)
+        merged = api.merged()
         assert merged["success_count"] == 3 and merged["status"] == "FAILED"
         script = (
             "import sys; sys.path.insert(0, %r); import procwrap\n"
