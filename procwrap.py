@@ -59,9 +59,9 @@ passed to children.
 Contents: Part I runs anywhere; it is what `procwrap remote` ships to a
 host that has only Python: Compat, Constants & messages, Errors, Pure
 helpers, Files, Event loop & streams, Children, Remote agent.  Part II is
-local: Logging, Processes, Wrap mode, HTTP client & leases, Secrets, Probes,
-Health, Reporting & embedding, Remote client, Config, Supervisor, Control
-surface, CLI.  Each section uses only those above it.
+local: Logging, Processes, Wrap mode, HTTP client & leases, Fleet, Secrets,
+Probes, Health, Reporting & embedding, Remote client, Config, Supervisor,
+Control surface, CLI.  Each section uses only those above it.
 """
 
 __version__ = "0.1.0"
@@ -4080,6 +4080,9 @@ class _Wrapper(_Owner):
     waiting_for_group = False   #: --wait-group: child gone, group not yet
     reporter = None             #: the _ApiReporter, when the run is reported
     signalled = False           #: a stop signal came from outside: the run was aborted
+    lock = None                 #: the _Semaphore of --lock, held while the command runs
+    lock_timeout = None         #: seconds to wait for its slot (None: as long as it takes)
+    lock_optional = False       #: etcd unreachable: run without the lock (--etcd-unavailable)
 
     def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
                  loop=None, signal_map=None):
@@ -4097,6 +4100,25 @@ class _Wrapper(_Owner):
             self.keep_group = self.process.keep_group = False
         if self.process.spec.tty:
             self._hand_over_terminal()
+        if self.lock is not None:
+            self.lock.on_lost = lambda reason: self.shutdown(reason, EX_TEMPFAIL)
+            return self.lock.acquire(self.lock_timeout, self._locked)
+        self._report_start()
+
+    def _locked(self, refused):
+        """The lock's word: go on to the start, or exit with `refused`."""
+        if refused == EX_UNAVAILABLE and self.lock_optional:
+            self.log.event("running without the lock (--etcd-unavailable run)", "warning",
+                           event="lock-skipped")
+            self.lock, refused = None, None
+        if refused is not None:
+            self.forced_status = refused
+            self.loop.stopped = True
+        elif not self.signalled:
+            self._report_start()
+
+    def _report_start(self):
+        """The API server's word (when reported), then the command."""
         if self.reporter is None:
             return self.process.start()
         self.reporter.on_stopped = lambda reason: self.shutdown(reason, EX_TEMPFAIL)
@@ -4109,6 +4131,13 @@ class _Wrapper(_Owner):
             self.loop.stopped = True
         elif not self.signalled:
             self.process.start()
+
+    def end(self):
+        """Give the lock's slot back at once (a blocking revoke: the loop is
+        over), then what every owner leaves behind."""
+        if self.lock is not None:
+            self.lock.release_now()
+        _Owner.end(self)
 
     def result(self):
         """The child's status, unless shutdown() decided another."""
@@ -4336,6 +4365,17 @@ def _http_reason(error):
     return str(error.reason)
 
 
+def _describe_http(error):
+    """An HTTP failure in a few words."""
+    status = getattr(error, "status", None)
+    reason = getattr(error, "reason", None) or str(error)
+    return "HTTP %d: %s" % (status, reason) if status else reason
+
+
+class _LeaseGone(Exception):
+    """The grantor says the lease no longer exists (revoked, or expired)."""
+
+
 class _LeaseKeeper(object):
     """Keeps something granted for a time alive from the loop: a Vault token
     or lease now; etcd's lease and the reporting heartbeat next.
@@ -4351,7 +4391,7 @@ class _LeaseKeeper(object):
     stopped = False
 
     def __init__(self, loop, name, ttl, renew, on_renewed=None, on_retry=None,
-                 on_expired=None):
+                 on_expired=None, renew_at=LEASE_RENEW_AT):
         self.loop = loop
         self.name = name                #: for messages: a lease id, 'token'
         self.ttl = ttl                  #: seconds last granted
@@ -4360,7 +4400,8 @@ class _LeaseKeeper(object):
         self.on_retry = on_retry        #: func(keeper, reason, delay)
         self.on_expired = on_expired    #: func(keeper, reason)
         self.expires = loop.clock() + ttl   #: loop time it runs out
-        self._timer = loop.call_later(ttl * LEASE_RENEW_AT, self._renew)
+        self.renew_at = renew_at        #: renew when this much of the TTL has passed
+        self._timer = loop.call_later(ttl * renew_at, self._renew)
 
     def _renew(self):
         """Time to ask for more: in the worker."""
@@ -4376,9 +4417,11 @@ class _LeaseKeeper(object):
             self.ttl, self.expires = int(granted), now + int(granted)
             if self.on_renewed is not None:
                 self.on_renewed(self)
-            self._timer = self.loop.call_later(self.ttl * LEASE_RENEW_AT, self._renew)
+            self._timer = self.loop.call_later(self.ttl * self.renew_at, self._renew)
             return
         reason = str(error) if error is not None else "no more time was granted"
+        if isinstance(error, _LeaseGone):
+            return self._expired(reason)        # gone now: no time is left to wait out
         left = self.expires - now
         if left > 1.0 and error is not None:
             delay = min(LEASE_RETRY_MAX, left / 3.0)
@@ -4400,6 +4443,288 @@ class _LeaseKeeper(object):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+# =============================================================================
+# Fleet
+# Limits across machines, kept in etcd (its v3 JSON gateway, SPECS.md 8): a
+# distributed semaphore of N slots, each held by a lease that the loop keeps
+# alive; the holder's key says who holds it.
+# =============================================================================
+
+#: Where the semaphores' keys live in etcd: PREFIX/NAME/<lease id in hex>.
+LOCK_PREFIX = "/procwrap/locks/"
+#: Seconds a slot's lease lives without a keep-alive (kept alive at a third).
+LOCK_TTL = 15.0
+#: Seconds a waiter's watch for a freed slot stays open before it is made
+#: again (a member that went silent sends nothing; the queue is looked at anew).
+LOCK_WATCH_MAX = 60.0
+
+
+def _b64(text):
+    import base64
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _unb64(text):
+    import base64
+    return base64.b64decode(text or "").decode("utf-8", "replace")
+
+
+def _prefix_end(prefix):
+    """etcd's range_end for every key that starts with `prefix`."""
+    data = prefix.encode("utf-8")
+    return data[:-1] + bytes((data[-1] + 1,))
+
+
+class _Etcd(object):
+    """etcd's v3 JSON gateway, blocking (the loop's worker runs it): every
+    call is a POST of JSON; keys and values travel in base64, numbers as
+    strings.  Endpoints are tried in turn, the last one that answered
+    first: a cluster whose member died is followed to another."""
+    token = None
+
+    def __init__(self, endpoints, user=None, password=None, cafile=None, cert=None, key=None,
+                 timeout=5.0):
+        self.clients = [_HttpClient(url, cafile=cafile, cert=cert, key=key, timeout=timeout,
+                                    attempts=1) for url in endpoints]
+        self.user, self.password = user, password
+        self.api = None                 #: '/v3' (3.4+) or '/v3beta' (3.3)
+
+    def call(self, path, body):
+        """The answer of the first endpoint that gives one; _HttpError
+        (status None) when none could be reached."""
+        failure = None
+        for client in list(self.clients):
+            try:
+                if self.api is None:
+                    self._connect(client)
+                headers = {"Authorization": self.token} if self.token else None
+                answer = client.request("POST", self.api + path, body, headers)
+            except _HttpError as error:
+                if error.status is not None:
+                    raise
+                failure = error
+                continue
+            if client is not self.clients[0]:       # the one that answers, first from now on
+                self.clients.remove(client)
+                self.clients.insert(0, client)
+            return answer
+        raise failure or _HttpError(None, "no etcd endpoint")
+
+    def _connect(self, client):
+        """Learn the gateway's path from /version; authenticate if asked."""
+        version = client.request("GET", "version").get("etcdserver", "")
+        parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
+        if parts < [3, 3]:
+            raise _HttpError(0, "etcd %s is too old; procwrap needs 3.3 or later" % version)
+        self.api = "v3" if parts >= [3, 4] else "v3beta"
+        if self.user:
+            answer = client.request("POST", self.api + "/auth/authenticate",
+                                    {"name": self.user, "password": self.password or ""})
+            self.token = answer.get("token")
+
+    def grant(self, ttl):
+        """A new lease of `ttl` seconds: its id."""
+        return self.call("/lease/grant", {"TTL": str(int(ttl))})["ID"]
+
+    def keepalive(self, lease):
+        """Seconds the lease now has; _LeaseGone when it has none."""
+        answer = self.call("/lease/keepalive", {"ID": lease})
+        ttl = int((answer.get("result") or answer).get("TTL") or 0)
+        if ttl <= 0:
+            raise _LeaseGone("the lease is gone")
+        return ttl
+
+    def revoke(self, lease):
+        """End the lease (its keys go with it); quiet if it is gone already."""
+        try:
+            self.call("/lease/revoke", {"ID": lease})
+        except _HttpError as error:
+            if error.status != 404:
+                raise
+
+    def join(self, key, value, lease):
+        """Put `key` (with the lease) unless it exists; its create revision."""
+        answer = self.call("/kv/txn", {
+            "compare": [{"key": _b64(key), "target": "CREATE", "result": "EQUAL",
+                         "create_revision": "0"}],
+            "success": [{"request_put": {"key": _b64(key), "value": _b64(value),
+                                         "lease": lease}}],
+            "failure": [{"request_range": {"key": _b64(key)}}]})
+        if answer.get("succeeded"):
+            return int(answer["header"]["revision"])
+        return int(answer["responses"][0]["response_range"]["kvs"][0]["create_revision"])
+
+    def queue(self, prefix):
+        """Every key under `prefix`, oldest first: [(key, create revision,
+        value)], and the store's revision."""
+        answer = self.call("/kv/range", {"key": _b64(prefix),
+                                         "range_end": _b64(_prefix_end(prefix).decode()),
+                                         "sort_target": "CREATE", "sort_order": "ASCEND"})
+        return ([(_unb64(kv["key"]), int(kv["create_revision"]), _unb64(kv.get("value")))
+                 for kv in answer.get("kvs", ())], int(answer["header"]["revision"]))
+
+    def watch_deletes(self, prefix, revision, timeout):
+        """Block until a key under `prefix` is deleted after `revision`, or
+        `timeout` seconds pass (a streaming watch, read in a thread)."""
+        import json
+        import urllib.request
+        client = self.clients[0]
+        body = json.dumps({"create_request": {"key": _b64(prefix), "range_end": _b64(
+            _prefix_end(prefix).decode()), "start_revision": str(revision)}}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = self.token
+        request = urllib.request.Request(client.base_url + "/" + self.api + "/watch",
+                                         data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout,
+                                        context=client.context()) as stream:
+                for line in stream:
+                    events = (json.loads(line.decode("utf-8")).get("result") or {}).get(
+                        "events") or ()
+                    if any(event.get("type") == "DELETE" for event in events):
+                        return True
+        except (OSError, ValueError):
+            pass            # timed out, or the member went: the caller looks again
+        return False
+
+
+class _Semaphore(object):
+    """One of `limit` slots of the semaphore NAME, across machines (SPECS.md
+    8.4): a lease, a key PREFIX/NAME/<lease> holding who we are, and the
+    slot is ours while our key is among the `limit` oldest.  Waiters are
+    served in arrival order (create revision).  acquire() then(None) when
+    held, then(status) when not: EX_TEMPFAIL at the timeout, EX_UNAVAILABLE
+    when etcd cannot be reached.  on_lost(reason) when the lease is lost
+    while held.  release_now() revokes it: the slot frees at once."""
+    lease = None
+    held = False
+    on_lost = None          #: func(reason)
+
+    def __init__(self, loop, log, etcd, name, limit, prefix=LOCK_PREFIX, ttl=LOCK_TTL,
+                 info=None):
+        self.loop, self.log, self.etcd = loop, log, etcd
+        self.name, self.limit, self.ttl = name, limit, ttl
+        self.prefix = prefix.rstrip("/") + "/" + name + "/"
+        self.info = info or {}          #: what the key says of its holder
+        self.key = None
+        self.keeper = None
+        self.waiting = False
+        self._then = None
+        self._timer = None
+        self.acquired_in = None         #: seconds from acquire() to the slot
+
+    def acquire(self, timeout, then):
+        """Join the queue; then(None) once a slot is ours (see the class)."""
+        import json
+        self._then = then
+        self._began = self.loop.clock()
+        value = json.dumps(dict(self.info, since=_rfc3339(time.time())))
+
+        def join():
+            lease = self.etcd.grant(self.ttl)
+            self.lease = lease          # so release() revokes it whatever follows
+            key = self.prefix + "%x" % int(lease)
+            return key, self.etcd.join(key, value, lease)
+
+        def joined(result, error):
+            if error is not None:
+                return self._done(EX_UNAVAILABLE, "etcd: %s" % _describe_http(error))
+            self.key, self.revision = result
+            self.keeper = _LeaseKeeper(self.loop, "lock %s" % self.name, self.ttl,
+                                       lambda: self.etcd.keepalive(self.lease),
+                                       on_expired=self._expired, renew_at=1.0 / 3.0)
+            self._look()
+        if timeout is not None:
+            self._timer = self.loop.call_later(timeout, self._timed_out, timeout)
+        self.loop.run_in_worker(join, joined)
+
+    def _look(self):
+        """Is our key among the `limit` oldest?  If not, wait for a delete."""
+        def looked(result, error):
+            if self._then is None:
+                return
+            if error is not None:
+                return self._done(EX_UNAVAILABLE, "etcd: %s" % _describe_http(error))
+            keys, revision = result
+            names = [key for key, _, _ in keys]
+            if self.key in names[:self.limit]:
+                return self._done(None)
+            if not self.waiting:
+                self.waiting = True
+                place = names.index(self.key) if self.key in names else len(names)
+                self.log.event("lock %s: waiting (%d of %d slots taken, %d waiting ahead)" % (
+                    self.name, min(len(names), self.limit), self.limit,
+                    max(0, place - self.limit)), event="lock-waiting", lock=self.name)
+            self._watch(revision + 1)
+        self.loop.run_in_worker(lambda: self.etcd.queue(self.prefix), looked)
+
+    def _watch(self, revision):
+        """A thread waits for a delete under the prefix (a streaming watch,
+        never a poll), then the queue is looked at again."""
+        import threading
+
+        def wait():
+            # Bounded, so a watch on a member that went silent is made again.
+            self.etcd.watch_deletes(self.prefix, revision, LOCK_WATCH_MAX)
+            self.loop.call_soon_threadsafe(self._rewatch)
+        threading.Thread(target=wait, daemon=True, name="procwrap-lock-watch").start()
+
+    def _rewatch(self):
+        if self._then is not None:
+            self._look()
+
+    def _done(self, status, reason=None):
+        """Acquired (status None), or given up."""
+        then, self._then = self._then, None
+        if then is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.waiting = False
+        if status is None:
+            self.held = True
+            self.acquired_in = self.loop.clock() - self._began
+            self.log.event("lock %s: holding one of %d slots (after %s s)" % (
+                self.name, self.limit, _format_seconds(round(self.acquired_in, 3))),
+                event="lock-acquired", lock=self.name, seconds=round(self.acquired_in, 4))
+        else:
+            self.log.event("lock %s: %s" % (self.name, reason), "error", event="lock-failed",
+                           lock=self.name)
+        then(status)
+
+    def _timed_out(self, timeout):
+        self._timer = None
+        self._done(EX_TEMPFAIL, "no slot free within %s s; not starting" % _format_seconds(
+            timeout))                   # the owner's end gives our key back at once
+
+    def _expired(self, keeper, reason):
+        """The lease is lost: the slot is no longer ours."""
+        if self.held:
+            self.held = False
+            if self.on_lost is not None:
+                self.on_lost("lock %s: lost the slot (%s)" % (self.name, reason))
+
+    def release_now(self):
+        """Give the slot (or our place in the queue) back: revoke the lease,
+        blocking (the owner's end, once the loop has stopped), so it frees
+        at once; if etcd cannot be told, it frees within the TTL."""
+        self._then = None
+        self.held = False
+        if self.keeper is not None:
+            self.keeper.stop()
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            self.etcd.revoke(lease)
+        except _HttpError as error:
+            self.log.event("lock %s: could not give the slot back (%s); it frees within %s s"
+                           % (self.name, _describe_http(error), _format_seconds(self.ttl)),
+                           "warning", event="lock-release-failed", lock=self.name)
 
 
 # =============================================================================
@@ -6700,13 +7025,6 @@ class _ApiReporter(object):
                 queued, self._queued = self._queued, None
                 self._send(*queued)
         attempt()
-
-
-def _describe_http(error):
-    """An HTTP failure in a few words."""
-    status = getattr(error, "status", None)
-    reason = getattr(error, "reason", None) or str(error)
-    return "HTTP %d: %s" % (status, reason) if status else reason
 
 
 def _notify_failure(options, summary):
@@ -10346,6 +10664,33 @@ _OPTIONS = [
             "report a failed run to Rollbar's item API (a secret)"),
     _Option(("--rollbar-url",), "URL", _opt_text, None, _REPORT,
             "Rollbar's item API (default https://api.rollbar.com/api/1/item/)"),
+    # Limits across machines, through etcd (wrap mode).
+    _Option(("--lock",), "NAME", _opt_text, None, _WRAP_ONLY,
+            "run only while holding one of --max-concurrency slots of NAME, across every "
+            "machine that uses the same etcd (needs --etcd)"),
+    _Option(("--max-concurrency",), "N", _opt_count, 1, _WRAP_ONLY,
+            "slots of --lock: at most N commands at once (default 1)"),
+    _Option(("--etcd",), "URL[,URL...]", _opt_text, None, _WRAP_ONLY,
+            "etcd's client URLs (tried in turn)"),
+    _Option(("--lock-prefix",), "PREFIX", _opt_text, LOCK_PREFIX, _WRAP_ONLY,
+            "where the slots' keys live in etcd (default %s)" % LOCK_PREFIX),
+    _Option(("--lock-ttl",), "SECONDS", _opt_seconds, LOCK_TTL, _WRAP_ONLY,
+            "a slot's lease: freed this long after procwrap is gone (default %s; kept "
+            "alive every third of it)" % _format_seconds(LOCK_TTL)),
+    _Option(("--lock-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
+            "wait at most this long for a slot, then exit 75 without starting the command "
+            "(0: do not wait; default: wait for as long as it takes)"),
+    _Option(("--etcd-unavailable",), "fail|run", _opt_choice(("fail", "run")), "fail",
+            _WRAP_ONLY, "etcd cannot be reached: exit 69 (fail, the default) or run without "
+            "the lock, with a warning (run)"),
+    _Option(("--etcd-user",), "NAME", _opt_text, None, _WRAP_ONLY, "etcd's user"),
+    _Option(("--etcd-password",), "LOCATION", _opt_location, None, _WRAP_ONLY,
+            "where its password is (a location: ENV:VAR, FILE:PATH, ...; never the password "
+            "itself)"),
+    _Option(("--etcd-cacert",), "PATH", _opt_text, None, _WRAP_ONLY,
+            "CA bundle etcd's certificate is checked against"),
+    _Option(("--etcd-cert",), "PATH", _opt_text, None, _WRAP_ONLY, "client certificate for etcd"),
+    _Option(("--etcd-key",), "PATH", _opt_text, None, _WRAP_ONLY, "its key"),
 ]
 
 
@@ -10815,6 +11160,10 @@ def _run_wrap(settings, command, environ, secrets):
         owner.reporter = _ApiReporter(owner.loop, log, api, spec.argv, hostname=(
             socket.gethostname() if api["send_hostname"] else None),
             pid=os.getpid() if api["send_pid"] else None)
+    if settings["lock"] or settings["etcd"]:
+        owner.lock = _wrap_lock(settings, secrets, owner.loop, log)
+        owner.lock_optional = settings["etcd_unavailable"] == "run"
+        owner.lock_timeout = settings["lock_timeout"]
     if api["status_updates"]:
         port = api["status_update_port"]
         try:
@@ -10931,6 +11280,28 @@ def _run_supervise(settings, command, environ, secrets):
     if api["reporting"]:
         owner.report(api)
     return _run_owner(owner, log, settings, secrets)
+
+
+def _wrap_lock(settings, secrets, loop, log):
+    """The _Semaphore --lock names, on the etcd --etcd names."""
+    import socket
+    if not settings["lock"] or not settings["etcd"]:
+        raise UsageError("--lock and --etcd go together: give the lock's NAME and etcd's URL")
+    if "/" in settings["lock"] or not settings["lock"].strip():
+        raise UsageError(BAD_VALUE_MSG % ("--lock", "a name without '/'", settings["lock"]))
+    if settings["max_concurrency"] < 1:
+        raise UsageError(BAD_VALUE_MSG % ("--max-concurrency", "at least 1",
+                                          settings["max_concurrency"]))
+    password = None
+    if settings["etcd_password"]:
+        password = str(secrets.located(settings["etcd_password"], "--etcd-password",
+                                       "text")[1])
+    endpoints = [url.strip().rstrip("/") for url in settings["etcd"].split(",") if url.strip()]
+    etcd = _Etcd(endpoints, settings["etcd_user"], password, settings["etcd_cacert"],
+                 settings["etcd_cert"], settings["etcd_key"])
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "procwrap": __version__}
+    return _Semaphore(loop, log, etcd, settings["lock"], settings["max_concurrency"],
+                      settings["lock_prefix"], settings["lock_ttl"] or LOCK_TTL, info)
 
 
 def _reporting_options(settings, environ, secrets, need_task=True):

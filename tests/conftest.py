@@ -589,3 +589,68 @@ def hidden_network(sshd):
         subprocess.call(["ip", "link", "del", "pwh" + tag], stderr=subprocess.DEVNULL)
         for name in (a, b):
             subprocess.call(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
+class Etcd(object):
+    """A private etcd on free loopback ports, its data in a temporary
+    directory; never the system's."""
+
+    def __init__(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="procwrap-etcd-")
+        self.port, peer = free_port(), free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.process = subprocess.Popen(
+            ["etcd", "--name", "t", "--data-dir", os.path.join(self.dir, "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
+             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
+             "--initial-cluster", "t=http://127.0.0.1:%d" % peer],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.healthy, what="etcd to answer")
+
+    def healthy(self):
+        import urllib.request
+        assert self.process.poll() is None, "etcd exited"
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as answer:
+                return b"true" in answer.read()
+        except OSError:
+            return False
+
+    def call(self, path, body):
+        """POST JSON to the v3 gateway; the answer."""
+        import urllib.request
+        request = urllib.request.Request(self.url + "/v3" + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return json.loads(answer.read().decode())
+
+    def keys(self, prefix):
+        """[(key, value)] under prefix, oldest first."""
+        import base64
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        answer = self.call("/kv/range", {
+            "key": base64.b64encode(prefix.encode()).decode(),
+            "range_end": base64.b64encode(end.encode()).decode(),
+            "sort_target": "CREATE", "sort_order": "ASCEND"})
+        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv["value"]).decode())
+                for kv in answer.get("kvs", ())]
+
+    def stop(self):
+        import shutil
+        _kill_tree(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd():
+    """The suite's etcd.  Outside CI a machine without it skips, saying so."""
+    import shutil
+    if not shutil.which("etcd"):
+        if os.environ.get("CI"):
+            pytest.fail("etcd is missing; .ci/run installs etcd-server")
+        pytest.skip("etcd is not installed (apt-get install etcd-server); .ci/run installs it")
+    server = Etcd()
+    yield server
+    server.stop()

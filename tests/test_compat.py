@@ -283,3 +283,15 @@ def test_reporting_and_managed_call(python):
         assert api.bodies("PATCH")[-1]["status"] == "SUCCEEDED"
     finally:
         api.stop()
+
+
+def test_a_lock_through_etcd(python, etcd):
+    """--lock on the suite's etcd under each CPython: the slot, the status,
+    the slot given back."""
+    import uuid
+    name = "compat-" + uuid.uuid4().hex[:8]
+    result = run_with(python, "--lock", name, "--etcd", etcd.url, "--log-format", "json",
+                      "--", "sh", "-c", "exit 3")
+    assert result.returncode == 3, result.stderr
+    assert '"lock-acquired"' in result.stdout
+    assert etcd.keys("/procwrap/locks/%s/" % name) == []

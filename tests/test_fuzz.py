@@ -79,6 +79,8 @@ WRAP_OPTIONS = [
     ("--status-updates", None), ("--status-update-port", "0"),
     ("--status-update-interval", "5"), ("--api-heartbeat-interval", "10"),
     ("--api-log-lines", "5"), ("--auto-create-task-props", '{"a": 1}'),
+    ("--max-concurrency", "2"), ("--lock-ttl", "5"), ("--lock-timeout", "1"),
+    ("--etcd-unavailable", "run"), ("--lock-prefix", "/x/"),
 ]
 
 

@@ -28,6 +28,7 @@ beside the noise.
 import json
 import os
 import py_compile
+import resource
 import shutil
 import signal
 import statistics
@@ -823,6 +824,78 @@ def bench_reporting(setup, seconds):
     return rows
 
 
+def bench_fleet(setup, seconds):
+    """--lock on a private etcd: acquire latency, take-over after a SIGKILLed
+    holder, and many contenders for a few slots."""
+    import shutil
+    if not shutil.which("etcd"):
+        return [("fleet", "needs etcd (apt-get install etcd-server)", "")]
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import conftest
+    etcd = conftest.Etcd()
+    rows = []
+    try:
+        def locked(name, *args):
+            return [PYTHON, PROCWRAP, "--lock", name, "--etcd", etcd.url, "--lock-ttl", "3",
+                    "--log-format", "json"] + list(args)
+        waits = []
+        for i in range(50):
+            out = subprocess.run(locked("lat") + ["--", "true"], stdout=subprocess.PIPE,
+                                 env=environ()).stdout.decode()
+            for line in out.splitlines():
+                record = json.loads(line)
+                if record.get("event") == "lock-acquired":
+                    waits.append(record["seconds"])
+        waits.sort()
+        rows.append(("acquire, uncontended (50 runs)", "%.1f ms median" % (
+            statistics.median(waits) * 1000), "p99 %.1f ms" % (waits[-1] * 1000)))
+        holder = subprocess.Popen(locked("kill") + ["--", "sleep", "300"],
+                                  stdout=subprocess.PIPE, env=environ())
+        holder.stdout.readline()
+        holder.stdout.readline()
+        waiter = subprocess.Popen(locked("kill") + ["--", "true"], stdout=subprocess.PIPE,
+                                  env=environ())
+        waiter.stdout.readline()            # waiting
+        killed = time.perf_counter()
+        holder.kill()
+        for line in waiter.stdout:
+            if b'"lock-acquired"' in line:
+                break
+        rows.append(("take-over after the holder is SIGKILLed", "%.2f s" % (
+            time.perf_counter() - killed), "TTL 3 s"))
+        waiter.wait(30)
+        holder.wait(30)
+        # many contenders, each a loop of short runs, for N = 5
+        spans = os.path.join(setup.dir, "spans")
+        os.makedirs(spans, exist_ok=True)
+        record = ("import sys, time, os; s = time.time(); time.sleep(0.2); "
+                  "open(os.path.join(sys.argv[1], '%f' % s), 'w').write(repr(time.time()))")
+        loop = ("end=$(( $(date +%%s) + %d )); while [ $(date +%%s) -lt $end ]; do %s; done"
+                % (seconds, " ".join(
+                    "'%s'" % a for a in locked("many", "--max-concurrency", "5") + [
+                        "--", PYTHON, "-c", record, spans])))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        contenders = [subprocess.Popen(["sh", "-c", loop], stdout=subprocess.DEVNULL,
+                                       env=environ()) for _ in range(50)]
+        for process in contenders:
+            process.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        intervals = []
+        for name in os.listdir(spans):
+            with open(os.path.join(spans, name)) as stream:
+                intervals.append((float(name), float(stream.read())))
+        most = max(sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals)
+        rows.append(("50 contenders for 5 slots, %d s" % seconds, "%d runs, %.1f per second"
+                     % (len(intervals), len(intervals) / float(seconds)),
+                     "never more than %d at once (goal: 5)" % most))
+        rows.append(("CPU per run (procwrap + python child + sh)", "%.0f ms" % (
+            (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000.0
+            / max(1, len(intervals))), ""))
+    finally:
+        etcd.stop()
+    return rows
+
+
 def main():
     args = sys.argv[1:]
     quick = "--quick" in args
@@ -847,6 +920,7 @@ def main():
         ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
         ("reporting", "status updates, the API server, managed_call",
          lambda: bench_reporting(setup, 5 if quick else 20)),
+        ("fleet", "--lock through etcd", lambda: bench_fleet(setup, 10 if quick else 30)),
     ]
     print("procwrap benchmarks, %s, Python %s" % (time.strftime("%Y-%m-%d"),
                                                   sys.version.split()[0]))

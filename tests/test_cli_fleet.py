@@ -1,0 +1,116 @@
+"""Limits across machines through a real etcd (issue 12, wrap mode): at most
+N commands at once, FIFO, a bounded wait, a slot freed by a killed holder,
+a lost lease stopping the command, etcd down at the start."""
+import json
+import os
+import signal
+import time
+import uuid
+
+from conftest import PYTHON, clean_environ, run
+
+# A command that records its start and end (wall time) in its own file.
+RECORD = ("import sys, time, json\n"
+          "start = time.time()\n"
+          "time.sleep(float(sys.argv[2]))\n"
+          "open(sys.argv[1], 'w').write(json.dumps([start, time.time()]))\n")
+
+
+def locked(etcd, name, *args):
+    """procwrap's options for lock `name` on the suite's etcd."""
+    return ["--lock", name, "--etcd", etcd.url, "--lock-ttl", "3", "--log-format", "json"] \
+        + list(args)
+
+
+def test_never_more_than_n_at_once(etcd, tmp_path, background):
+    name = "n2-" + uuid.uuid4().hex[:8]
+    runs = [background(*(locked(etcd, name, "--max-concurrency", "2") + [
+        "--", PYTHON, "-c", RECORD, str(tmp_path / ("run%d" % i)),
+        "1"])) for i in range(3)]
+    for bg in runs:
+        assert bg.wait(60) == 0, bg.stderr
+    spans = [json.loads((tmp_path / ("run%d" % i)).read_text()) for i in range(3)]
+    for moment in [start for start, _ in spans]:
+        assert sum(1 for start, end in spans if start <= moment < end) <= 2
+    waited = [bg for bg in runs if any('"lock-waiting"' in line for line in bg.out)]
+    assert len(waited) == 1
+    assert etcd.keys("/procwrap/locks/%s/" % name) == []      # every slot given back
+
+
+def test_waiters_are_served_in_arrival_order(etcd, tmp_path, background):
+    name = "fifo-" + uuid.uuid4().hex[:8]
+    gate = tmp_path / "gate"
+    os.mkfifo(str(gate))
+    order = tmp_path / "order"
+    holder = background(*(locked(etcd, name) + ["--", "sh", "-c", "read line < %s" % gate]))
+    holder.expect('"lock-acquired"')
+    waiters = []
+    for label in ("b", "c", "d"):
+        bg = background(*(locked(etcd, name) + ["--", "sh", "-c", "echo %s >> %s" % (
+            label, order)]))
+        bg.expect('"lock-waiting"')
+        waiters.append(bg)
+    with open(str(gate), "w") as stream:
+        stream.write("go\n")
+    for bg in [holder] + waiters:
+        assert bg.wait(60) == 0, bg.stderr
+    assert order.read_text().split() == ["b", "c", "d"]
+
+
+def test_a_bounded_wait_exits_75_and_leaves_no_key(etcd, tmp_path, background):
+    name = "timeout-" + uuid.uuid4().hex[:8]
+    holder = background(*(locked(etcd, name) + ["--", "sleep", "30"]))
+    holder.expect('"lock-acquired"')
+    marker = tmp_path / "ran"
+    began = time.monotonic()
+    result = run(*(locked(etcd, name, "--lock-timeout", "0.5") + ["--", "touch", str(marker)]))
+    assert result.returncode == 75, result.stderr
+    assert time.monotonic() - began < 10
+    assert not marker.exists()
+    assert "no slot free within 0.5 s" in result.stdout
+    assert len(etcd.keys("/procwrap/locks/%s/" % name)) == 1   # the holder's only
+    holder.signal(signal.SIGTERM)
+    assert holder.wait() == 143
+
+
+def test_a_killed_holder_frees_its_slot_within_the_ttl(etcd, background):
+    name = "kill-" + uuid.uuid4().hex[:8]
+    holder = background(*(locked(etcd, name) + ["--", "sleep", "300"]))
+    holder.expect('"lock-acquired"')
+    waiter = background(*(locked(etcd, name) + ["--", "sh", "-c", "echo took over"]))
+    waiter.expect('"lock-waiting"')
+    killed = time.monotonic()
+    holder.proc.kill()
+    waiter.expect('"took over"', timeout=30)
+    assert time.monotonic() - killed < 3 + 5       # the TTL (3 s), and some slack
+    assert waiter.wait() == 0
+
+
+def test_a_lost_lease_stops_the_command(etcd, background):
+    """The lease is revoked behind procwrap's back: the command is stopped
+    (its stop signal, the grace, SIGKILL) and procwrap exits 75."""
+    name = "lost-" + uuid.uuid4().hex[:8]
+    bg = background(*(locked(etcd, name) + ["--", "sh", "-c",
+                                            "trap 'echo got TERM; exit 4' TERM; sleep 300 & wait"]))
+    bg.expect('"lock-acquired"')
+    [(key, value)] = etcd.keys("/procwrap/locks/%s/" % name)
+    assert json.loads(value)["pid"] == bg.pid
+    etcd.call("/lease/revoke", {"ID": str(int(key.rsplit("/", 1)[1], 16))})
+    assert bg.wait(30) == 75
+    assert any("got TERM" in line for line in bg.out)
+    assert any("lost the slot" in line for line in bg.out)
+
+
+def test_etcd_down_at_the_start(tmp_path):
+    from conftest import free_port
+    url = "http://127.0.0.1:%d" % free_port()
+    marker = tmp_path / "ran"
+    failed = run("--lock", "x", "--etcd", url, "--", "touch", str(marker))
+    assert failed.returncode == 69, failed.stderr
+    assert not marker.exists()
+    assert "lock x: etcd:" in failed.stderr
+    ran = run("--lock", "x", "--etcd", url, "--etcd-unavailable", "run", "--", "touch",
+              str(marker), env=clean_environ())
+    assert ran.returncode == 0, ran.stderr
+    assert marker.exists()
+    assert "running without the lock" in ran.stderr
