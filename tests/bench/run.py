@@ -870,10 +870,10 @@ def bench_fleet(setup, seconds):
         os.makedirs(spans, exist_ok=True)
         record = ("import sys, time, os; s = time.time(); time.sleep(0.2); "
                   "open(os.path.join(sys.argv[1], '%f' % s), 'w').write(repr(time.time()))")
+        import shlex
         loop = ("end=$(( $(date +%%s) + %d )); while [ $(date +%%s) -lt $end ]; do %s; done"
-                % (seconds, " ".join(
-                    "'%s'" % a for a in locked("many", "--max-concurrency", "5") + [
-                        "--", PYTHON, "-c", record, spans])))
+                % (seconds, " ".join(shlex.quote(a) for a in locked(
+                    "many", "--max-concurrency", "5") + ["--", PYTHON, "-c", record, spans])))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         contenders = [subprocess.Popen(["sh", "-c", loop], stdout=subprocess.DEVNULL,
                                        env=environ()) for _ in range(50)]
@@ -884,7 +884,7 @@ def bench_fleet(setup, seconds):
         for name in os.listdir(spans):
             with open(os.path.join(spans, name)) as stream:
                 intervals.append((float(name), float(stream.read())))
-        most = max(sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals)
+        most = max([sum(1 for s, e in intervals if s <= t < e) for t, _ in intervals] or [0])
         rows.append(("50 contenders for 5 slots, %d s" % seconds, "%d runs, %.1f per second"
                      % (len(intervals), len(intervals) / float(seconds)),
                      "never more than %d at once (goal: 5)" % most))
