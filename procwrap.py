@@ -14,6 +14,7 @@ Supervise many (a container's PID 1):
 
     procwrap -c procwrap.json|.toml|.yaml [OPTIONS]
     procwrap check -c FILE            validate a config without running it
+    procwrap locks NAME --etcd URL    who holds a --lock's slots, and who waits
 
 Run on other hosts over ssh (nothing installed there but Python 3.6+):
 
@@ -10488,6 +10489,7 @@ _REMOTE = ("remote",)
 
 _SUPERVISE = ("supervise", "check")
 _REPORT = ("wrap", "supervise")
+_LOCKS = ("wrap", "locks")
 
 _OPTIONS = [
     _Option(("-c", "--config"), "FILE", _opt_text, None, _SUPERVISE,
@@ -10664,15 +10666,15 @@ _OPTIONS = [
             "report a failed run to Rollbar's item API (a secret)"),
     _Option(("--rollbar-url",), "URL", _opt_text, None, _REPORT,
             "Rollbar's item API (default https://api.rollbar.com/api/1/item/)"),
-    # Limits across machines, through etcd (wrap mode).
+    # Limits across machines, through etcd (wrap mode; `procwrap locks` reads them).
     _Option(("--lock",), "NAME", _opt_text, None, _WRAP_ONLY,
             "run only while holding one of --max-concurrency slots of NAME, across every "
             "machine that uses the same etcd (needs --etcd)"),
-    _Option(("--max-concurrency",), "N", _opt_count, 1, _WRAP_ONLY,
+    _Option(("--max-concurrency",), "N", _opt_count, 1, _LOCKS,
             "slots of --lock: at most N commands at once (default 1)"),
-    _Option(("--etcd",), "URL[,URL...]", _opt_text, None, _WRAP_ONLY,
+    _Option(("--etcd",), "URL[,URL...]", _opt_text, None, _LOCKS,
             "etcd's client URLs (tried in turn)"),
-    _Option(("--lock-prefix",), "PREFIX", _opt_text, LOCK_PREFIX, _WRAP_ONLY,
+    _Option(("--lock-prefix",), "PREFIX", _opt_text, LOCK_PREFIX, _LOCKS,
             "where the slots' keys live in etcd (default %s)" % LOCK_PREFIX),
     _Option(("--lock-ttl",), "SECONDS", _opt_seconds, LOCK_TTL, _WRAP_ONLY,
             "a slot's lease: freed this long after procwrap is gone (default %s; kept "
@@ -10683,14 +10685,14 @@ _OPTIONS = [
     _Option(("--etcd-unavailable",), "fail|run", _opt_choice(("fail", "run")), "fail",
             _WRAP_ONLY, "etcd cannot be reached: exit 69 (fail, the default) or run without "
             "the lock, with a warning (run)"),
-    _Option(("--etcd-user",), "NAME", _opt_text, None, _WRAP_ONLY, "etcd's user"),
-    _Option(("--etcd-password",), "LOCATION", _opt_location, None, _WRAP_ONLY,
+    _Option(("--etcd-user",), "NAME", _opt_text, None, _LOCKS, "etcd's user"),
+    _Option(("--etcd-password",), "LOCATION", _opt_location, None, _LOCKS,
             "where its password is (a location: ENV:VAR, FILE:PATH, ...; never the password "
             "itself)"),
-    _Option(("--etcd-cacert",), "PATH", _opt_text, None, _WRAP_ONLY,
+    _Option(("--etcd-cacert",), "PATH", _opt_text, None, _LOCKS,
             "CA bundle etcd's certificate is checked against"),
-    _Option(("--etcd-cert",), "PATH", _opt_text, None, _WRAP_ONLY, "client certificate for etcd"),
-    _Option(("--etcd-key",), "PATH", _opt_text, None, _WRAP_ONLY, "its key"),
+    _Option(("--etcd-cert",), "PATH", _opt_text, None, _LOCKS, "client certificate for etcd"),
+    _Option(("--etcd-key",), "PATH", _opt_text, None, _LOCKS, "its key"),
 ]
 
 
@@ -10725,6 +10727,7 @@ def _usage():
         "       procwrap check -c FILE                   validate a config and exit",
         "       procwrap remote [OPTIONS] HOST[,HOST...] [--] CMD [ARGS...]",
         "                                                run a command on hosts over ssh",
+        "       procwrap locks NAME --etcd URL           who holds a --lock's slots, who waits",
         "       procwrap ctl COMMAND [ARGS]              control a running supervisor "
         "(see ctl --help)",
         "       procwrap install [PREFIX]                write the module, its bytecode and "
@@ -10756,16 +10759,18 @@ def _parse_args(argv, environ):
     given, warnings = {}, []
     subcommand = None
     index = 0
-    if argv and argv[0] in ("check", "remote"):
+    if argv and argv[0] in ("check", "remote", "locks"):
         subcommand, index = argv[0], 1
     command = []
+    if subcommand == "locks" and argv[1:2] and not argv[1].startswith("-"):
+        command, index = [argv[1]], 2   # locks NAME [OPTIONS]: the name, then options
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
-            command = argv[index + 1:]
+            command = command + argv[index + 1:]
             break
         if not arg.startswith("-") or arg == "-":
-            command = argv[index:]      # the first word that is no option starts the command
+            command = command + argv[index:]    # the first word that is no option: the command
             break
         if arg in ("-h", "--help"):
             return "help", options, [], given, warnings
@@ -11106,7 +11111,7 @@ def _run(argv, environ, redact):
     if subcommand == "version":
         _print("procwrap %s\n" % __version__)
         return EX_OK
-    if subcommand in ("check", "remote"):
+    if subcommand in ("check", "remote", "locks"):
         mode = subcommand
     elif command and "config" in given:
         raise UsageError("give either a command to wrap or -c FILE to supervise, not both")
@@ -11136,7 +11141,7 @@ def _run(argv, environ, redact):
         allow_unresolved=options["allow_unresolved"], ttl=options["secrets_ttl"], redact=redact)
     redact.enabled = not options["log_secrets"]
     run_mode = {"wrap": _run_wrap, "check": _run_check, "supervise": _run_supervise,
-                "remote": _run_remote}[mode]
+                "remote": _run_remote, "locks": _run_locks}[mode]
     try:
         return run_mode(settings, command, environ, secrets)
     finally:
@@ -11285,23 +11290,56 @@ def _run_supervise(settings, command, environ, secrets):
 def _wrap_lock(settings, secrets, loop, log):
     """The _Semaphore --lock names, on the etcd --etcd names."""
     import socket
-    if not settings["lock"] or not settings["etcd"]:
-        raise UsageError("--lock and --etcd go together: give the lock's NAME and etcd's URL")
-    if "/" in settings["lock"] or not settings["lock"].strip():
-        raise UsageError(BAD_VALUE_MSG % ("--lock", "a name without '/'", settings["lock"]))
+    name, etcd = _lock_settings(settings, settings["lock"], "--lock", secrets)
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "procwrap": __version__}
+    return _Semaphore(loop, log, etcd, name, settings["max_concurrency"],
+                      settings["lock_prefix"], settings["lock_ttl"] or LOCK_TTL, info)
+
+
+def _lock_settings(settings, name, where, secrets):
+    """(the lock's name, the _Etcd to reach it), every problem a UsageError."""
+    if not name or not settings["etcd"]:
+        raise UsageError("%s and --etcd go together: give the lock's NAME and etcd's URL"
+                         % where)
+    if "/" in name or not name.strip():
+        raise UsageError(BAD_VALUE_MSG % (where, "a name without '/'", name))
     if settings["max_concurrency"] < 1:
         raise UsageError(BAD_VALUE_MSG % ("--max-concurrency", "at least 1",
                                           settings["max_concurrency"]))
     password = None
     if settings["etcd_password"]:
-        password = str(secrets.located(settings["etcd_password"], "--etcd-password",
-                                       "text")[1])
+        password = str(secrets.located(settings["etcd_password"], "--etcd-password")[1])
     endpoints = [url.strip().rstrip("/") for url in settings["etcd"].split(",") if url.strip()]
-    etcd = _Etcd(endpoints, settings["etcd_user"], password, settings["etcd_cacert"],
-                 settings["etcd_cert"], settings["etcd_key"])
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "procwrap": __version__}
-    return _Semaphore(loop, log, etcd, settings["lock"], settings["max_concurrency"],
-                      settings["lock_prefix"], settings["lock_ttl"] or LOCK_TTL, info)
+    return name, _Etcd(endpoints, settings["etcd_user"], password, settings["etcd_cacert"],
+                       settings["etcd_cert"], settings["etcd_key"])
+
+
+def _run_locks(settings, command, environ, secrets):
+    """procwrap locks NAME --etcd URL: who holds the lock's slots, who waits,
+    in order (read-only)."""
+    import json
+    if len(command) != 1:
+        raise UsageError("locks: give one lock NAME (procwrap locks NAME --etcd URL)")
+    name, etcd = _lock_settings(settings, command[0], "locks: NAME", secrets)
+    prefix = settings["lock_prefix"].rstrip("/") + "/" + name + "/"
+    try:
+        keys, _ = etcd.queue(prefix)
+    except _HttpError as error:
+        raise UnavailableError("locks: etcd: %s" % _describe_http(error))
+    rows = [("#", "STATE", "HOST", "PID", "SINCE")]
+    for index, (key, _, value) in enumerate(keys):
+        try:
+            info = json.loads(value)
+        except ValueError:
+            info = {}
+        info = info if isinstance(info, dict) else {}
+        rows.append((str(index + 1), "holding" if index < settings["max_concurrency"]
+                     else "waiting", str(info.get("host", "?")), str(info.get("pid", "?")),
+                     str(info.get("since", "?"))))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    _print("".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths + [0]))
+                   .rstrip() + "\n" for row in rows))
+    return EX_OK
 
 
 def _reporting_options(settings, environ, secrets, need_task=True):

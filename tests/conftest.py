@@ -595,25 +595,64 @@ class Etcd(object):
     """A private etcd on free loopback ports, its data in a temporary
     directory; never the system's."""
 
-    def __init__(self):
+    def __init__(self, secure=False):
+        """secure: TLS with client certificates (a self-signed one, its own CA),
+        and auth on: user root, password self.password."""
         import tempfile
         self.dir = tempfile.mkdtemp(prefix="procwrap-etcd-")
         self.port, peer = free_port(), free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if secure else "http", self.port)
+        self.cert = self.key = None
+        self.token = None
+        tls = []
+        if secure:
+            # The server's certificate; and the client's, with no CommonName:
+            # the gateway refuses a client certificate that has one when auth
+            # is on (it would not be used as a user name, SPECS.md 8.1).
+            self.server_cert, server_key = self_signed_cert(self.dir)
+            self.cert = os.path.join(self.dir, "client.pem")
+            self.key = os.path.join(self.dir, "client-key.pem")
+            subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                   "-days", "1", "-subj", "/O=procwrap test client",
+                                   "-keyout", self.key, "-out", self.cert],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            trusted = os.path.join(self.dir, "trusted.pem")     # etcd's gateway is a client too
+            with open(trusted, "w") as bundle:
+                for path in (self.cert, self.server_cert):
+                    with open(path) as part:
+                        bundle.write(part.read())
+            tls = ["--cert-file", self.server_cert, "--key-file", server_key,
+                   "--client-cert-auth", "--trusted-ca-file", trusted]
         self.process = subprocess.Popen(
             ["etcd", "--name", "t", "--data-dir", os.path.join(self.dir, "data"),
              "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
              "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
-             "--initial-cluster", "t=http://127.0.0.1:%d" % peer],
+             "--initial-cluster", "t=http://127.0.0.1:%d" % peer] + tls,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.healthy, what="etcd to answer")
+        if secure:
+            self.password = "etcd-pw-" + os.urandom(4).hex()
+            self.call("/auth/user/add", {"name": "root", "password": self.password})
+            self.call("/auth/role/add", {"name": "root"})
+            self.call("/auth/user/grant", {"user": "root", "role": "root"})
+            self.call("/auth/enable", {})
+            self.token = self.call("/auth/authenticate", {"name": "root",
+                                                          "password": self.password})["token"]
+
+    def _open(self, request, timeout):
+        import ssl
+        import urllib.request
+        context = None
+        if self.cert:
+            context = ssl.create_default_context(cafile=self.server_cert)
+            context.load_cert_chain(self.cert, self.key)
+        return urllib.request.urlopen(request, timeout=timeout, context=context)
 
     def healthy(self):
-        import urllib.request
         assert self.process.poll() is None, "etcd exited"
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as answer:
+            with self._open(self.url + "/health", 1) as answer:
                 return b"true" in answer.read()
         except OSError:
             return False
@@ -621,9 +660,12 @@ class Etcd(object):
     def call(self, path, body):
         """POST JSON to the v3 gateway; the answer."""
         import urllib.request
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = self.token
         request = urllib.request.Request(self.url + "/v3" + path, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as answer:
+                                         headers=headers)
+        with self._open(request, 5) as answer:
             return json.loads(answer.read().decode())
 
     def keys(self, prefix):
@@ -652,5 +694,13 @@ def etcd():
             pytest.fail("etcd is missing; .ci/run installs etcd-server")
         pytest.skip("etcd is not installed (apt-get install etcd-server); .ci/run installs it")
     server = Etcd()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_etcd(etcd):
+    """An etcd with TLS, client certificates and auth (user root)."""
+    server = Etcd(secure=True)
     yield server
     server.stop()

@@ -90,8 +90,8 @@ def test_a_lost_lease_stops_the_command(etcd, background):
     """The lease is revoked behind procwrap's back: the command is stopped
     (its stop signal, the grace, SIGKILL) and procwrap exits 75."""
     name = "lost-" + uuid.uuid4().hex[:8]
-    bg = background(*(locked(etcd, name) + ["--", "sh", "-c",
-                                            "trap 'echo got TERM; exit 4' TERM; sleep 300 & wait"]))
+    script = "trap 'echo got TERM; exit 4' TERM; sleep 300 & wait"
+    bg = background(*(locked(etcd, name) + ["--", "sh", "-c", script]))
     bg.expect('"lock-acquired"')
     [(key, value)] = etcd.keys("/procwrap/locks/%s/" % name)
     assert json.loads(value)["pid"] == bg.pid
@@ -114,3 +114,39 @@ def test_etcd_down_at_the_start(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert marker.exists()
     assert "running without the lock" in ran.stderr
+
+
+def test_locks_lists_holders_then_waiters(etcd, background):
+    name = "list-" + uuid.uuid4().hex[:8]
+    holder = background(*(locked(etcd, name) + ["--", "sleep", "300"]))
+    holder.expect('"lock-acquired"')
+    waiter = background(*(locked(etcd, name) + ["--", "true"]))
+    waiter.expect('"lock-waiting"')
+    listing = run("locks", name, "--etcd", etcd.url)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert rows[0] == ["#", "STATE", "HOST", "PID", "SINCE"]
+    assert [(row[1], row[3]) for row in rows[1:]] == [("holding", str(holder.pid)),
+                                                     ("waiting", str(waiter.pid))]
+    holder.signal(signal.SIGTERM)
+    assert holder.wait() == 143 and waiter.wait() == 0
+    assert run("locks", name, "--etcd", etcd.url).stdout.splitlines()[1:] == []
+    down = run("locks", name, "--etcd", "http://127.0.0.1:1")
+    assert down.returncode == 69 and "locks: etcd:" in down.stderr
+
+
+def test_auth_and_tls(secure_etcd, tmp_path):
+    """TLS with a client certificate, a user whose password comes from a
+    location (never argv): the slot is taken; a wrong password is 69."""
+    name = "secure-" + uuid.uuid4().hex[:8]
+    args = ["--lock", name, "--etcd", secure_etcd.url, "--etcd-cacert", secure_etcd.server_cert,
+            "--etcd-cert", secure_etcd.cert, "--etcd-key", secure_etcd.key,
+            "--etcd-user", "root", "--etcd-password", "ENV:ETCD_PW", "--log-format", "json"]
+    good = run(*(args + ["--", "sh", "-c", "exit 0"]),
+               env=clean_environ(ETCD_PW=secure_etcd.password))
+    assert good.returncode == 0, good.stderr
+    assert '"lock-acquired"' in good.stdout
+    assert secure_etcd.password not in good.stdout + good.stderr
+    wrong = run(*(args + ["--", "true"]), env=clean_environ(ETCD_PW="not-it"))
+    assert wrong.returncode == 69
+    assert "lock %s: etcd:" % name in wrong.stdout + wrong.stderr
