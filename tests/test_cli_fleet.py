@@ -126,8 +126,8 @@ def test_locks_lists_holders_then_waiters(etcd, background):
     assert listing.returncode == 0, listing.stderr
     rows = [line.split() for line in listing.stdout.splitlines()]
     assert rows[0] == ["#", "STATE", "HOST", "PID", "SINCE"]
-    assert [(row[1], row[3]) for row in rows[1:]] == [("holding", str(holder.pid)),
-                                                     ("waiting", str(waiter.pid))]
+    expected = [("holding", str(holder.pid)), ("waiting", str(waiter.pid))]
+    assert [(row[1], row[3]) for row in rows[1:]] == expected
     holder.signal(signal.SIGTERM)
     assert holder.wait() == 143 and waiter.wait() == 0
     assert run("locks", name, "--etcd", etcd.url).stdout.splitlines()[1:] == []
