@@ -704,3 +704,51 @@ def secure_etcd(etcd):
     server = Etcd(secure=True)
     yield server
     server.stop()
+
+
+class EtcdCluster(object):
+    """Three etcd members on loopback, a private cluster: .urls, .kill(i)."""
+
+    def __init__(self):
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="procwrap-etcd3-")
+        clients = [free_port() for _ in range(3)]
+        peers = [free_port() for _ in range(3)]
+        self.urls = ["http://127.0.0.1:%d" % port for port in clients]
+        cluster = ",".join("m%d=http://127.0.0.1:%d" % (i, port) for i, port in enumerate(peers))
+        self.processes = [subprocess.Popen(
+            ["etcd", "--name", "m%d" % i, "--data-dir", os.path.join(self.dir, "m%d" % i),
+             "--listen-client-urls", self.urls[i], "--advertise-client-urls", self.urls[i],
+             "--listen-peer-urls", "http://127.0.0.1:%d" % peers[i],
+             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peers[i],
+             "--initial-cluster", cluster, "--initial-cluster-state", "new"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+        for url in self.urls:
+            wait_until(lambda url=url: self._healthy(url), what="etcd member %s" % url)
+
+    @staticmethod
+    def _healthy(url):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as answer:
+                return b"true" in answer.read()
+        except OSError:
+            return False
+
+    def kill(self, index):
+        self.processes[index].kill()
+        self.processes[index].wait()
+
+    def stop(self):
+        import shutil
+        for process in self.processes:
+            _kill_tree(process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd_cluster(etcd):
+    """A fresh 3-member cluster (a test kills members)."""
+    cluster = EtcdCluster()
+    yield cluster
+    cluster.stop()

@@ -150,3 +150,22 @@ def test_auth_and_tls(secure_etcd, tmp_path):
     wrong = run(*(args + ["--", "true"]), env=clean_environ(ETCD_PW="not-it"))
     assert wrong.returncode == 69
     assert "lock %s: etcd:" % name in wrong.stdout + wrong.stderr
+
+
+def test_a_member_killed_mid_run_keeps_the_slot(etcd_cluster, background):
+    """Three members; the one procwrap talks to dies while it holds the slot:
+    keep-alives go to another member, the slot is kept past several TTLs, and
+    a second contender still waits."""
+    name = "cluster-" + uuid.uuid4().hex[:8]
+    urls = ",".join(etcd_cluster.urls)
+    args = ["--lock", name, "--etcd", urls, "--lock-ttl", "2", "--log-format", "json"]
+    holder = background(*(args + ["--", "sleep", "300"]))
+    holder.expect('"lock-acquired"')
+    etcd_cluster.kill(0)
+    time.sleep(5)           # the duration asserted: over two TTLs with member 0 gone
+    assert holder.proc.poll() is None
+    assert not any("lost the slot" in line for line in holder.out)
+    waiter = background(*(args + ["--lock-timeout", "1", "--", "true"]))
+    assert waiter.wait(30) == 75            # the slot is still taken
+    holder.signal(signal.SIGTERM)
+    assert holder.wait() == 143
