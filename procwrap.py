@@ -4084,6 +4084,8 @@ class _Wrapper(_Owner):
     lock = None                 #: the _Semaphore of --lock, held while the command runs
     lock_timeout = None         #: seconds to wait for its slot (None: as long as it takes)
     lock_optional = False       #: etcd unreachable: run without the lock (--etcd-unavailable)
+    lock_loss = "stop"          #: --on-lock-loss: stop (exit 75), or wait for a slot again
+    relocking = False           #: the command is being stopped to wait for a slot again
 
     def __init__(self, spec, log, max_line=MAX_LINE_BYTES, kill_on_second_signal=False,
                  loop=None, signal_map=None):
@@ -4102,7 +4104,7 @@ class _Wrapper(_Owner):
         if self.process.spec.tty:
             self._hand_over_terminal()
         if self.lock is not None:
-            self.lock.on_lost = lambda reason: self.shutdown(reason, EX_TEMPFAIL)
+            self.lock.on_lost = self._lock_lost
             return self.lock.acquire(self.lock_timeout, self._locked)
         self._report_start()
 
@@ -4117,6 +4119,29 @@ class _Wrapper(_Owner):
             self.loop.stopped = True
         elif not self.signalled:
             self._report_start()
+
+    def _lock_lost(self, reason):
+        """The slot is no longer ours: the command stops; procwrap exits 75,
+        or (--on-lock-loss wait) waits for a slot and starts it again."""
+        if self.lock_loss != "wait" or self.signalled:
+            return self.shutdown(reason, EX_TEMPFAIL)
+        self.log.event("%s; stopping the command until a slot is ours again" % reason,
+                       "warning", event="lock-lost")
+        self.relocking = True
+        self.process.stop()
+        if self.process.state == _State.STOPPED and self.relocking:
+            self._relock()          # it was not running (between retries)
+
+    def _relock(self):
+        self.relocking = False
+        self.lock.acquire(self.lock_timeout, self._relocked)
+
+    def _relocked(self, refused):
+        if refused is not None:
+            self.forced_status = refused
+            self.loop.stopped = True
+        elif not self.signalled:
+            self.process.start(manual=True)
 
     def _report_start(self):
         """The API server's word (when reported), then the command."""
@@ -4193,6 +4218,8 @@ class _Wrapper(_Owner):
 
     def on_change(self, process, old):
         """Log a retry, or end the run when the child is done for good."""
+        if self.relocking and process.state == _State.STOPPED:
+            return self._relock()
         if process.state == _State.BACKOFF:
             _log_retry(self.log, process)
             if self.reporter is not None:
@@ -10682,6 +10709,9 @@ _OPTIONS = [
     _Option(("--lock-timeout",), "SECONDS", _opt_seconds, None, _WRAP_ONLY,
             "wait at most this long for a slot, then exit 75 without starting the command "
             "(0: do not wait; default: wait for as long as it takes)"),
+    _Option(("--on-lock-loss",), "stop|wait", _opt_choice(("stop", "wait")), "stop",
+            _WRAP_ONLY, "the slot is lost while the command runs: stop it and exit 75 (stop, "
+            "the default), or stop it, wait for a slot again and start it again (wait)"),
     _Option(("--etcd-unavailable",), "fail|run", _opt_choice(("fail", "run")), "fail",
             _WRAP_ONLY, "etcd cannot be reached: exit 69 (fail, the default) or run without "
             "the lock, with a warning (run)"),
@@ -11169,6 +11199,7 @@ def _run_wrap(settings, command, environ, secrets):
         owner.lock = _wrap_lock(settings, secrets, owner.loop, log)
         owner.lock_optional = settings["etcd_unavailable"] == "run"
         owner.lock_timeout = settings["lock_timeout"]
+        owner.lock_loss = settings["on_lock_loss"]
     if api["status_updates"]:
         port = api["status_update_port"]
         try:

@@ -169,3 +169,19 @@ def test_a_member_killed_mid_run_keeps_the_slot(etcd_cluster, background):
     assert waiter.wait(30) == 75            # the slot is still taken
     holder.signal(signal.SIGTERM)
     assert holder.wait() == 143
+
+
+def test_on_lock_loss_wait_takes_a_slot_again_and_starts_again(etcd, tmp_path, background):
+    name = "rewait-" + uuid.uuid4().hex[:8]
+    count = tmp_path / "starts"
+    script = ("echo x >> %s; n=$(wc -l < %s); echo start $n; "
+              "if [ $n -ge 2 ]; then exit 0; fi; sleep 300 & wait" % (count, count))
+    bg = background(*(locked(etcd, name, "--on-lock-loss", "wait") + ["--", "sh", "-c",
+                                                                      script]))
+    bg.expect('"start 1"')
+    [(key, _)] = etcd.keys("/procwrap/locks/%s/" % name)
+    etcd.call("/lease/revoke", {"ID": str(int(key.rsplit("/", 1)[1], 16))})
+    bg.expect('"start 2"', timeout=30)
+    assert bg.wait(30) == 0
+    assert any('"lock-lost"' in line for line in bg.out)
+    assert len([line for line in bg.out if '"lock-acquired"' in line]) == 2
