@@ -4619,6 +4619,16 @@ class _Etcd(object):
         return False
 
 
+def _json_or_empty(text):
+    """A JSON object from text, or {}."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 class _Semaphore(object):
     """One of `limit` slots of the semaphore NAME, across machines (SPECS.md
     8.4): a lease, a key PREFIX/NAME/<lease> holding who we are, and the
@@ -4630,6 +4640,9 @@ class _Semaphore(object):
     lease = None
     held = False
     on_lost = None          #: func(reason)
+    holders = ()            #: what the holders' keys said, when last looked at
+    waiters = 0             #: keys waiting then
+    timeout = None          #: seconds acquire() may wait (0: not at all; None: no limit)
 
     def __init__(self, loop, log, etcd, name, limit, prefix=LOCK_PREFIX, ttl=LOCK_TTL,
                  info=None):
@@ -4665,7 +4678,8 @@ class _Semaphore(object):
                                        lambda: self.etcd.keepalive(self.lease),
                                        on_expired=self._expired, renew_at=1.0 / 3.0)
             self._look()
-        if timeout is not None:
+        self.timeout = timeout
+        if timeout:             # 0: one look, no wait (see _look)
             self._timer = self.loop.call_later(timeout, self._timed_out, timeout)
         self.loop.run_in_worker(join, joined)
 
@@ -4678,8 +4692,12 @@ class _Semaphore(object):
                 return self._done(EX_UNAVAILABLE, "etcd: %s" % _describe_http(error))
             keys, revision = result
             names = [key for key, _, _ in keys]
+            self.holders = [_json_or_empty(value) for _, _, value in keys[:self.limit]]
+            self.waiters = max(0, len(keys) - self.limit)
             if self.key in names[:self.limit]:
                 return self._done(None)
+            if self.timeout == 0:
+                return self._done(EX_TEMPFAIL, "no slot free; not waiting (--lock-timeout 0)")
             if not self.waiting:
                 self.waiting = True
                 place = names.index(self.key) if self.key in names else len(names)
@@ -4735,6 +4753,16 @@ class _Semaphore(object):
             self.held = False
             if self.on_lost is not None:
                 self.on_lost("lock %s: lost the slot (%s)" % (self.name, reason))
+
+    def release(self):
+        """Give the slot back, in the worker (the loop goes on)."""
+        self._then = None
+        self.held = False
+        if self.keeper is not None:
+            self.keeper.stop()
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.loop.run_in_worker(lambda: self.etcd.revoke(lease), lambda result, error: None)
 
     def release_now(self):
         """Give the slot (or our place in the queue) back: revoke the lease,
@@ -6661,8 +6689,11 @@ class _Health(object):
 
     # -- verdicts
     def is_live(self, process):
-        """Alive (or finished well for good) and no liveness/startup probe has failed."""
+        """Alive (or finished well for good, or a standby waiting at its gate:
+        a singleton another machine runs) and no liveness/startup probe has failed."""
         if process.state == _State.EXITED and process.status in process.spec.success_codes:
+            return True
+        if process.gating:
             return True
         if process.state not in (_State.STARTING, _State.RUNNING):
             return False
@@ -8562,6 +8593,8 @@ class _ProcessSpec(object):
     status_updates = False          #: it sends status updates (statusUpdates)
     task_name = None                #: each run is reported to the API server as this task
     task_uuid = None                #: ... or this one, by UUID
+    lock_name = None                #: it runs only while holding a slot of this lock
+    lock_limit = 1                  #: the lock's slots (singleton: 1)
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -8739,7 +8772,8 @@ _FIELD_HINTS = {
 }
 
 _TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readinessFile",
-               "statusPort", "ctlSocket")
+               "statusPort", "ctlSocket", "etcd")
+_ETCD_FIELDS = ("endpoints", "ttl", "prefix", "user", "password", "cacert", "cert", "key")
 _SECTIONS = ("init", "processes", "postStart")   #: postStart: one-shots once all are ready
 _LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
 _ENV_POLICY_FIELDS = ("pass",)
@@ -8748,7 +8782,7 @@ REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
 _ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
                  "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
-    + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid")
+    + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -8822,6 +8856,8 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         settings["status_port"] = checker.port(top["statusPort"], "statusPort", listen=True)
     if "ctlSocket" in top:
         settings["ctl_socket"] = checker.string(top["ctlSocket"], "ctlSocket")
+    if "etcd" in top:
+        settings["etcd"] = _build_etcd(top["etcd"], checker)
     policy = checker.fields(top.get("env", {}), "env", _ENV_POLICY_FIELDS)
     patterns = checker.strings(policy["pass"], "env.pass") if "pass" in policy else None
     builder = _EnvBuilder(environ, None if patterns is _INVALID else patterns, secrets, checker)
@@ -8866,6 +8902,10 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
                 continue
             specs[section].append(_build_spec(fields, where, builder, checker, check_root))
     _check_dependencies(specs["processes"], set(skip), names, checker)
+    for spec in specs["processes"]:
+        if spec.lock_name and "etcd" not in settings:
+            checker.fail(spec.where, "a lock across machines needs the top-level etcd "
+                         "section: {\"etcd\": {\"endpoints\": [URL]}}")
     if checker.problems:
         raise ConfigError(checker.problems)
     settings["post_start"] = specs["postStart"]
@@ -8931,6 +8971,7 @@ def _build_spec(fields, where, builder, checker, check_root):
         for field, attribute in (("taskName", "task_name"), ("taskUuid", "task_uuid")):
             if field in fields:
                 setattr(spec, attribute, checker.string(fields[field], "%s.%s" % (where, field)))
+        _build_lock(fields, where, spec, checker)
         spec.depends_on, spec.conditions, spec.depends_places = _build_depends_on(
             fields.get("dependsOn", []), where + ".dependsOn", checker)
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
@@ -8958,6 +8999,46 @@ def _build_spec(fields, where, builder, checker, check_root):
                     and "host" not in handler:
                 probe.options["host"] = spec.remote.destination.rpartition("@")[2]
     return spec
+
+
+def _build_etcd(value, checker):
+    """The top-level etcd section: endpoints, and the rest as the wrap-mode
+    flags name them (without --etcd-/--lock-); the password is a location."""
+    fields = checker.fields(value, "etcd", _ETCD_FIELDS, required=("endpoints",))
+    etcd = {"prefix": LOCK_PREFIX, "ttl": LOCK_TTL}
+    endpoints = fields.get("endpoints", [])
+    if isinstance(endpoints, str):
+        endpoints = [url for url in endpoints.split(",") if url.strip()]
+    etcd["endpoints"] = checker.strings(endpoints, "etcd.endpoints")
+    if "ttl" in fields:
+        etcd["ttl"] = checker.number(fields["ttl"], "etcd.ttl", 1)
+    for field in ("prefix", "user", "password", "cacert", "cert", "key"):
+        if field in fields:
+            etcd[field] = checker.string(fields[field], "etcd." + field)
+    return etcd
+
+
+def _build_lock(fields, where, spec, checker):
+    """singleton (a lock of one slot named after the process), or
+    maxConcurrency with lock: the slots it must hold to run."""
+    singleton = checker.boolean(fields.get("singleton", False), where + ".singleton")
+    if "maxConcurrency" in fields and singleton is True:
+        return checker.fail(where + ".maxConcurrency", "a singleton has one slot; drop "
+                            "maxConcurrency or singleton")
+    if "lock" in fields:
+        name = checker.string(fields["lock"], where + ".lock")
+        if name is not _INVALID and ("/" in name or not name.strip()):
+            return checker.fail(where + ".lock", "%r is not a lock name; use one without '/'"
+                                % name)
+        spec.lock_name = name
+    if "maxConcurrency" in fields:
+        spec.lock_limit = checker.number(fields["maxConcurrency"], where + ".maxConcurrency",
+                                         1, True)
+        if "lock" not in fields:
+            checker.fail(where + ".maxConcurrency", "needs lock: the name its slots share "
+                         "across machines")
+    elif singleton is True and spec.lock_name is None:
+        spec.lock_name = spec.name
 
 
 def _build_remote(fields, where, checker):
@@ -9436,6 +9517,8 @@ class _Supervisor(_Owner):
                               self._health_changed)
         self.reports = {}                       #: name -> _ApiReporter of its current run
         self._finishing = 0                     #: final updates not yet done
+        self.locks = {}                         #: name -> its _Semaphore (fleet())
+        self.make_semaphore = None              #: func(spec) -> _Semaphore, once fleet() ran
 
     # -- reporting each run of a process with a taskName to the API server
     def report(self, api):
@@ -9447,8 +9530,62 @@ class _Supervisor(_Owner):
             self._gate(process)
 
     def _gate(self, process):
+        """What must say yes before each run: its lock's slot, then the API server."""
+        steps = []
+        if process.name in self.locks:
+            steps.append(self._lock_start)
         if self.api is not None and (process.spec.task_name or process.spec.task_uuid):
-            process.gate = self._report_start
+            steps.append(self._report_start)
+        if not steps:
+            process.gate = None
+            return
+
+        def gate(process, go):
+            def step(index, refused=None):
+                if refused is not None or index == len(steps):
+                    return go(refused)
+                steps[index](process, lambda refused: step(index + 1, refused))
+            step(0)
+        process.gate = gate
+
+    # -- the processes that hold a lock across machines (singleton, maxConcurrency)
+    def fleet(self, make_semaphore):
+        """Give each process that names a lock its _Semaphore
+        (make_semaphore(spec)); it runs only while holding a slot, keeps the
+        slot across restarts, waits again after losing it."""
+        self.make_semaphore = make_semaphore
+        for process in self.processes:
+            self._add_lock(process)
+
+    def _add_lock(self, process):
+        if self.make_semaphore is None or not process.spec.lock_name:
+            return
+        semaphore = self.make_semaphore(process.spec)
+        semaphore.on_lost = lambda reason: self._lock_lost(process, reason)
+        self.locks[process.name] = semaphore
+        self._gate(process)
+
+    def _lock_start(self, process, go):
+        """A run of a process with a lock: its slot first (kept across runs)."""
+        semaphore = self.locks[process.name]
+        if semaphore.held:
+            return go(None)
+        semaphore.acquire(None, go)
+
+    def _lock_lost(self, process, reason):
+        """The slot is no longer ours: stop the process, then wait for a slot."""
+        self.log.event("%s: %s; stopping it until a slot is ours again" % (process.name, reason),
+                       "warning", event="lock-lost", name=process.name)
+        if process.state in _State.ALIVE:
+            self._restarting.add(process.name)
+            process.stop()
+
+    def _lock_done(self, process):
+        """It ended for good: its slot goes back (in the worker)."""
+        semaphore = self.locks.get(process.name)
+        if semaphore is not None and semaphore.lease is not None \
+                and process.name not in self._restarting:
+            semaphore.release()
 
     def _report_start(self, process, go):
         """A run of a reported process: the execution first, then go()."""
@@ -9516,9 +9653,11 @@ class _Supervisor(_Owner):
         _trim_memory()
 
     def end(self):
-        """No child left, no readiness file, no socket."""
+        """No child left, no readiness file, no socket, no slot held."""
         self._sweep()
         self.health.close()
+        for semaphore in self.locks.values():
+            semaphore.release_now()
 
     def result(self):
         """The exit status, said in the last record."""
@@ -9568,6 +9707,8 @@ class _Supervisor(_Owner):
         state = process.state
         if old in _State.ALIVE and state not in _State.ALIVE and process.name in self.reports:
             self._report_end(process)
+        if (state in _State.DONE or state == _State.STOPPED) and process.name in self.locks:
+            self._lock_done(process)
         if state not in _State.ALIVE and not self.shutting_down:
             if process.name in self._replacing and self.by_name.get(process.name) is process:
                 return self._replace(process, self._replacing.pop(process.name))
@@ -9694,6 +9835,7 @@ class _Supervisor(_Owner):
         process = _Process(spec, self.loop, self.log, self.on_change, self.max_line,
                            self.child_class(spec))
         self._gate(process)
+        self._add_lock(process)
         self.log.redact.make_public([spec.name])
         self.processes.append(process)
         self.by_name[spec.name] = process
@@ -10100,6 +10242,16 @@ def _ctl_usage():
     return "\n".join(lines)
 
 
+def _lock_status(semaphore):
+    """A process's lock in /status: its name, held or not, and who holds it."""
+    if semaphore is None:
+        return None
+    return {"name": semaphore.name, "slots": semaphore.limit, "held": semaphore.held,
+            "waiting": semaphore.waiting, "holders": [
+                {"host": info.get("host"), "pid": info.get("pid")}
+                for info in semaphore.holders]}
+
+
 class _Control(object):
     """The supervisor's control surface: its HTTP endpoints and its ctl
     socket, set up from the health settings (http, ctl_socket), answered
@@ -10213,6 +10365,7 @@ class _Control(object):
                 "status": health.status_text.get(process.name),
                 "statusUpdate": health.run_status[process.name].values
                 if process.name in health.run_status else None,
+                "lock": _lock_status(supervisor.locks.get(process.name)),
                 "probes": [{"probe": p.kind, "handler": p.spec.handler,
                             "result": {True: "passing", False: "failing", None: "unknown"}[
                                 p.result], "failures": p.failures, "message": p.message}
@@ -10224,6 +10377,20 @@ class _Control(object):
 
     def metrics(self):
         """/metrics: per process and procwrap's own, Prometheus text format."""
+        text = self._metrics()
+        for name, semaphore in sorted(self.supervisor.locks.items()):
+            text.add("procwrap_lock_held", "gauge", "1 while the process holds a slot of its "
+                     "lock.", int(semaphore.held), name=name, lock=semaphore.name)
+            text.add("procwrap_lock_waiters", "gauge", "Waiters behind the slots of the lock, "
+                     "when last looked at.", semaphore.waiters, name=name, lock=semaphore.name)
+            if semaphore.acquired_in is not None:
+                text.add("procwrap_lock_acquire_seconds", "gauge", "Seconds the last "
+                         "acquisition of a slot took.", round(semaphore.acquired_in, 4),
+                         name=name, lock=semaphore.name)
+        return text.text()
+
+    def _metrics(self):
+        """The series of every supervisor (the locks' are added by metrics())."""
         supervisor, health = self.supervisor, self.health
         metrics = _Metrics()
         now = self.loop.clock()
@@ -10283,7 +10450,7 @@ class _Control(object):
                                 "the process's main pid.", cpu, **who)
                     metrics.add("procwrap_process_resident_memory_bytes", "gauge", "Resident "
                                 "memory of the process's main pid.", rss, **who)
-        return metrics.text()
+        return metrics
 
     # -- procwrap ctl
     def on_ctl(self, connection, request):
@@ -11066,9 +11233,14 @@ def _ctl_text(command, answer):
     if command == "status":
         rows = [("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT")]
         for p in answer["processes"]:
+            note = p["description"] or "-"
+            lock = p.get("lock")
+            if lock and not lock["held"] and lock["holders"]:
+                note = "standby: %s held by %s" % (lock["name"], ", ".join(
+                    str(holder["host"]) for holder in lock["holders"]))
             rows.append((p["name"], p["state"], str(p["pid"] or "-"),
                          _format_seconds(p["uptime"]) + "s" if p["uptime"] else "-",
-                         str(p["restarts"]), p["description"] or "-"))
+                         str(p["restarts"]), note))
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
                        + "  " + row[5] + "\n" for row in rows)
@@ -11315,7 +11487,23 @@ def _run_supervise(settings, command, environ, secrets):
     api = _reporting_options(settings, environ, secrets, need_task=False)
     if api["reporting"]:
         owner.report(api)
+    if settings.config.get("etcd"):
+        owner.fleet(_config_semaphores(settings.config["etcd"], secrets, owner.loop, log))
     return _run_owner(owner, log, settings, secrets)
+
+
+def _config_semaphores(config, secrets, loop, log):
+    """func(spec) -> the _Semaphore of a process's lock, on the config's etcd."""
+    import socket
+    password = None
+    if config.get("password"):
+        password = str(secrets.located(config["password"], "etcd.password")[1])
+    etcd = _Etcd([url.strip().rstrip("/") for url in config["endpoints"]], config.get("user"),
+                 password, config.get("cacert"), config.get("cert"), config.get("key"))
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "procwrap": __version__}
+    return lambda spec: _Semaphore(loop, log, etcd, spec.lock_name, spec.lock_limit,
+                                   config["prefix"], config["ttl"],
+                                   dict(info, process=spec.name))
 
 
 def _wrap_lock(settings, secrets, loop, log):

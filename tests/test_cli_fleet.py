@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from conftest import PYTHON, clean_environ, run
+from conftest import PYTHON, clean_environ, run, wait_until
 
 # A command that records its start and end (wall time) in its own file.
 RECORD = ("import sys, time, json\n"
@@ -185,3 +185,109 @@ def test_on_lock_loss_wait_takes_a_slot_again_and_starts_again(etcd, tmp_path, b
     assert bg.wait(30) == 0
     assert any('"lock-lost"' in line for line in bg.out)
     assert len([line for line in bg.out if '"lock-acquired"' in line]) == 2
+
+
+def test_a_singleton_fails_over_between_two_supervisors(etcd, tmp_path, background):
+    """Two supervisors with the same singleton: one runs it, the other shows
+    it waiting (not ready, still live) with the holder; SIGKILL the first and
+    the second takes over within the TTL."""
+    import http.client
+    from conftest import write_config
+    name = "sched-" + uuid.uuid4().hex[:8]
+    config = {"etcd": {"endpoints": [etcd.url], "ttl": 2},
+              "processes": [{"name": name, "command": ["sh", "-c", "echo active; sleep 300"],
+                             "singleton": True},
+                            {"name": "web", "command": ["sleep", "300"]}]}
+    path = write_config(tmp_path, config)
+    first = background("-c", path, "--http", "127.0.0.1:0")
+    first.expect('"active"')
+    socket_path = str(tmp_path / "ctl.sock")
+    second = background("-c", path, "--http", "127.0.0.1:0", "--ctl-socket", socket_path)
+    address = second.expect_event("http")["address"]
+    second.expect('"lock-waiting"')
+    table = run("ctl", "--socket", socket_path, "status").stdout
+    [row] = [line for line in table.splitlines() if line.startswith(name)]
+    assert "waiting" in row and "standby: %s held by " % name in row
+
+    def get(where):
+        host, port = address.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request("GET", where)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    status = dict((p["name"], p) for p in json.loads(get("/status")[1])["processes"])
+    assert status[name]["state"] == "waiting"
+    assert status[name]["lock"]["held"] is False
+    assert [h["pid"] for h in status[name]["lock"]["holders"]] == [first.pid]
+    assert get("/liveness")[0] == 200 and get("/readiness")[0] == 503
+    assert 'procwrap_lock_held{lock="%s",name="%s"} 0' % (name, name) in get("/metrics")[1]
+    killed = time.monotonic()
+    first.proc.kill()
+    second.expect('"active"', timeout=30)
+    assert time.monotonic() - killed < 2 + 5
+    wait_until(lambda: get("/readiness")[0] == 200, what="the second to be ready")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    assert etcd.keys("/procwrap/locks/%s/" % name) == []
+
+
+def test_lock_fields_are_checked(tmp_path):
+    from conftest import write_config
+    config = {"processes": [
+        {"name": "a", "command": ["true"], "singleton": True, "maxConcurrency": 2},
+        {"name": "b", "command": ["true"], "maxConcurrency": 2},
+        {"name": "c", "command": ["true"], "lock": "x/y"},
+        {"name": "d", "command": ["true"], "singleton": True}]}
+    result = run("check", "-c", write_config(tmp_path, config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "procwrap: error: processes[0].maxConcurrency: a singleton has one slot; drop "
+        "maxConcurrency or singleton",
+        "procwrap: error: processes[1].maxConcurrency: needs lock: the name its slots share "
+        "across machines",
+        "procwrap: error: processes[2].lock: 'x/y' is not a lock name; use one without '/'",
+        "procwrap: error: processes[3]: a lock across machines needs the top-level etcd "
+        'section: {"etcd": {"endpoints": [URL]}}']
+
+
+def test_a_lock_timeout_of_zero_looks_once(etcd, tmp_path, background):
+    name = "zero-" + uuid.uuid4().hex[:8]
+    free = run(*(locked(etcd, name, "--lock-timeout", "0") + ["--", "sh", "-c", "exit 7"]))
+    assert free.returncode == 7, free.stderr        # a free slot is taken at once
+    holder = background(*(locked(etcd, name) + ["--", "sleep", "300"]))
+    holder.expect('"lock-acquired"')
+    taken = run(*(locked(etcd, name, "--lock-timeout", "0") + ["--", "true"]))
+    assert taken.returncode == 75
+    assert "not waiting (--lock-timeout 0)" in taken.stdout
+    holder.signal(signal.SIGTERM)
+    assert holder.wait() == 143
+
+
+def test_max_concurrency_across_supervisors_and_etcd_down(etcd, tmp_path, background):
+    """Two supervisors, two processes each, three slots of one lock: three run,
+    one waits, and takes a slot when a supervisor goes.  With etcd down a
+    start fails closed (69) and the restart policy decides."""
+    from conftest import free_port, write_config
+    name = "pool-" + uuid.uuid4().hex[:8]
+
+    def config(tag):
+        return {"etcd": {"endpoints": [etcd.url], "ttl": 2}, "processes": [
+            {"name": "w%s%d" % (tag, i), "command": ["sh", "-c", "echo active; sleep 300"],
+             "lock": name, "maxConcurrency": 3} for i in (1, 2)]}
+    first = background("-c", write_config(tmp_path, config("a"), "a.json"))
+    first.expect('"active"', count=2)
+    second = background("-c", write_config(tmp_path, config("b"), "b.json"))
+    second.expect('"active"')
+    second.expect('"lock-waiting"')
+    assert len(etcd.keys("/procwrap/locks/%s/" % name)) == 4
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    second.expect('"active"', count=2, timeout=30)
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    down = dict(config("c"), etcd={"endpoints": ["http://127.0.0.1:%d" % free_port()]})
+    down["processes"] = down["processes"][:1]
+    down["processes"][0]["restartPolicy"] = "Never"
+    result = run("-c", write_config(tmp_path, down, "c.json"))
+    assert result.returncode == 69, result.stderr
+    assert '"active"' not in result.stdout
