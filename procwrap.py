@@ -4593,9 +4593,11 @@ class _Etcd(object):
         return ([(_unb64(kv["key"]), int(kv["create_revision"]), _unb64(kv.get("value")))
                  for kv in answer.get("kvs", ())], int(answer["header"]["revision"]))
 
-    def watch_deletes(self, prefix, revision, timeout):
-        """Block until a key under `prefix` is deleted after `revision`, or
-        `timeout` seconds pass (a streaming watch, read in a thread)."""
+    def watch_deletes(self, prefix, revision, timeout, on_delete):
+        """Stream the deletes under `prefix` from `revision` on: on_delete(key)
+        for each, until it returns True, or the stream has been quiet for
+        `timeout` seconds, or the member goes (a streaming watch, read in a
+        thread)."""
         import json
         import urllib.request
         client = self.clients[0]
@@ -4612,11 +4614,12 @@ class _Etcd(object):
                 for line in stream:
                     events = (json.loads(line.decode("utf-8")).get("result") or {}).get(
                         "events") or ()
-                    if any(event.get("type") == "DELETE" for event in events):
-                        return True
-        except (OSError, ValueError):
-            pass            # timed out, or the member went: the caller looks again
-        return False
+                    for event in events:
+                        if event.get("type") == "DELETE" and on_delete(
+                                _unb64(event["kv"]["key"])):
+                            return
+        except (OSError, ValueError, KeyError):
+            pass            # quiet too long, or the member went: the caller looks again
 
 
 def _json_or_empty(text):
@@ -4655,6 +4658,7 @@ class _Semaphore(object):
         self.waiting = False
         self._then = None
         self._timer = None
+        self.ahead = set()              #: the keys ahead of ours, while we wait
         self.acquired_in = None         #: seconds from acquire() to the slot
 
     def acquire(self, timeout, then):
@@ -4698,9 +4702,10 @@ class _Semaphore(object):
                 return self._done(None)
             if self.timeout == 0:
                 return self._done(EX_TEMPFAIL, "no slot free; not waiting (--lock-timeout 0)")
+            place = names.index(self.key) if self.key in names else len(names)
+            self.ahead = set(names[:place])     # only their going can free a slot for us
             if not self.waiting:
                 self.waiting = True
-                place = names.index(self.key) if self.key in names else len(names)
                 self.log.event("lock %s: waiting (%d of %d slots taken, %d waiting ahead)" % (
                     self.name, min(len(names), self.limit), self.limit,
                     max(0, place - self.limit)), event="lock-waiting", lock=self.name)
@@ -4708,15 +4713,30 @@ class _Semaphore(object):
         self.loop.run_in_worker(lambda: self.etcd.queue(self.prefix), looked)
 
     def _watch(self, revision):
-        """A thread waits for a delete under the prefix (a streaming watch,
-        never a poll), then the queue is looked at again."""
+        """A thread follows the deletes under the prefix (a streaming watch,
+        never a poll); each key ahead of ours that goes is counted off here,
+        so a freed slot costs each waiter no request at all.  When the watch
+        ends (quiet too long, a member gone) the queue is looked at anew."""
         import threading
 
+        def deleted(key):
+            self.loop.call_soon_threadsafe(self._gone, key)
+            return self._then is None       # not waiting any more: the watch may end
+
         def wait():
-            # Bounded, so a watch on a member that went silent is made again.
-            self.etcd.watch_deletes(self.prefix, revision, LOCK_WATCH_MAX)
+            self.etcd.watch_deletes(self.prefix, revision, LOCK_WATCH_MAX, deleted)
             self.loop.call_soon_threadsafe(self._rewatch)
         threading.Thread(target=wait, daemon=True, name="procwrap-lock-watch").start()
+
+    def _gone(self, key):
+        """A key went: ours (the lease ended while we waited), or one ahead."""
+        if self._then is None:
+            return
+        if key == self.key:
+            return self._done(EX_TEMPFAIL, "our place in the queue went (the lease ended)")
+        self.ahead.discard(key)
+        if len(self.ahead) < self.limit:
+            self._done(None)
 
     def _rewatch(self):
         if self._then is not None:
