@@ -4601,8 +4601,10 @@ class _Etcd(object):
         import json
         import urllib.request
         client = self.clients[0]
-        body = json.dumps({"create_request": {"key": _b64(prefix), "range_end": _b64(
-            _prefix_end(prefix).decode()), "start_revision": str(revision)}}).encode()
+        request = {"key": _b64(prefix), "start_revision": str(revision)}
+        if prefix.endswith("/"):        # a prefix; else the one key
+            request["range_end"] = _b64(_prefix_end(prefix).decode())
+        body = json.dumps({"create_request": request}).encode()
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = self.token
@@ -4728,6 +4730,34 @@ class _Semaphore(object):
             self.loop.call_soon_threadsafe(self._rewatch)
         threading.Thread(target=wait, daemon=True, name="procwrap-lock-watch").start()
 
+    def _watch_key(self):
+        """While held, our own key is watched: deleted behind our back (the
+        lease alive), the slot is no longer ours."""
+        import threading
+        key, revision = self.key, self.revision
+
+        def deleted(gone):
+            self.loop.call_soon_threadsafe(self._key_gone, key)
+            return True
+
+        def watch():
+            self.etcd.watch_deletes(key, revision, LOCK_WATCH_MAX, deleted)
+            self.loop.call_soon_threadsafe(self._rewatch_key, key)
+        threading.Thread(target=watch, daemon=True, name="procwrap-lock-key").start()
+
+    def _key_gone(self, key):
+        if self.held and key == self.key:
+            self.held = False
+            if self.keeper is not None:
+                self.keeper.stop()
+            if self.on_lost is not None:
+                self.on_lost("lock %s: lost the slot (our key was deleted)" % self.name)
+
+    def _rewatch_key(self, key):
+        """The watch ended quiet (or its member went): watch again while held."""
+        if self.held and key == self.key:
+            self._watch_key()
+
     def _gone(self, key):
         """A key went: ours (the lease ended while we waited), or one ahead."""
         if self._then is None:
@@ -4754,6 +4784,7 @@ class _Semaphore(object):
         if status is None:
             self.held = True
             self.acquired_in = self.loop.clock() - self._began
+            self._watch_key()
             self.log.event("lock %s: holding one of %d slots (after %s s)" % (
                 self.name, self.limit, _format_seconds(round(self.acquired_in, 3))),
                 event="lock-acquired", lock=self.name, seconds=round(self.acquired_in, 4))

@@ -291,3 +291,25 @@ def test_max_concurrency_across_supervisors_and_etcd_down(etcd, tmp_path, backgr
     result = run("-c", write_config(tmp_path, down, "c.json"))
     assert result.returncode == 69, result.stderr
     assert '"active"' not in result.stdout
+
+
+def test_a_deleted_key_stops_the_command(etcd, background):
+    """The key deleted behind procwrap's back (its lease still alive): the
+    slot is no longer ours, the command stops, exit 75."""
+    import base64
+    name = "gone-" + uuid.uuid4().hex[:8]
+    bg = background(*(locked(etcd, name) + ["--", "sleep", "300"]))
+    bg.expect('"lock-acquired"')
+    [(key, _)] = etcd.keys("/procwrap/locks/%s/" % name)
+    etcd.call("/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+    assert bg.wait(30) == 75
+    assert any("our key was deleted" in line for line in bg.out)
+
+
+def test_retries_keep_the_slot(etcd, tmp_path):
+    name = "retry-" + uuid.uuid4().hex[:8]
+    result = run(*(locked(etcd, name, "--retries", "2", "--retry-delay", "0") + [
+        "--", "sh", "-c", "exit 3"]))
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.count('"lock-acquired"') == 1
+    assert result.stdout.count('"started"') == 3
