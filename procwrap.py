@@ -10946,6 +10946,10 @@ _OPTIONS = [
 
 _OPTION_INDEX = dict((flag, option) for option in _OPTIONS for flag in option.flags)
 _OPTION_BY_DEST = dict((option.dest, option) for option in _OPTIONS)
+#: First words that mean procwrap, not a program (see _parse_args).
+_SLIPS = dict([("help", "--help"), ("version", "--version")] + [
+    (name, "ctl " + name) for name in ("status", "start", "stop", "restart", "signal", "tail",
+                                       "reload", "shutdown")])
 #: proc_wrapper's variables for options of wrap mode's own (SPECS.md 10.4),
 #: read when neither the flag nor its PROCWRAP_ twin is given.
 _PROC_WRAPPER_TWINS = (
@@ -10981,6 +10985,11 @@ def _usage():
         "       procwrap install [PREFIX]                write the module, its bytecode and "
         "a launcher (see install --help)",
         "",
+        "A subcommand's name shadows a program of the same name (check, remote, locks, ctl,",
+        "install; help, version, status, start, stop... are taken for slips): "
+        "`procwrap -- NAME ...`",
+        "always runs the program NAME.",
+        "",
         "options (each also read from its environment twin; the command line wins):",
     ]
     for option in _OPTIONS:
@@ -11010,12 +11019,14 @@ def _parse_args(argv, environ):
     if argv and argv[0] in ("check", "remote", "locks"):
         subcommand, index = argv[0], 1
     command = []
+    dashed = False          #: the command came after `--`: a program, whatever its name
     if subcommand == "locks" and argv[1:2] and not argv[1].startswith("-"):
         command, index = [argv[1]], 2   # locks NAME [OPTIONS]: the name, then options
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
             command = command + argv[index + 1:]
+            dashed = True
             break
         if not arg.startswith("-") or arg == "-":
             command = command + argv[index:]    # the first word that is no option: the command
@@ -11077,6 +11088,12 @@ def _parse_args(argv, environ):
             if value is not None:
                 options[dest] = _OPTION_BY_DEST[dest].parse(
                     text if dest == "workdir" else _format_seconds(value), name)
+    # `procwrap help` or `procwrap status` is a slip more often than a program
+    # of that name: say what was meant (`procwrap -- status` runs the program).
+    if subcommand is None and command and not dashed and command[0] in _SLIPS:
+        word = command[0]
+        raise UsageError("%s: did you mean `procwrap %s`?  To run a program named %s, write "
+                         "`procwrap -- %s`" % (word, _SLIPS[word], word, " ".join(command)))
     # A PROCWRAP_* that is no twin is a typo more often than not: say so
     # (warn, not fail: an older procwrap may share the environment).
     for name in sorted(environ):

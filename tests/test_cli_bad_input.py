@@ -199,3 +199,22 @@ def test_malformed_ctl_requests_get_an_error_answer(background, tmp_path):
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
     assert procwrap.stderr.strip() == ""
+
+
+def test_a_slip_for_a_subcommand_gets_a_hint_not_a_program_run(tmp_path):
+    """`procwrap status` means `procwrap ctl status` far more often than a
+    program named status: one line saying so, exit 2; after `--` the program
+    runs whatever its name (issue 13)."""
+    for word, meant in (("help", "--help"), ("version", "--version"),
+                        ("status", "ctl status"), ("restart", "ctl restart")):
+        result = run(word, "web")
+        assert result.returncode == 2, (word, result.stderr)
+        assert result.stderr == ("procwrap: error: %s: did you mean `procwrap %s`?  To run a "
+                                 "program named %s, write `procwrap -- %s web`\n"
+                                 % (word, meant, word, word))
+    program = tmp_path / "status"
+    program.write_text("#!/bin/sh\necho the status program\n")
+    program.chmod(0o755)
+    ran = run("--", str(program))
+    assert ran.returncode == 0 and ran.stdout == "the status program\n"
+    assert "always runs the program NAME" in run("--help").stdout
