@@ -10264,6 +10264,7 @@ CTL_COMMANDS = (
     ("stop", ("NAME",), "stop it (stop signal, grace, SIGKILL); it stays stopped"),
     ("restart", ("NAME",), "stop it, then start it"),
     ("signal", ("SIGNAL", "NAME"), "send a signal to its process group"),
+    ("pid", ("NAME",), "its pid (refused, exit 1, when it is not running)"),
     ("tail", ("[-f]", "[-n N]", "NAME"), "its recent output (-f: and what follows, until ^C)"),
     ("reload", (), "read the config again: start added processes, stop removed ones, "
                    "restart changed ones"),
@@ -10578,6 +10579,16 @@ class _Control(object):
                              % (process.name, process.state)}, last=True)
             return False
         process.signal(signum)
+
+    def ctl_pid(self, connection, request, process):
+        """NAME: its pid, as supervisorctl's pid; a process not running is a refusal."""
+        if process.pid is None or process.spec.remote is not None:
+            where = " (on %s)" % process.spec.labels.get("host") if process.spec.remote else ""
+            connection.send({"ok": False, "error": "%s has no pid here%s (%s)" % (
+                process.name, where, process.state)}, last=True)
+            return False
+        connection.send({"ok": True, "pid": process.pid}, last=True)
+        return False
 
     def ctl_tail(self, connection, request, process):
         """Its last lines from the ring; with follow, every chunk after them
@@ -11314,6 +11325,8 @@ def _ctl_text(command, answer):
                        + "  " + row[5] + "\n" for row in rows)
     if command == "tail":
         return "".join(line + "\n" for _, line in answer["lines"])
+    if command == "pid":
+        return "%d\n" % answer["pid"]
     if command == "reload":
         return "reloaded: added %s; removed %s; changed %s\n" % tuple(
             ", ".join(answer[key]) or "none" for key in ("added", "removed", "changed"))

@@ -134,3 +134,18 @@ def test_reload_adds_removes_and_restarts_what_changed(background, tmp_path):
     assert "restartPolcy: unknown field; did you mean 'restartPolicy'?" in broken.stderr
     procwrap.signal(signal.SIGTERM)
     assert procwrap.wait() == 0
+
+
+def test_pid_as_supervisorctl_gives_it(background, tmp_path):
+    procwrap, ctl, _ = start(background, tmp_path, [
+        {"name": "web", "command": ["sleep", "300"]}])
+    pid = procwrap.expect_event("started", "web")["pid"]
+    answer = ctl("pid", "web")
+    assert (answer.returncode, answer.stdout) == (0, "%d\n" % pid)
+    assert json.loads(ctl("--json", "pid", "web").stdout)["pid"] == pid
+    assert ctl("stop", "web").returncode == 0
+    wait_until(lambda: ctl("pid", "web").returncode == 1, what="web stopped")
+    assert ctl("pid", "web").stderr.startswith("procwrap: error: ctl pid: web has no pid here")
+    assert ctl("pid").returncode == 2
+    procwrap.signal(signal.SIGTERM)
+    assert procwrap.wait() == 0
