@@ -630,15 +630,19 @@ class Etcd(object):
              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
              "--initial-cluster", "t=http://127.0.0.1:%d" % peer] + tls,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.healthy, what="etcd to answer")
-        if secure:
-            self.password = "etcd-pw-" + os.urandom(4).hex()
-            self.call("/auth/user/add", {"name": "root", "password": self.password})
-            self.call("/auth/role/add", {"name": "root"})
-            self.call("/auth/user/grant", {"user": "root", "role": "root"})
-            self.call("/auth/enable", {})
-            self.token = self.call("/auth/authenticate", {"name": "root",
-                                                          "password": self.password})["token"]
+        try:
+            wait_until(self.healthy, what="etcd to answer")
+            if secure:
+                self.password = "etcd-pw-" + os.urandom(4).hex()
+                self.call("/auth/user/add", {"name": "root", "password": self.password})
+                self.call("/auth/role/add", {"name": "root"})
+                self.call("/auth/user/grant", {"user": "root", "role": "root"})
+                self.call("/auth/enable", {})
+                self.token = self.call("/auth/authenticate", {
+                    "name": "root", "password": self.password})["token"]
+        except BaseException:
+            self.stop()         # a setup that failed leaves no etcd behind
+            raise
 
     def _open(self, request, timeout):
         import ssl
@@ -723,8 +727,12 @@ class EtcdCluster(object):
              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peers[i],
              "--initial-cluster", cluster, "--initial-cluster-state", "new"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
-        for url in self.urls:
-            wait_until(lambda url=url: self._healthy(url), what="etcd member %s" % url)
+        try:
+            for url in self.urls:
+                wait_until(lambda url=url: self._healthy(url), what="etcd member %s" % url)
+        except BaseException:
+            self.stop()
+            raise
 
     @staticmethod
     def _healthy(url):
