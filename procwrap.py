@@ -511,6 +511,16 @@ _DIGITS_RE = _Pattern(r"\A[0-9]+\Z")
 _CONTROL_RE = _Pattern("[\x00-\x1f\x7f-\x9f]")
 
 
+def _json_object(data):
+    """A JSON object from UTF-8 bytes or text, or None."""
+    import json
+    try:
+        value = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _is_digits(text):
     """Only ASCII digits?  str.isdigit() says yes to '²', which int() refuses."""
     return isinstance(text, str) and _DIGITS_RE.match(text) is not None
@@ -4134,14 +4144,7 @@ class _Wrapper(_Owner):
 
     def _relock(self):
         self.relocking = False
-        self.lock.acquire(self.lock_timeout, self._relocked)
-
-    def _relocked(self, refused):
-        if refused is not None:
-            self.forced_status = refused
-            self.loop.stopped = True
-        elif not self.signalled:
-            self.process.start(manual=True)
+        self.lock.acquire(self.lock_timeout, lambda refused: self._reported(refused, True))
 
     def _report_start(self):
         """The API server's word (when reported), then the command."""
@@ -4150,13 +4153,14 @@ class _Wrapper(_Owner):
         self.reporter.on_stopped = lambda reason: self.shutdown(reason, EX_TEMPFAIL)
         self.reporter.start(self._reported)
 
-    def _reported(self, refused):
-        """The reporter's word on the start: start the command, or exit."""
+    def _reported(self, refused, again=False):
+        """The last gate's word (the reporter's, or the lock's when a slot is
+        taken again): start the command (`again`: after a stop), or exit."""
         if refused is not None:
             self.forced_status = refused
             self.loop.stopped = True
         elif not self.signalled:
-            self.process.start()
+            self.process.start(manual=again)
 
     def end(self):
         """Give the lock's slot back at once (a blocking revoke: the loop is
@@ -4624,16 +4628,6 @@ class _Etcd(object):
             pass            # quiet too long, or the member went: the caller looks again
 
 
-def _json_or_empty(text):
-    """A JSON object from text, or {}."""
-    import json
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 class _Semaphore(object):
     """One of `limit` slots of the semaphore NAME, across machines (SPECS.md
     8.4): a lease, a key PREFIX/NAME/<lease> holding who we are, and the
@@ -4698,7 +4692,7 @@ class _Semaphore(object):
                 return self._done(EX_UNAVAILABLE, "etcd: %s" % _describe_http(error))
             keys, revision = result
             names = [key for key, _, _ in keys]
-            self.holders = [_json_or_empty(value) for _, _, value in keys[:self.limit]]
+            self.holders = [_json_object(value) or {} for _, _, value in keys[:self.limit]]
             self.waiters = max(0, len(keys) - self.limit)
             if self.key in names[:self.limit]:
                 return self._done(None)
@@ -6405,16 +6399,6 @@ def _status_update_env(port):
             "PROC_WRAPPER_STATUS_UPDATE_PORT": str(port)}
 
 
-def _json_object(data):
-    """A JSON object from UTF-8 bytes, or None."""
-    import json
-    try:
-        message = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
-
-
 class _StatusSocket(_Datagrams):
     """The status socket: one JSON object per UDP datagram on 127.0.0.1.
 
@@ -6847,7 +6831,6 @@ class _ApiReporter(object):
         self.status = _RunStatus()
         self.failed_attempts = 0
         self.timed_out_attempts = 0
-        self.requests = 0               #: requests sent (for the figures and tests)
         self._heartbeat = None          #: the heartbeat Timer
         self._busy = False              #: a request is in the worker
         self._queued = None             #: (kind, body, done) waiting for it
@@ -7108,7 +7091,6 @@ class _ApiReporter(object):
         self._busy = True
 
         def attempt():
-            self.requests += 1
             self.loop.run_in_worker(lambda: self.client.request(method, path, body), answered)
 
         def answered(answer, error):
@@ -11617,7 +11599,6 @@ def _lock_settings(settings, name, where, secrets):
 def _run_locks(settings, command, environ, secrets):
     """procwrap locks NAME --etcd URL: who holds the lock's slots, who waits,
     in order (read-only)."""
-    import json
     if len(command) != 1:
         raise UsageError("locks: give one lock NAME (procwrap locks NAME --etcd URL)")
     name, etcd = _lock_settings(settings, command[0], "locks: NAME", secrets)
@@ -11628,11 +11609,7 @@ def _run_locks(settings, command, environ, secrets):
         raise UnavailableError("locks: etcd: %s" % _describe_http(error))
     rows = [("#", "STATE", "HOST", "PID", "SINCE")]
     for index, (key, _, value) in enumerate(keys):
-        try:
-            info = json.loads(value)
-        except ValueError:
-            info = {}
-        info = info if isinstance(info, dict) else {}
+        info = _json_object(value) or {}
         rows.append((str(index + 1), "holding" if index < settings["max_concurrency"]
                      else "waiting", str(info.get("host", "?")), str(info.get("pid", "?")),
                      str(info.get("since", "?"))))
