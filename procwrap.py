@@ -260,8 +260,13 @@ BACKOFF_FACTOR = 2.0
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 120.0   #: 2 x max, as client-go's hasExpired
 STOP_TIMEOUT = 10.0           #: as docker stop
+PRIORITY_DEFAULT = 999        #: where a process without a priority starts (supervisord's)
+PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
+PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
 TAIL_BYTES = 65536            #: recent output kept per process for `procwrap ctl tail`
+LOG_FILE_MAX_BYTES = 50 << 20  #: a process's log file rotates past this (supervisord's 50MB)
+LOG_FILE_BACKUPS = 10         #: rotated files kept (supervisord's)
 #: Seconds a full disk may hold up procwrap's records (and, through their
 #: pipes, its children's output) before records are dropped and counted.
 LOG_STALL = 30.0
@@ -633,6 +638,35 @@ def _value_number(value, minimum, integer=False, maximum=None):
     return value
 
 
+def _value_codes(value):
+    """Exit statuses: a list of whole numbers 0-255 (successCodes), not empty."""
+    if not isinstance(value, list) or not value or not all(
+            isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255
+            for code in value):
+        raise _BadValue("expected a list of exit statuses 0-255, like [0, 3]")
+    return tuple(value)
+
+
+_BYTES_RE = _Pattern(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(Ki|Mi|Gi|Ti|[kKmMgG][bB]|k|M|G|T)?\s*$")
+_BYTE_UNITS = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+               "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30,     # supervisord's (1024)
+               "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12}    # Kubernetes'
+
+
+def _value_bytes(value):
+    """A size in bytes: a whole number, or a number with a unit: Ki, Mi, Gi,
+    Ti and supervisord's KB, MB, GB (any case) are powers of 1024;
+    Kubernetes' k, M, G, T powers of 1000."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _BYTES_RE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise _BadValue("expected bytes: a whole number, or like 50MB, 512Mi, 1Gi")
+    unit = match.group(2) or ""
+    unit = unit.upper() if unit.upper() in ("KB", "MB", "GB") else unit
+    return int(float(match.group(1)) * _BYTE_UNITS.get(unit, 1))
+
+
 def _value_port(value, listen=False):
     """A TCP/UDP port: 1-65535, or 0 (any free one) for a listening socket."""
     if isinstance(value, str) and _is_digits(value.strip()):
@@ -741,6 +775,39 @@ def _expand_vars(text, env):
             return "$"
         return env.get(match.group(1), match.group(0))
     return _K8S_VAR_RE.sub(replace, text)
+
+
+_SHELL_EXPANSION_RE = _Pattern(r"\$(?:\{[^}]*\}?|[A-Za-z_][A-Za-z0-9_]*|[0-9@*#?!-]|"
+                               r"\((?![A-Za-z_][A-Za-z0-9_]*\))[^)]*\)?)|`[^`]*`?")
+_SHELL_OPERATORS = ("&&", "||", ">>", "<<", ">&", "<&", "|", "&", ";", "<", ">", "(", ")")
+
+
+def _shell_syntax(text):
+    """The first thing in `text` that a shell would act on and a split into
+    words does not (an operator, a redirection, $VAR, `...`), quoted for a
+    message; None when there is none.  Kubernetes' $(NAME) and $$ are
+    procwrap's own expansions, not shell syntax."""
+    quote, index = None, 0
+    while index < len(text):
+        char = text[index]
+        if quote == "'":
+            quote = None if char == "'" else quote
+        elif char == "\\":
+            index += 1          # the next character is literal
+        elif quote == '"' and char == '"':
+            quote = None
+        elif char == "$" and _K8S_VAR_RE.match(text, index):
+            index = _K8S_VAR_RE.match(text, index).end() - 1
+        elif char in "$`":
+            match = _SHELL_EXPANSION_RE.match(text, index)
+            if match:
+                return "`%s`" % match.group(0)
+        elif quote is None and char in "'\"":
+            quote = char
+        elif quote is None and char in "|&;<>()":
+            return "`%s`" % next(op for op in _SHELL_OPERATORS if text.startswith(op, index))
+        index += 1
+    return None
 
 
 # -- dotenv: python-dotenv's grammar (SPECS.md 3.1-3.2), errors instead of skips.
@@ -1124,6 +1191,14 @@ def _read_error(error):
     if "null" in str(error):
         return "the path holds a NUL byte"
     return str(error)
+
+
+def _isatty(fd):
+    """os.isatty that treats a closed fd as 'not a tty'."""
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 class _OwnPath(object):
@@ -2405,12 +2480,14 @@ class _LocalChild(object):
         False when it is known to have happened.  Raises _SpawnError (stage
         'fork' when fork itself failed: EAGAIN, ENOMEM)."""
         capture = self.sinks is not None
-        ours, theirs = (None, None), (None, None)   # read ends; the child's stdout, stderr
+        ours, theirs = (), (None, None)     # read ends; the child's stdout, stderr
         if capture:
             out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            ours, theirs = (out_r, err_r), (out_w, err_w)
-            for fd in theirs:
+            ours, theirs = (out_r,), (out_w, out_w)
+            if self.sinks[1] is not None:   # None: stderr into stdout's pipe, order kept
+                err_r, err_w = os.pipe()
+                ours, theirs = (out_r, err_r), (out_w, err_w)
+            for fd in set(theirs):
                 _set_pipe_size(fd)
         stdin = _devnull() if capture else None
         try:
@@ -2421,14 +2498,13 @@ class _LocalChild(object):
                 pid, report = _spawn(argv, env, workdir, user, stdin, theirs[0], theirs[1], tty,
                                      self.loop.handled_signals())
         except (OSError, _SpawnError) as error:
-            for fd in ours + theirs:
-                if fd is not None:
-                    os.close(fd)
+            for fd in set(ours + theirs) - {None}:
+                os.close(fd)
             if not isinstance(error, _SpawnError):
                 error = _SpawnError("fork", error.errno or 0)
             raise error
         if capture:
-            for fd in theirs:
+            for fd in set(theirs):
                 os.close(fd)
             # Output means the child has exec'd, so exec is confirmed first
             # even when its pipe is read before its exec report.
@@ -3029,7 +3105,8 @@ class _Agent(object):
         setup = self._setup(ident, message)
         if setup is None:
             return self.channel.control({"op": "exit", "id": ident, "status": EX_NOEXEC << 8})
-        sinks = (_ChannelSink(self, FRAME_STDOUT, ident), _ChannelSink(self, FRAME_STDERR, ident))
+        sinks = (_ChannelSink(self, FRAME_STDOUT, ident), None if message.get("merge")
+                 else _ChannelSink(self, FRAME_STDERR, ident))
         child = _LocalChild(self.loop, lambda error: self.on_exec(ident, error),
                             lambda status: self.on_exit(ident, status), sinks, None)
         self.children[ident] = child
@@ -3217,6 +3294,7 @@ def _agent_main(keepalive):
 #: bytes.translate deletes them at about 0.5 ns a byte; a regex search takes 4.
 _JSON_SAFE = bytes(b for b in range(256) if (b >= 0x20 or b == 0x0A) and b not in b'"\\')
 _LOGFMT_SAFE = _JSON_SAFE.replace(b"\x7f", b"")
+_ASCII = bytes(range(128))      #: deleted, what is left of a chunk is not ASCII
 _COLORS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 _LEVEL_ORDER = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
@@ -3256,10 +3334,11 @@ class _Log(object):
             self._json = json
             self._encode = json.encoder.encode_basestring
 
-    def sink(self, process, stream, labels=None, ring=None):
+    def sink(self, process, stream, labels=None, ring=None, file=None):
         """A _Sink that turns one child stream's lines into records (and keeps
-        them in `ring` for `procwrap ctl tail`)."""
-        return _Sink(self, process, stream, labels or {}, ring)
+        them in `ring` for `procwrap ctl tail`, and writes them to `file`, a
+        _LogFile, too)."""
+        return _Sink(self, process, stream, labels or {}, ring, file)
 
     def next_color(self):
         """The next ANSI colour for a process name in text format."""
@@ -3389,6 +3468,166 @@ class _Log(object):
             self.lost = 0
 
 
+class _LogFile(object):
+    """A process's own log file (logs.file): its records, appended; rotated
+    before a write would take it past max_bytes (at a record's end: a file
+    holds whole records, at most max_bytes of them unless one record alone
+    is longer), PATH -> PATH.1 -> ... -> PATH.backups; reopened on
+    `procwrap ctl reopen-logs` (for logrotate).
+
+    The loop writes: records of one pass are gathered and written in one
+    write() at the end of it (a regular file's write lands in the page
+    cache; nothing waits on a reader).  PATH and PATH.1..N are procwrap's by
+    the config; a symlink or anything but a regular file of procwrap's user
+    at one of those names is never written, followed or replaced.
+    """
+    fd = None
+    size = 0
+    failing = None          #: why the last write or rotation failed (said once)
+    lost = 0                #: records not written since, counted
+
+    def __init__(self, loop, log, path, max_bytes=LOG_FILE_MAX_BYTES, backups=LOG_FILE_BACKUPS,
+                 where="logs.file"):
+        self.loop = loop
+        self.log = log                  #: procwrap's own records, to say what failed
+        self.path = path
+        self.max_bytes = max_bytes      #: 0: never rotated
+        self.backups = backups          #: rotated files kept; 0: truncated instead
+        self.where = where
+        self.pending = []               #: records of this pass, written by flush()
+        self._timer = None
+        self.open(initial=True)
+
+    def open(self, initial=False):
+        """Open PATH for appending (created 0640); at start, UsageError if it cannot be."""
+        import stat
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) \
+            | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags, 0o640)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
+        except (OSError, ValueError) as error:
+            message = "%s: cannot open %r: %s" % (self.where, self.path, _read_error(error))
+            if initial:
+                raise UsageError(message + "; fix the path")
+            return self._failed(message)
+        self.close()
+        self.fd, self.size = fd, info.st_size
+
+    def write(self, data):
+        """Records (whole lines) for the file, written at the end of this pass."""
+        self.pending.append(data)
+        if self._timer is None:
+            self._timer = self.loop.call_later(0, self.flush)
+
+    def flush(self):
+        """Write what this pass gathered, rotating where a record would cross max_bytes."""
+        self._timer = None
+        data, self.pending = b"".join(self.pending), []
+        if self.fd is None:
+            self.lost += data.count(b"\n")
+            return
+        while data:
+            cut = len(data)
+            if self.max_bytes and self.size + cut > self.max_bytes:
+                cut = data.rfind(b"\n", 0, max(0, self.max_bytes - self.size)) + 1
+                if cut == 0 and self.size == 0:         # one record longer than a file
+                    cut = data.find(b"\n") + 1 or len(data)
+                if cut and not self._put(data[:cut]):
+                    return self._drop(data[cut:])
+                data = data[cut:]
+                if not self.rotate():
+                    return self._drop(data)
+                continue
+            if not self._put(data):
+                return
+            data = b""
+
+    def _put(self, data):
+        """Append `data`; False (said, counted) if it cannot be."""
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                self.size += written
+                data = data[written:]
+        except OSError as error:
+            _inflicted(error)
+            self._failed("%s: cannot write %r: %s" % (self.where, self.path, error.strerror))
+            return self._drop(data)
+        if self.failing is not None:
+            self.log.event("%s: writing %s again (%s lost)" % (
+                self.where, self.path, _plural(self.lost, "record")), "warning",
+                event="log-file", path=self.path, lost=self.lost)
+            self.failing, self.lost = None, 0
+        return True
+
+    def _drop(self, data):
+        self.lost += data.count(b"\n")
+        return False
+
+    def _failed(self, message):
+        """Say once what fails; records are counted until a write works again."""
+        if self.failing is None:
+            self.failing = message
+            self.log.event(message + "; its records are counted, not written, until it works",
+                           "error", event="log-file", path=self.path)
+
+    def rotate(self):
+        """PATH.N-1 -> PATH.N ... PATH -> PATH.1, then a new PATH (with no
+        backups: PATH emptied).  False when a name is not procwrap's to replace."""
+        import stat
+        if self.backups:
+            names = [self.path] + ["%s.%d" % (self.path, n) for n in range(1, self.backups + 1)]
+            for name in names[1:]:
+                try:
+                    info = os.lstat(name)
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    info = None
+                if info is None or not stat.S_ISREG(info.st_mode) \
+                        or info.st_uid != os.geteuid():
+                    self._failed("%s: %s is not a file of procwrap's; not rotating over it, "
+                                 "remove it" % (self.where, name))
+                    return False
+            try:
+                for older, newer in reversed(list(zip(names[1:], names[:-1]))):
+                    if os.path.lexists(newer):
+                        os.rename(newer, older)
+            except OSError as error:
+                self._failed("%s: cannot rotate %r: %s"
+                             % (self.where, self.path, error.strerror))
+                return False
+            self.open()
+        else:
+            try:
+                os.ftruncate(self.fd, 0)
+                self.size = 0
+            except OSError as error:
+                self._failed("%s: cannot empty %r: %s"
+                             % (self.where, self.path, error.strerror))
+                return False
+        return self.fd is not None
+
+    def reopen(self):
+        """procwrap ctl reopen-logs: what is pending goes to the old file, then PATH anew."""
+        self.flush()
+        self.open()
+
+    def end(self):
+        """The run is over (or the process gone from the config): write, close."""
+        self.flush()
+        self.close()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def _stderr(line):
     """One line of procwrap's own on stderr, whatever state stderr is in."""
     try:
@@ -3432,11 +3671,14 @@ class _Ring(object):
 
 class _Sink(object):
     """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
-    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring")
+    __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring", "file",
+                 "plain")
 
-    def __init__(self, log, process, stream, labels, ring=None):
+    def __init__(self, log, process, stream, labels, ring=None, file=None):
         self.log = log                  #: the Log written to
         self.ring = ring                #: a _Ring of recent output, or None
+        self.file = file                #: the process's _LogFile, or None
+        self.plain = None               #: text format: the head without colour, for the file
         self.format = log.format        #: copied for the hot path
         self.process = process          #: name, for the slow paths
         self.stream = stream            #: stdout | stderr
@@ -3450,6 +3692,7 @@ class _Sink(object):
                 "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
         else:
             head = "%s |" % process
+            self.plain = (head + " ").encode("utf-8")
             if log.color:
                 head = "\x1b[%dm%s\x1b[0m" % (log.next_color(), head)
             self.fixed = head
@@ -3461,9 +3704,14 @@ class _Sink(object):
             self.ring.add(self.stream, data)    # one call a chunk, not a line
         fmt = self.format
         if fmt == "text":
-            # Bytes in, bytes out: text format never decodes.
-            head = self.head
-            self.log.write(head + (b"\n" + head).join(data.split(b"\n")) + b"\n")
+            # Bytes in, bytes out: text format decodes only what is not ASCII,
+            # for invalid UTF-8 to show as U+FFFD, as in the other formats.
+            if data.translate(None, _ASCII):
+                data = data.decode("utf-8", "replace").encode("utf-8")
+            head, lines = self.head, data.split(b"\n")
+            self.log.write(head + (b"\n" + head).join(lines) + b"\n")
+            if self.file is not None:       # the same, without colour
+                self.file.write(self.plain + (b"\n" + self.plain).join(lines) + b"\n")
             return
         text = data.decode("utf-8", "replace")
         stamp = _rfc3339(time.time())
@@ -3484,7 +3732,13 @@ class _Sink(object):
                 out = head + ('"\n' + head).join(text.split("\n")) + '"\n'
             else:
                 out = "".join(head + _logfmt_escape(line) + '"\n' for line in text.split("\n"))
-        self.log.write(out.encode("utf-8", "replace"))
+        self._write(out.encode("utf-8", "replace"))
+
+    def _write(self, data):
+        """Records to the log, and to the process's log file."""
+        self.log.write(data)
+        if self.file is not None:
+            self.file.write(data)
 
     def piece(self, data):
         """A record for part of an over-long line, marked so a reader can join it up."""
@@ -3492,8 +3746,12 @@ class _Sink(object):
             self.ring.add(self.stream, data)
         fmt = self.format
         if fmt == "text":
-            head = self.fixed[:-1] + "+ "   # 'name + piece': more of this line follows
-            self.log.write(head.encode("utf-8") + data + b"\n")
+            if data.translate(None, _ASCII):
+                data = data.decode("utf-8", "replace").encode("utf-8")
+            # 'name + piece': more of this line follows
+            self.log.write(self.head.replace(b" |", b" +", 1) + data + b"\n")
+            if self.file is not None:
+                self.file.write(self.plain.replace(b" |", b" +", 1) + data + b"\n")
             return
         text = data.decode("utf-8", "replace")
         stamp = _rfc3339(time.time())
@@ -3502,7 +3760,7 @@ class _Sink(object):
                 stamp, self.fixed, self.log._encode(text))
         else:
             out = 'time=%s%spartial=true msg="%s"\n' % (stamp, self.fixed, _logfmt_escape(text))
-        self.log.write(out.encode("utf-8", "replace"))
+        self._write(out.encode("utf-8", "replace"))
 
     def _json_line(self, line, stamp, head):
         """A record for one line, merging it when it is a JSON object (logs.mergeJson)."""
@@ -3636,6 +3894,7 @@ class _Process(object):
     description = None      #: how the last run ended, for messages ('exited with status 3')
     delay = None            #: seconds until the restart, while in BACKOFF
     hold = False            #: no more restarts (procwrap is stopping)
+    early = False           #: the last run ended before startSeconds: a failed start
     _for_good = False       #: the STOPPING in progress ends in STOPPED (stop())
     _stopping_since = None  #: loop time the last stop began, for messages
 
@@ -3658,11 +3917,17 @@ class _Process(object):
         self.gating = False             #: the gate has not answered yet
         self._hook_ran = False          #: before_stop already ran for this instance
         self.ring = None                #: its recent output, for ctl tail
+        self.log_file = None            #: its _LogFile (logs.file), or None
         sinks = None
         if spec.capture:
             self.ring = _Ring()
-            sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring),
-                     log.sink(spec.name, "stderr", spec.labels, self.ring))
+            if spec.log_file:
+                self.log_file = _LogFile(loop, log, spec.log_file, spec.log_max_bytes,
+                                         spec.log_backups, spec.where + ".logs.file")
+            sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring, self.log_file),
+                     None if spec.merge_stderr     # one pipe: stderr goes to stdout's
+                     else log.sink(spec.name, "stderr", spec.labels, self.ring,
+                                   self.log_file))
         #: the command's mechanics: a _LocalChild, or one on another machine
         self.child = child_class(loop, self._on_exec, self.finish, sinks, max_line)
 
@@ -3921,11 +4186,23 @@ class _Process(object):
     def _after_exit(self, status):
         """RUNNING (or a failed start) -> BACKOFF, EXITED or FATAL by restartPolicy."""
         spec = self.spec
+        ran = self.loop.clock() - self.started_at
         # A run that lasted resetAfter seconds was healthy: forget the crash loop.
-        if self.loop.clock() - self.started_at >= spec.backoff_reset:
+        if ran >= spec.backoff_reset:
             self.restarts = 0
         failed = status not in spec.success_codes
-        if self.hold or spec.restart == "Never" or (spec.restart == "OnFailure" and not failed):
+        # supervisord's startsecs: a run shorter than startSeconds never
+        # started well; it is tried again whatever its restartPolicy (which
+        # says what follows a run that did), up to backoff.limit.
+        early = spec.start_seconds is not None and ran < spec.start_seconds and not self.hold
+        self.early = early
+        if early:
+            self.log.event("%s: ended %s s after it started, before startSeconds (%s s): a "
+                           "failed start" % (self.name, _format_seconds(round(ran, 2)),
+                                             _format_seconds(spec.start_seconds)),
+                           "warning", event="start-failed", name=self.name)
+        if self.hold or not early and (spec.restart == "Never" or spec.restart == "OnFailure"
+                                       and not failed):
             # -> EXITED
             self._set_state(_State.EXITED)
         elif spec.restart_limit is not None and self.restarts >= spec.restart_limit:
@@ -6510,6 +6787,13 @@ class _NotifySocket(_Datagrams):
         return fields
 
 
+def _at_rest(process):
+    """Not running, and as it should be: a one-shot that finished well, or a
+    process with autostart: false that is stopped (live and ready both)."""
+    return (process.state == _State.EXITED and process.status in process.spec.success_codes
+            or process.state == _State.STOPPED and not process.spec.autostart)
+
+
 class _Health(object):
     """The health of a supervisor's processes, with its own state: probes
     read heartbeats and READY=1 from here, never from the supervisor.
@@ -6726,7 +7010,7 @@ class _Health(object):
     def is_live(self, process):
         """Alive (or finished well for good, or a standby waiting at its gate:
         a singleton another machine runs) and no liveness/startup probe has failed."""
-        if process.state == _State.EXITED and process.status in process.spec.success_codes:
+        if _at_rest(process):
             return True
         if process.gating:
             return True
@@ -6737,8 +7021,8 @@ class _Health(object):
 
     def is_ready(self, process):
         """Running with its startup and readiness probes passed (a one-shot
-        that finished well counts as ready)."""
-        if process.state == _State.EXITED and process.status in process.spec.success_codes:
+        that finished well counts as ready, as does one stopped by design)."""
+        if _at_rest(process):
             return True
         if process.state != _State.RUNNING or process.name in self.hooks_pending:
             return False
@@ -8072,16 +8356,18 @@ class _RemoteChild(object):
     def spawn(self, argv, env, workdir=None, user=None, tty=False):
         """Ask for it (the link opens if need be); on_exec follows."""
         if self.sinks is not None:
-            self._pipes = tuple(_Pipe(self.loop, -1, sink, self.max_line) for sink in self.sinks)
+            self._pipes = tuple(_Pipe(self.loop, -1, sink, self.max_line)
+                                for sink in self.sinks if sink is not None)
         self.ident = self.host.open(self)
         self.host.send({"op": "spawn", "id": self.ident, "argv": list(argv),
-                        "env": _remote_env(env),
-                        "workdir": workdir, "user": user.name if user else None})
+                        "env": _remote_env(env), "workdir": workdir,
+                        "user": user.name if user else None,
+                        "merge": self.sinks is not None and self.sinks[1] is None})
         return True
 
     def on_output(self, kind, data):
         """A chunk of the command's stdout or stderr."""
-        if self._pipes and kind in (FRAME_STDOUT, FRAME_STDERR):
+        if kind - FRAME_STDOUT in range(len(self._pipes)):    # merged: stdout only
             self._pipes[kind - FRAME_STDOUT].feed(data)
 
     def on_control(self, message):
@@ -8628,6 +8914,14 @@ class _ProcessSpec(object):
     task_uuid = None                #: ... or this one, by UUID
     lock_name = None                #: it runs only while holding a slot of this lock
     lock_limit = 1                  #: the lock's slots (singleton: 1)
+    autostart = True                #: started with the others; False: stopped until ctl start
+    start_seconds = None            #: a run shorter than this is a failed start (retried)
+    priority = None                 #: start in ascending order, stop in descending
+    merge_stderr = False            #: one pipe for stdout and stderr (their order kept)
+    shell = None                    #: True: a string command runs through /bin/sh -c
+    log_file = None                 #: its records go to this file too (logs.file)
+    log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
+    log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -8679,6 +8973,7 @@ class _Checker(object):
 
     def __init__(self):
         self.problems = []      #: 'where: what; fix' lines
+        self.warnings = []      #: the same, for what runs but may surprise
 
     def fail(self, where, message):
         """Record one problem at `where`; returns _INVALID for the caller to pass on."""
@@ -8754,6 +9049,14 @@ class _Checker(object):
         """A number from minimum to maximum (see _value_number), or a problem."""
         return self.value(_value_number, value, where, minimum, integer, maximum)
 
+    def codes(self, value, where):
+        """Exit statuses (see _value_codes), or a problem."""
+        return self.value(_value_codes, value, where)
+
+    def warn(self, where, message):
+        """Something that works but is likely not what was meant: said, not refused."""
+        self.warnings.append("%s: %s" % (where, message))
+
     def port(self, value, where, listen=False):
         """A port (see _value_port), or a problem."""
         return self.value(_value_port, value, where, listen)
@@ -8808,14 +9111,17 @@ _TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readine
                "statusPort", "ctlSocket", "etcd")
 _ETCD_FIELDS = ("endpoints", "ttl", "prefix", "user", "password", "cacert", "cert", "key")
 _SECTIONS = ("init", "processes", "postStart")   #: postStart: one-shots once all are ready
-_LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes")
+_LOG_FILE_FIELDS = ("maxBytes", "backups")      #: of logs, top-level and per entry
+_LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes", "directory") + _LOG_FILE_FIELDS
 _ENV_POLICY_FIELDS = ("pass",)
 #: An entry's fields that put it on another host (through one shared link).
 REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
-_ENTRY_FIELDS = ("name", "command", "args", "env", "envFile", "envFrom", "workingDir", "user",
-                 "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates") + REMOTE_FIELDS
+_ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom", "workingDir",
+                 "user", "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates",
+                 "mergeStderr", "logs") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
-    + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock")
+    + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
+                     "autostart", "startSeconds", "successCodes", "priority")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -8840,6 +9146,104 @@ def _load_config(source, where):
         raise ConfigError("%s: cannot read config %r: %s; fix the path"
                           % (where, source, _read_error(error)))
     return _parse_config(data, formats[extension], source)
+
+
+def _read_config(settings, environ):
+    """The config of -c (or --procfile): a file, stdin or JSON text; a
+    Procfile becomes the config that runs it."""
+    source = settings["config"]
+    if settings.procfile:
+        return _procfile_config(source, settings, environ)
+    return _load_config(source, settings.where("config"))
+
+
+def _is_procfile(path):
+    """A Procfile is known by its name: Procfile, Procfile.dev, ..."""
+    return os.path.basename(path).split(".")[0] == "Procfile"
+
+
+_PROCFILE_LINE_RE = _Pattern(r"^([A-Za-z0-9_-]+):[ \t]*(.+?)[ \t\r]*$")
+
+
+def _parse_procfile(text, where):
+    """([(type, command)], warnings) of a Procfile: `name: command` lines
+    (foreman's and honcho's pattern); blank and # lines skipped, any other
+    line skipped with a warning, as they skip it (they say nothing)."""
+    entries, warnings, seen = [], [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _PROCFILE_LINE_RE.match(line)
+        if match is None:
+            if line.strip() and not line.lstrip().startswith("#"):
+                warnings.append("%s:%d: not `name: command`, skipped (as foreman and honcho "
+                                "do); make it a comment with #" % (where, number))
+            continue
+        name, command = match.groups()
+        if name in seen:
+            raise ConfigError("%s:%d: process type %r is also on line %d; give each a line "
+                              "of its own name" % (where, number, name, seen[name]))
+        seen[name] = number
+        entries.append((name, command))
+    return entries, warnings
+
+
+def _procfile_config(path, settings, environ):
+    """The config that runs a Procfile as foreman and honcho do: each line
+    through /bin/sh -c, `formation` copies named TYPE.N, PORT from the base
+    (--port, else PORT of the env files, else of the environment, else 5000)
+    + 100 per line + the copy's index, the env files (.env beside the
+    Procfile when there) in each environment, and the first exit ends the
+    run with its status (--keep-going: restarts instead)."""
+    where = settings.where("config")
+    try:
+        text = _read_file(path).decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise ConfigError("%s: cannot read Procfile %r: %s; fix the path"
+                          % (where, path, _read_error(error)))
+    entries, warnings = _parse_procfile(text, path)
+    for warning in warnings:
+        sys.stderr.write(WARNING_MSG % warning + "\n")
+    if not entries:
+        raise ConfigError("%s: no `name: command` line; a Procfile lists a process per line"
+                          % path)
+    files = settings["env_file"]
+    if not files:
+        default = os.path.join(os.path.dirname(path), ".env")
+        files = [default] if os.path.isfile(default) else []
+    port = settings["port"]
+    if port is None:
+        for name in files:
+            try:
+                bindings = _parse_dotenv(_read_file(name).decode("utf-8"), name, environ)
+            except (OSError, ValueError):
+                continue            # said when the entry reads it
+            port = dict(bindings).get("PORT", port)
+        port = port or environ.get("PORT") or PROCFILE_PORT
+        try:
+            port = _value_port(int(port))
+        except (ValueError, _BadValue):
+            raise ConfigError("PORT: %r is not a port; give --port N" % (port,))
+    counts = dict(settings["formation"])
+    types = [name for name, _ in entries]
+    for name in counts:
+        if name != "all" and name not in types:
+            raise ConfigError("--formation: no process type %r in %s%s" % (
+                name, path, _did_you_mean(name, types) or "; it has " + ", ".join(types)))
+    processes = []
+    for index, (name, command) in enumerate(entries):
+        for copy in range(counts.get(name, counts.get("all", 1))):
+            label = "%s.%d" % (name, copy + 1)
+            entry = {"name": label, "command": command.replace("$", "$$"), "shell": True,
+                     "env": {"PORT": str(port + 100 * index + copy), "PS": label},
+                     "stopTimeout": PROCFILE_STOP_TIMEOUT}
+            if files:
+                entry["envFile"] = list(files)
+            if not settings["keep_going"]:
+                entry.update(restartPolicy="Never", essential=True)
+            processes.append(entry)
+    config = {"processes": processes}
+    if _isatty(1):
+        config["logs"] = {"format": "text"}
+    return config
 
 
 def _parse_config(data, fmt, where):
@@ -8878,6 +9282,9 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         settings["merge_json"] = checker.boolean(logs["mergeJson"], "logs.mergeJson")
     if "maxLineBytes" in logs:
         settings["max_line"] = checker.number(logs["maxLineBytes"], "logs.maxLineBytes", 80, True)
+    files = _build_log_file(logs, "logs", checker, {"directory": None,
+                                                    "max_bytes": LOG_FILE_MAX_BYTES,
+                                                    "backups": LOG_FILE_BACKUPS})
     if "http" in top:
         try:
             settings["http"] = _parse_http_address(top["http"], "http")
@@ -8933,8 +9340,18 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         for where, fields in entries[section]:
             if fields.get("name") in skip:
                 continue
-            specs[section].append(_build_spec(fields, where, builder, checker, check_root))
+            spec = _build_spec(fields, where, builder, checker, check_root)
+            _apply_log_file(spec, fields, where, files, checker)
+            specs[section].append(spec)
     _check_dependencies(specs["processes"], set(skip), names, checker)
+    log_files = {}
+    for spec in specs["init"] + specs["processes"] + specs["postStart"]:
+        if spec.log_file in log_files:
+            checker.fail(spec.where + ".logs.file", "%r is the log file of %s too; give each "
+                         "entry its own (each rotates its file)"
+                         % (spec.log_file, log_files[spec.log_file]))
+        elif spec.log_file:
+            log_files[spec.log_file] = spec.where
     for spec in specs["processes"]:
         if spec.lock_name and "etcd" not in settings:
             checker.fail(spec.where, "a lock across machines needs the top-level etcd "
@@ -8942,6 +9359,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     if checker.problems:
         raise ConfigError(checker.problems)
     settings["post_start"] = specs["postStart"]
+    settings["warnings"] = checker.warnings
     return specs["init"], specs["processes"], settings
 
 
@@ -8953,7 +9371,7 @@ def _build_spec(fields, where, builder, checker, check_root):
         checker.fail(where + ".name", "%r is not a usable name; use letters, digits, '.', '_' "
                      "and '-' (and not 'procwrap')" % name)
     spec.name = name
-    command = checker.strings(fields.get("command", ["-"]), where + ".command", split=True)
+    command = _build_command(fields, where, checker)
     if command is not _INVALID and not command:
         checker.fail(where + ".command", "is empty; give the program to run")
     args = checker.strings(fields.get("args", []), where + ".args")
@@ -9008,6 +9426,13 @@ def _build_spec(fields, where, builder, checker, check_root):
         spec.depends_on, spec.conditions, spec.depends_places = _build_depends_on(
             fields.get("dependsOn", []), where + ".dependsOn", checker)
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
+        _apply_fields(fields, where, spec, _PROCESS_TABLE, checker)
+        backoff = fields.get("backoff")
+        if spec.start_seconds not in (None, _INVALID) and not (
+                isinstance(backoff, dict) and "resetAfter" in backoff):
+            # supervisord's startretries count failed starts only: a run that
+            # lasted startSeconds started well, and forgets the crash loop.
+            spec.backoff_reset = spec.start_seconds
         spec.probes = tuple(_build_probe(fields[kind], "%s.%s" % (where, kind), kind, checker)
                             for kind in PROBE_KINDS if kind in fields)
         lifecycle = checker.fields(fields.get("lifecycle", {}), where + ".lifecycle",
@@ -9032,6 +9457,62 @@ def _build_spec(fields, where, builder, checker, check_root):
                     and "host" not in handler:
                 probe.options["host"] = spec.remote.destination.rpartition("@")[2]
     return spec
+
+
+def _build_command(fields, where, checker):
+    """The command's words: a list as given; a string split like a shell, or
+    with shell: true run by /bin/sh -c (as foreman and honcho run a
+    Procfile's lines).  A string with shell syntax and no `shell` field
+    runs split, with a warning: its operators would be arguments."""
+    command, shell = fields.get("command", ["-"]), fields.get("shell")
+    if shell is True:
+        if not isinstance(command, str):
+            return checker.fail(where + ".shell", "true runs a command given as one string; "
+                                "write command as a string, or drop shell")
+        if "args" in fields:
+            checker.fail(where + ".args", "with shell: true the command string is the whole "
+                         "script; put the arguments in it")
+        script = checker.string(command, where + ".command")
+        return _INVALID if script is _INVALID else ["/bin/sh", "-c", script]
+    if shell is None and isinstance(command, str):
+        syntax = _shell_syntax(command)
+        if syntax:
+            checker.warn(where + ".command", "uses shell syntax (%s) but runs without a shell, "
+                         "split into words; write shell: true to run it through /bin/sh -c, or "
+                         "shell: false to keep the words as they are" % syntax)
+    return checker.strings(command, where + ".command", split=True)
+
+
+def _build_log_file(fields, where, checker, defaults):
+    """The log-file settings of a `logs` object (top-level: directory too)
+    over `defaults`: {directory or file, max_bytes, backups}."""
+    found = dict(defaults)
+    for field in ("directory", "file"):
+        if field in fields:
+            found[field] = checker.string(fields[field], "%s.%s" % (where, field))
+    if "maxBytes" in fields:
+        found["max_bytes"] = checker.value(_value_bytes, fields["maxBytes"], where + ".maxBytes")
+    if "backups" in fields:
+        found["backups"] = checker.number(fields["backups"], where + ".backups", 0, True, 1000)
+    return found
+
+
+def _apply_log_file(spec, fields, where, top, checker):
+    """An entry's log file: its logs.file, or NAME.log in the top-level
+    logs.directory; sizes from its own logs, else the top-level ones."""
+    own = _build_log_file(checker.fields(fields.get("logs", {}), where + ".logs",
+                                         ("file",) + _LOG_FILE_FIELDS), where + ".logs",
+                          checker, top)
+    path = own.get("file")
+    if path is None and top["directory"] not in (None, _INVALID) \
+            and isinstance(spec.name, str):
+        path = os.path.join(top["directory"], spec.name + ".log")
+    if path is not None and path is not _INVALID:
+        if spec.remote is not None:
+            checker.warn(where + ".logs", "its log file is written here, by procwrap, from "
+                         "what comes over the link")
+        spec.log_file, spec.log_max_bytes, spec.log_backups = (
+            path, own["max_bytes"], own["backups"])
 
 
 def _build_etcd(value, checker):
@@ -9344,6 +9825,15 @@ _ENTRY_TABLE = (
     ("timeout", "timeout", "seconds", ()),
     ("labels", "labels", "mapping", ()),
     ("statusUpdates", "status_updates", "boolean", ()),
+    ("mergeStderr", "merge_stderr", "boolean", ()),
+    ("shell", "shell", "boolean", ()),
+)
+#: The same, for what only `processes` entries have.
+_PROCESS_TABLE = (
+    ("autostart", "autostart", "boolean", ()),
+    ("startSeconds", "start_seconds", "seconds", ()),
+    ("successCodes", "success_codes", "codes", ()),
+    ("priority", "priority", "number", (0, True)),
 )
 _BACKOFF_TABLE = (
     ("initial", "backoff_initial", "seconds", ()),
@@ -9439,6 +9929,337 @@ def _check_dependencies(specs, skipped, names, checker):
                 state[name] = "open"
                 path.append(name)
                 stack.append(iter(by_name[name].depends_on))
+
+
+# -- procwrap convert: a supervisord.conf as a procwrap config (SPECS.md 12.8)
+
+#: [program:x] options read by _supervisord_program; any other is a note.
+_SUPERVISORD_MAPPED = (
+    "command", "process_name", "numprocs", "numprocs_start", "priority", "autostart",
+    "autorestart", "startsecs", "startretries", "exitcodes", "stopsignal", "stopwaitsecs",
+    "stopasgroup", "killasgroup", "user", "directory", "environment", "redirect_stderr",
+    "stdout_logfile", "stdout_logfile_maxbytes", "stdout_logfile_backups", "stderr_logfile",
+    "stderr_logfile_maxbytes", "stderr_logfile_backups")
+#: What is said of an option or section that has no procwrap equivalent.
+_SUPERVISORD_WHY = {
+    "umask": "procwrap has no umask field; start the command with sh -c 'umask 022; exec ...'",
+    "serverurl": "procwrap speaks no XML-RPC; children reach it through the ctl socket",
+    "stdout_syslog": "procwrap writes records to its stdout; send them to syslog from there",
+    "stderr_syslog": "procwrap writes records to its stdout; send them to syslog from there",
+    "stdout_capture_maxbytes": "procwrap has no capture mode (it serves event listeners)",
+    "stderr_capture_maxbytes": "procwrap has no capture mode (it serves event listeners)",
+    "stdout_events_enabled": "procwrap has no event listeners; its records say every change",
+    "stderr_events_enabled": "procwrap has no event listeners; its records say every change",
+}
+_SUPERVISORD_SECTIONS = {
+    "supervisorctl": "procwrap ctl needs no section: it reads ctlSocket (procwrap ctl -c FILE)",
+    "inet_http_server": "procwrap serves /liveness, /readiness, /metrics and /status, not "
+                        "XML-RPC: set http: PORT for those",
+    "group": "procwrap has no groups (SUPERVISOR_GROUP_NAME stays in each environment); "
+             "procwrap ctl takes * patterns (procwrap ctl stop 'web_*')",
+    "eventlistener": "procwrap has no event listeners; its records say every change",
+    "fcgi-program": "procwrap does not hold FastCGI sockets for its children",
+    "rpcinterface": "procwrap speaks no XML-RPC",
+}
+_SUPERVISORD_TRUE = ("yes", "true", "on", "1")
+_SUPERVISORD_FALSE = ("no", "false", "off", "0")
+
+
+def _supervisord_config(path, environ):
+    """(config, notes) from a supervisord.conf and its [include] files: the
+    procwrap config that runs the same programs the same way, and a line for
+    each option or section it cannot carry over, with why.  ConfigError for
+    what supervisord itself would refuse."""
+    import configparser
+    import glob
+    import socket
+    files = [path]
+    sections = []           #: (file, name, {option: value}), in the order supervisord reads
+    for index, name in enumerate(files):
+        parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
+        try:
+            text = _read_file(name).decode("utf-8")
+            parser.read_string(text, name)
+        except (OSError, ValueError) as error:
+            raise ConfigError("%s: cannot read %r: %s; fix the path" % (
+                "convert" if index == 0 else path, name, _read_error(error)))
+        except configparser.Error as error:
+            raise ConfigError("%s: %s; fix the ini syntax" % (name, str(error).splitlines()[0]))
+        for section in parser.sections():
+            options = dict(parser.items(section))
+            if section == "include" and index == 0:     # supervisord: no nested includes
+                here = os.path.dirname(os.path.abspath(name))
+                for pattern in options.get("files", "").split():
+                    found = sorted(glob.glob(os.path.join(here, pattern)))
+                    files.extend(found)
+            else:
+                sections.append((name, section, options))
+    names = {"host_node_name": socket.gethostname()}
+    names.update(("ENV_" + key, value) for key, value in environ.items())
+    config, notes, shared_env = {"processes": []}, [], {}
+    programs, groups = [], {}       #: [(where, program, here, options)]; program -> group
+    for name, section, options in sections:
+        if section.startswith("group:"):
+            for program in options.get("programs", "").split(","):
+                groups[program.strip()] = section[len("group:"):]
+    for name, section, options in sections:
+        here = os.path.dirname(os.path.abspath(name))
+        kind, _, program = section.partition(":")
+        where = "%s [%s]" % (name, section)
+        if kind == "program" and program:
+            programs.append((where, program, here, options))
+        elif kind == "supervisord":
+            for option, value in sorted(options.items()):
+                if option == "environment":
+                    shared_env = _supervisord_env(
+                        _supervisord_expand(value, dict(names, here=here), where, option),
+                        where)
+                else:
+                    notes.append("%s %s: procwrap has no such setting; %s" % (
+                        where, option, "it stays in the foreground" if option == "nodaemon"
+                        else "its own records go to its stdout" if option.startswith("log")
+                        else "run procwrap as that user" if option == "user"
+                        else "set it where procwrap starts"))
+        elif kind == "unix_http_server":
+            for option, value in sorted(options.items()):
+                if option == "file":
+                    config["ctlSocket"] = _supervisord_expand(value, dict(names, here=here),
+                                                              where, option)
+                else:
+                    notes.append("%s %s: procwrap's ctl socket is created 0600, for its own "
+                                 "user only" % (where, option))
+        else:
+            notes.append("%s: not carried over; %s" % (where, _SUPERVISORD_SECTIONS.get(
+                kind, "procwrap does not know this section")))
+    config["processes"] = config.pop("processes")     # after the top-level settings
+    for where, program, here, options in programs:
+        config["processes"].extend(_supervisord_program(
+            where, program, groups.get(program, program), here, options, names, shared_env,
+            notes))
+    if not config["processes"]:
+        raise ConfigError("%s: no [program:x] section; nothing to convert" % path)
+    seen = {}
+    for entry in config["processes"]:
+        if entry["name"] in seen:
+            raise ConfigError("%s: two processes are named %r (%s); give process_name "
+                              "%%(process_num)s" % (path, entry["name"], seen[entry["name"]]))
+        seen[entry["name"]] = True
+    return config, notes
+
+
+def _supervisord_program(where, program, group, here, options, names, shared_env, notes):
+    """The entries of one [program:x] (numprocs of them), in supervisord's meaning."""
+    def flag(option, default):
+        value = options.get(option)
+        if value is None:
+            return default
+        if value.strip().lower() in _SUPERVISORD_TRUE + _SUPERVISORD_FALSE:
+            return value.strip().lower() in _SUPERVISORD_TRUE
+        raise ConfigError("%s %s: %r is not a boolean; write true or false"
+                          % (where, option, value))
+
+    def number(option, default):
+        value = options.get(option, default)
+        if not _is_digits(str(value).strip()):
+            raise ConfigError("%s %s: %r is not a whole number" % (where, option, value))
+        return int(value)
+    if "command" not in options:
+        raise ConfigError("%s: command is missing; supervisord requires it" % where)
+    for option in sorted(options):
+        if option not in _SUPERVISORD_MAPPED:
+            notes.append("%s %s: not carried over; %s" % (where, option, _SUPERVISORD_WHY.get(
+                option.replace("_logfile_maxbytes", "_logfile").replace(
+                    "_logfile_backups", "_logfile"), "procwrap does not know this option")))
+    count, first = number("numprocs", 1), number("numprocs_start", 0)
+    process_name = options.get("process_name", "%(program_name)s")
+    if count > 1 and "%(process_num)" not in process_name:
+        raise ConfigError("%s process_name: with numprocs, it must contain %%(process_num)s, "
+                          "as supervisord requires" % where)
+    autorestart = options.get("autorestart", "unexpected").strip().lower()
+    if autorestart not in ("unexpected",) + _SUPERVISORD_TRUE + _SUPERVISORD_FALSE:
+        raise ConfigError("%s autorestart: %r; write true, false or unexpected"
+                          % (where, autorestart))
+    stopasgroup = flag("stopasgroup", False)
+    if flag("killasgroup", stopasgroup) is False or stopasgroup is False:
+        notes.append("%s stopasgroup/killasgroup: procwrap signals the whole process group "
+                     "(as stopasgroup=true)" % where)
+    entries = []
+    for process_num in range(first, first + count):
+        values = dict(names, program_name=program, group_name=group, here=here,
+                      numprocs=count, process_num=process_num)
+
+        def expand(option):
+            return _supervisord_expand(options[option], values, where, option)
+        name = _supervisord_expand(process_name, values, where, "process_name")
+        env = dict(shared_env)
+        env.update(SUPERVISOR_ENABLED="1", SUPERVISOR_PROCESS_NAME=name,
+                   SUPERVISOR_GROUP_NAME=group)
+        if "environment" in options:
+            own = _supervisord_env(expand("environment"), where)
+            env.update(own)
+            values.update(("ENV_" + key, value) for key, value in own.items())
+        import shlex
+        try:
+            command = shlex.split(expand("command"))
+        except ValueError as error:
+            raise ConfigError("%s command: cannot split it: %s" % (where, error))
+        if not command:
+            raise ConfigError("%s command: is empty" % where)
+        entry = {"name": name, "command": [_k8s_escape(word) for word in command],
+                 "env": dict((key, _k8s_escape(value)) for key, value in sorted(env.items()))}
+        if "directory" in options:
+            entry["workingDir"] = expand("directory")
+        if "user" in options:
+            entry["user"] = expand("user")
+        entry["restartPolicy"] = {"unexpected": "OnFailure"}.get(
+            autorestart, "Always" if autorestart in _SUPERVISORD_TRUE else "Never")
+        codes = options.get("exitcodes", "0")
+        try:
+            codes = [int(code) for code in codes.split(",")]
+        except ValueError:
+            raise ConfigError("%s exitcodes: %r; write codes separated by commas"
+                              % (where, codes))
+        if codes != [0]:
+            entry["successCodes"] = codes
+        startsecs = number("startsecs", 1)
+        if startsecs:
+            entry["startSeconds"] = startsecs
+        # startretries counts failed starts; with startsecs=0 no start fails.
+        entry["backoff"] = {"limit": number("startretries", 3) if startsecs else None}
+        if "priority" in options:
+            entry["priority"] = number("priority", 999)
+        if not flag("autostart", True):
+            entry["autostart"] = False
+        if "stopsignal" in options:
+            entry["stopSignal"] = expand("stopsignal").upper().replace("SIG", "", 1) \
+                if not _is_digits(options["stopsignal"]) else int(options["stopsignal"])
+        if "stopwaitsecs" in options:
+            entry["stopTimeout"] = number("stopwaitsecs", 10)
+        if flag("redirect_stderr", False):
+            entry["mergeStderr"] = True
+        logs = _supervisord_logs(where, options, values, notes if process_num == first else [])
+        if logs and count > 1 and "%(process_num)" not in options.get(
+                "stdout_logfile", options.get("stderr_logfile", "")):
+            root, extension = os.path.splitext(logs["file"])
+            logs["file"] = "%s_%d%s" % (root, process_num, extension)
+            if process_num == first:
+                notes.append("%s stdout_logfile: one file for %d processes; procwrap gives "
+                             "each its own, %s" % (where, count, logs["file"]))
+        if logs:
+            entry["logs"] = logs
+        entries.append(entry)
+    return entries
+
+
+def _supervisord_logs(where, options, values, notes):
+    """logs.file and its rotation from stdout_logfile* (or stderr_logfile*):
+    procwrap writes one file a process, each record naming its stream."""
+    files = {}
+    for stream in ("stdout", "stderr"):
+        option = stream + "_logfile"
+        value = options.get(option)
+        if value is None:
+            continue
+        path = _supervisord_expand(value, values, where, option)
+        if path.upper() == "NONE":
+            continue
+        if path.upper() == "AUTO":
+            notes.append("%s %s: AUTO, a file in childlogdir; procwrap writes a file when given "
+                         "its path (logs.file, or the top-level logs.directory)" % (where, option))
+        elif path in ("/dev/stdout", "/dev/stderr", "/dev/fd/1", "/dev/fd/2", "/proc/self/fd/1",
+                      "/proc/self/fd/2"):
+            notes.append("%s %s: %s: procwrap's records of it go to its stdout already"
+                         % (where, option, path))
+        elif stream == "stderr" and options.get("redirect_stderr", "").lower() in \
+                _SUPERVISORD_TRUE:
+            notes.append("%s %s: ignored with redirect_stderr, as supervisord ignores it"
+                         % (where, option))
+        else:
+            files[stream] = path
+    if not files:
+        return None
+    stream = "stdout" if "stdout" in files else "stderr"
+    if files.get("stderr") not in (None, files.get("stdout")) and "stdout" in files:
+        notes.append("%s stderr_logfile: procwrap writes one file a process, each record "
+                     "naming its stream: stderr goes to %s too" % (where, files["stdout"]))
+    elif stream == "stderr":
+        notes.append("%s stderr_logfile: procwrap writes one file a process: its stdout goes "
+                     "to %s too" % (where, files["stderr"]))
+    logs = {"file": files[stream]}
+    for option, field in (("_logfile_maxbytes", "maxBytes"), ("_logfile_backups", "backups")):
+        if stream + option in options:
+            value = options[stream + option].strip()
+            try:
+                logs[field] = int(value) if _is_digits(value) else value
+                if field == "maxBytes":
+                    _value_bytes(logs[field])
+            except _BadValue:
+                raise ConfigError("%s %s: %r is not a size; write 50MB, 1GB or bytes"
+                                  % (where, stream + option, value))
+    return logs
+
+
+def _supervisord_expand(value, names, where, option):
+    """supervisord's %(name)s expansion (Python % formatting; %% is %)."""
+    try:
+        return value % names
+    except KeyError as error:
+        raise ConfigError("%s %s: %%(%s)s names nothing supervisord would know; known: "
+                          "ENV_*, here, program_name, process_num, group_name, numprocs, "
+                          "host_node_name" % (where, option, error.args[0]))
+    except (ValueError, TypeError) as error:
+        raise ConfigError("%s %s: %s; write %%%% for a %%" % (where, option, error))
+
+
+def _supervisord_env(text, where):
+    """environment=KEY="value",KEY2=value2 as supervisord reads it: words of
+    a shlex lexer (quotes keep commas), KEY = VALUE triples, comma-separated."""
+    import shlex
+    lexer = shlex.shlex(text)
+    lexer.wordchars += "/.+-():"
+    try:
+        tokens = list(lexer)
+    except ValueError as error:
+        raise ConfigError("%s environment: %s; close the quote" % (where, error))
+    env = {}
+    for index in range(0, len(tokens), 4):
+        triple = tokens[index:index + 3]
+        if len(triple) != 3 or triple[1] != "=" or tokens[index + 3:index + 4] not in ([], [","]):
+            raise ConfigError("%s environment: expected KEY=value pairs separated by commas"
+                              % where)
+        env[triple[0]] = triple[2].strip("'\"")
+    return env
+
+
+def _k8s_escape(text):
+    """A literal for procwrap: $(NAME) and $$ would be expanded, so $ is doubled."""
+    return text.replace("$", "$$") if _K8S_VAR_RE.search(text) else text
+
+
+def _yaml_text(value, indent=""):
+    """`value` (dicts, lists, strings, numbers, booleans, None) as block YAML;
+    every string double-quoted the JSON way, which YAML reads the same."""
+    import json
+
+    def block(item):        # written on lines of its own, not after its key
+        return isinstance(item, dict) and item or isinstance(item, list) and any(
+            isinstance(inner, (dict, list)) for inner in item)
+    if not block(value):
+        return json.dumps(value, separators=(", ", ": "))      # a scalar, or [a, b]
+    lines = []
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        text = _yaml_text(item, indent + "  ")
+        if isinstance(value, list):
+            lines.append("%s- %s\n" % (indent, text[len(indent) + 2:].rstrip("\n")
+                                       if block(item) else text))
+        else:
+            key = key if _YAML_KEY_RE.match(key) else json.dumps(key)
+            lines.append("%s%s:%s\n" % (indent, key, "\n" + text.rstrip("\n") if block(item)
+                                        else " " + text))
+    return "".join(lines)
+
+
+_YAML_KEY_RE = _Pattern(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # =============================================================================
@@ -9686,9 +10507,13 @@ class _Supervisor(_Owner):
         _trim_memory()
 
     def end(self):
-        """No child left, no readiness file, no socket, no slot held."""
+        """No child left, no readiness file, no socket, no slot held; every
+        log file written out and closed."""
         self._sweep()
         self.health.close()
+        for process in self.everything():
+            if process.log_file is not None:
+                process.log_file.end()
         for semaphore in self.locks.values():
             semaphore.release_now()
 
@@ -9708,7 +10533,8 @@ class _Supervisor(_Owner):
             self.loop.stopped = True
             return
         for process in self.processes:
-            process.wait()
+            if process.spec.autostart:
+                process.wait()
 
     def _try_start(self, process):
         """WAITING -> STARTING once each dependency meets its condition: Ready
@@ -9764,15 +10590,22 @@ class _Supervisor(_Owner):
         if state in _State.DONE:
             if process.status not in process.spec.success_codes:
                 self.last_failure = process.status
+            elif state == _State.FATAL and process.early:   # ended 0, but too soon
+                self.last_failure = self.last_failure or 1
             if process.spec.essential and not self.shutting_down:
                 self.shutdown("essential process %s %s" % (
                     process.name, "gave up" if state == _State.FATAL else "ended"),
                     process.status)
                 return
         if self.shutting_down and state not in _State.ALIVE:
-            # What it depended on may be free to stop now.
+            # What it depended on, or what has a lower priority, may be free to stop now.
             for name in process.spec.depends_on:
                 self._stop_if_free(self.by_name[name])
+            if process.spec.priority is not None:
+                for other in self.processes:
+                    if other.spec.priority is not None \
+                            and other.spec.priority < process.spec.priority:
+                        self._stop_if_free(other)
         self.check_done()
 
     def check_done(self):
@@ -9803,7 +10636,7 @@ class _Supervisor(_Owner):
         health); postStart entries once first ready; then the watchers."""
         self._health_timer = None
         if self._waiting and not self.shutting_down:
-            for process in [p for p in self.processes if p in self._waiting]:
+            for process in self._by_priority(p for p in self.processes if p in self._waiting):
                 if process.state == _State.WAITING:
                     self._try_start(process)
         is_ready = self.health.is_ready
@@ -9877,10 +10710,13 @@ class _Supervisor(_Owner):
             if name in self.dependents:
                 self.dependents[name].append(process)
         self.health.wire(process)
-        process.wait()              # started once its dependencies allow
+        if spec.autostart:
+            process.wait()          # started once its dependencies allow
 
     def _replace(self, process, spec):
         """A removed or changed process has stopped: drop it, and start its new version."""
+        if process.log_file is not None:
+            process.log_file.end()
         self.processes.remove(process)
         del self.by_name[process.name]
         self.health.unwire(process)
@@ -9927,10 +10763,28 @@ class _Supervisor(_Owner):
                 self._stop_if_free(process)
 
     def _stop_if_free(self, process):
-        """Stop `process` if it runs and no process that depends on it is alive."""
+        """Stop `process` if it runs and no process that depends on it, nor
+        one of a higher priority, is alive."""
         if process.state in (_State.STARTING, _State.RUNNING) and not _any_in(
-                self.dependents[process.name], _State.ALIVE):
+                self.dependents[process.name], _State.ALIVE) and not _any_in(
+                self._after(process), _State.ALIVE):
             process.stop()
+
+    @staticmethod
+    def _by_priority(processes):
+        """`processes` in the order they start: by priority (supervisord's
+        default, 999, for those without), then as the config lists them."""
+        return sorted(processes, key=lambda p: PRIORITY_DEFAULT if p.spec.priority is None
+                      else p.spec.priority)
+
+    def _after(self, process):
+        """The processes of a higher priority than `process` (started after
+        it, so stopped before it); none for a process without one."""
+        priority = process.spec.priority
+        if priority is None:
+            return ()
+        return [p for p in self.processes
+                if p.spec.priority is not None and p.spec.priority > priority]
 
     # -- signals
     def on_signal(self, signum):
@@ -10250,6 +11104,8 @@ CTL_COMMANDS = (
     ("tail", ("[-f]", "[-n N]", "NAME"), "its recent output (-f: and what follows, until ^C)"),
     ("reload", (), "read the config again: start added processes, stop removed ones, "
                    "restart changed ones"),
+    ("reopen-logs", (), "reopen every process's log file (logs.file), as logrotate's "
+                        "postrotate needs"),
     ("shutdown", (), "stop everything and exit"),
 )
 _CTL_ARGS = dict((name, [arg for arg in args if not arg.startswith("[")])
@@ -10496,7 +11352,7 @@ class _Control(object):
         if command not in _CTL_ARGS:
             return connection.send({"ok": False, "usage": True, "error": "unknown command %r%s"
                                     % (command, _did_you_mean(command, _CTL_ARGS))}, last=True)
-        handler = getattr(self, "ctl_" + command)
+        handler = getattr(self, "ctl_" + command.replace("-", "_"))
         if not _CTL_ARGS[command] or _CTL_ARGS[command][-1] != "NAME":
             return handler(connection, request)
         by_name = self.supervisor.by_name
@@ -10524,6 +11380,18 @@ class _Control(object):
         """Answer first: the shutdown may close this connection's loop soon after."""
         connection.send({"ok": True, "message": "shutting down"}, last=True)
         self.supervisor.shutdown("procwrap ctl shutdown")
+
+    def ctl_reopen_logs(self, connection, request):
+        """Each log file written out, closed and opened again at its path."""
+        files = [p.log_file for p in self.supervisor.everything() if p.log_file is not None]
+        for file in files:
+            file.reopen()
+        failed = [file.path for file in files if file.fd is None]
+        if failed:
+            return connection.send({"ok": False, "error": "cannot reopen %s; see procwrap's "
+                                    "log" % ", ".join(failed)}, last=True)
+        connection.send({"ok": True, "message": "reopened %s"
+                         % _plural(len(files), "log file")}, last=True)
 
     def ctl_reload(self, connection, request):
         """Read the config again; the answer says what was added, removed, changed."""
@@ -10661,6 +11529,18 @@ def _opt_names(text, where):
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _opt_formation(text, where):
+    """-m/--formation: TYPE=N pairs separated by commas (all=N for every type)."""
+    pairs = []
+    for part in text.split(","):
+        name, equals, count = part.strip().partition("=")
+        if not equals or not name.strip() or not _is_digits(count.strip()):
+            raise UsageError(BAD_VALUE_MSG % (where, "expected TYPE=N pairs separated by "
+                                              "commas, like web=2,worker=1 (all=N: each)", text))
+        pairs.append((name.strip(), int(count)))
+    return pairs
+
+
 def _opt_choice(choices):
     """A parser for an option whose value is one of `choices`."""
     return _opt(_value_choice, choices)
@@ -10733,6 +11613,17 @@ _OPTIONS = [
     _Option(("-c", "--config"), "FILE", _opt_text, None, _SUPERVISE,
             "supervise the processes in FILE (.json, .toml, .yaml); '-' reads JSON on "
             "stdin; in PROCWRAP_CONFIG, text starting with '{' is the JSON itself"),
+    _Option(("--procfile",), "FILE", _opt_text, None, _SUPERVISE,
+            "run the processes of a Procfile (as -c does for a file named Procfile*): "
+            "each line through /bin/sh -c, PORT given, the first exit stops the others"),
+    _Option(("--port",), "PORT", _opt_port, None, _SUPERVISE,
+            "a Procfile's base PORT: +100 per line, +1 per copy (default: PORT of the env "
+            "files, else of the environment, else 5000)"),
+    _Option(("-m", "--formation"), "TYPE=N,...", _opt_formation, [], _SUPERVISE,
+            "a Procfile: run N copies of TYPE, named TYPE.1 ... (all=N: each type)"),
+    _Option(("--keep-going",), None, None, False, _SUPERVISE,
+            "a Procfile: restart a process that exits (restartPolicy Always) instead of "
+            "stopping the others"),
     _Option(("--log-format",), "FORMAT", _opt_choice(LOG_FORMATS), None, _BOTH,
             "json, logfmt, text or none: one record per line of output on stdout "
             "(default: none = pass-through in wrap mode, json in supervisor mode)"),
@@ -10789,8 +11680,9 @@ _OPTIONS = [
     _Option(("--user",), "USER[:GROUP]", _opt_text, None, _WRAP,
             "run the command as USER (name or uid) and GROUP; needs root (remote: on the "
             "host, where the agent is root)"),
-    _Option(("--env-file",), "PATH", _opt_text, [], _WRAP,
-            "add the variables of a dotenv file (repeatable; twin: comma-separated)",
+    _Option(("--env-file",), "PATH", _opt_text, [], _BOTH,
+            "add the variables of a dotenv file (repeatable; twin: comma-separated); for a "
+            "Procfile, instead of its .env",
             repeat=True),
     _Option(("--env",), "NAME=VALUE", _opt_assignment, [], _WRAP,
             "set a variable for the command (repeatable; twin: one per line)", repeat=True),
@@ -10969,7 +11861,9 @@ def _usage():
     lines = [
         "usage: procwrap [OPTIONS] [--] CMD [ARGS...]   wrap one command",
         "       procwrap -c FILE [OPTIONS]               supervise many (a container's PID 1)",
+        "       procwrap -c Procfile [-m web=2,...]      run a Procfile (as honcho, foreman)",
         "       procwrap check -c FILE                   validate a config and exit",
+        "       procwrap convert supervisord.conf [-o FILE]  a supervisord.conf as a config",
         "       procwrap remote [OPTIONS] HOST[,HOST...] [--] CMD [ARGS...]",
         "                                                run a command on hosts over ssh",
         "       procwrap locks NAME --etcd URL           who holds a --lock's slots, who waits",
@@ -10979,7 +11873,7 @@ def _usage():
         "a launcher (see install --help)",
         "",
         "A subcommand's name shadows a program of the same name (check, remote, locks, ctl,",
-        "install; help, version, status, start, stop... are taken for slips): "
+        "install, convert; help, version, status, start, stop... are taken for slips): "
         "`procwrap -- NAME ...`",
         "always runs the program NAME.",
         "",
@@ -11177,14 +12071,6 @@ def _print(text):
     buffer.flush()
 
 
-def _isatty(fd):
-    """os.isatty that treats a closed fd as 'not a tty'."""
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
 def _ensure_stdio():
     """Open /dev/null on any of fds 0-2 that is closed, so pipes never land there."""
     for fd in (0, 1, 2):
@@ -11334,6 +12220,7 @@ class _Settings(object):
         self.options = options          #: dest -> value, defaults filled in
         self.given = given              #: dest -> the flag or twin that gave it
         self.config = {}                #: the config's settings, once read
+        self.procfile = False           #: the config is a Procfile (-c Procfile, --procfile)
 
     def __getitem__(self, key):
         """The option when set, else the config's setting it stands over."""
@@ -11367,6 +12254,8 @@ def _run(argv, environ, redact):
         return _ctl(argv[1:], environ)
     if argv[:1] == ["install"]:
         return _install(argv[1:])
+    if argv[:1] == ["convert"]:
+        return _convert(argv[1:], environ)
     subcommand, options, command, given, warnings = _parse_args(argv, environ)
     for warning in warnings:
         sys.stderr.write(WARNING_MSG % warning + "\n")
@@ -11376,6 +12265,11 @@ def _run(argv, environ, redact):
     if subcommand == "version":
         _print("procwrap %s\n" % __version__)
         return EX_OK
+    if options["procfile"]:
+        if "config" in given:
+            raise UsageError("--procfile: give -c FILE or --procfile FILE, not both")
+        options["config"], given["config"] = options["procfile"], given.get(
+            "procfile", "PROCWRAP_PROCFILE")
     if subcommand in ("check", "remote", "locks"):
         mode = subcommand
     elif command and "config" in given:
@@ -11398,8 +12292,15 @@ def _run(argv, environ, redact):
     if mode == "check" and not options["config"]:
         raise UsageError("check: needs -c FILE (or PROCWRAP_CONFIG)")
 
+    procfile = mode in ("supervise", "check") and (
+        bool(options["procfile"]) or bool(options["config"]) and _is_procfile(options["config"]))
+    for dest in ("port", "formation", "keep_going", "env_file"):
+        if dest in given and mode in ("supervise", "check") and not procfile:
+            raise UsageError("%s: applies to a Procfile; a config sets it on each entry%s"
+                             % (given[dest], " (envFile)" if dest == "env_file" else ""))
     _ensure_stdio()
     settings = _Settings(options, given)
+    settings.procfile = procfile
     secrets = (_CheckingSecrets if mode == "check" else _Secrets)(
         environ, suffix=options["resolve_suffix"], depth=options["resolve_depth"],
         locations=options["env_locations"], strategy=options["merge_strategy"],
@@ -11500,9 +12401,11 @@ def _run_remote(settings, command, environ, secrets):
 def _run_check(settings, command, environ, secrets):
     """procwrap check: read and validate the config, fetch nothing."""
     source = settings["config"]
-    config = _load_config(source, settings.where("config"))
-    init, processes, _ = _build_specs(config, environ, settings["skip"], check_root=False,
-                                      secrets=secrets)
+    config = _read_config(settings, environ)
+    init, processes, config_settings = _build_specs(config, environ, settings["skip"],
+                                                    check_root=False, secrets=secrets)
+    for warning in config_settings["warnings"]:
+        sys.stderr.write(WARNING_MSG % warning + "\n")
     _print("procwrap: %s is valid: %s, %s\n"
            % ("config" if source.lstrip().startswith("{") else source,
               _plural(len(init), "init entry"), _plural(len(processes), "process")))
@@ -11511,7 +12414,6 @@ def _run_check(settings, command, environ, secrets):
 
 def _run_supervise(settings, command, environ, secrets):
     """Supervisor mode: a config's init entries and processes."""
-    where = settings.where("config")
 
     def build(config):
         """(init, processes, config settings) of `config`: every problem
@@ -11524,7 +12426,7 @@ def _run_supervise(settings, command, environ, secrets):
         secrets.begin()
         return _build_specs(config, environ, settings["skip"], secrets=secrets)
 
-    init, processes, settings.config = build(_load_config(settings["config"], where))
+    init, processes, settings.config = build(_read_config(settings, environ))
     if settings["env_output_file"]:
         secrets.write_output(settings["env_output_file"])
     capture = settings["log_format"] != "none"
@@ -11533,6 +12435,8 @@ def _run_supervise(settings, command, environ, secrets):
             spec.capture = False
     log = _Log(settings["log_format"], merge_json=settings["log_merge_json"],
                redact=secrets.redact)
+    for warning in settings.config["warnings"]:
+        log.event(warning, "warning", event="config-warning")
     health = settings.health()
     owner = _Supervisor(init, processes, log, settings["log_max_line"],
                         settings["kill_on_second_signal"], health=health,
@@ -11542,7 +12446,7 @@ def _run_supervise(settings, command, environ, secrets):
 
     def reload_config():
         """`procwrap ctl reload`: the config read, checked and resolved again."""
-        init, processes, config_settings = build(_load_config(settings["config"], where))
+        init, processes, config_settings = build(_read_config(settings, environ))
         for spec in processes:
             spec.capture = capture
         return init, processes, config_settings
@@ -11641,6 +12545,14 @@ def _run_owner(owner, log, settings, secrets):
         log.close()
 
 
+CONVERT_USAGE = """usage: procwrap convert supervisord.conf [-o FILE]
+
+Writes the procwrap config that runs the programs of a supervisord.conf (and
+its [include] files) the way supervisord runs them: YAML on stdout, or FILE
+(.json, .yaml or .yml; never over a file that is already there).  Each option
+or section without a procwrap equivalent is named on stderr, with why.
+"""
+
 INSTALL_USAGE = """usage: procwrap install [PREFIX]
 
 Writes PREFIX/lib/procwrap/procwrap.py, its bytecode for this interpreter, and
@@ -11696,6 +12608,41 @@ def _install(argv):
     return EX_OK
 
 
+def _convert(argv, environ):
+    """`procwrap convert supervisord.conf [-o FILE]`: the procwrap config
+    that runs the same programs (YAML on stdout, or FILE as .json/.yaml),
+    and a note on stderr for each option that has no equivalent."""
+    if argv[:1] in (["-h"], ["--help"]):
+        _print(CONVERT_USAGE)
+        return EX_OK
+    output = None
+    if len(argv) == 3 and argv[1] in ("-o", "--output"):
+        output = argv[2]
+    elif len(argv) != 1 or argv[0].startswith("-"):
+        raise UsageError("convert: expects supervisord.conf [-o FILE]; see procwrap convert "
+                         "--help")
+    config, notes = _supervisord_config(argv[0], environ)
+    import json
+    fmt = "yaml"
+    if output is not None:
+        fmt = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}.get(
+            os.path.splitext(output)[1].lower())
+        if fmt is None:
+            raise UsageError("convert: -o %s: name it .json, .yaml or .yml" % output)
+    text = (json.dumps(config, indent=2) + "\n" if fmt == "json" else
+            "# procwrap config converted from %s by procwrap convert\n%s" % (
+                argv[0], _yaml_text(config)))
+    for note in notes:
+        sys.stderr.write("procwrap: note: %s\n" % note)
+    if output is None:
+        _print(text)
+    else:
+        _OwnPath(output, "convert -o", 0o644).write(text.encode("utf-8"))
+        sys.stderr.write("procwrap: wrote %s: %s; run procwrap check -c %s\n"
+                         % (output, _plural(len(config["processes"]), "process"), output))
+    return EX_OK
+
+
 def _report_secrets(log, secrets):
     """Log what resolution did: notes, a summary, and values under --log-secrets."""
     if not log.redact.enabled:
@@ -11740,7 +12687,7 @@ def main(argv=None):
 
 #: First arguments after which procwrap ends at once: script mode runs them
 #: as they are, without _reexec_compiled().
-_SHORT_LIVED = ("ctl", "check", "install", "-h", "--help", "--version")
+_SHORT_LIVED = ("ctl", "check", "install", "convert", "-h", "--help", "--version")
 
 
 def _reexec_compiled(code):

@@ -97,11 +97,19 @@ def test_escaping_in_json_and_logfmt(tmp_path):
     assert line.endswith('msg="quote \\" back \\\\ tab \\t bell \\u0007 done"')
 
 
-def test_invalid_utf8_becomes_replacement_characters(tmp_path):
-    script = "import os; os.write(1, b'ok \\xff\\xfe end\\n')"
-    config = write_config(tmp_path, {"processes": [
+@pytest.mark.parametrize("fmt", ["json", "logfmt", "text"])
+def test_invalid_utf8_becomes_replacement_characters(tmp_path, fmt):
+    script = "import os; os.write(1, b'ok \\xff\\xfe end \\xc3\\xa9\\n')"
+    config = write_config(tmp_path, {"logs": {"format": fmt}, "processes": [
         {"name": "p", "command": [PYTHON, "-c", script], "restartPolicy": "Never"}]})
-    assert lines_of(run("-c", config).stdout, "p") == ["ok \ufffd\ufffd end"]
+    out = run("-c", config).stdout
+    if fmt == "json":
+        assert lines_of(out, "p") == ["ok \ufffd\ufffd end \u00e9"]
+    elif fmt == "logfmt":
+        assert [l for l in out.splitlines() if "process=p " in l][0].endswith(
+            'msg="ok \\ufffd\\ufffd end \u00e9"')      # go-logfmt's escape of U+FFFD
+    else:
+        assert "p | ok \ufffd\ufffd end \u00e9\n" in out
 
 
 def test_merge_json_lines(tmp_path):

@@ -515,3 +515,17 @@ def test_a_slow_reader_here_slows_the_remote_command(sshd):
     assert got[0] == "127.0.0.1 | %099d" % 1 and got[lines - 1] == "127.0.0.1 | %099d" % lines
     peak_kb = int(got[-1].split()[-2])
     assert peak_kb < 40 * 1024, "the agent held %d kB" % peak_kb
+
+
+def test_config_merge_stderr_on_a_host(sshd, tmp_path):
+    """mergeStderr on a remote entry: the agent gives both streams one pipe there."""
+    from conftest import write_config
+    script = "for i in $(seq 1 50); do echo out$i; echo err$i >&2; done"
+    config = {"processes": [dict(on_host(sshd), name="both", command=["sh", "-c", script],
+                                 restartPolicy="Never", mergeStderr=True)]}
+    result = run("-c", write_config(tmp_path, config), "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    lines = [(r["stream"], r["message"]) for r in records(result.stdout)
+             if r.get("process") == "both"]
+    assert lines == [("stdout", "%s%d" % (kind, i)) for i in range(1, 51)
+                     for kind in ("out", "err")]

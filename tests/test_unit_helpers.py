@@ -175,3 +175,11 @@ def test_probe_thresholds(success, failure, initial, results, flips):
         flipped = thresholds.record(letter == "S")
         seen.append(thresholds.result if flipped else None)
     assert seen == flips
+
+
+SHELL_SYNTAX = load_table("shell_syntax_cases.json")
+
+
+@pytest.mark.parametrize("case", SHELL_SYNTAX, ids=[c["command"] for c in SHELL_SYNTAX])
+def test_shell_syntax(case):
+    assert procwrap._shell_syntax(case["command"]) == case["expect"]
