@@ -261,6 +261,8 @@ BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 120.0   #: 2 x max, as client-go's hasExpired
 STOP_TIMEOUT = 10.0           #: as docker stop
 PRIORITY_DEFAULT = 999        #: where a process without a priority starts (supervisord's)
+FINISH_TIMEOUT = 10.0         #: a finish command's, and the finish list's, time to run
+START_RETRIES = 3             #: with startSeconds, failed starts before giving up (supervisord's)
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
@@ -421,6 +423,7 @@ CTL_BACKLOG = 16
 #: Answers queued for a `tail -f` that does not read them: past this the
 #: follower is let go, rather than procwrap holding a child's output for it.
 CTL_FOLLOW_BACKLOG = 1 << 20
+CTL_WAIT = 60.0                #: ctl start/restart wait this long for a start (stop: + grace)
 HTTP_IDLE_TIMEOUT = 10.0        #: seconds a connection may sit without a whole request
 HTTP_MAX_CONNECTIONS = 256      #: then the one idle longest makes room for a newcomer
 HTTP_WAIT_DEFAULT = 30.0        #: ?wait with no number waits this long
@@ -3319,16 +3322,22 @@ class _Log(object):
     failing = None          #: why writes fail while records are dropped, or None
     lost = 0                #: records dropped since the last report
     midline = False         #: the last write stopped inside a record
+    ring = None             #: a _Ring of procwrap's own records, for ctl maintail
+
+    width = 0               #: text format: names padded to this many characters
+    timestamps = False      #: text format: each line starts with HH:MM:SS
+    labels = False          #: text format: a process's labels after its name
 
     def __init__(self, format="json", fd=1, merge_json=False, color=None, redact=None,
-                 quiet=False):
+                 quiet=False, timestamps=False, labels=False):
         self.format = format
         self.quiet = quiet          #: own records: warnings and errors only, on stderr
         self.redact = redact or _Redactor()  #: blanks this run's secrets out of records
         self.fd = fd if format != "none" else 2
         self.merge_json = merge_json
-        self.color = format == "text" and (os.isatty(fd) if color is None else color)
-        self._colors_used = 0
+        self.color = format == "text" and (_isatty(fd) if color is None else color)
+        self.timestamps, self.labels = timestamps, labels
+        self._colors = {}           #: name -> its colour: both streams of a process share it
         if format in ("json", "logfmt") or merge_json:
             import json
             self._json = json
@@ -3340,11 +3349,11 @@ class _Log(object):
         _LogFile, too)."""
         return _Sink(self, process, stream, labels or {}, ring, file)
 
-    def next_color(self):
-        """The next ANSI colour for a process name in text format."""
-        color = _COLORS[self._colors_used % len(_COLORS)]
-        self._colors_used += 1
-        return color
+    def color_of(self, name):
+        """The ANSI colour of a process's name in text format (one a process)."""
+        if name not in self._colors:
+            self._colors[name] = _COLORS[len(self._colors) % len(_COLORS)]
+        return self._colors[name]
 
     def event(self, message, level="info", **fields):
         """One record of procwrap's own: process=procwrap, a level, a message, fields.
@@ -3378,10 +3387,20 @@ class _Log(object):
             parts.extend("%s=%s" % (_logfmt_key(k), _logfmt_value(v)) for k, v in fields.items())
             line = " ".join(parts) + "\n"
         else:
-            line = "procwrap | %s\n" % _printable(message)
+            name = "procwrap".ljust(self.width)
+            word = level + ": " if level in ("warning", "error") else ""
             if self.color:
-                line = "\x1b[1mprocwrap |\x1b[0m %s\n" % _printable(message)
-        self.write(line.encode("utf-8", "replace"))
+                if word:        # what needs a look stands out: yellow, red
+                    word = "\x1b[%dm%s\x1b[0m" % (33 if level == "warning" else 31, word)
+                name = "\x1b[1m%s |\x1b[0m" % name
+            else:
+                name += " |"
+            stamp = time.strftime("%H:%M:%S ") if self.timestamps else ""
+            line = "%s%s %s%s\n" % (stamp, name, word, _printable(message))
+        data = line.encode("utf-8", "replace")
+        if self.ring is not None:
+            self.ring.add("procwrap", data[:-1])
+        self.write(data)
 
     def write(self, data):
         """Write all of `data` (whole records), whatever it takes, and never
@@ -3656,12 +3675,14 @@ class _Ring(object):
         for follower in self.followers:
             follower(stream, data)
 
-    def lines(self, count):
-        """The last `count` lines as [(stream, text)]."""
+    def lines(self, count, only=None):
+        """The last `count` lines as [(stream, text)] (of stream `only`, if given)."""
         result = []
         if count <= 0:
             return result
         for stream, data in reversed(self.chunks):
+            if only is not None and stream != only:
+                continue
             for line in reversed(data.split(b"\n")):
                 result.append((stream, line.decode("utf-8", "replace")))
                 if len(result) >= count:
@@ -3669,10 +3690,17 @@ class _Ring(object):
         return result[::-1]
 
 
+def _text_name(name, labels, with_labels):
+    """A process as text format names it: its name, and its labels when asked."""
+    if not with_labels or not labels:
+        return name
+    return name + "".join(" %s=%s" % item for item in sorted(labels.items()))
+
+
 class _Sink(object):
     """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
     __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring", "file",
-                 "plain")
+                 "plain", "piece_head", "piece_plain")
 
     def __init__(self, log, process, stream, labels, ring=None, file=None):
         self.log = log                  #: the Log written to
@@ -3691,12 +3719,18 @@ class _Sink(object):
             self.fixed = " process=%s stream=%s %s" % (_logfmt_value(process), stream, "".join(
                 "%s=%s " % (_logfmt_key(k), _logfmt_value(v)) for k, v in sorted(labels.items())))
         else:
-            head = "%s |" % process
-            self.plain = (head + " ").encode("utf-8")
+            # 'web    | line', 'web    ! line' from stderr, 'web    + ' a piece of a long
+            # line; the name padded to the longest, its labels after it when asked.
+            name = _text_name(process, labels, log.labels).ljust(log.width)
+            bar = " !" if stream == "stderr" else " |"
+            self.plain = (name + bar + " ").encode("utf-8")
+            self.piece_plain = (name + " + ").encode("utf-8")
+            self.head, self.piece_head = self.plain, self.piece_plain
             if log.color:
-                head = "\x1b[%dm%s\x1b[0m" % (log.next_color(), head)
-            self.fixed = head
-            self.head = (head + " ").encode("utf-8")
+                color = log.color_of(process)
+                self.head = ("\x1b[%dm%s%s\x1b[0m " % (color, name, bar)).encode("utf-8")
+                self.piece_head = ("\x1b[%dm%s +\x1b[0m " % (color, name)).encode("utf-8")
+            self.fixed = name
 
     def lines(self, data):
         """Records for `data`: complete lines joined by b'\\n', without the last newline."""
@@ -3708,10 +3742,13 @@ class _Sink(object):
             # for invalid UTF-8 to show as U+FFFD, as in the other formats.
             if data.translate(None, _ASCII):
                 data = data.decode("utf-8", "replace").encode("utf-8")
-            head, lines = self.head, data.split(b"\n")
+            head, plain, lines = self.head, self.plain, data.split(b"\n")
+            if self.log.timestamps:
+                stamp = time.strftime("%H:%M:%S ").encode("ascii")
+                head, plain = stamp + head, stamp + plain
             self.log.write(head + (b"\n" + head).join(lines) + b"\n")
             if self.file is not None:       # the same, without colour
-                self.file.write(self.plain + (b"\n" + self.plain).join(lines) + b"\n")
+                self.file.write(plain + (b"\n" + plain).join(lines) + b"\n")
             return
         text = data.decode("utf-8", "replace")
         stamp = _rfc3339(time.time())
@@ -3749,9 +3786,10 @@ class _Sink(object):
             if data.translate(None, _ASCII):
                 data = data.decode("utf-8", "replace").encode("utf-8")
             # 'name + piece': more of this line follows
-            self.log.write(self.head.replace(b" |", b" +", 1) + data + b"\n")
+            stamp = time.strftime("%H:%M:%S ").encode("ascii") if self.log.timestamps else b""
+            self.log.write(stamp + self.piece_head + data + b"\n")
             if self.file is not None:
-                self.file.write(self.plain.replace(b" |", b" +", 1) + data + b"\n")
+                self.file.write(stamp + self.piece_plain + data + b"\n")
             return
         text = data.decode("utf-8", "replace")
         stamp = _rfc3339(time.time())
@@ -3911,6 +3949,8 @@ class _Process(object):
         self.environment = _Environment(spec, loop.clock)   #: what the child is given
         self.keep_group = spec.keep_group   #: leave its group alone when it exits
         self.before_stop = None         #: func(process, then): a preStop hook, then then()
+        #: func(process, wait_status, then): its finish command after an exit, then then()
+        self.after_exit = None
         #: func(process, go) before each spawn (the API server's word on the
         #: run): go(None) spawns, go(status) fails the start with that status
         self.gate = None
@@ -4176,6 +4216,14 @@ class _Process(object):
             self.log.event("%s: following its daemon, pid %d" % (self.name, self.pid),
                            event="adopted", name=self.name, pid=self.pid)
             return
+        if self.after_exit is not None:
+            # Its finish command first (it stays running, or stopping, meanwhile).
+            return self.after_exit(self, wait_status, lambda: self._decide(status))
+        self._decide(status)
+
+    def _decide(self, status):
+        """After an exit: STOPPED if it was being stopped for good, else what
+        its restartPolicy says."""
         if self.state == _State.STOPPING and (self._for_good or self.hold):
             # STOPPING -> STOPPED
             self._set_state(_State.STOPPED)
@@ -6852,6 +6900,8 @@ class _Health(object):
                              for spec in process.spec.probes]
         if process.spec.pre_stop is not None:
             process.before_stop = self._run_pre_stop
+        if process.spec.finish is not None:
+            process.after_exit = self._run_finish
         overrides = {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
         if any(spec.handler == "notify" for spec in process.spec.probes):
             if name not in self.notify_sockets:
@@ -6985,6 +7035,26 @@ class _Health(object):
                            hook="preStop", result="passed" if ok else "failed")
             then()
         _Hook(process.spec.pre_stop, process, self.loop, self, done).run_check()
+
+    def _run_finish(self, process, wait_status, then):
+        """Its finish command, as s6 runs a service's finish script: with the
+        exit code (256 when a signal ended it) and the signal's number, cut
+        off at its timeout; then the restart decision."""
+        if os.WIFSIGNALED(wait_status):
+            code, signum = 256, os.WTERMSIG(wait_status)
+        else:
+            code, signum = os.WEXITSTATUS(wait_status), 0
+        import copy
+        spec = copy.copy(process.spec.finish)
+        spec.options = {"command": list(spec.options["command"]) + [str(code), str(signum)]}
+
+        def done(ok, message):
+            self.log.event("%s: finish command %s (%s)" % (
+                process.name, "done" if ok else "failed", message), "info" if ok else "warning",
+                event="hook", name=process.name, hook="finish",
+                result="passed" if ok else "failed")
+            then()
+        _Hook(spec, process, self.loop, self, done).run_check()
 
     def on_probe_flip(self, probe):
         """A probe's result changed: gate, kill or mark ready, and say so once."""
@@ -8914,6 +8984,7 @@ class _ProcessSpec(object):
     task_uuid = None                #: ... or this one, by UUID
     lock_name = None                #: it runs only while holding a slot of this lock
     lock_limit = 1                  #: the lock's slots (singleton: 1)
+    finish = None                   #: a ProbeSpec (exec) run after each exit, with its status
     autostart = True                #: started with the others; False: stopped until ctl start
     start_seconds = None            #: a run shorter than this is a failed start (retried)
     priority = None                 #: start in ascending order, stop in descending
@@ -9107,10 +9178,11 @@ _FIELD_HINTS = {
     "image": "procwrap runs commands, not images: give command (and args)",
 }
 
-_TOP_FIELDS = ("init", "processes", "postStart", "env", "logs", "http", "readinessFile",
-               "statusPort", "ctlSocket", "etcd")
+_TOP_FIELDS = ("init", "processes", "postStart", "finish", "finishTimeout", "env", "logs",
+               "http", "readinessFile", "statusPort", "ctlSocket", "etcd")
 _ETCD_FIELDS = ("endpoints", "ttl", "prefix", "user", "password", "cacert", "cert", "key")
-_SECTIONS = ("init", "processes", "postStart")   #: postStart: one-shots once all are ready
+#: postStart: one-shots once all are ready; finish: once all have stopped, at the end
+_SECTIONS = ("init", "processes", "postStart", "finish")
 _LOG_FILE_FIELDS = ("maxBytes", "backups")      #: of logs, top-level and per entry
 _LOGS_FIELDS = ("format", "mergeJson", "maxLineBytes", "directory") + _LOG_FILE_FIELDS
 _ENV_POLICY_FIELDS = ("pass",)
@@ -9121,7 +9193,7 @@ _ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom"
                  "mergeStderr", "logs") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
-                     "autostart", "startSeconds", "successCodes", "priority")
+                     "autostart", "startSeconds", "successCodes", "priority", "finish")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -9154,7 +9226,81 @@ def _read_config(settings, environ):
     source = settings["config"]
     if settings.procfile:
         return _procfile_config(source, settings, environ)
+    if os.path.isdir(source):
+        return _load_fragments(source, settings.where("config"))
     return _load_config(source, settings.where("config"))
+
+
+class _Merged(dict):
+    """A config merged from fragments; `places` names each entry's file."""
+    places = None           #: section -> ['FILE: section[i]', ...], one per entry
+
+
+def _load_fragments(directory, where):
+    """-c DIR: its *.json, *.yaml, *.yml and *.toml files, in name order,
+    merged: entries of a section by name (a fragment may add fields to an
+    entry another one defines), other settings by key; the same field set
+    differently in two files is an error naming both."""
+    try:
+        kinds = (".json", ".yaml", ".yml", ".toml")
+        names = sorted(name for name in os.listdir(directory) if not name.startswith(".")
+                       and os.path.splitext(name)[1].lower() in kinds)
+    except OSError as error:
+        raise ConfigError("%s: cannot list %r: %s" % (where, directory, error.strerror))
+    if not names:
+        raise ConfigError("%s: %s has no *.json, *.yaml, *.yml or *.toml file; put the "
+                          "config's fragments there" % (where, directory))
+    merged, origin = _Merged(), {}      #: origin: (key path) -> the file that set it
+    merged.places = {}
+    for name in names:
+        path = os.path.join(directory, name)
+        fragment = _load_config(path, where)
+        if not isinstance(fragment, dict):
+            raise ConfigError("%s: expected an object of settings and sections, got %s"
+                              % (path, _type_name(fragment)))
+        for key, value in fragment.items():
+            if key in _SECTIONS and isinstance(value, list):
+                section = merged.setdefault(key, [])
+                places = merged.places.setdefault(key, [])
+                for index, entry in enumerate(value):
+                    entry_name = entry.get("name") if isinstance(entry, dict) else None
+                    found = [i for i, old in enumerate(section) if isinstance(old, dict)
+                             and entry_name is not None and old.get("name") == entry_name]
+                    if not found:
+                        section.append(dict(entry) if isinstance(entry, dict) else entry)
+                        places.append("%s: %s[%d]" % (path, key, index))
+                        if entry_name is not None:
+                            for field in entry:
+                                origin[(key, entry_name, field)] = path
+                        continue
+                    old = section[found[0]]
+                    for field, item in entry.items():
+                        _merge_field(old, field, item, origin, (key, entry_name, field), path,
+                                     "%s %r: %s" % (key, entry_name, field))
+            else:
+                _merge_field(merged, key, value, origin, (key,), path, key)
+    return merged
+
+
+def _merge_field(target, key, value, origin, place, path, what):
+    """target[key] = value from fragment `path`, one level deep for objects;
+    a different value already set by another file is an error naming both."""
+    if key not in target:
+        target[key] = dict(value) if isinstance(value, dict) else value
+        origin[place] = path
+        if isinstance(value, dict):
+            for inner in value:
+                origin[place + (inner,)] = path
+        return
+    if target[key] == value:
+        return
+    if isinstance(value, dict) and isinstance(target[key], dict):
+        for inner, item in value.items():
+            _merge_field(target[key], inner, item, origin, place + (inner,), path,
+                         "%s.%s" % (what, inner))
+        return
+    raise ConfigError("%s: %s is also set, differently, in %s; set it in one file"
+                      % (path, what, origin.get(place, "another file")))
 
 
 def _is_procfile(path):
@@ -9306,6 +9452,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     # sections (unique, and what --skip names), then each entry built.  Every
     # problem of every pass is collected, so one `check` lists them all.
     entries = dict((section, []) for section in _SECTIONS)
+    places = getattr(config, "places", None) or {}     # -c DIR: each entry's file
     for section in _SECTIONS:
         value = top.get(section, [])
         if not isinstance(value, list):
@@ -9313,6 +9460,8 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
             continue
         for index, entry in enumerate(value):
             where = "%s[%d]" % (section, index)
+            if index < len(places.get(section, ())):
+                where = places[section][index]
             known = _PROCESS_FIELDS if section == "processes" else _ENTRY_FIELDS
             fields = checker.fields(entry, where, known, required=("name", "command"))
             entries[section].append((where, fields))
@@ -9340,7 +9489,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         for where, fields in entries[section]:
             if fields.get("name") in skip:
                 continue
-            spec = _build_spec(fields, where, builder, checker, check_root)
+            spec = _build_spec(fields, where, builder, checker, check_root, section)
             _apply_log_file(spec, fields, where, files, checker)
             specs[section].append(spec)
     _check_dependencies(specs["processes"], set(skip), names, checker)
@@ -9356,14 +9505,17 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
         if spec.lock_name and "etcd" not in settings:
             checker.fail(spec.where, "a lock across machines needs the top-level etcd "
                          "section: {\"etcd\": {\"endpoints\": [URL]}}")
+    settings["finish_timeout"] = checker.seconds(top.get("finishTimeout", FINISH_TIMEOUT),
+                                                 "finishTimeout")
     if checker.problems:
         raise ConfigError(checker.problems)
     settings["post_start"] = specs["postStart"]
+    settings["finish"] = specs["finish"]
     settings["warnings"] = checker.warnings
     return specs["init"], specs["processes"], settings
 
 
-def _build_spec(fields, where, builder, checker, check_root):
+def _build_spec(fields, where, builder, checker, check_root, section="processes"):
     """One ProcessSpec from an entry; its problems go to the checker."""
     spec = _ProcessSpec(where=where, labels={})
     name = checker.string(fields.get("name", ""), where + ".name")
@@ -9413,7 +9565,7 @@ def _build_spec(fields, where, builder, checker, check_root):
             checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
         spec.workdir = workdir
     _apply_fields(fields, where, spec, _ENTRY_TABLE, checker)
-    if not where.startswith("processes"):     # init and postStart entries run once
+    if section != "processes":      # init, postStart and finish entries run once
         spec.restart = "Never"
     else:
         spec.restart = checker.choice(fields.get("restartPolicy", "Always"),
@@ -9428,13 +9580,19 @@ def _build_spec(fields, where, builder, checker, check_root):
         _apply_backoff(fields.get("backoff", {}), where + ".backoff", spec, checker)
         _apply_fields(fields, where, spec, _PROCESS_TABLE, checker)
         backoff = fields.get("backoff")
-        if spec.start_seconds not in (None, _INVALID) and not (
-                isinstance(backoff, dict) and "resetAfter" in backoff):
+        backoff = backoff if isinstance(backoff, dict) else {}
+        if spec.start_seconds not in (None, _INVALID):
             # supervisord's startretries count failed starts only: a run that
-            # lasted startSeconds started well, and forgets the crash loop.
-            spec.backoff_reset = spec.start_seconds
+            # lasted startSeconds started well, and forgets the crash loop;
+            # three failed starts in a row and it gives up, as supervisord does.
+            if "resetAfter" not in backoff:
+                spec.backoff_reset = spec.start_seconds
+            if "limit" not in backoff:
+                spec.restart_limit = START_RETRIES
         spec.probes = tuple(_build_probe(fields[kind], "%s.%s" % (where, kind), kind, checker)
                             for kind in PROBE_KINDS if kind in fields)
+        if "finish" in fields:
+            spec.finish = _build_finish(fields["finish"], where + ".finish", checker)
         lifecycle = checker.fields(fields.get("lifecycle", {}), where + ".lifecycle",
                                    ("postStart", "preStop"))
         for name in ("postStart", "preStop"):
@@ -9599,6 +9757,22 @@ def _build_probe(value, where, kind, checker):
         checker.fail(where + ".successThreshold", "must be 1 for a %s probe (as in Kubernetes)"
                      % probe.kind)
     return probe
+
+
+def _build_finish(value, where, checker):
+    """A process's finish command (s6's finish script): a command, or
+    {command, timeoutSeconds}; an exec hook that gets the exit code (256
+    when a signal ended it) and the signal's number as its last arguments."""
+    fields = {"command": value} if isinstance(value, (list, str)) else checker.fields(
+        value, where, ("command", "timeoutSeconds"), required=("command",))
+    command = checker.strings(fields.get("command", []), where + ".command"
+                              if not isinstance(value, (list, str)) else where, split=True)
+    if command is not _INVALID and not command:
+        checker.fail(where, "the command is empty; give the program to run")
+    timeout = checker.seconds(fields.get("timeoutSeconds", FINISH_TIMEOUT),
+                              where + ".timeoutSeconds")
+    return _ProbeSpec(kind="finish", handler="exec", options={"command": command},
+                      timeout=timeout)
 
 
 def _build_hook(value, where, name, checker):
@@ -10281,11 +10455,14 @@ def _any_in(processes, states):
 class _OneShots(object):
     """Entries run one after another, each to its end: `init` entries before
     the processes, top-level `postStart` entries once every process is first
-    ready.  The next starts when one exits 0; one that fails ends the run
-    with its status."""
+    ready, `finish` entries once every process has stopped.  The next starts
+    when one exits 0; one that fails ends the run with its status (finish
+    entries, `at_end`: the next starts anyway, as s6 runs each finish script)."""
     index = None            #: the next entry to start, once begun
 
-    def __init__(self, supervisor, specs, kind, failed_event, failed_note="", on_done=None):
+    def __init__(self, supervisor, specs, kind, failed_event, failed_note="", on_done=None,
+                 at_end=False):
+        self.at_end = at_end            #: run while shutting down; a failure is only said
         self.supervisor = supervisor
         self.kind = kind                #: 'init entry', 'postStart entry': for messages
         self.failed_event = failed_event    #: the record's event when one fails
@@ -10303,7 +10480,7 @@ class _OneShots(object):
     def next(self):
         """Start the next entry, or say all are done."""
         supervisor = self.supervisor
-        if supervisor.shutting_down:
+        if supervisor.shutting_down and not self.at_end:
             return supervisor.check_done()
         if self.index < len(self.processes):
             self.index += 1
@@ -10315,13 +10492,15 @@ class _OneShots(object):
         """An entry changed state: start the next, or end the run if it failed."""
         supervisor = self.supervisor
         supervisor.track(process, old)
-        if process.state == _State.EXITED and not supervisor.shutting_down:
+        if process.state == _State.EXITED and (self.at_end or not supervisor.shutting_down):
             if process.status != 0:
                 supervisor.log.event("%s %s failed (%s)%s" % (
                     self.kind, process.name, process.description, self.failed_note), "error",
                     event=self.failed_event, name=process.name, status=process.status)
-                supervisor.shutdown("%s %s failed" % (self.kind, process.name), process.status)
-                return
+                if not self.at_end:
+                    supervisor.shutdown("%s %s failed" % (self.kind, process.name),
+                                        process.status)
+                    return
             self.next()
         supervisor.check_done()
 
@@ -10344,8 +10523,12 @@ class _Supervisor(_Owner):
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
                  kill_on_second_signal=False, loop=None, health=None, post_start=(),
-                 signal_map=None):
+                 signal_map=None, finish=(), finish_timeout=FINISH_TIMEOUT):
         _Owner.__init__(self, log, loop, signal_map, kill_on_second_signal, max_line)
+        if log.format == "text":        # names padded to the longest, procwrap's included
+            log.width = max([len(_text_name(spec.name, spec.labels, log.labels))
+                             for spec in init + processes + list(post_start) + list(finish)]
+                            + [len("procwrap")])
         self.hosts = {}                         #: _Remote.key() -> its _Host (one link each)
         self.init = _OneShots(self, init, "init entry", "init-failed",
                               "; not starting processes", self._start_processes)
@@ -10353,6 +10536,11 @@ class _Supervisor(_Owner):
                                    self.child_class(s)) for s in processes]
         #: one-shots run in order once every process is first ready
         self.post_start = _OneShots(self, post_start, "postStart entry", "post-start-failed")
+        #: one-shots run in order once everything has stopped, within finish_timeout
+        self.finish = _OneShots(self, finish, "finish entry", "finish-failed", at_end=True)
+        self.finish_timeout = finish_timeout
+        self._finish_timer = None
+        self._ended = False                     #: every process ended by itself (said once)
         self.by_name = dict((p.name, p) for p in self.processes)
         log.redact.make_public(p.name for p in self.everything())
         self.dependents = dict((p.name, []) for p in self.processes)   #: name -> [Process]
@@ -10491,8 +10679,9 @@ class _Supervisor(_Owner):
         self.check_done()
 
     def everything(self):
-        """Every process: init entries, processes, postStart entries."""
-        return self.init.processes + self.processes + self.post_start.processes
+        """Every process: init entries, processes, postStart and finish entries."""
+        return (self.init.processes + self.processes + self.post_start.processes
+                + self.finish.processes)
 
     # -- running
     def begin(self):
@@ -10613,7 +10802,7 @@ class _Supervisor(_Owner):
         if self._finishing:
             return              # a final update to the API server is on its way
         if self.shutting_down:
-            if not self._alive:
+            if not self._alive and self._finished():
                 self.loop.stopped = True
             return
         if self.init.pending() or _any_in(self.post_start.processes, _State.ALIVE):
@@ -10621,8 +10810,46 @@ class _Supervisor(_Owner):
         if all(p.state in _State.DONE for p in self.processes) and not self.loop.stopped:
             if self.exit_status is None:
                 self.exit_status = self.last_failure or 0
-            self.log.event("every process has ended", event="all-ended")
-            self.loop.stopped = True
+            if not self._ended:
+                self._ended = True
+                self.log.event("every process has ended", event="all-ended")
+            if self._finished():
+                self.loop.stopped = True
+
+    def _finished(self):
+        """The finish entries, begun once everything else has stopped: True
+        once they are over (or there are none)."""
+        finish = self.finish
+        if not finish.processes:
+            return True
+        if finish.index is None:
+            self.log.event("running %s (%s s at most)" % (_plural(
+                len(finish.processes), "finish entry"), _format_seconds(self.finish_timeout)),
+                event="finishing")
+            self._finish_timer = self.loop.call_later(self.finish_timeout, self._finish_late)
+            finish.begin()
+        if finish.pending():
+            return False
+        if self._finish_timer is not None:
+            self._finish_timer.cancel()
+            self._finish_timer = None
+        return True
+
+    def _finish_late(self):
+        """finishTimeout is over: what runs is killed, what is left is not started."""
+        self._finish_timer = None
+        finish = self.finish
+        left = [p.name for p in finish.processes[finish.index:]]
+        self.log.event("finish entries still running after %s s; killing %s%s" % (
+            _format_seconds(self.finish_timeout), ", ".join(
+                p.name for p in finish.processes if p.state in _State.ALIVE) or "none",
+            "; not starting " + ", ".join(left) if left else ""), "warning",
+            event="finish-timeout")
+        finish.index = len(finish.processes)
+        for process in finish.processes:
+            if process.state in _State.ALIVE:
+                process.kill("finishTimeout")
+        self.check_done()
 
     # -- health of the whole
     def _health_changed(self):
@@ -10944,6 +11171,7 @@ class _CtlConnection(_Connection):
     """One `procwrap ctl` client: a request line in; answer lines out; a
     follower (tail -f) stays until it goes away or falls too far behind."""
     following = None        #: the _Ring followed, for tail -f
+    stream = None           #: ... only this stream of it, if set
 
     def on_data(self):
         """The request line, to the supervisor (one per connection: it stays
@@ -10978,16 +11206,17 @@ class _CtlConnection(_Connection):
             return
         self.queue((json.dumps(answer, separators=(",", ":")) + "\n").encode("utf-8"))
 
-    def follow(self, ring):
-        """tail -f: every chunk the process writes from now on."""
-        self.following = ring
+    def follow(self, ring, stream=None):
+        """tail -f: every chunk the process writes from now on (of `stream` only, if given)."""
+        self.following, self.stream = ring, stream
         self.hear_busy = True
         ring.followers.append(self.on_output)
 
     def on_output(self, stream, data):
         """tail -f: one chunk of the process's output, as [stream, line] pairs."""
-        self.send({"ok": True, "lines": [[stream, line] for line in
-                                         data.decode("utf-8", "replace").split("\n")]})
+        if self.stream is None or stream == self.stream:
+            self.send({"ok": True, "lines": [[stream, line] for line in
+                                             data.decode("utf-8", "replace").split("\n")]})
 
     def close(self):
         """Done with this client (a follower stops following)."""
@@ -11095,26 +11324,49 @@ class _Metrics(object):
 #: does).  The client checks a command line against it; the server runs
 #: _Control.ctl_<name>; a process's name comes last.
 CTL_COMMANDS = (
-    ("status", (), "a table: name, state, pid, uptime, restarts, last exit"),
-    ("start", ("NAME",), "start a stopped, exited or failed process"),
-    ("stop", ("NAME",), "stop it (stop signal, grace, SIGKILL); it stays stopped"),
-    ("restart", ("NAME",), "stop it, then start it"),
-    ("signal", ("SIGNAL", "NAME"), "send a signal to its process group"),
+    ("status", ("[NAME...]",), "a table: name, state, pid, uptime, restarts, last exit"),
+    ("start", ("NAME...",), "start stopped, exited or failed processes; waits until each "
+                            "runs (for its startSeconds) or fails, and says which"),
+    ("stop", ("NAME...",), "stop them (stop signal, grace, SIGKILL); waits until each has "
+                           "stopped; they stay stopped"),
+    ("restart", ("NAME...",), "stop them, then start them; waits as start does"),
+    ("signal", ("SIGNAL", "NAME..."), "send a signal to each one's process group"),
     ("pid", ("NAME",), "its pid (refused, exit 1, when it is not running)"),
-    ("tail", ("[-f]", "[-n N]", "NAME"), "its recent output (-f: and what follows, until ^C)"),
+    ("tail", ("[-f]", "[-n N]", "NAME", "[stdout|stderr]"),
+     "its recent output, or one stream's (-f: and what follows, until ^C)"),
+    ("maintail", ("[-f]", "[-n N]"), "procwrap's own recent records (-f: and what follows)"),
     ("reload", (), "read the config again: start added processes, stop removed ones, "
                    "restart changed ones"),
     ("reopen-logs", (), "reopen every process's log file (logs.file), as logrotate's "
                         "postrotate needs"),
     ("shutdown", (), "stop everything and exit"),
 )
-_CTL_ARGS = dict((name, [arg for arg in args if not arg.startswith("[")])
-                 for name, args, _ in CTL_COMMANDS)     #: name -> positional arguments
+#: name -> its positional arguments (NAME... takes one or more, [NAME...] any)
+_CTL_ARGS = dict((name, [arg for arg in args if not arg.startswith("[-")])
+                 for name, args, _ in CTL_COMMANDS)
+#: Commands whose processes are waited for, and the state each waits for.
+_CTL_WAITS = {"start": "running", "restart": "running", "stop": "stopped"}
+
+
+def _ctl_check(words):
+    """A usage problem of `procwrap ctl WORDS...` (command and arguments), or None."""
+    wanted, given = _CTL_ARGS[words[0]], words[1:]
+    fixed = [arg for arg in wanted if not arg.startswith("[") and not arg.endswith("...")]
+    many = [arg for arg in wanted if arg.rstrip("]").endswith("...")]
+    optional = [arg for arg in wanted if arg.startswith("[") and not arg.endswith("...]")]
+    least = len(fixed) + sum(1 for arg in many if not arg.startswith("["))
+    most = None if many else len(fixed) + len(optional)
+    if len(given) < least or most is not None and len(given) > most:
+        return "expects %s" % (" ".join(wanted) or "no arguments")
+    if words[0] == "tail" and len(given) == 2 and given[1] not in ("stdout", "stderr"):
+        return "the stream is stdout or stderr, not %r" % given[1]
+    return None
 
 
 def _ctl_usage():
     """`procwrap ctl --help`, from CTL_COMMANDS."""
-    lines = ["usage: procwrap ctl [--socket PATH] [--json] COMMAND [ARGS]", "", "commands:"]
+    lines = ["usage: procwrap ctl [--socket PATH | -c FILE] [--json] COMMAND [ARGS]", "",
+             "commands (NAME may be a * pattern, or all):"]
     for name, args, what in CTL_COMMANDS:
         head = " ".join((name,) + args)
         words, line, rows = what.split(), "", []
@@ -11124,11 +11376,19 @@ def _ctl_usage():
                 line = ""
             line = (line + " " + word).strip()
         rows.append(line)
+        if len(head) > 22:          # a long head has the description below it
+            lines.append("  " + head)
+            lines.extend("  %-22s  %s" % ("", row) for row in rows)
+            continue
         lines.append("  %-22s  %s" % (head, rows[0]))
         lines.extend("  %-22s  %s" % ("", row) for row in rows[1:])
-    lines += ["", "--socket defaults to PROCWRAP_CTL_SOCKET, the supervisor's --ctl-socket twin.",
-              "--json prints the answers as JSON lines.  Exit status: 0 done, 1 refused "
-              "(already", "running, not running), 2 usage, 69 no supervisor on the socket.", ""]
+    lines += ["", "--socket defaults to PROCWRAP_CTL_SOCKET, the supervisor's --ctl-socket twin;",
+              "-c FILE reads it from the config's ctlSocket.  --json prints the answers as JSON",
+              "lines.  Exit status: 0 done; 1 refused or failed (start of a running process,",
+              "stop of a stopped one, a start that failed or is still waiting after %d s); 2"
+              % CTL_WAIT,
+              "usage (an unknown command, or a name that matches no process); 69 no supervisor",
+              "on the socket.", ""]
     return "\n".join(lines)
 
 
@@ -11155,6 +11415,7 @@ class _Control(object):
         self.health = supervisor.health
         self.loop = supervisor.loop
         self.waiters = []               #: [connection, path, deadline Timer] of ?wait
+        self.actions = []               #: ctl start/stop/restart waiting for their processes
         where = settings.get("where", {})
         if settings.get("http") is not None:
             host, port = settings["http"]
@@ -11169,6 +11430,7 @@ class _Control(object):
         if settings.get("ctl_socket"):
             self.ctl = _CtlServer(self.loop, settings["ctl_socket"], self.on_ctl,
                                   where.get("ctl_socket", "--ctl-socket"))
+            supervisor.log.ring = _Ring()       # procwrap's own records, for ctl maintail
         supervisor.watchers.append(self.on_health)
         supervisor.closers.append(self.close)
 
@@ -11222,9 +11484,12 @@ class _Control(object):
         return ok, {"status": "ok" if ok else "fail", "processes": results}
 
     def on_health(self):
-        """The supervisor looked at health: answer the ?wait requests now met."""
+        """The supervisor looked at health: answer the ?wait requests, and the
+        ctl actions, now met."""
         for waiter in list(self.waiters):
             self._answer_waiter(waiter)
+        for action in list(self.actions):
+            self._settle(action)
 
     def _answer_waiter(self, waiter, final=False):
         """Answer a ?wait request once healthy, or at its deadline."""
@@ -11345,36 +11610,113 @@ class _Control(object):
     # -- procwrap ctl
     def on_ctl(self, connection, request):
         """One `procwrap ctl` request, dispatched through CTL_COMMANDS to
-        ctl_<command>; errors come back as {"ok": false, "error": ...}."""
+        ctl_<command>; names (and * patterns, and `all`) are found here, for
+        the handlers that take processes; errors come back as {"ok": false,
+        "error": ...}."""
+        import fnmatch
         command, args = request["command"], request["args"]
         # The client checks commands too, but a server cannot trust its
         # clients (another version, a script speaking the protocol by hand).
-        if command not in _CTL_ARGS:
-            return connection.send({"ok": False, "usage": True, "error": "unknown command %r%s"
-                                    % (command, _did_you_mean(command, _CTL_ARGS))}, last=True)
+        if command not in _CTL_ARGS or _ctl_check([command] + args):
+            problem = ("unknown command %r%s" % (command, _did_you_mean(command, _CTL_ARGS))
+                       if command not in _CTL_ARGS else _ctl_check([command] + args))
+            return connection.send({"ok": False, "usage": True, "error": problem}, last=True)
         handler = getattr(self, "ctl_" + command.replace("-", "_"))
-        if not _CTL_ARGS[command] or _CTL_ARGS[command][-1] != "NAME":
+        wanted = _CTL_ARGS[command]
+        if not any(arg.strip("[]").startswith("NAME") for arg in wanted):
             return handler(connection, request)
-        by_name = self.supervisor.by_name
-        if not args or args[-1] not in by_name:
-            name = args[-1] if args else ""
-            return connection.send({"ok": False, "usage": True, "error": "no process named %r%s"
-                                    % (name, _did_you_mean(name, by_name) or "; known: "
-                                       + ", ".join(sorted(by_name)))}, last=True)
-        process = by_name[args[-1]]
+        skip = wanted.index(next(a for a in wanted if a.strip("[]").startswith("NAME")))
+        if not args[skip:]:
+            return handler(connection, request)     # status: every process
+        by_name, found = self.supervisor.by_name, []
+        for pattern in args[skip:skip + 1] if "NAME" in wanted else args[skip:]:
+            matches = [p for p in self.supervisor.processes if pattern == "all"
+                       or fnmatch.fnmatchcase(p.name, pattern)]
+            if not matches:
+                return connection.send({"ok": False, "usage": True, "error": "no process "
+                                        "named %r%s" % (pattern, _did_you_mean(
+                                            pattern, by_name) or "; known: "
+                                            + ", ".join(sorted(by_name)))}, last=True)
+            found.extend(p for p in matches if p not in found)
         if self.supervisor.shutting_down and command in ("start", "restart"):
             return connection.send({"ok": False, "error": "procwrap is shutting down"},
                                    last=True)
-        if handler(connection, request, process) is not False:
-            connection.send({"ok": True, "name": process.name, "state": process.state},
-                            last=True)
+        if "NAME" in wanted:
+            return handler(connection, request, found[0])
+        if command not in _CTL_WAITS:
+            return handler(connection, request, found)
+        self._act(connection, command, found, handler)
+
+    def _act(self, connection, command, processes, handler):
+        """start, stop, restart: each process acted on (or refused), then
+        the answer once each has reached its goal, failed, or CTL_WAIT
+        (and its stop grace) has passed."""
+        results, waiting = {}, []
+        for process in processes:
+            starts = process.starts         # before: a start may spawn at once
+            refusal = handler(process)
+            if refusal:
+                results[process.name] = {"name": process.name, "ok": False, "state":
+                                         process.state, "error": refusal}
+            else:
+                waiting.append((process, starts))
+        if not waiting:
+            return self._acted(connection, processes, results)
+        grace = max(p.spec.stop_timeout for p, _ in waiting) if command != "start" else 0
+        action = {"connection": connection, "command": command, "processes": processes,
+                  "results": results, "waiting": waiting}
+        action["timer"] = self.loop.call_later(CTL_WAIT + grace, self._settle, action, True)
+        self.actions.append(action)
+        self._settle(action)
+
+    def _settle(self, action, final=False):
+        """Look again at the processes an action waits for; answer once all are settled."""
+        command, results = action["command"], action["results"]
+        now = self.loop.clock()
+        for process, starts in list(action["waiting"]):
+            outcome = _ctl_outcome(process, command, starts, now)
+            if outcome is None and final:
+                outcome = (False, "still %s after %s s" % (process.state, _format_seconds(
+                    CTL_WAIT)))
+            if outcome is None:
+                continue
+            action["waiting"].remove((process, starts))
+            ok, message = outcome
+            results[process.name] = {"name": process.name, "ok": ok, "state": process.state,
+                                     "message" if ok else "error": message}
+        if action["waiting"]:
+            wake = [process.started_at + process.spec.start_seconds - now
+                    for process, _ in action["waiting"] if process.state == _State.RUNNING
+                    and process.spec.start_seconds and command != "stop"]
+            if wake and action.get("wake") is None:     # startSeconds ends with no change
+                action["wake"] = self.loop.call_later(max(0.0, min(wake)) + 0.001,
+                                                      self._rewake, action)
+            return
+        action["timer"].cancel()
+        if action in self.actions:
+            self.actions.remove(action)
+        self._acted(action["connection"], action["processes"], results)
+
+    def _rewake(self, action):
+        action["wake"] = None
+        if action in self.actions:
+            self._settle(action)
+
+    def _acted(self, connection, processes, results):
+        """The answer: every process's outcome, in the order they were named."""
+        answers = [results[p.name] for p in processes]
+        connection.send({"ok": all(r["ok"] for r in answers), "results": answers}, last=True)
 
     # Each ctl_<command> answers one request.  Those that take a process get it
     # found and checked by on_ctl; they answer themselves and return False when
     # they refuse, otherwise on_ctl answers with the process's new state.
-    def ctl_status(self, connection, request):
-        """The table `procwrap ctl status` prints: /status's processes."""
-        connection.send({"ok": True, "processes": self.status()["processes"]}, last=True)
+    def ctl_status(self, connection, request, processes=None):
+        """The table `procwrap ctl status` prints: /status's processes (those named)."""
+        table = self.status()["processes"]
+        if processes is not None:
+            names = set(p.name for p in processes)
+            table = [row for row in table if row["name"] in names]
+        connection.send({"ok": True, "processes": table}, last=True)
 
     def ctl_shutdown(self, connection, request):
         """Answer first: the shutdown may close this connection's loop soon after."""
@@ -11397,38 +11739,45 @@ class _Control(object):
         """Read the config again; the answer says what was added, removed, changed."""
         connection.send(self.supervisor.reload(), last=True)
 
-    def ctl_start(self, connection, request, process):
+    def ctl_start(self, process):
         """Start a stopped, exited or failed process; refuse one that is alive
         (exit 1 for the client: the request made sense, the state said no)."""
-        if process.state in _State.ALIVE:
-            connection.send({"ok": False, "error": "%s is already %s"
-                             % (process.name, process.state)}, last=True)
-            return False
+        if process.state in _State.ALIVE or process.gating:
+            return "%s is already %s" % (process.name, "waiting for its lock or API server"
+                                         if process.gating else process.state)
         process.start(manual=True)
 
-    def ctl_stop(self, connection, request, process):
+    def ctl_stop(self, process):
         """Stop it for good: its restartPolicy no longer applies until a start."""
+        if process.state in (_State.STOPPED,) + _State.DONE:
+            return "%s is not running (%s)" % (process.name, process.state)
         process.stop()
 
-    def ctl_restart(self, connection, request, process):
+    def ctl_restart(self, process):
         """Stop, then start once it has stopped (the supervisor keeps the order)."""
         self.supervisor.restart(process)
 
-    def ctl_signal(self, connection, request, process):
-        """SIGNAL NAME: to its group (or to it alone with --single-child); a
-        bad signal name is a usage error (exit 2), a stopped process a refusal."""
+    def ctl_signal(self, connection, request, processes):
+        """SIGNAL NAME...: to each one's group (or to it alone with
+        --single-child); a bad signal name is a usage error (exit 2), a
+        process not running a refusal (exit 1, the others signalled)."""
         args = request["args"]
         try:
-            signum = _value_signal(args[0] if len(args) > 1 else "")
+            signum = _value_signal(args[0])
         except _BadValue as error:
-            connection.send({"ok": False, "usage": True, "error": error.message(args[0])},
-                            last=True)
-            return False
-        if process.state not in _State.ALIVE:
-            connection.send({"ok": False, "error": "%s is not running (%s)"
-                             % (process.name, process.state)}, last=True)
-            return False
-        process.signal(signum)
+            return connection.send({"ok": False, "usage": True,
+                                    "error": error.message(args[0])}, last=True)
+        results = []
+        for process in processes:
+            if process.state not in _State.ALIVE:
+                results.append({"name": process.name, "ok": False, "state": process.state,
+                                "error": "%s is not running (%s)" % (process.name,
+                                                                     process.state)})
+                continue
+            process.signal(signum)
+            results.append({"name": process.name, "ok": True, "state": process.state,
+                            "message": "sent %s" % _signal_name(signum)})
+        connection.send({"ok": all(r["ok"] for r in results), "results": results}, last=True)
 
     def ctl_pid(self, connection, request, process):
         """NAME: its pid, as supervisorctl's pid; a process not running is a refusal."""
@@ -11441,18 +11790,52 @@ class _Control(object):
         return False
 
     def ctl_tail(self, connection, request, process):
-        """Its last lines from the ring; with follow, every chunk after them
-        until the client goes away (the connection stays busy, so it is
-        never evicted as idle)."""
+        """Its last lines from the ring (of one stream, if named); with follow,
+        every chunk after them until the client goes away (the connection
+        stays busy, so it is never evicted as idle)."""
         if process.ring is None:
             connection.send({"ok": False, "error": "%s's output is not captured "
                              "(log format none)" % process.name}, last=True)
             return False
-        connection.send({"ok": True, "lines": process.ring.lines(request["lines"])},
-                        last=not request["follow"])
-        if request["follow"]:
-            connection.follow(process.ring)
+        stream = request["args"][1] if len(request["args"]) > 1 else None
+        self._tail(connection, request, process.ring, stream)
         return False
+
+    def ctl_maintail(self, connection, request):
+        """procwrap's own records, as they were written (tail's -n and -f)."""
+        self._tail(connection, request, self.supervisor.log.ring, None)
+
+    def _tail(self, connection, request, ring, stream):
+        lines = ring.lines(request["lines"], stream)
+        connection.send({"ok": True, "lines": lines}, last=not request["follow"])
+        if request["follow"]:
+            connection.follow(ring, stream)
+
+
+def _ctl_outcome(process, command, starts, now):
+    """Where a process acted on by ctl start/stop/restart stands: None while
+    on its way, else (reached, what to say)."""
+    state = process.state
+    if command == "stop":
+        if state in _State.ALIVE:
+            return None
+        return True, "stopped" if state == _State.STOPPED else state
+    if process.gating:
+        return None
+    failed = state in (_State.BACKOFF, _State.FATAL) or (
+        state == _State.EXITED and process.status not in process.spec.success_codes)
+    if failed:
+        return False, "%s did not start: %s" % (process.name, process.description or state)
+    if process.starts <= starts:
+        return None
+    if state == _State.EXITED:
+        return True, "exited (%s)" % process.description
+    if state != _State.RUNNING:
+        return None
+    least = process.spec.start_seconds
+    if least and now - process.started_at < least:
+        return None
+    return True, "started"
 
 
 # =============================================================================
@@ -11627,6 +12010,13 @@ _OPTIONS = [
     _Option(("--log-format",), "FORMAT", _opt_choice(LOG_FORMATS), None, _BOTH,
             "json, logfmt, text or none: one record per line of output on stdout "
             "(default: none = pass-through in wrap mode, json in supervisor mode)"),
+    _Option(("--log-timestamps",), None, None, False, _BOTH,
+            "text format: start each line with the time, HH:MM:SS (as honcho does)"),
+    _Option(("--log-labels",), None, None, False, _BOTH,
+            "text format: show each process's labels after its name"),
+    _Option(("--color",), "WHEN", _opt_choice(("auto", "always", "never")), "auto", _BOTH,
+            "text format: colour names: auto (when stdout is a terminal and NO_COLOR is "
+            "unset or empty; FORCE_COLOR forces it), always or never"),
     _Option(("--log-merge-json",), None, None, False, _BOTH,
             "json format: merge a line that is a JSON object into its record"),
     _Option(("--log-max-line",), "BYTES", _opt_count, None, _BOTH,
@@ -12087,31 +12477,37 @@ def _ctl(argv, environ):
     """`procwrap ctl ...`: its command line checked against CTL_COMMANDS, then
     one request to a supervisor's control socket (_ctl_send)."""
     path, as_json, follow, lines = environ.get("PROCWRAP_CTL_SOCKET"), False, False, 10
-    words = []
+    words, config, socket_given = [], None, False
     index = 0
     while index < len(argv):
         arg = argv[index]
         if arg in ("-h", "--help"):
             _print(_ctl_usage())
             return EX_OK
-        if arg == "--socket" or arg.startswith("--socket="):
+        if arg in ("--socket", "-c", "--config") or arg.startswith(("--socket=", "--config=")):
             if "=" in arg:
-                path = arg.split("=", 1)[1]
+                value = arg.split("=", 1)[1]
             else:
                 index += 1
                 if index >= len(argv):
-                    raise UsageError(NEEDS_VALUE_MSG % ("--socket", "PATH"))
-                path = argv[index]
+                    raise UsageError(NEEDS_VALUE_MSG % (arg, "PATH" if arg == "--socket"
+                                                        else "FILE"))
+                value = argv[index]
+            if arg.startswith("--socket"):
+                path, socket_given = value, True
+            else:
+                config = value
         elif arg == "--json":
             as_json = True
-        elif arg == "-f" and words[:1] == ["tail"]:
+        elif arg == "-f" and words[:1] in (["tail"], ["maintail"]):
             follow = True
-        elif arg == "-n" and words[:1] == ["tail"]:
+        elif arg == "-n" and words[:1] in (["tail"], ["maintail"]):
             index += 1
             if index >= len(argv) or not _is_digits(argv[index]) \
                     or int(argv[index]) > (1 << 31) - 1:
-                raise UsageError(BAD_VALUE_MSG % ("ctl tail -n", "expected a number of lines",
-                                                  argv[index] if index < len(argv) else ""))
+                raise UsageError(BAD_VALUE_MSG % ("ctl %s -n" % words[0], "expected a number "
+                                                  "of lines", argv[index] if index < len(argv)
+                                                  else ""))
             lines = int(argv[index])
         elif arg.startswith("-") and not (words[:1] == ["signal"] and len(words) == 1):
             raise UsageError("ctl: unknown option %r; see procwrap ctl --help" % arg)
@@ -12123,16 +12519,31 @@ def _ctl(argv, environ):
     if words[0] not in _CTL_ARGS:
         raise UsageError("ctl: unknown command %r%s; see procwrap ctl --help"
                          % (words[0], _did_you_mean(words[0], _CTL_ARGS)))
-    wanted = _CTL_ARGS[words[0]]
-    if len(words) - 1 != len(wanted):
-        raise UsageError("ctl %s: expects %s; see procwrap ctl --help" % (
-            words[0], "a process name" if wanted == ["NAME"] else " ".join(wanted)
-            or "no arguments"))
+    problem = _ctl_check(words)
+    if problem:
+        raise UsageError("ctl %s: %s; see procwrap ctl --help" % (words[0], problem))
+    if config is not None:
+        if socket_given:
+            raise UsageError("ctl: give --socket PATH or -c FILE, not both")
+        path = _ctl_socket_of(config)
     if not path:
-        raise UsageError("ctl: no socket; give --socket PATH or set PROCWRAP_CTL_SOCKET to the "
-                         "supervisor's --ctl-socket")
+        raise UsageError("ctl: no socket; give --socket PATH, -c FILE (its ctlSocket) or set "
+                         "PROCWRAP_CTL_SOCKET to the supervisor's --ctl-socket")
     request = {"command": words[0], "args": words[1:], "follow": follow, "lines": lines}
     return _ctl_send(path, request, as_json)
+
+
+def _ctl_socket_of(config):
+    """ctl -c FILE: the ctlSocket of that config."""
+    if _is_procfile(config):
+        raise UsageError("ctl -c %s: a Procfile has no ctlSocket; give --socket PATH (the "
+                         "--ctl-socket procwrap was started with)" % config)
+    settings = (_load_fragments if os.path.isdir(config) else _load_config)(config, "ctl -c")
+    path = settings.get("ctlSocket") if isinstance(settings, dict) else None
+    if not isinstance(path, str) or not path:
+        raise UsageError("ctl -c %s: it has no ctlSocket; give --socket PATH (the "
+                         "--ctl-socket procwrap was started with)" % config)
+    return path
 
 
 def _ctl_send(path, request, as_json):
@@ -12154,14 +12565,19 @@ def _ctl_send(path, request, as_json):
             answer = json.loads(raw.decode("utf-8"))
             if as_json:
                 _print(json.dumps(answer, sort_keys=True) + "\n")
-            elif answer.get("ok") is False:
-                pass
-            else:
+            elif "results" in answer:         # one line a process, in the order named
+                for result in answer["results"]:
+                    if result["ok"]:
+                        _print("%s: %s\n" % (result["name"], result["message"]))
+                    else:
+                        sys.stderr.write(ERROR_MSG % ("ctl %s: %s" % (command, result[
+                            "error"])) + "\n")
+            elif answer.get("ok") is not False:
                 _print(_ctl_text(command, answer))
             if answer.get("ok") is False:
                 if answer.get("usage"):
                     raise UsageError("ctl %s: %s" % (command, answer["error"]))
-                if not as_json:
+                if not as_json and "results" not in answer:
                     sys.stderr.write(ERROR_MSG % ("ctl %s: %s" % (command, answer["error"]))
                                      + "\n")
                 status = 1
@@ -12191,7 +12607,7 @@ def _ctl_text(command, answer):
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths))
                        + "  " + row[5] + "\n" for row in rows)
-    if command == "tail":
+    if command in ("tail", "maintail"):
         return "".join(line + "\n" for _, line in answer["lines"])
     if command == "pid":
         return "%d\n" % answer["pid"]
@@ -12315,11 +12731,23 @@ def _run(argv, environ, redact):
             secrets.written.remove()
 
 
+def _new_log(settings, environ, fmt, redact, quiet=False):
+    """The run's _Log: its format and how text looks (--color, NO_COLOR,
+    FORCE_COLOR, --log-timestamps, --log-labels)."""
+    color = {"always": True, "never": False}.get(settings["color"])
+    if color is None and environ.get("NO_COLOR"):
+        color = False
+    elif color is None and environ.get("FORCE_COLOR", "") not in ("", "0", "false"):
+        color = True
+    return _Log(fmt, merge_json=settings["log_merge_json"], redact=redact, quiet=quiet,
+                color=color, timestamps=settings["log_timestamps"],
+                labels=settings["log_labels"])
+
+
 def _run_wrap(settings, command, environ, secrets):
     """Wrap mode: one command."""
     spec = _wrap_spec(settings.options, command, environ, secrets)
-    log = _Log(settings["log_format"] or "none", merge_json=settings["log_merge_json"],
-               redact=secrets.redact)
+    log = _new_log(settings, environ, settings["log_format"] or "none", secrets.redact)
     owner = _Wrapper(spec, log, settings["log_max_line"] or MAX_LINE_BYTES,
                      settings["kill_on_second_signal"], signal_map=settings["signal_map"])
     api = _reporting_options(settings, environ, secrets)
@@ -12390,8 +12818,9 @@ def _run_remote(settings, command, environ, secrets):
     specs = [_ProcessSpec(**dict(
         vars(spec), name=remote.host, where="remote", labels={"host": remote.host},
         capture=True, tty=False)) for remote in remotes]
-    log = _Log(options["log_format"], merge_json=settings["log_merge_json"],
-               redact=secrets.redact, quiet=settings["log_format"] is None)
+    log = _new_log(settings, environ, options["log_format"], secrets.redact,
+                   quiet=settings["log_format"] is None)
+    log.width = max(len(remote.host) for remote in remotes)     # text: hosts line up
     owner = _RemoteRun(specs, remotes, log, settings["log_max_line"] or MAX_LINE_BYTES,
                        settings["parallel"] or 1, settings["kill_on_second_signal"],
                        signal_map=settings["signal_map"])
@@ -12433,19 +12862,25 @@ def _run_supervise(settings, command, environ, secrets):
     if not capture:
         for spec in init + processes:   # pass-through: children use our stdout/stderr
             spec.capture = False
-    log = _Log(settings["log_format"], merge_json=settings["log_merge_json"],
-               redact=secrets.redact)
+    log = _new_log(settings, environ, settings["log_format"], secrets.redact)
     for warning in settings.config["warnings"]:
         log.event(warning, "warning", event="config-warning")
     health = settings.health()
     owner = _Supervisor(init, processes, log, settings["log_max_line"],
                         settings["kill_on_second_signal"], health=health,
                         post_start=settings.config["post_start"],
+                        finish=settings.config["finish"],
+                        finish_timeout=settings.config["finish_timeout"],
                         signal_map=settings["signal_map"])
     _Control(owner, health)
 
     def reload_config():
         """`procwrap ctl reload`: the config read, checked and resolved again."""
+        source = settings["config"]
+        if source == "-" or source.lstrip().startswith("{"):
+            raise UsageError("the config was %s, which cannot be read again; start procwrap "
+                             "with -c FILE to reload it" % (
+                                 "read from stdin" if source == "-" else "given as JSON text"))
         init, processes, config_settings = build(_read_config(settings, environ))
         for spec in processes:
             spec.capture = capture

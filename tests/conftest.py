@@ -360,6 +360,28 @@ def _kill_tree(process):
     process.wait(WAIT)
 
 
+def in_a_terminal(args, env=None):
+    """(exit status, output) of `procwrap.py ARGS` with a pty as its stdout,
+    the output as a terminal shows it (CRLF back to LF)."""
+    import pty
+    leader, follower = pty.openpty()
+    child = subprocess.Popen([PYTHON, PROCWRAP] + list(args), stdout=follower,
+                             stderr=subprocess.PIPE, env=env or clean_environ())
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:         # EIO: the last writer is gone
+            break
+        if not chunk:
+            break
+        output += chunk
+    status = child.wait(WAIT)
+    os.close(leader)
+    return status, output.decode("utf-8").replace("\r\n", "\n")
+
+
 def free_port():
     """A TCP port free on 127.0.0.1 now."""
     import socket

@@ -69,9 +69,11 @@ def test_directory_default_text_format_both_streams_and_init(tmp_path):
                        "command": ["sh", "-c", "echo out; echo err >&2"]}]})
     result = run("-c", config)
     assert result.returncode == 0, result.stderr
-    assert (logs / "prep.log").read_text() == "prep | prepared\n"
-    assert sorted((logs / "app.log").read_text().splitlines()) == ["app | err", "app | out"]
-    assert "app | out" in result.stdout
+    # The file's records are as stdout's (names padded), without colour.
+    assert (logs / "prep.log").read_text() == "prep     | prepared\n"
+    assert sorted((logs / "app.log").read_text().splitlines()) == ["app      ! err",
+                                                                   "app      | out"]
+    assert "app      | out" in result.stdout
 
 
 def test_reopen_logs_after_logrotate_moved_the_file(background, tmp_path):

@@ -1,10 +1,10 @@
 """Captured output: nothing lost, nothing merged, order kept, long lines split, no stall."""
-import os
+import re
 import signal
 
 import pytest
 
-from conftest import PYTHON, lines_of, records, run, write_config
+from conftest import PYTHON, clean_environ, in_a_terminal, lines_of, records, run, write_config
 
 # A child that writes `n` numbered lines of `size` bytes to stdout and stderr in
 # big, unaligned chunks, so lines straddle reads.
@@ -71,8 +71,10 @@ def test_long_lines_are_split_and_marked(tmp_path, fmt):
         assert lines[0].endswith('msg="%s"' % ("a" * 100))
     else:
         lines = [l for l in out.splitlines() if l.startswith("p ")]
-        assert lines == ["p + " + "a" * 100, "p + " + "a" * 100, "p | " + "a" * 50,
-                         "p | " + "b" * 90, "p + " + "c" * 100, "p | " + "c" * 30]
+        # Names are padded to the longest, 'procwrap' here.
+        assert lines == ["p        + " + "a" * 100, "p        + " + "a" * 100,
+                         "p        | " + "a" * 50, "p        | " + "b" * 90,
+                         "p        + " + "c" * 100, "p        | " + "c" * 30]
 
 
 def test_split_never_cuts_a_utf8_character(tmp_path):
@@ -109,7 +111,7 @@ def test_invalid_utf8_becomes_replacement_characters(tmp_path, fmt):
         assert [l for l in out.splitlines() if "process=p " in l][0].endswith(
             'msg="ok \\ufffd\\ufffd end \u00e9"')      # go-logfmt's escape of U+FFFD
     else:
-        assert "p | ok \ufffd\ufffd end \u00e9\n" in out
+        assert "p        | ok \ufffd\ufffd end \u00e9\n" in out
 
 
 def test_merge_json_lines(tmp_path):
@@ -128,7 +130,7 @@ def test_text_format_without_tty_has_no_colour(tmp_path):
     config = write_config(tmp_path, {"processes": [
         {"name": "web", "command": ["echo", "hi"], "restartPolicy": "Never"}]})
     result = run("-c", config, "--log-format", "text")
-    assert "web | hi\n" in result.stdout
+    assert "web      | hi\n" in result.stdout
     assert "\x1b[" not in result.stdout
 
 
@@ -149,25 +151,62 @@ def test_flooding_child_does_not_stall_the_others(tmp_path, background):
 
 
 def test_text_format_is_coloured_on_a_tty(tmp_path):
-    import pty
-    import subprocess
-    from conftest import PROCWRAP, clean_environ
     config = write_config(tmp_path, {"processes": [
         {"name": "web", "command": ["echo", "hi"], "restartPolicy": "Never"}]})
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", config, "--log-format", "text"],
-                            stdout=slave, stderr=subprocess.DEVNULL, env=clean_environ())
-    os.close(slave)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:         # EIO: the other side has closed
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert proc.wait(60) == 0
-    os.close(master)
-    text = output.decode()
-    assert "\x1b[36mweb |\x1b[0m hi" in text
+    status, text = in_a_terminal(["-c", config, "--log-format", "text"])
+    assert status == 0
+    assert "\x1b[36mweb      |\x1b[0m hi" in text
+
+
+def test_text_in_a_terminal_colour_per_process_stderr_marked_names_padded(tmp_path):
+    config = write_config(tmp_path, {"logs": {"format": "text"}, "processes": [
+        {"name": "a", "command": ["sh", "-c", "echo out; sleep 0.1; echo err >&2"],
+         "restartPolicy": "Never"},
+        {"name": "longer_name", "command": ["sh", "-c", "sleep 0.3; echo hi; exit 3"],
+         "restartPolicy": "OnFailure", "backoff": {"initial": 0.01, "limit": 1}}]})
+    text = in_a_terminal(["-c", config])[1]
+    out = re.search(r"\x1b\[(\d+)ma           \|\x1b\[0m out\n", text)
+    err = re.search(r"\x1b\[(\d+)ma           !\x1b\[0m err\n", text)
+    other = re.search(r"\x1b\[(\d+)mlonger_name \|\x1b\[0m hi\n", text)
+    assert out and err and other, text
+    assert out.group(1) == err.group(1) != other.group(1)
+    assert "\x1b[1mprocwrap    |\x1b[0m a started" in text
+    # procwrap's own errors stand out: a red word.
+    assert ("\x1b[1mprocwrap    |\x1b[0m \x1b[31merror: \x1b[0mlonger_name: giving up after "
+            "1 restart") in text
+
+
+@pytest.mark.parametrize("terminal, env, flag, coloured", [
+    (True, {"NO_COLOR": "1"}, None, False),
+    (True, {"NO_COLOR": ""}, None, True),           # empty: not set (no-color.org)
+    (True, {"NO_COLOR": "1"}, "always", True),      # the command line wins
+    (False, {"FORCE_COLOR": "1"}, None, True),
+    (False, {"FORCE_COLOR": "0"}, None, False),
+    (True, {"FORCE_COLOR": "1"}, "never", False),
+    (False, {}, "always", True),
+])
+def test_colour_choice(tmp_path, terminal, env, flag, coloured):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "a", "command": ["echo", "x"], "restartPolicy": "Never"}]})
+    args = ["-c", config, "--log-format", "text"] + (["--color", flag] if flag else [])
+    if terminal:
+        text = in_a_terminal(args, clean_environ(**env))[1]
+    else:
+        text = run(*args, env=clean_environ(**env)).stdout
+    assert ("\x1b[" in text) == coloured, text
+
+
+def test_timestamps_labels_and_the_plain_text_without_a_terminal(tmp_path):
+    config = write_config(tmp_path, {"logs": {"format": "text"}, "processes": [
+        {"name": "app", "command": ["sh", "-c", "echo one; echo two >&2"],
+         "restartPolicy": "Never", "labels": {"tier": "front", "zone": "b"}}]})
+    result = run("-c", config, "--log-timestamps", "--log-labels")
+    lines = result.stdout.splitlines()
+    assert all(re.match(r"^\d\d:\d\d:\d\d ", line) for line in lines), lines
+    assert [line[9:] for line in lines if "tier=" in line] == [
+        "app tier=front zone=b | one", "app tier=front zone=b ! two"] or \
+        [line[9:] for line in lines if "tier=" in line] == [
+        "app tier=front zone=b ! two", "app tier=front zone=b | one"]
+    assert "\x1b[" not in result.stdout
+    # Names are padded to the longest: here app's, with its labels.
+    assert "procwrap%s | procwrap " % (" " * 13) in result.stdout

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import PROCWRAP, PYTHON, WAIT, clean_environ, events, lines_of, records, run
+from conftest import WAIT, clean_environ, events, in_a_terminal, lines_of, records, run
 
 # honcho's observed run (SPECS.md 12.9): two web copies that outlive a worker that exits 3.
 PROCFILE = ("web: echo web $PORT $MODE; sleep 30\n"
@@ -129,22 +129,8 @@ def test_procfile_option_check_and_mistakes(tmp_path):
 
 def test_text_output_on_a_terminal(tmp_path):
     """On a terminal a Procfile's output is text, as honcho's is."""
-    import pty
     path = procfile(tmp_path, "web: echo hello\n", dotenv=None)
-    leader, follower = pty.openpty()
-    child = subprocess.Popen([PYTHON, PROCWRAP, "-c", path], stdout=follower,
-                             stderr=subprocess.PIPE, env=clean_environ())
-    os.close(follower)
-    output = b""
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:         # EIO: the terminal's last writer is gone
-            break
-        if not chunk:
-            break
-        output += chunk
-    assert child.wait(WAIT) == 0
-    os.close(leader)
-    text = re.sub("\x1b\\[[0-9;]*m", "", output.decode())
-    assert "web.1 | hello" in text and not text.lstrip().startswith("{")
+    status, output = in_a_terminal(["-c", path])
+    assert status == 0
+    text = re.sub("\x1b\\[[0-9;]*m", "", output)
+    assert "web.1    | hello" in text and not text.lstrip().startswith("{")

@@ -236,7 +236,7 @@ def test_log_formats_in_wrap_mode(fmt):
         assert 'process=sh stream=stdout msg="out"' in result.stdout
         assert 'process=sh stream=stderr msg="err"' in result.stdout
     else:
-        assert "sh | out\n" in result.stdout and "sh | err\n" in result.stdout
+        assert "sh | out\n" in result.stdout and "sh ! err\n" in result.stdout
 
 
 def test_runs_as_main_module_and_from_memory():

@@ -295,3 +295,27 @@ def test_a_lock_through_etcd(python, etcd):
     assert result.returncode == 3, result.stderr
     assert '"lock-acquired"' in result.stdout
     assert etcd.keys("/procwrap/locks/%s/" % name) == []
+
+
+def test_procfile_convert_fragments_and_log_files(python, tmp_path):
+    """Issue 13's new paths: a Procfile with formation and PORT, a converted
+    supervisord.conf, a directory of fragments, a rotated log file, text
+    format with its stderr marker."""
+    (tmp_path / "Procfile").write_text("web: echo web $PORT; echo oops >&2; sleep 0.5\n")
+    result = run_with(python, "-c", str(tmp_path / "Procfile"), "-m", "web=2",
+                      "--log-format", "text")
+    assert result.returncode == 0, result.stderr
+    assert "web.2    | web 5001\n" in result.stdout and "web.1    ! oops\n" in result.stdout
+    (tmp_path / "app.conf").write_text("[program:app]\ncommand=echo converted\n"
+                                       "autorestart=false\nstartsecs=0\n")
+    converted = run_with(python, "convert", str(tmp_path / "app.conf"), "-o",
+                         str(tmp_path / "conf.d.json"))
+    assert converted.returncode == 0, converted.stderr
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    os.rename(str(tmp_path / "conf.d.json"), str(conf / "10-app.json"))
+    (conf / "20-logs.json").write_text(json.dumps({"processes": [{
+        "name": "app", "logs": {"file": str(tmp_path / "app.log"), "maxBytes": 100}}]}))
+    result = run_with(python, "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "app.log").read_text())["message"] == "converted"

@@ -35,7 +35,10 @@ NASTY = [
 
 BASE = {
     "env": {"pass": ["PATH", "HOME", "SECRET*"]},
-    "logs": {"format": "json", "maxLineBytes": 4096},
+    "logs": {"format": "json", "maxLineBytes": 4096, "directory": "{dir}", "maxBytes": "1MB",
+             "backups": 2},
+    "finishTimeout": 5,
+    "finish": [{"name": "cleanup", "command": "echo bye", "shell": True}],
     "http": "127.0.0.1:0",
     "readinessFile": "{dir}/ready",
     "init": [{"name": "migrate", "command": ["true"], "env": {"A": "1"}}],
@@ -47,7 +50,10 @@ BASE = {
          "envFrom": [{"location": "PLAIN:{\"K\": \"v\"}!json", "prefix": "P_"}],
          "envFile": "{dir}/app.env", "workingDir": "{dir}", "stopSignal": "TERM",
          "stopTimeout": 5, "timeout": "10m", "labels": {"team": "a"},
-         "restartPolicy": "OnFailure",
+         "restartPolicy": "OnFailure", "successCodes": [0, 3], "startSeconds": 0,
+         "priority": 10, "autostart": True, "mergeStderr": False,
+         "logs": {"file": "{dir}/web.log", "maxBytes": 4096, "backups": 1},
+         "finish": {"command": ["true"], "timeoutSeconds": 2},
          "backoff": {"initial": 1, "max": 60, "factor": 2, "resetAfter": 120, "limit": 3},
          "readinessProbe": {"httpGet": {"path": "/", "port": 8080,
                                         "httpHeaders": [{"name": "X", "value": "y"}]},

@@ -6,6 +6,8 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
 
   wrap      wall time of wrapping /bin/true (median of interleaved runs)
   logs      lines/s for one child writing 1,000,000 lines of 100 bytes
+  logfiles  the same into a log file rotated at 50 MB: procwrap's logs.file against
+            supervisord's stdout_logfile and the writer writing the file itself
   idle      RSS, CPU and wake-ups of a supervisor of 50 idle sleeps
   term      SIGTERM with 50 children: time from the last child's exit to procwrap's
   many      500 children: time to all running, RSS, time to stop
@@ -361,6 +363,87 @@ def bench_logs(setup, lines):
         note = ""
         if rate:
             note = "%.2fx naive json, %.2fx plain relay" % (rate / naive_rate, rate / plain_rate)
+        final.append((name, value, note))
+    return final
+
+
+def bench_logfiles(setup, lines):
+    """Lines/s of one child's 100-byte lines into a log file rotated at 50 MB (10
+    kept): the child writing the file itself (the floor), supervisord's
+    stdout_logfile, procwrap's logs.file (its stdout to /dev/null)."""
+    writer = setup.write("writer.py", WRITER)
+    child = [PYTHON, writer, str(lines)]
+    rows, rates = [], {}
+
+    def files(path):
+        return [path] + ["%s.%d" % (path, n) for n in range(1, 11)]
+
+    def total(path):
+        return sum(os.path.getsize(name) for name in files(path) if os.path.exists(name))
+
+    def clean(path):
+        for name in files(path):
+            if os.path.exists(name):
+                os.unlink(name)
+
+    # The floor: the writer's stdout is the file (no relay, no rotation).
+    path = setup.path("floor.log")
+    clean(path)
+    start = time.perf_counter()
+    with open(path, "wb") as stream:
+        subprocess.call(child, stdout=stream)
+    rates["floor"] = lines / (time.perf_counter() - start)
+    rows.append(("the writer > file (floor)", "%d lines/s" % rates["floor"], ""))
+    clean(path)
+    # supervisord: its stdout_logfile, rotated; done once every byte is in the files.
+    supervisord = os.path.join(setup.peers, "supervisord")
+    if os.path.exists(supervisord):
+        path = setup.path("supervisord-p0.log")
+        clean(path)
+        text = ("[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
+                "pidfile=%s\n[unix_http_server]\nfile=%s\n[program:p0]\ncommand=%s\n"
+                "autorestart=false\nstartsecs=0\nstdout_logfile=%s\n"
+                "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=10\n" % (
+                    setup.path("supervisord.pid"), setup.path("supervisor.sock"),
+                    " ".join(child), path))
+        argv = [supervisord, "-c", setup.write("supervisord-files.conf", text)]
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=environ(), cwd=setup.dir)
+        done = wait_for(lambda: total(path) >= lines * len(LINE), 600, poll=0.02)
+        seconds = time.perf_counter() - start
+        stop(proc)
+        rates["supervisord"] = lines / seconds if done else 0
+        rows.append(("supervisord stdout_logfile (50MB x 10)", "%d lines/s" % rates[
+            "supervisord"] if done else "not all delivered in 600 s", ""))
+        clean(path)
+    else:
+        rows.append(("supervisord stdout_logfile (50MB x 10)", "not installed", ""))
+    # procwrap: logs.file, in text (the lines with a name) and json records.
+    for fmt in ("text", "json"):
+        path = setup.path("procwrap-%s.log" % fmt)
+        clean(path)
+        config = {"logs": {"format": fmt}, "processes": [{
+            "name": "p0", "command": child, "restartPolicy": "Never",
+            "logs": {"file": path, "maxBytes": "50MB", "backups": 10}}]}
+        argv = [PYTHON, PROCWRAP, "-c", setup.write("procwrap-files.json", json.dumps(config))]
+        start = time.perf_counter()
+        with open(os.devnull, "w") as devnull:
+            subprocess.call(argv, stdout=devnull, env=environ())
+        seconds = time.perf_counter() - start
+        kept = sum(1 for name in files(path) if os.path.exists(name))
+        rates[fmt] = lines / seconds
+        rows.append(("procwrap logs.file, %s records (50MB x 10)" % fmt, "%d lines/s"
+                     % rates[fmt], "%d files, %.0f MB" % (kept, total(path) / 1e6)))
+        clean(path)
+    final = []
+    for name, value, note in rows:
+        key = ("floor" if "floor" in name else "supervisord" if "supervisord" in name
+               else "text" if "text" in name else "json")
+        if rates.get(key):
+            note = ("%s; " % note if note else "") + "%.2fx floor" % (rates[key] / rates["floor"])
+            if rates.get("supervisord") and key in ("text", "json"):
+                note += ", %.2fx supervisord" % (rates[key] / rates["supervisord"])
         final.append((name, value, note))
     return final
 
@@ -912,6 +995,8 @@ def main():
         ("wrap", "wrapping /bin/true", lambda: bench_wrap(setup, 10 if quick else 40)),
         ("logs", "log throughput, 1,000,000 lines of 100 bytes",
          lambda: bench_logs(setup, 100000 if quick else 1000000)),
+        ("logfiles", "log files rotated at 50 MB, 1,000,000 lines of 100 bytes",
+         lambda: bench_logfiles(setup, 100000 if quick else 1000000)),
         ("idle", "50 idle sleep children", lambda: bench_idle(setup, 5 if quick else 30)),
         ("term", "SIGTERM with 50 children", lambda: bench_term(setup, 50)),
         ("many", "500 children", lambda: bench_many(setup, 100 if quick else 500)),
