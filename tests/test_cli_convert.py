@@ -14,8 +14,10 @@ from conftest import (PYTHON, WAIT, Background, clean_environ, fixture, run,
                       wait_until)
 
 APP = fixture(os.path.join("supervisord", "app.conf"))
-#: What runs at the start (beat has autostart=false).
-RUNNING = {"gunicorn_1", "gunicorn_2", "celery", "mailer"}
+DOCKER = fixture(os.path.join("supervisord", "docker.conf"))
+#: What runs at the start of each (beat has autostart=false).
+RUNNING = {APP: {"gunicorn_1", "gunicorn_2", "celery", "mailer"},
+           DOCKER: {"php-fpm", "nginx", "queue_0", "queue_1", "queue_2"}}
 #: What only supervisord puts in a child's environment: its XML-RPC address.
 THEIRS_ONLY = {"SUPERVISOR_SERVER_URL"}
 
@@ -32,7 +34,8 @@ def probes(directory, names):
     return found
 
 
-def test_convert_runs_what_supervisord_runs(tmp_path):
+@pytest.mark.parametrize("ini", [APP, DOCKER], ids=["django-shaped", "container-shaped"])
+def test_convert_runs_what_supervisord_runs(tmp_path, ini):
     supervisord = shutil.which("supervisord", path=os.path.dirname(sys.executable))
     if supervisord is None:
         pytest.skip("supervisord is not installed (pip install supervisor)")
@@ -41,36 +44,40 @@ def test_convert_runs_what_supervisord_runs(tmp_path):
     ours_dir.mkdir()
     env = clean_environ(PROBE_PYTHON=PYTHON)
 
-    started = subprocess.Popen([supervisord, "-n", "-c", APP], cwd=str(tmp_path),
+    running = RUNNING[ini]
+    started = subprocess.Popen([supervisord, "-n", "-c", ini], cwd=str(tmp_path),
                                env=dict(env, PROBE_DIR=str(theirs_dir)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        theirs = probes(str(theirs_dir), RUNNING)
+        theirs = probes(str(theirs_dir), running)
     finally:
         started.send_signal(signal.SIGTERM)
         started.wait(WAIT)
 
     config = str(tmp_path / "procwrap.json")
-    converted = run("convert", APP, "-o", config, env=dict(env, PROBE_DIR=str(ours_dir)))
+    converted = run("convert", ini, "-o", config, env=dict(env, PROBE_DIR=str(ours_dir)))
     assert converted.returncode == 0, converted.stderr
     procwrap = Background(["-c", config], env=dict(env, PROBE_DIR=str(ours_dir)),
                           cwd=str(tmp_path))
     try:
-        ours = probes(str(ours_dir), RUNNING)
+        ours = probes(str(ours_dir), running)
         time.sleep(0.3)         # beat, were it wrongly started, would have written by now
-        ours = probes(str(ours_dir), RUNNING)
+        ours = probes(str(ours_dir), running)
     finally:
         procwrap.signal(signal.SIGTERM)
         assert procwrap.wait() == 0
-    assert set(ours) == set(theirs) == RUNNING
-    for name in RUNNING:
+    assert set(ours) == set(theirs) == running
+    for name in running:
         assert ours[name]["argv"] == theirs[name]["argv"], name
         assert ours[name]["cwd"] == theirs[name]["cwd"], name
         mine, their = ours[name]["env"], theirs[name]["env"]
         their["PROBE_DIR"] = mine["PROBE_DIR"]      # each run's own directory
         assert mine == dict((k, v) for k, v in their.items() if k not in THEIRS_ONLY), name
-    assert theirs["gunicorn_2"]["env"]["HOSTS"] == "a.example,b.example"
-    assert theirs["celery"]["env"]["SUPERVISOR_GROUP_NAME"] == "background"
+    if ini == APP:
+        assert theirs["gunicorn_2"]["env"]["HOSTS"] == "a.example,b.example"
+        assert theirs["celery"]["env"]["SUPERVISOR_GROUP_NAME"] == "background"
+    else:
+        assert theirs["nginx"]["argv"] == ["nginx", "-g", "daemon off;"]
 
 
 def test_convert_maps_each_option_and_names_what_it_cannot(tmp_path):

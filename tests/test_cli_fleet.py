@@ -90,9 +90,10 @@ def test_a_lost_lease_stops_the_command(etcd, background):
     """The lease is revoked behind procwrap's back: the command is stopped
     (its stop signal, the grace, SIGKILL) and procwrap exits 75."""
     name = "lost-" + uuid.uuid4().hex[:8]
-    script = "trap 'echo got TERM; exit 4' TERM; sleep 300 & wait"
+    script = "trap 'echo got TERM; exit 4' TERM; echo trapped; sleep 300 & wait"
     bg = background(*(locked(etcd, name) + ["--", "sh", "-c", script]))
     bg.expect('"lock-acquired"')
+    bg.expect("trapped")        # a TERM before the trap is set would end sh silently
     [(key, value)] = etcd.keys("/procwrap/locks/%s/" % name)
     assert json.loads(value)["pid"] == bg.pid
     etcd.call("/lease/revoke", {"ID": str(int(key.rsplit("/", 1)[1], 16))})
