@@ -6605,6 +6605,33 @@ class _PidFileCheck(_Check):
         self.report(True, "pid %d is alive" % pid)
 
 
+class _EnvCheck(_Check):
+    """env: the process's environment has NAME=VALUE (a value procwrap
+    resolved from a secret, say), read from /proc/PID/environ (what the
+    running program was started with, after any shell before it), else
+    from what procwrap gave it (another host, or a pid we may not read).
+    The message never holds a value."""
+
+    def start(self):
+        process, name = self.probe.process, self.options["name"]
+        values = None
+        if process.pid is not None and process.spec.remote is None:
+            try:
+                with open("/proc/%d/environ" % process.pid, "rb") as stream:
+                    pairs = stream.read().split(b"\0")
+                values = dict(pair.decode("utf-8", "surrogateescape").partition("=")[::2]
+                              for pair in pairs if b"=" in pair)
+            except OSError:
+                values = None
+        if values is None:
+            values = process.environment.values or {}
+        if name not in values:
+            return self.report(False, "%s is not set" % name)
+        if values[name] != self.options["value"]:
+            return self.report(False, "%s differs from the value expected" % name)
+        self.report(True, "%s has the value expected" % name)
+
+
 class _HeartbeatCheck(_Check):
     """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
 
@@ -6644,7 +6671,7 @@ class _SleepCheck(_Check):
 
 _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
            "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
-           "notify": _NotifyCheck, "sleep": _SleepCheck}
+           "notify": _NotifyCheck, "sleep": _SleepCheck, "env": _EnvCheck}
 
 
 # =============================================================================
@@ -9029,6 +9056,7 @@ PROBE_HANDLERS = {
     "heartbeat": ("maxAgeSeconds",),
     "pidFile": ("path",),
     "notify": (),
+    "env": ("name", "value"),
 }
 PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
 _PROBE_FIELDS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
@@ -9606,7 +9634,7 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
     if spec.remote is not None:
         spec.labels = dict(spec.labels or {}, host=spec.remote.host)
         for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
-            if probe.handler not in (None, "exec", "httpGet", "tcpSocket"):
+            if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env"):
                 checker.fail("%s.%s.%s" % (where, kind, probe.handler), "looks at this machine, "
                              "not at the process's host; use an exec probe there (test -e, "
                              "kill -0 $(cat PIDFILE))")
@@ -9803,7 +9831,8 @@ def _build_hook(value, where, name, checker):
 def _probe_options(value, where, handler, checker):
     """A probe handler's fields, checked, with defaults filled in."""
     required = {"exec": ("command",), "httpGet": ("port",), "tcpSocket": ("port",),
-                "file": ("path",), "heartbeat": ("maxAgeSeconds",), "pidFile": ("path",)}
+                "file": ("path",), "heartbeat": ("maxAgeSeconds",), "pidFile": ("path",),
+                "env": ("name", "value")}
     fields = checker.fields(value if value is not None else {}, where, PROBE_HANDLERS[handler],
                             required=required.get(handler, ()))
     options = {"host": "127.0.0.1", "path": "/", "scheme": "HTTP", "headers": []}
@@ -9826,6 +9855,10 @@ def _probe_options(value, where, handler, checker):
         options["scheme"] = checker.choice(fields["scheme"], where + ".scheme", ("HTTP", "HTTPS"))
     if "maxAgeSeconds" in fields:
         options["max_age"] = checker.number(fields["maxAgeSeconds"], where + ".maxAgeSeconds", 0)
+    if handler == "env":
+        for field in ("name", "value"):
+            if field in fields:
+                options[field] = checker.string(fields[field], "%s.%s" % (where, field))
     headers = fields.get("httpHeaders", [])
     if not isinstance(headers, list):
         checker.fail(where + ".httpHeaders", "expected a list of {name, value}, got %s"
@@ -12254,6 +12287,7 @@ def _usage():
         "       procwrap -c Procfile [-m web=2,...]      run a Procfile (as honcho, foreman)",
         "       procwrap check -c FILE                   validate a config and exit",
         "       procwrap convert supervisord.conf [-o FILE]  a supervisord.conf as a config",
+        "       procwrap wait [--timeout SECONDS] [URL]  until a procwrap's /readiness is 200",
         "       procwrap remote [OPTIONS] HOST[,HOST...] [--] CMD [ARGS...]",
         "                                                run a command on hosts over ssh",
         "       procwrap locks NAME --etcd URL           who holds a --lock's slots, who waits",
@@ -12263,7 +12297,7 @@ def _usage():
         "a launcher (see install --help)",
         "",
         "A subcommand's name shadows a program of the same name (check, remote, locks, ctl,",
-        "install, convert; help, version, status, start, stop... are taken for slips): "
+        "install, convert, wait; help, version, status, start, stop... are taken for slips): "
         "`procwrap -- NAME ...`",
         "always runs the program NAME.",
         "",
@@ -12672,6 +12706,8 @@ def _run(argv, environ, redact):
         return _install(argv[1:])
     if argv[:1] == ["convert"]:
         return _convert(argv[1:], environ)
+    if argv[:1] == ["wait"]:
+        return _wait(argv[1:])
     subcommand, options, command, given, warnings = _parse_args(argv, environ)
     for warning in warnings:
         sys.stderr.write(WARNING_MSG % warning + "\n")
@@ -12988,6 +13024,16 @@ its [include] files) the way supervisord runs them: YAML on stdout, or FILE
 or section without a procwrap equivalent is named on stderr, with why.
 """
 
+WAIT_URL = "http://127.0.0.1:8111/readiness"
+WAIT_USAGE = """usage: procwrap wait [--timeout SECONDS] [URL]
+
+Waits until a procwrap's /readiness answers 200 (URL: %s), for an
+init step or another container's command.  Exit status: 0 ready; 124 when the
+timeout came first (without one it waits for good); 2 usage.  procwrap holds a
+?wait request until it is ready, so waiting costs one request; while nothing
+answers yet it tries again, at most once a second.
+""" % WAIT_URL
+
 INSTALL_USAGE = """usage: procwrap install [PREFIX]
 
 Writes PREFIX/lib/procwrap/procwrap.py, its bytecode for this interpreter, and
@@ -13078,6 +13124,73 @@ def _convert(argv, environ):
     return EX_OK
 
 
+def _wait(argv):
+    """`procwrap wait [--timeout SECONDS] [URL]`: until a procwrap's
+    /readiness answers 200 (0), or the deadline (124, as timeout(1)).
+
+    procwrap holds a `?wait=S` request until it is ready, so a waiting
+    `wait` costs one request, not a poll; while nothing answers yet (the
+    supervisor is not up) it tries again at growing intervals, up to 1 s."""
+    if argv[:1] in (["-h"], ["--help"]):
+        _print(WAIT_USAGE)
+        return EX_OK
+    timeout, url, index = None, WAIT_URL, 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--timeout" or arg.startswith("--timeout="):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            else:
+                index += 1
+                if index >= len(argv):
+                    raise UsageError(NEEDS_VALUE_MSG % ("--timeout", "SECONDS"))
+                value = argv[index]
+            timeout = _opt_seconds(value, "wait --timeout")
+        elif arg.startswith("-") or url is not WAIT_URL:
+            raise UsageError("wait: unexpected %r; expects [--timeout SECONDS] [URL]" % arg)
+        else:
+            url = arg
+        index += 1
+    import http.client
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError("wait: %r is not an http:// or https:// URL" % url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError("wait: %r has a bad port" % url)
+    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                        else http.client.HTTPConnection)
+    path = (parts.path or "/") + ("?" + parts.query + "&" if parts.query else "?")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay, said = 0.05, None
+    while True:
+        left = HTTP_WAIT_MAX if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            sys.stderr.write(ERROR_MSG % ("wait: %s not ready within %s s (%s)" % (
+                url, _format_seconds(timeout), said or "no answer")) + "\n")
+            return EX_TIMEOUT
+        wait = max(0.0, min(left, HTTP_WAIT_MAX))
+        connection = connection_class(parts.hostname, port, timeout=wait + 5)
+        try:
+            connection.request("GET", "%swait=%s" % (path, _format_seconds(round(wait, 3))))
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status == 200:
+                return EX_OK
+            said = "HTTP %d" % answer.status
+        except (OSError, http.client.HTTPException) as error:
+            said = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        finally:
+            connection.close()
+        # Not up yet, or an answer that did not wait (not a procwrap, or one
+        # shutting down): again after a while, never past the deadline.
+        left = delay if deadline is None else deadline - time.monotonic()
+        time.sleep(max(0.0, min(delay, left)))
+        delay = min(delay * 2, 1.0)
+
+
 def _report_secrets(log, secrets):
     """Log what resolution did: notes, a summary, and values under --log-secrets."""
     if not log.redact.enabled:
@@ -13122,7 +13235,7 @@ def main(argv=None):
 
 #: First arguments after which procwrap ends at once: script mode runs them
 #: as they are, without _reexec_compiled().
-_SHORT_LIVED = ("ctl", "check", "install", "convert", "-h", "--help", "--version")
+_SHORT_LIVED = ("ctl", "check", "install", "convert", "wait", "-h", "--help", "--version")
 
 
 def _reexec_compiled(code):

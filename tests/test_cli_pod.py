@@ -1,0 +1,116 @@
+"""procwrap in a Kubernetes pod (issue 14): `procwrap wait`, the env probe, ..."""
+import http.server
+import json
+import subprocess
+import threading
+import time
+
+from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, free_port, run, wait_until,
+                      write_config)
+
+
+def test_wait_returns_once_ready_even_if_procwrap_is_not_up_yet(background, tmp_path):
+    port = free_port()
+    url = "http://127.0.0.1:%d/readiness" % port
+    waiter = subprocess.Popen([PYTHON, PROCWRAP, "wait", "--timeout", "60", url],
+                              stderr=subprocess.PIPE, universal_newlines=True,
+                              env=clean_environ())
+    time.sleep(0.3)     # nothing listens yet: the waiter is refused and tries again
+    assert waiter.poll() is None
+    flag = tmp_path / "ready"
+    config = write_config(tmp_path, {"processes": [{
+        "name": "app", "command": ["sleep", "300"],
+        "readinessProbe": {"file": {"path": str(flag)}, "periodSeconds": 0.1}}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:%d" % port)
+    procwrap.expect_event("started", "app")
+    time.sleep(0.5)
+    assert waiter.poll() is None        # up, not ready
+    flag.write_text("")
+    made = time.monotonic()
+    assert waiter.wait(WAIT) == 0, waiter.stderr.read()
+    assert time.monotonic() - made < 10
+    procwrap.kill()
+
+
+def test_wait_times_out_with_124_and_says_why():
+    url = "http://127.0.0.1:%d/readiness" % free_port()
+    began = time.monotonic()
+    result = run("wait", "--timeout", "0.5", url)
+    assert time.monotonic() - began >= 0.5
+    assert result.returncode == 124
+    assert result.stderr == ("procwrap: error: wait: %s not ready within 0.5 s (Connection "
+                             "refused)\n" % url)
+
+
+def test_wait_against_a_server_that_answers_at_once_does_not_spin():
+    """Not a procwrap (no ?wait): 503 at once; tries stay a few a second."""
+    asked = []
+
+    class NotReady(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotReady)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.daemon = True
+    thread.start()
+    try:
+        url = "http://127.0.0.1:%d/ready" % server.server_address[1]
+        result = run("wait", "--timeout", "3", url)
+    finally:
+        server.shutdown()
+    assert result.returncode == 124 and "(HTTP 503)" in result.stderr
+    assert 3 <= len(asked) <= 12, asked         # 0.05 s doubling to 1 s: 7 or so
+    assert asked[0] == "/ready?wait=3"
+
+
+def test_wait_usage_mistakes():
+    for args, error in [
+            (["ftp://x/"], "wait: 'ftp://x/' is not an http:// or https:// URL"),
+            (["--timeout", "soon"], "wait --timeout: expected seconds (10, 1.5, 500ms, 2m), "
+                                    "got 'soon'"),
+            (["http://a/", "http://b/"], "wait: unexpected 'http://b/'; expects [--timeout "
+                                         "SECONDS] [URL]")]:
+        result = run("wait", *args)
+        assert (result.returncode, result.stderr) == (2, "procwrap: error: %s\n" % error), args
+    assert "usage: procwrap wait" in run("wait", "--help").stdout
+
+
+def test_env_probe_reads_the_running_environment_and_prints_no_value(background, tmp_path):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "good", "command": ["sleep", "300"],
+         "env": [{"name": "TOKEN", "valueFrom": {"location": "PLAIN:s3cr3t-t0ken"}}],
+         "readinessProbe": {"env": {"name": "TOKEN", "value": "s3cr3t-t0ken"},
+                            "periodSeconds": 0.1}},
+        {"name": "wrong", "command": ["sleep", "300"], "env": {"MODE": "a"},
+         "readinessProbe": {"env": {"name": "MODE", "value": "b"}, "periodSeconds": 0.1,
+                            "failureThreshold": 1}},
+        # A shell that changes the variable before exec: what runs has the new value.
+        {"name": "shell", "command": ["sh", "-c", "export MODE=b; exec sleep 300"],
+         "env": {"MODE": "a"},
+         "readinessProbe": {"env": {"name": "MODE", "value": "b"}, "periodSeconds": 0.1}},
+        {"name": "unset", "command": ["sleep", "300"],
+         "readinessProbe": {"env": {"name": "NOPE", "value": "x"}, "periodSeconds": 0.1,
+                            "failureThreshold": 1}}]})
+    socket_path = str(tmp_path / "ctl.sock")
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+
+    def probes():
+        table = json.loads(run("ctl", "--json", "status", env=env).stdout)["processes"]
+        return dict((p["name"], (p["probes"][0]["result"], p["probes"][0]["message"]))
+                    for p in table)
+    wait_until(lambda: all(result != "unknown" and message for result, message
+                           in probes().values()), what="every probe checked")
+    assert probes() == {
+        "good": ("passing", "TOKEN has the value expected"),
+        "wrong": ("failing", "MODE differs from the value expected"),
+        "shell": ("passing", "MODE has the value expected"),
+        "unset": ("failing", "NOPE is not set")}
+    assert "s3cr3t" not in procwrap.stdout + procwrap.stderr
+    procwrap.kill()
