@@ -99,6 +99,8 @@ def test_env_probe_reads_the_running_environment_and_prints_no_value(background,
                             "failureThreshold": 1}}]})
     socket_path = str(tmp_path / "ctl.sock")
     procwrap = background("-c", config, "--ctl-socket", socket_path)
+    for name in ("good", "wrong", "shell", "unset"):
+        procwrap.expect_event("started", name)      # the socket is up before the first
     env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
 
     def probes():
