@@ -263,6 +263,7 @@ STOP_TIMEOUT = 10.0           #: as docker stop
 PRIORITY_DEFAULT = 999        #: where a process without a priority starts (supervisord's)
 FINISH_TIMEOUT = 10.0         #: a finish command's, and the finish list's, time to run
 START_RETRIES = 3             #: with startSeconds, failed starts before giving up (supervisord's)
+REPLICAS_MAX = 1000           #: copies of one entry (replicas)
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
@@ -9017,6 +9018,7 @@ class _ProcessSpec(object):
     priority = None                 #: start in ascending order, stop in descending
     merge_stderr = False            #: one pipe for stdout and stderr (their order kept)
     shell = None                    #: True: a string command runs through /bin/sh -c
+    replica_of = None               #: the entry's name, for one of its `replicas`
     log_file = None                 #: its records go to this file too (logs.file)
     log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
     log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
@@ -9221,7 +9223,8 @@ _ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom"
                  "mergeStderr", "logs") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
-                     "autostart", "startSeconds", "successCodes", "priority", "finish")
+                     "autostart", "startSeconds", "successCodes", "priority", "finish",
+                     "replicas")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -9492,7 +9495,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
                 where = places[section][index]
             known = _PROCESS_FIELDS if section == "processes" else _ENTRY_FIELDS
             fields = checker.fields(entry, where, known, required=("name", "command"))
-            entries[section].append((where, fields))
+            entries[section].extend(_replicas(fields, where, checker))
     if "processes" not in top and "init" not in top and isinstance(config, dict):
         checker.fail("config", "nothing to run; add a `processes` list (and optionally `init`)")
 
@@ -9500,6 +9503,12 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     for section in _SECTIONS:
         for where, fields in entries[section]:
             name = fields.get("name")
+            base = fields.get(_REPLICA_OF)
+            if base is not None and names.get(base) != where:
+                if base in names:
+                    checker.fail(where + ".name", "%r is also the name of %s; names must be "
+                                 "unique" % (base, names[base]))
+                names[base] = where         # ctl, --skip and dependsOn name them all
             if isinstance(name, str) and name in names:
                 checker.fail(where + ".name", "%r is also the name of %s; names must be unique"
                              % (name, names[name]))
@@ -9515,11 +9524,13 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
     specs = dict((section, []) for section in _SECTIONS)
     for section in _SECTIONS:
         for where, fields in entries[section]:
-            if fields.get("name") in skip:
+            if fields.get("name") in skip or fields.get(_REPLICA_OF) in skip:
                 continue
             spec = _build_spec(fields, where, builder, checker, check_root, section)
+            spec.replica_of = fields.get(_REPLICA_OF)
             _apply_log_file(spec, fields, where, files, checker)
             specs[section].append(spec)
+    _depend_on_replicas(specs["processes"])
     _check_dependencies(specs["processes"], set(skip), names, checker)
     log_files = {}
     for spec in specs["init"] + specs["processes"] + specs["postStart"]:
@@ -9535,8 +9546,8 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
                          "section: {\"etcd\": {\"endpoints\": [URL]}}")
     settings["finish_timeout"] = checker.seconds(top.get("finishTimeout", FINISH_TIMEOUT),
                                                  "finishTimeout")
-    if checker.problems:
-        raise ConfigError(checker.problems)
+    if checker.problems:        # once each: replicas share their entry's problems
+        raise ConfigError(sorted(set(checker.problems), key=checker.problems.index))
     settings["post_start"] = specs["postStart"]
     settings["finish"] = specs["finish"]
     settings["warnings"] = checker.warnings
@@ -9643,6 +9654,53 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                     and "host" not in handler:
                 probe.options["host"] = spec.remote.destination.rpartition("@")[2]
     return spec
+
+
+_REPLICA_OF = " replicaOf"   #: a replica's fields: its entry's name (no field is spelled so)
+_REPLICA_INDEX = " replica"  #: ... and its index, PROCWRAP_REPLICA
+
+
+def _replicas(fields, where, checker):
+    """[(where, fields)] of an entry: itself, or with `replicas: N` N copies
+    named NAME-0 ... NAME-(N-1), each with PROCWRAP_REPLICA (its index) first
+    in its env (so $(PROCWRAP_REPLICA) works in the rest) and its own log file."""
+    if "replicas" not in fields:
+        return [(where, fields)]
+    count = checker.number(fields["replicas"], where + ".replicas", 1, True, REPLICAS_MAX)
+    name = fields.get("name")
+    if count is _INVALID or not isinstance(name, str):
+        return [(where, dict((k, v) for k, v in fields.items() if k != "replicas"))]
+    copies = []
+    for index in range(count):
+        copy = dict((k, v) for k, v in fields.items() if k != "replicas")
+        copy["name"], copy[_REPLICA_OF] = "%s-%d" % (name, index), name
+        copy[_REPLICA_INDEX] = str(index)
+        logs = fields.get("logs")
+        if isinstance(logs, dict) and isinstance(logs.get("file"), str):
+            root, extension = os.path.splitext(logs["file"])
+            copy["logs"] = dict(logs, file="%s-%d%s" % (root, index, extension))
+        copies.append((where, copy))
+    return copies
+
+
+def _depend_on_replicas(specs):
+    """dependsOn naming a replicated entry waits for each of its replicas."""
+    replicas = {}
+    for spec in specs:
+        if spec.replica_of is not None:
+            replicas.setdefault(spec.replica_of, []).append(spec.name)
+    if not replicas:
+        return
+    for spec in specs:
+        if not any(name in replicas for name in spec.depends_on or ()):
+            continue
+        names, conditions, places = [], dict(spec.conditions), dict(spec.depends_places)
+        for name in spec.depends_on:
+            for each in replicas.get(name, [name]):
+                names.append(each)
+                conditions[each] = spec.conditions.get(name, "Ready")
+                places[each] = spec.depends_places.get(name)
+        spec.depends_on, spec.conditions, spec.depends_places = tuple(names), conditions, places
 
 
 def _build_command(fields, where, checker):
@@ -9885,6 +9943,9 @@ def _entry_env(fields, where, user, builder, checker):
             files = [(path, where + ".envFile") for path in paths]
     sources = _env_sources(fields.get("envFrom", []), where + ".envFrom", checker)
     pairs = _env_pairs(fields.get("env", {}), where + ".env", checker)
+    if _REPLICA_INDEX in fields:      # first, so $(PROCWRAP_REPLICA) works in the rest
+        import itertools
+        pairs = itertools.chain([("PROCWRAP_REPLICA", fields[_REPLICA_INDEX])], pairs)
     env, names = _compose_env(builder, checker, user, files, sources, pairs, where + ".env")
     # 500 entries that add nothing need not hold 500 copies.
     return (builder.base if env == builder.base else env), names
@@ -11664,7 +11725,8 @@ class _Control(object):
         by_name, found = self.supervisor.by_name, []
         for pattern in args[skip:skip + 1] if "NAME" in wanted else args[skip:]:
             matches = [p for p in self.supervisor.processes if pattern == "all"
-                       or fnmatch.fnmatchcase(p.name, pattern)]
+                       or fnmatch.fnmatchcase(p.name, pattern)
+                       or p.spec.replica_of == pattern]     # an entry: all its replicas
             if not matches:
                 return connection.send({"ok": False, "usage": True, "error": "no process "
                                         "named %r%s" % (pattern, _did_you_mean(

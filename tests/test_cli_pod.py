@@ -116,3 +116,51 @@ def test_env_probe_reads_the_running_environment_and_prints_no_value(background,
         "unset": ("failing", "NOPE is not set")}
     assert "s3cr3t" not in procwrap.stdout + procwrap.stderr
     procwrap.kill()
+
+
+def test_replicas_are_processes_of_their_own_and_ctl_takes_the_entry_name(background,
+                                                                          tmp_path):
+    socket_path = str(tmp_path / "ctl.sock")
+    config = write_config(tmp_path, {"processes": [
+        {"name": "worker", "replicas": 3, "env": {"PORT": "80$(PROCWRAP_REPLICA)"},
+         "command": ["sh", "-c", "echo replica $PROCWRAP_REPLICA port $PORT; exec sleep 300"],
+         "logs": {"file": str(tmp_path / "worker.log")}},
+        {"name": "after", "command": ["sleep", "300"],
+         "dependsOn": [{"name": "worker", "condition": "Started"}]}]})
+    procwrap = background("-c", config, "--ctl-socket", socket_path, "--http", "127.0.0.1:0")
+    first = dict((name, procwrap.expect_event("started", name)["pid"])
+                 for name in ("worker-0", "worker-1", "worker-2", "after"))
+    for index in range(3):
+        procwrap.expect('"message":"replica %d port 80%d"' % (index, index))
+        log = (tmp_path / ("worker-%d.log" % index)).read_text
+        wait_until(lambda: "port 80%d" % index in log(), what="worker-%d's file" % index)
+    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+    restarted = run("ctl", "restart", "worker", env=env)
+    assert restarted.stdout == "worker-0: started\nworker-1: started\nworker-2: started\n"
+    table = json.loads(run("ctl", "--json", "status", "worker", env=env).stdout)["processes"]
+    assert [(p["name"], p["pid"] != first[p["name"]]) for p in table] == [
+        ("worker-0", True), ("worker-1", True), ("worker-2", True)]
+    assert run("ctl", "pid", "after", env=env).stdout == "%d\n" % first["after"]
+    procwrap.kill()
+
+
+def test_replicas_mistakes_and_skip(tmp_path):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "web", "replicas": 2, "command": ["true"]},
+        {"name": "web-1", "command": ["true"]},
+        {"name": "none", "replicas": 0, "command": ["true"]}]})
+    result = run("check", "-c", config)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "procwrap: error: processes[2].replicas: expected a whole number >= 1, got 0",
+        "procwrap: error: processes[1].name: 'web-1' is also the name of processes[0]; names "
+        "must be unique"]
+    config = write_config(tmp_path, {"processes": [
+        {"name": "web", "replicas": 2, "command": ["sh", "-c", "echo web"],
+         "restartPolicy": "Never"},
+        {"name": "job", "command": ["sh", "-c", "echo job"], "restartPolicy": "Never",
+         "dependsOn": ["web"]}]})
+    skipped = run("-c", config, "--skip", "web")
+    assert skipped.returncode == 0, skipped.stderr
+    assert [r.get("name") for r in json.loads("[%s]" % ",".join(
+        skipped.stdout.splitlines())) if r.get("event") == "started"] == ["job"]
