@@ -264,6 +264,7 @@ PRIORITY_DEFAULT = 999        #: where a process without a priority starts (supe
 FINISH_TIMEOUT = 10.0         #: a finish command's, and the finish list's, time to run
 START_RETRIES = 3             #: with startSeconds, failed starts before giving up (supervisord's)
 REPLICAS_MAX = 1000           #: copies of one entry (replicas)
+MEMORY_CHECK = 1.0            #: seconds between looks at the memoryLimits' groups
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
@@ -1060,6 +1061,14 @@ def _printable(text):
     return _UNPRINTABLE_RE.sub(
         lambda m: {"\n": "\\n", "\r": "\\r"}.get(m.group(0)) or "\\x%02x" % ord(m.group(0)),
         text)
+
+
+def _format_bytes(count):
+    """A size as a person reads it: 512 MiB, 1.5 GiB, 900 KiB, 12 B."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return "%s %s" % (_format_seconds(round(count / float(size), 1)), unit)
+    return "%d B" % count
 
 
 def _plural(count, word, plural=None):
@@ -2737,6 +2746,26 @@ def _proc_usage(pid):
             pages * os.sysconf("SC_PAGE_SIZE"))
 
 
+def _group_rss(pgids):
+    """{pgid: resident bytes of all its processes} for the groups in
+    `pgids`, from one pass over /proc (one stat read a pid: its group and its
+    RSS); {} where there is no /proc."""
+    found = dict((pgid, 0) for pgid in pgids)
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name in names:
+        fields = _proc_stat(name) if name.isdigit() else None
+        if fields is None or len(fields) < 22:
+            continue
+        pgid = int(fields[2])
+        if pgid in found:
+            found[pgid] += int(fields[21]) * page
+    return found
+
+
 def _children_of(parent):
     """Pids whose parent is `parent`, from /proc (empty where there is no /proc)."""
     found = []
@@ -3934,6 +3963,7 @@ class _Process(object):
     delay = None            #: seconds until the restart, while in BACKOFF
     hold = False            #: no more restarts (procwrap is stopping)
     early = False           #: the last run ended before startSeconds: a failed start
+    memory_kills = 0        #: runs stopped for going over its memoryLimit
     _for_good = False       #: the STOPPING in progress ends in STOPPED (stop())
     _stopping_since = None  #: loop time the last stop began, for messages
 
@@ -4177,13 +4207,13 @@ class _Process(object):
             group = not self.spec.single_child
         self.child.signal(signum, group)
 
-    def terminate(self, reason):
-        """End this attempt (a failed probe or postStart hook): STOPPING, the
-        stop signal, SIGKILL after the grace; then its restartPolicy decides,
-        as after any exit."""
+    def terminate(self, reason, event="unhealthy"):
+        """End this attempt (a failed probe or postStart hook, its memoryLimit):
+        STOPPING, the stop signal, SIGKILL after the grace; then its
+        restartPolicy decides, as after any exit."""
         if self.state in (_State.STARTING, _State.RUNNING):
             self.log.event("%s: %s; stopping it" % (self.name, reason), "warning",
-                           event="unhealthy", name=self.name, pid=self.pid)
+                           event=event, name=self.name, pid=self.pid)
             self._begin_stopping(for_good=False)
 
     def on_timeout(self):
@@ -9019,6 +9049,7 @@ class _ProcessSpec(object):
     merge_stderr = False            #: one pipe for stdout and stderr (their order kept)
     shell = None                    #: True: a string command runs through /bin/sh -c
     replica_of = None               #: the entry's name, for one of its `replicas`
+    memory_limit = None             #: bytes its group's RSS may reach; over: stopped
     log_file = None                 #: its records go to this file too (logs.file)
     log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
     log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
@@ -9150,6 +9181,10 @@ class _Checker(object):
         """A number from minimum to maximum (see _value_number), or a problem."""
         return self.value(_value_number, value, where, minimum, integer, maximum)
 
+    def bytes(self, value, where):
+        """A size (see _value_bytes), or a problem."""
+        return self.value(_value_bytes, value, where)
+
     def codes(self, value, where):
         """Exit statuses (see _value_codes), or a problem."""
         return self.value(_value_codes, value, where)
@@ -9224,7 +9259,7 @@ _ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom"
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
                      "autostart", "startSeconds", "successCodes", "priority", "finish",
-                     "replicas")
+                     "replicas", "memoryLimit")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -9644,6 +9679,9 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                 setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
     if spec.remote is not None:
         spec.labels = dict(spec.labels or {}, host=spec.remote.host)
+        if "memoryLimit" in fields:
+            checker.fail(where + ".memoryLimit", "looks at this machine's /proc, not at the "
+                         "process's host; set a limit there (ulimit, a cgroup)")
         for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
             if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env"):
                 checker.fail("%s.%s.%s" % (where, kind, probe.handler), "looks at this machine, "
@@ -10102,6 +10140,7 @@ _PROCESS_TABLE = (
     ("startSeconds", "start_seconds", "seconds", ()),
     ("successCodes", "success_codes", "codes", ()),
     ("priority", "priority", "number", (0, True)),
+    ("memoryLimit", "memory_limit", "bytes", ()),
 )
 _BACKOFF_TABLE = (
     ("initial", "backoff_initial", "seconds", ()),
@@ -10655,6 +10694,7 @@ class _Supervisor(_Owner):
         self._finishing = 0                     #: final updates not yet done
         self.locks = {}                         #: name -> its _Semaphore (fleet())
         self.make_semaphore = None              #: func(spec) -> _Semaphore, once fleet() ran
+        self._memory_timer = None               #: the next look at memoryLimits, if any
 
     # -- reporting each run of a process with a taskName to the API server
     def report(self, api):
@@ -10787,6 +10827,7 @@ class _Supervisor(_Owner):
                           _plural(len(self.processes), "process"), os.getpid()),
                        event="starting", pid=os.getpid())
         self.init.begin()
+        self._watch_memory()
         _trim_memory()
 
     def end(self):
@@ -10809,6 +10850,31 @@ class _Supervisor(_Owner):
     def track(self, process, old):
         """Keep the count of alive processes, so each change costs O(1), not O(n)."""
         self._alive += (process.state in _State.ALIVE) - (old in _State.ALIVE)
+
+    # -- memoryLimit: the RSS of each limited process's group, once a MEMORY_CHECK
+    def _watch_memory(self):
+        """Look at memory every MEMORY_CHECK seconds while a process has a limit
+        (one timer for all; no timer, no wake-up, without limits)."""
+        if self._memory_timer is None and not self.shutting_down and any(
+                p.spec.memory_limit for p in self.processes):
+            self._memory_timer = self.loop.call_later(MEMORY_CHECK, self._check_memory)
+
+    def _check_memory(self):
+        """One pass over /proc for every limited group; a group over its
+        limit has its process stopped (preStop, stop signal, grace, SIGKILL)
+        and its restartPolicy decides."""
+        self._memory_timer = None
+        limited = [p for p in self.processes if p.spec.memory_limit and p.pgid is not None
+                   and p.state in (_State.STARTING, _State.RUNNING)]
+        usage = _group_rss(set(p.pgid for p in limited)) if limited else {}
+        for process in limited:
+            rss = usage.get(process.pgid, 0)
+            if rss > process.spec.memory_limit:
+                process.memory_kills += 1
+                process.terminate("its process group's resident memory, %s, is over its "
+                                  "memoryLimit, %s" % (_format_bytes(rss), _format_bytes(
+                                      process.spec.memory_limit)), event="memory-limit")
+        self._watch_memory()
 
     def _start_processes(self):
         """Init is done: every process waits, then those free to go start."""
@@ -11031,6 +11097,7 @@ class _Supervisor(_Owner):
             if name in self.dependents:
                 self.dependents[name].append(process)
         self.health.wire(process)
+        self._watch_memory()
         if spec.autostart:
             process.wait()          # started once its dependencies allow
 
@@ -11675,6 +11742,9 @@ class _Control(object):
                         "started.", process.starts, **who)
             metrics.add("procwrap_process_restarts_total", "counter", "Times the process was "
                         "started again.", process.restarts_total, **who)
+            if process.spec.memory_limit:
+                metrics.add("procwrap_memory_limit_kills_total", "counter", "Runs stopped "
+                            "for going over their memoryLimit.", process.memory_kills, **who)
             if process.status is not None:
                 metrics.add("procwrap_process_last_exit_status", "gauge", "Shell-style status "
                             "of the last exit.", process.status, **who)

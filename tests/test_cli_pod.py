@@ -1,9 +1,11 @@
 """procwrap in a Kubernetes pod (issue 14): `procwrap wait`, the env probe, ..."""
 import http.server
 import json
+import re
 import subprocess
 import threading
 import time
+import urllib.request
 
 from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, free_port, run, wait_until,
                       write_config)
@@ -164,3 +166,42 @@ def test_replicas_mistakes_and_skip(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert [r.get("name") for r in json.loads("[%s]" % ",".join(
         skipped.stdout.splitlines())) if r.get("event") == "started"] == ["job"]
+
+
+GROW = ("import time\nheld = []\nfor _ in range(40):\n    held.append(b'x' * (5 << 20))\n"
+        "    time.sleep(0.05)\ntime.sleep(300)\n")
+
+
+def test_memory_limit_stops_a_group_that_grows_past_it(background, tmp_path):
+    """The RSS of the whole group counts: a small shell whose child grows."""
+    config = write_config(tmp_path, {"processes": [
+        {"name": "hog", "command": ["sh", "-c", "%s -c \"$GROW\"; echo never" % PYTHON],
+         "env": {"GROW": GROW}, "memoryLimit": "64Mi", "restartPolicy": "OnFailure",
+         "backoff": {"initial": 0.1, "limit": 1}},
+        {"name": "calm", "command": ["sleep", "300"], "memoryLimit": "64Mi"}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:0")
+    first = procwrap.expect_event("memory-limit", "hog")
+    assert first["level"] == "warning"
+    assert re.match(r"^hog: its process group's resident memory, [\d.]+ MiB, is over its "
+                    r"memoryLimit, 64 MiB; stopping it$", first["message"]), first["message"]
+    procwrap.expect_event("memory-limit", "hog", count=2)      # restarted, grew again
+    procwrap.expect_event("fatal", "hog")                      # backoff.limit 1
+    address = procwrap.expect_event("http")["address"]
+    metrics = urllib.request.urlopen("http://%s/metrics" % address, timeout=10).read().decode()
+    assert 'procwrap_memory_limit_kills_total{name="hog"} 2' in metrics
+    assert 'procwrap_memory_limit_kills_total{name="calm"} 0' in metrics
+    assert not [line for line in procwrap.out if '"memory-limit"' in line and '"calm"' in line]
+    procwrap.kill()
+
+
+def test_memory_limit_values(tmp_path):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "a", "command": ["true"], "memoryLimit": "lots"},
+        {"name": "b", "command": ["true"], "memoryLimit": "1.5Gi"},
+        {"name": "c", "command": ["true"], "memoryLimit": 1024, "host": "example.com"}]})
+    result = run("check", "-c", config)
+    assert result.stderr.splitlines() == [
+        "procwrap: error: processes[0].memoryLimit: expected bytes: a whole number, or like "
+        "50MB, 512Mi, 1Gi, got 'lots'",
+        "procwrap: error: processes[2].memoryLimit: looks at this machine's /proc, not at the "
+        "process's host; set a limit there (ulimit, a cgroup)"]

@@ -14,6 +14,7 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
   health    /readiness requests/s (4 keep-alive clients) while 50 chatty children log,
             and no line lost
   probes    procwrap's CPU with 50 children, each with a 1 s exec liveness probe
+  memory    procwrap's CPU with 100 children, each with a memoryLimit, against none
   remote    `procwrap remote HOST -- true` against `ssh HOST true` (paired, a private
             sshd on loopback), the bootstrap's bytes, the agent's RSS, 16 hosts against 1
 
@@ -689,6 +690,33 @@ def bench_probes(setup, seconds, count=50):
     return rows
 
 
+def bench_memory(setup, seconds, count=100):
+    """procwrap's CPU and wake-ups with `count` sleeping children, each with a
+    memoryLimit (one /proc pass a second for all), against the same without."""
+    rows, measured = [], {}
+    for limited in (False, True):
+        entry = lambda i: dict(  # noqa: E731
+            {"name": "s%d" % i, "command": ["sleep", "100000"]},
+            **({"memoryLimit": "1Gi"} if limited else {}))
+        path = setup.write("memory%d.json" % limited, json.dumps(
+            {"processes": [entry(i) for i in range(count)]}))
+        proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", path], stdout=subprocess.DEVNULL,
+                                env=environ())
+        wait_for(lambda: len(children_of(proc.pid)) >= count, 60)
+        time.sleep(1)
+        before, woken, started = cpu_seconds(proc.pid), wakeups(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        spent = time.monotonic() - started
+        measured[limited] = ((cpu_seconds(proc.pid) - before) / spent,
+                             (wakeups(proc.pid) - woken) * 60.0 / spent)
+        stop(proc)
+    for limited, label in ((False, "%d children, no memoryLimit (floor)" % count),
+                           (True, "%d children, memoryLimit each (1 s checks)" % count)):
+        cpu, wake = measured[limited]
+        rows.append((label, "%.2f%% of one core" % (100 * cpu), "%.0f wake-ups/min" % wake))
+    return rows
+
+
 def bench_remote(setup, runs):
     """procwrap remote against plain ssh, paired runs on one private sshd."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -1002,6 +1030,7 @@ def main():
         ("many", "500 children", lambda: bench_many(setup, 100 if quick else 500)),
         ("health", "/readiness under load", lambda: bench_health(setup, 3 if quick else 10)),
         ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
+        ("memory", "memoryLimit on 100 children", lambda: bench_memory(setup, 5 if quick else 30)),
         ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
         ("reporting", "status updates, the API server, managed_call",
          lambda: bench_reporting(setup, 5 if quick else 20)),
