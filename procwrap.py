@@ -265,6 +265,7 @@ FINISH_TIMEOUT = 10.0         #: a finish command's, and the finish list's, time
 START_RETRIES = 3             #: with startSeconds, failed starts before giving up (supervisord's)
 REPLICAS_MAX = 1000           #: copies of one entry (replicas)
 MEMORY_CHECK = 1.0            #: seconds between looks at the memoryLimits' groups
+EVENT_MESSAGE_MAX = 4096      #: characters of a message in an --events-udp datagram
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
@@ -3353,6 +3354,7 @@ class _Log(object):
     lost = 0                #: records dropped since the last report
     midline = False         #: the last write stopped inside a record
     ring = None             #: a _Ring of procwrap's own records, for ctl maintail
+    on_event = None         #: func(level, message, fields) for each own record (--events-udp)
 
     width = 0               #: text format: names padded to this many characters
     timestamps = False      #: text format: each line starts with HH:MM:SS
@@ -3395,6 +3397,8 @@ class _Log(object):
             message = redact(message)
             fields = dict((k, v if k in _IDENTIFIER_FIELDS else redact(v))
                           for k, v in fields.items())
+        if self.on_event is not None:
+            self.on_event(level, message, fields)
         if self.format == "none" or self.quiet:
             # Pass-through (wrap mode), or only the child's lines on stdout
             # (procwrap remote's `host | line`): procwrap speaks on stderr.
@@ -3675,6 +3679,46 @@ class _LogFile(object):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class _EventSender(object):
+    """--events-udp: a JSON datagram per lifecycle event to a collector, from
+    a non-blocking UDP socket; a datagram that cannot go (no room, ICMP
+    refusal, no route) is counted, never waited for, never fatal."""
+    EVENTS = ("started", "exited", "backoff", "fatal", "unhealthy", "memory-limit",
+              "preempted", "shutdown", "exit")
+    sent = 0
+    dropped = 0
+
+    def __init__(self, address, labels=None):
+        import socket
+        host, _, port = address.rpartition(":")
+        family, kind, proto, _, target = socket.getaddrinfo(
+            host.strip("[]") or "127.0.0.1", int(port), 0, socket.SOCK_DGRAM)[0]
+        self.sock = socket.socket(family, kind, proto)
+        self.sock.setblocking(False)
+        self.target = target
+        self.labels = labels or {}      #: added to every datagram
+
+    def __call__(self, level, message, fields):
+        event = fields.get("event")
+        if event not in self.EVENTS and not (event == "probe" and fields.get("result")
+                                             == "failed"):
+            return
+        import json
+        record = dict(self.labels, time=_rfc3339(time.time()), level=level,
+                      message=message[:EVENT_MESSAGE_MAX])
+        record.update(fields)
+        try:
+            self.sock.sendto(json.dumps(record, default=str, separators=(",", ":")).encode(
+                "utf-8", "replace"), self.target)
+            self.sent += 1
+        except OSError as error:
+            _inflicted(error)
+            self.dropped += 1
+
+    def close(self):
+        self.sock.close()
 
 
 def _stderr(line):
@@ -12094,6 +12138,15 @@ def _opt_choice(choices):
     return _opt(_value_choice, choices)
 
 
+def _opt_udp(text, where):
+    """--events-udp: HOST:PORT, the host given (an IP or a name)."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host.strip("[]") or not _is_digits(port) or not 0 < int(port) < 65536:
+        raise UsageError(BAD_VALUE_MSG % (where, "expected HOST:PORT, like 127.0.0.1:8125",
+                                          text))
+    return text
+
+
 def _opt_http(text, where):
     """--http: [HOST:]PORT."""
     return _parse_http_address(text, where)
@@ -12189,6 +12242,9 @@ _OPTIONS = [
     _Option(("--http",), "[HOST:]PORT", _opt_http, None, _SUPERVISE,
             "serve /liveness, /readiness, /metrics and /status on this address "
             "(8111 is the convention; the host defaults to 0.0.0.0)"),
+    _Option(("--events-udp",), "HOST:PORT", _opt_udp, None, _SUPERVISE,
+            "send a JSON datagram per lifecycle event (start, exit, restart, probe failure, "
+            "memory-limit stop, shutdown) to a collector; never blocks, never fails the run"),
     _Option(("--readiness-file",), "PATH", _opt_text, None, _SUPERVISE,
             "create PATH when every process is ready, remove it when not and at exit "
             "(containers often use /tmp/started)"),
@@ -13033,6 +13089,13 @@ def _run_supervise(settings, command, environ, secrets):
     log = _new_log(settings, environ, settings["log_format"], secrets.redact)
     for warning in settings.config["warnings"]:
         log.event(warning, "warning", event="config-warning")
+    if settings["events_udp"]:
+        try:
+            log.on_event = _EventSender(settings["events_udp"])
+        except OSError as error:        # a name that does not resolve, now
+            raise UsageError("--events-udp: cannot use %s: %s; give an address that "
+                             "resolves" % (settings["events_udp"], getattr(
+                                 error, "strerror", None) or error))
     health = settings.health()
     owner = _Supervisor(init, processes, log, settings["log_max_line"],
                         settings["kill_on_second_signal"], health=health,
@@ -13059,7 +13122,11 @@ def _run_supervise(settings, command, environ, secrets):
         owner.report(api)
     if settings.config.get("etcd"):
         owner.fleet(_config_semaphores(settings.config["etcd"], secrets, owner.loop, log))
-    return _run_owner(owner, log, settings, secrets)
+    try:
+        return _run_owner(owner, log, settings, secrets)
+    finally:
+        if log.on_event is not None:    # after the last record, procwrap's exit
+            log.on_event.close()
 
 
 def _config_semaphores(config, secrets, loop, log):

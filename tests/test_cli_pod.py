@@ -205,3 +205,29 @@ def test_memory_limit_values(tmp_path):
         "50MB, 512Mi, 1Gi, got 'lots'",
         "procwrap: error: processes[2].memoryLimit: looks at this machine's /proc, not at the "
         "process's host; set a limit there (ulimit, a cgroup)"]
+
+
+def test_events_go_to_a_udp_collector(tmp_path):
+    import socket
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(10)
+    config = write_config(tmp_path, {"processes": [
+        {"name": "job", "command": ["sh", "-c", "exit 3"], "restartPolicy": "OnFailure",
+         "backoff": {"initial": 0.05, "limit": 1}, "labels": {"team": "core"}}]})
+    result = run("-c", config, "--events-udp", "127.0.0.1:%d" % collector.getsockname()[1])
+    assert result.returncode == 3
+    got = []
+    while not got or got[-1]["event"] != "exit":
+        got.append(json.loads(collector.recv(65536).decode()))
+    collector.close()
+    assert [(e["event"], e.get("name")) for e in got] == [
+        ("started", "job"), ("exited", "job"), ("backoff", "job"), ("started", "job"),
+        ("exited", "job"), ("fatal", "job"), ("exit", None)]
+    assert got[1]["status"] == 3 and got[1]["level"] == "info" and "time" in got[1]
+    # Nobody listening: ICMP refusals are counted, the run is as before.
+    quiet = run("-c", config, "--events-udp", "127.0.0.1:%d" % free_port())
+    assert quiet.returncode == 3 and quiet.stderr == ""
+    assert run("-c", config, "--events-udp", "nowhere").stderr == (
+        "procwrap: error: --events-udp: expected HOST:PORT, like 127.0.0.1:8125, got "
+        "'nowhere'\n")
