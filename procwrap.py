@@ -1008,6 +1008,102 @@ def _parse_http_address(text, where):
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
+# -- severity in a line of output (logs.level: auto)
+
+_SEVERITY_WORDS = {"ERROR": "error", "ERR": "error", "FATAL": "error", "CRITICAL": "error",
+                   "CRIT": "error", "PANIC": "error", "EMERG": "error", "ALERT": "error",
+                   "WARN": "warning", "WARNING": "warning", "INFO": "info", "NOTICE": "info",
+                   "DEBUG": "debug", "TRACE": "debug"}
+_SEVERITY_KEY_RE = _Pattern(r'(?:^|[\s,{])"?(?:level|severity|lvl|loglevel)"?\s*[=:]\s*'
+                            r'"?([A-Za-z]+)', re.I)
+_SEVERITY_WORD_RE = _Pattern(r"\b(ERROR|ERR|FATAL|CRITICAL|CRIT|PANIC|EMERG|ALERT|WARNING|"
+                             r"WARN|INFO|NOTICE|DEBUG|TRACE)\b")
+
+
+def _detect_severity(line):
+    """The level a line says it has, as procwrap's levels (debug, info,
+    warning, error), or None: a `level`/`severity` key (JSON or logfmt, any
+    case), else the first upper-case severity word (ERROR, WARN, INFO...)."""
+    match = _SEVERITY_KEY_RE.search(line)
+    if match is not None:
+        level = _SEVERITY_WORDS.get(match.group(1).upper())
+        if level is not None:
+            return level
+    match = _SEVERITY_WORD_RE.search(line)
+    return _SEVERITY_WORDS[match.group(1)] if match is not None else None
+
+
+# -- the Downward API's labels file (SPECS.md 12.4): key="value" lines, Go-quoted
+
+_GO_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92,
+               '"': 34, "'": 39}
+_LABEL_LINE_RE = _Pattern(r'^([^=\s]+)="(.*)"$')
+
+
+def _go_unquote(text):
+    """The text inside a Go-quoted string (strconv.Quote's escapes: \\n,
+    \\xNN, \\uXXXX, \\UXXXXXXXX, \\NNN octal); ValueError on a bad escape.
+    Bytes that are not UTF-8 become U+FFFD."""
+    out, index = bytearray(), 0
+    while index < len(text):
+        char = text[index]
+        if char != "\\":
+            out += char.encode("utf-8")
+            index += 1
+            continue
+        kind = text[index + 1:index + 2]
+        if kind in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[kind])
+            index += 2
+        elif kind in ("x", "u", "U"):
+            size = {"x": 2, "u": 4, "U": 8}[kind]
+            digits = text[index + 2:index + 2 + size]
+            if len(digits) != size or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError("bad \\%s escape" % kind)
+            number = int(digits, 16)
+            if kind == "x":
+                out.append(number)
+            elif number > 0x10FFFF:
+                raise ValueError("bad \\%s escape" % kind)
+            else:
+                out += chr(number).encode("utf-8", "surrogatepass")
+            index += 2 + size
+        elif kind and kind in "01234567":
+            digits = text[index + 1:index + 4]
+            if len(digits) != 3 or any(c not in "01234567" for c in digits) \
+                    or int(digits, 8) > 255:
+                raise ValueError("bad octal escape")
+            out.append(int(digits, 8))
+            index += 4
+        else:
+            raise ValueError("bad escape \\%s" % kind)
+    return out.decode("utf-8", "replace")
+
+
+def _parse_labels_file(text, where):
+    """{key: value} of a Downward API labels (or annotations) file; blank
+    lines skipped; ConfigError naming the line for anything else."""
+    labels = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        match = _LABEL_LINE_RE.match(line.rstrip("\r"))
+        try:
+            if match is None:
+                raise ValueError('expected key="value"')
+            labels[match.group(1)] = _go_unquote(match.group(2))
+        except ValueError as error:
+            raise ConfigError('%s:%d: %s; a Downward API labels file has key="value" lines'
+                              % (where, number, error))
+    return labels
+
+
+def _metric_label_name(key):
+    """A label key as Prometheus allows it: app.kubernetes.io/name -> app_kubernetes_io_name."""
+    name = "".join(c if (c.isalnum() and ord(c) < 128) or c == "_" else "_" for c in key)
+    return "_" + name if name[:1].isdigit() or not name else name
+
+
 # -- timestamps and logfmt
 
 _last_second = [None, ""]
@@ -3355,6 +3451,7 @@ class _Log(object):
     midline = False         #: the last write stopped inside a record
     ring = None             #: a _Ring of procwrap's own records, for ctl maintail
     on_event = None         #: func(level, message, fields) for each own record (--events-udp)
+    extra = {}              #: labels of each own record (--labels and kin)
 
     width = 0               #: text format: names padded to this many characters
     timestamps = False      #: text format: each line starts with HH:MM:SS
@@ -3375,11 +3472,12 @@ class _Log(object):
             self._json = json
             self._encode = json.encoder.encode_basestring
 
-    def sink(self, process, stream, labels=None, ring=None, file=None):
+    def sink(self, process, stream, labels=None, ring=None, file=None, fmt=None, level=None):
         """A _Sink that turns one child stream's lines into records (and keeps
         them in `ring` for `procwrap ctl tail`, and writes them to `file`, a
-        _LogFile, too)."""
-        return _Sink(self, process, stream, labels or {}, ring, file)
+        _LogFile, too), in `fmt` (the log's format by default), each with
+        the `level` that func(line) finds, if given."""
+        return _Sink(self, process, stream, labels or {}, ring, file, fmt, level)
 
     def color_of(self, name):
         """The ANSI colour of a process's name in text format (one a process)."""
@@ -3397,6 +3495,8 @@ class _Log(object):
             message = redact(message)
             fields = dict((k, v if k in _IDENTIFIER_FIELDS else redact(v))
                           for k, v in fields.items())
+        if self.extra:
+            fields = dict(self.extra, **fields)
         if self.on_event is not None:
             self.on_event(level, message, fields)
         if self.format == "none" or self.quiet:
@@ -3774,19 +3874,24 @@ def _text_name(name, labels, with_labels):
 class _Sink(object):
     """Formats the lines of one (process, stream) pair; pieces of a head are precomputed."""
     __slots__ = ("log", "format", "fixed", "head", "process", "stream", "labels", "ring", "file",
-                 "plain", "piece_head", "piece_plain")
+                 "plain", "piece_head", "piece_plain", "level", "encode")
 
-    def __init__(self, log, process, stream, labels, ring=None, file=None):
+    def __init__(self, log, process, stream, labels, ring=None, file=None, fmt=None,
+                 level=None):
         self.log = log                  #: the Log written to
         self.ring = ring                #: a _Ring of recent output, or None
         self.file = file                #: the process's _LogFile, or None
         self.plain = None               #: text format: the head without colour, for the file
-        self.format = log.format        #: copied for the hot path
+        self.format = fmt or log.format     #: its own (logs.format), or the log's
+        self.level = level              #: func(line) -> its record's level, or None
+        if self.format in ("json", "logfmt") or log.merge_json:
+            import json
+            self.encode = json.encoder.encode_basestring
         self.process = process          #: name, for the slow paths
         self.stream = stream            #: stdout | stderr
         self.labels = labels            #: extra fields of every record
         if self.format == "json":
-            encode = log._encode
+            encode = self.encode
             self.fixed = '"process":%s,"stream":"%s",%s' % (encode(process), stream, "".join(
                 "%s:%s," % (encode(k), encode(v)) for k, v in sorted(labels.items())))
         elif self.format == "logfmt":
@@ -3800,7 +3905,7 @@ class _Sink(object):
             self.plain = (name + bar + " ").encode("utf-8")
             self.piece_plain = (name + " + ").encode("utf-8")
             self.head, self.piece_head = self.plain, self.piece_plain
-            if log.color:
+            if log.color and log.format == "text":
                 color = log.color_of(process)
                 self.head = ("\x1b[%dm%s%s\x1b[0m " % (color, name, bar)).encode("utf-8")
                 self.piece_head = ("\x1b[%dm%s +\x1b[0m " % (color, name)).encode("utf-8")
@@ -3826,7 +3931,9 @@ class _Sink(object):
             return
         text = data.decode("utf-8", "replace")
         stamp = _rfc3339(time.time())
-        if fmt == "json":
+        if self.level is not None and fmt in ("json", "logfmt"):
+            out = "".join(self._leveled(line, stamp) for line in text.split("\n"))
+        elif fmt == "json":
             head = '{"time":"' + stamp + '",' + self.fixed + '"message":"'
             if self.log.merge_json and "{" in text:
                 out = "".join(self._json_line(line, stamp, head) for line in text.split("\n"))
@@ -3835,7 +3942,7 @@ class _Sink(object):
                 # becomes records with one join (about 10x a json.dumps a line).
                 out = head + ('"}\n' + head).join(text.split("\n")) + '"}\n'
             else:
-                encode = self.log._encode
+                encode = self.encode
                 out = "".join(head + encode(line)[1:-1] + '"}\n' for line in text.split("\n"))
         else:
             head = "time=" + stamp + self.fixed + 'msg="'
@@ -3869,10 +3976,22 @@ class _Sink(object):
         stamp = _rfc3339(time.time())
         if fmt == "json":
             out = '{"time":"%s",%s"partial":true,"message":%s}\n' % (
-                stamp, self.fixed, self.log._encode(text))
+                stamp, self.fixed, self.encode(text))
         else:
             out = 'time=%s%spartial=true msg="%s"\n' % (stamp, self.fixed, _logfmt_escape(text))
         self._write(out.encode("utf-8", "replace"))
+
+    def _leveled(self, line, stamp):
+        """A record for one line, with the level found in it (logs.level: auto)."""
+        level = self.level(line)
+        if self.format == "logfmt":
+            return 'time=%s%s%smsg="%s"\n' % (stamp, self.fixed, "level=%s " % level
+                                              if level else "", _logfmt_escape(line))
+        if self.log.merge_json and line.startswith("{") and line.endswith("}"):
+            return self._json_line(line, stamp, '{"time":"%s",%s"message":"' % (
+                stamp, self.fixed))
+        return '{"time":"%s",%s%s"message":%s}\n' % (
+            stamp, self.fixed, '"level":"%s",' % level if level else "", self.encode(line))
 
     def _json_line(self, line, stamp, head):
         """A record for one line, merging it when it is a JSON object (logs.mergeJson)."""
@@ -3887,7 +4006,7 @@ class _Sink(object):
                 record.update(time=stamp, process=self.process, stream=self.stream)
                 return self.log._json.dumps(record, ensure_ascii=False,
                                             separators=(",", ":")) + "\n"
-        return head + self.log._encode(line)[1:-1] + '"}\n'
+        return head + self.encode(line)[1:-1] + '"}\n'
 
 
 # =============================================================================
@@ -4039,10 +4158,16 @@ class _Process(object):
             if spec.log_file:
                 self.log_file = _LogFile(loop, log, spec.log_file, spec.log_max_bytes,
                                          spec.log_backups, spec.where + ".logs.file")
-            sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring, self.log_file),
+            detect = _detect_severity if spec.log_level == "auto" else lambda line: None
+            stdout_level = detect if spec.log_level == "auto" else None
+            stderr_level = (lambda line: detect(line) or spec.stderr_level) \
+                if spec.stderr_level else stdout_level
+            fmt = spec.log_format if log.format != "none" else None
+            sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring, self.log_file, fmt,
+                              stdout_level),
                      None if spec.merge_stderr     # one pipe: stderr goes to stdout's
                      else log.sink(spec.name, "stderr", spec.labels, self.ring,
-                                   self.log_file))
+                                   self.log_file, fmt, stderr_level))
         #: the command's mechanics: a _LocalChild, or one on another machine
         self.child = child_class(loop, self._on_exec, self.finish, sinks, max_line)
 
@@ -9097,6 +9222,9 @@ class _ProcessSpec(object):
     log_file = None                 #: its records go to this file too (logs.file)
     log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
     log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
+    log_format = None               #: its records' format (logs.format), or the run's
+    log_level = None                #: "auto": each record's level found in its line
+    stderr_level = None             #: the level of a stderr line that says none
 
     def __init__(self, **fields):
         for key, value in fields.items():
@@ -9288,7 +9416,7 @@ _FIELD_HINTS = {
 }
 
 _TOP_FIELDS = ("init", "processes", "postStart", "finish", "finishTimeout", "env", "logs",
-               "http", "readinessFile", "statusPort", "ctlSocket", "etcd")
+               "http", "readinessFile", "statusPort", "ctlSocket", "etcd", "labels")
 _ETCD_FIELDS = ("endpoints", "ttl", "prefix", "user", "password", "cacert", "cert", "key")
 #: postStart: one-shots once all are ready; finish: once all have stopped, at the end
 _SECTIONS = ("init", "processes", "postStart", "finish")
@@ -9625,6 +9753,7 @@ def _build_specs(config, environ, skip=(), check_root=True, secrets=None):
                          "section: {\"etcd\": {\"endpoints\": [URL]}}")
     settings["finish_timeout"] = checker.seconds(top.get("finishTimeout", FINISH_TIMEOUT),
                                                  "finishTimeout")
+    settings["labels"] = checker.mapping(top.get("labels", {}), "labels")
     if checker.problems:        # once each: replicas share their entry's problems
         raise ConfigError(sorted(set(checker.problems), key=checker.problems.index))
     settings["post_start"] = specs["postStart"]
@@ -9826,9 +9955,17 @@ def _build_log_file(fields, where, checker, defaults):
 def _apply_log_file(spec, fields, where, top, checker):
     """An entry's log file: its logs.file, or NAME.log in the top-level
     logs.directory; sizes from its own logs, else the top-level ones."""
-    own = _build_log_file(checker.fields(fields.get("logs", {}), where + ".logs",
-                                         ("file",) + _LOG_FILE_FIELDS), where + ".logs",
-                          checker, top)
+    logs = checker.fields(fields.get("logs", {}), where + ".logs",
+                          ("file", "format", "level", "stderrLevel") + _LOG_FILE_FIELDS)
+    if "format" in logs:
+        spec.log_format = checker.choice(logs["format"], where + ".logs.format",
+                                         ("json", "logfmt", "text"))
+    if "level" in logs:
+        spec.log_level = checker.choice(logs["level"], where + ".logs.level", ("auto", "none"))
+    if "stderrLevel" in logs:
+        spec.stderr_level = checker.choice(logs["stderrLevel"], where + ".logs.stderrLevel",
+                                           ("debug", "info", "warning", "error"))
+    own = _build_log_file(logs, where + ".logs", checker, top)
     path = own.get("file")
     if path is None and top["directory"] not in (None, _INVALID) \
             and isinstance(spec.name, str):
@@ -10697,6 +10834,7 @@ class _Supervisor(_Owner):
     shutting_down = False
     reload_config = None    #: func() -> (init, processes, settings), for reload()
     api = None              #: the reporting settings, when runs are reported (report())
+    labels = {}             #: extra labels of every record and metric (--labels and kin)
 
     def __init__(self, init, processes, log, max_line=MAX_LINE_BYTES,
                  kill_on_second_signal=False, loop=None, health=None, post_start=(),
@@ -11498,9 +11636,11 @@ def _metric_label(value):
 class _Metrics(object):
     """Prometheus text exposition 0.0.4: families in order, HELP and TYPE first."""
 
-    def __init__(self):
+    def __init__(self, extra=None):
         self.families = []      #: [(name, type, help, [(labels, value)])]
         self._by_name = {}
+        #: labels of every sample (--labels, its keys made Prometheus names)
+        self.extra = dict((_metric_label_name(k), v) for k, v in (extra or {}).items())
 
     def add(self, metric, metric_type, help_text, value, **labels):
         """One sample of `metric` (a counter or gauge), with its labels."""
@@ -11508,7 +11648,7 @@ class _Metrics(object):
         if family is None:
             family = self._by_name[metric] = (metric, metric_type, help_text, [])
             self.families.append(family)
-        family[3].append((labels, value))
+        family[3].append((dict(self.extra, **labels) if self.extra else labels, value))
 
     def text(self):
         """The exposition text, ending in a newline (promtool insists)."""
@@ -11752,7 +11892,7 @@ class _Control(object):
     def _metrics(self):
         """The series of every supervisor (the locks' are added by metrics())."""
         supervisor, health = self.supervisor, self.health
-        metrics = _Metrics()
+        metrics = _Metrics(supervisor.labels)
         now = self.loop.clock()
         metrics.add("procwrap_info", "gauge", "procwrap's version.", 1, version=__version__)
         metrics.add("procwrap_start_time_seconds", "gauge", "When procwrap started, in Unix "
@@ -12138,6 +12278,20 @@ def _opt_choice(choices):
     return _opt(_value_choice, choices)
 
 
+def _opt_labels(text, where):
+    """--labels: a JSON object of strings."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+            isinstance(v, str) and "\0" not in k + v for k, v in value.items()):
+        raise UsageError(BAD_VALUE_MSG % (where, 'expected a JSON object of strings, like '
+                                          '{"team": "core"}', text))
+    return value
+
+
 def _opt_udp(text, where):
     """--events-udp: HOST:PORT, the host given (an IP or a name)."""
     host, colon, port = text.rpartition(":")
@@ -12242,6 +12396,15 @@ _OPTIONS = [
     _Option(("--http",), "[HOST:]PORT", _opt_http, None, _SUPERVISE,
             "serve /liveness, /readiness, /metrics and /status on this address "
             "(8111 is the convention; the host defaults to 0.0.0.0)"),
+    _Option(("--labels",), "JSON", _opt_labels, None, _SUPERVISE,
+            "labels for every record and metric, a JSON object of strings (over the config's "
+            "labels, which are over --labels-file's)"),
+    _Option(("--labels-file",), "PATH", _opt_text, None, _SUPERVISE,
+            "labels from a Kubernetes Downward API labels file (key=\"value\" lines), read "
+            "at the start; e.g. /etc/podinfo/labels"),
+    _Option(("--labels-exclude",), "PATTERNS", _opt_names, [], _SUPERVISE,
+            "leave out the labels file's keys that match these * patterns "
+            "(comma-separated), like pod-template-hash", repeat=True),
     _Option(("--events-udp",), "HOST:PORT", _opt_udp, None, _SUPERVISE,
             "send a JSON datagram per lifecycle event (start, exit, restart, probe failure, "
             "memory-limit stop, shutdown) to a collector; never blocks, never fails the run"),
@@ -13080,6 +13243,9 @@ def _run_supervise(settings, command, environ, secrets):
         return _build_specs(config, environ, settings["skip"], secrets=secrets)
 
     init, processes, settings.config = build(_read_config(settings, environ))
+    labels = _extra_labels(settings)
+    _add_labels(labels, init + processes + settings.config["post_start"]
+                + settings.config["finish"])
     if settings["env_output_file"]:
         secrets.write_output(settings["env_output_file"])
     capture = settings["log_format"] != "none"
@@ -13087,6 +13253,7 @@ def _run_supervise(settings, command, environ, secrets):
         for spec in init + processes:   # pass-through: children use our stdout/stderr
             spec.capture = False
     log = _new_log(settings, environ, settings["log_format"], secrets.redact)
+    log.extra = labels
     for warning in settings.config["warnings"]:
         log.event(warning, "warning", event="config-warning")
     if settings["events_udp"]:
@@ -13103,6 +13270,7 @@ def _run_supervise(settings, command, environ, secrets):
                         finish=settings.config["finish"],
                         finish_timeout=settings.config["finish_timeout"],
                         signal_map=settings["signal_map"])
+    owner.labels = labels
     _Control(owner, health)
 
     def reload_config():
@@ -13113,6 +13281,7 @@ def _run_supervise(settings, command, environ, secrets):
                              "with -c FILE to reload it" % (
                                  "read from stdin" if source == "-" else "given as JSON text"))
         init, processes, config_settings = build(_read_config(settings, environ))
+        _add_labels(labels, processes)
         for spec in processes:
             spec.capture = capture
         return init, processes, config_settings
@@ -13127,6 +13296,33 @@ def _run_supervise(settings, command, environ, secrets):
     finally:
         if log.on_event is not None:    # after the last record, procwrap's exit
             log.on_event.close()
+
+
+def _extra_labels(settings):
+    """The labels of every record and metric: the labels file's (less
+    --labels-exclude), under the config's `labels`, under --labels."""
+    import fnmatch
+    labels = {}
+    path = settings["labels_file"]
+    if path:
+        try:
+            text = _read_file(path).decode("utf-8", "replace")
+        except (OSError, ValueError) as error:
+            raise UsageError("%s: cannot read %r: %s; fix the path" % (
+                settings.where("labels_file"), path, _read_error(error)))
+        labels = dict((key, value) for key, value in _parse_labels_file(text, path).items()
+                      if not any(fnmatch.fnmatchcase(key, pattern)
+                                 for pattern in settings["labels_exclude"]))
+    labels.update(settings.config.get("labels") or {})
+    labels.update(settings["labels"] or {})
+    return labels
+
+
+def _add_labels(labels, specs):
+    """Each entry's records carry the extra labels (its own win)."""
+    if labels:
+        for spec in specs:
+            spec.labels = dict(labels, **(spec.labels or {}))
 
 
 def _config_semaphores(config, secrets, loop, log):

@@ -136,5 +136,6 @@ def test_bad_log_file_settings(tmp_path):
         "procwrap: error: logs.maxBytes: expected bytes: a whole number, or like 50MB, 512Mi, "
         "1Gi, got 'lots'",
         "procwrap: error: logs.backups: expected a whole number >= 0, got -1",
-        "procwrap: error: processes[0].logs.size: unknown field; known: backups, file, maxBytes",
+        "procwrap: error: processes[0].logs.size: unknown field; known: backups, file, format, "
+        "level, maxBytes, stderrLevel",
         "procwrap: error: processes[0].logs.file: expected a string, got a number (3)"]

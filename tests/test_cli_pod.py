@@ -231,3 +231,79 @@ def test_events_go_to_a_udp_collector(tmp_path):
     assert run("-c", config, "--events-udp", "nowhere").stderr == (
         "procwrap: error: --events-udp: expected HOST:PORT, like 127.0.0.1:8125, got "
         "'nowhere'\n")
+
+
+def test_extra_labels_on_every_record_metric_and_event(background, tmp_path):
+    import socket
+    podinfo = tmp_path / "labels"
+    podinfo.write_text('app.kubernetes.io/name="web"\nenv="file"\npod-template-hash="7f9c"\n'
+                       'quote="a\\"b"')
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(10)
+    config = write_config(tmp_path, {"labels": {"team": "core", "env": "config"},
+                                     "processes": [{"name": "app", "command": [
+                                         "sh", "-c", "echo hello; exec sleep 300"],
+                                         "labels": {"team": "app-team"}}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:0", "--labels-file", str(podinfo),
+                          "--labels-exclude", "pod-template-*", "--labels", '{"env": "prod"}',
+                          "--events-udp", "127.0.0.1:%d" % collector.getsockname()[1])
+    line = json.loads(procwrap.expect('"message":"hello"'))
+    assert {k: line[k] for k in ("app.kubernetes.io/name", "env", "team", "quote")} == {
+        "app.kubernetes.io/name": "web", "env": "prod", "team": "app-team", "quote": 'a"b'}
+    assert "pod-template-hash" not in line
+    own = procwrap.expect_event("started", "app")
+    assert own["env"] == "prod" and own["team"] == "core"
+    event = json.loads(collector.recv(65536).decode())
+    assert event["event"] == "started" and event["env"] == "prod"
+    collector.close()
+    address = procwrap.expect_event("http")["address"]
+    metrics = urllib.request.urlopen("http://%s/metrics" % address, timeout=10).read().decode()
+    assert ('procwrap_process_up{app_kubernetes_io_name="web",env="prod",name="app",'
+            'quote="a\\"b",team="core"} 1') in metrics
+    checked = subprocess.run(["promtool", "check", "metrics"], input=metrics,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True)
+    assert checked.returncode == 0, checked.stdout
+    procwrap.kill()
+
+
+def test_a_bad_labels_file_is_one_line(tmp_path):
+    podinfo = tmp_path / "labels"
+    podinfo.write_text('app="web"\nbroken\n')
+    config = write_config(tmp_path, {"processes": [{"name": "a", "command": ["true"]}]})
+    result = run("-c", config, "--labels-file", str(podinfo))
+    assert (result.returncode, result.stderr) == (2, (
+        'procwrap: error: %s:2: expected key="value"; a Downward API labels file has '
+        'key="value" lines\n' % podinfo))
+    assert run("-c", config, "--labels", '["x"]').stderr == (
+        "procwrap: error: --labels: expected a JSON object of strings, like "
+        "{\"team\": \"core\"}, got '[\"x\"]'\n")
+
+
+def test_per_process_log_format_and_levels_found_in_lines(tmp_path):
+    script = ("echo 'ERROR: disk'; echo 'level=warn msg=x'; echo '{\"severity\": \"DEBUG\"}'; "
+              "echo plain; echo oops >&2; echo 'INFO on stderr' >&2")
+    config = write_config(tmp_path, {"processes": [
+        {"name": "app", "restartPolicy": "Never", "command": ["sh", "-c", script],
+         "logs": {"level": "auto", "stderrLevel": "error"}},
+        {"name": "quiet", "restartPolicy": "Never", "command": ["sh", "-c", "echo ERROR x"]},
+        {"name": "lf", "restartPolicy": "Never", "logs": {"format": "logfmt", "level": "auto"},
+         "command": ["sh", "-c", "echo 'WARNING: careful'"]}]})
+    result = run("-c", config)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    app = [json.loads(line) for line in lines if '"process":"app"' in line]
+    assert [(r["stream"], r.get("level"), r["message"]) for r in app] == [
+        ("stdout", "error", "ERROR: disk"), ("stdout", "warning", "level=warn msg=x"),
+        ("stdout", "debug", '{"severity": "DEBUG"}'), ("stdout", None, "plain"),
+        ("stderr", "error", "oops"), ("stderr", "info", "INFO on stderr")]
+    quiet = [json.loads(line) for line in lines if '"process":"quiet"' in line]
+    assert "level" not in quiet[0]          # no logs.level: no level
+    assert [line for line in lines if "process=lf" in line][0].endswith(
+        'process=lf stream=stdout level=warning msg="WARNING: careful"')
+    bad = write_config(tmp_path, {"processes": [{"name": "a", "command": ["true"],
+                                                 "logs": {"format": "xml", "level": "on"}}]})
+    assert run("check", "-c", bad).stderr.splitlines() == [
+        "procwrap: error: processes[0].logs.format: expected json, logfmt or text, got 'xml'",
+        "procwrap: error: processes[0].logs.level: expected auto or none, got 'on'"]

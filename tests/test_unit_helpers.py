@@ -183,3 +183,24 @@ SHELL_SYNTAX = load_table("shell_syntax_cases.json")
 @pytest.mark.parametrize("case", SHELL_SYNTAX, ids=[c["command"] for c in SHELL_SYNTAX])
 def test_shell_syntax(case):
     assert procwrap._shell_syntax(case["command"]) == case["expect"]
+
+
+LABELS = load_table("labels_cases.json")
+
+
+@pytest.mark.parametrize("case", LABELS, ids=[c["file"][:30] for c in LABELS])
+def test_downward_api_labels_file(case):
+    if "error" in case:
+        with pytest.raises(procwrap.ConfigError) as caught:
+            procwrap._parse_labels_file(case["file"], "t")
+        assert str(caught.value) == case["error"]
+    else:
+        assert procwrap._parse_labels_file(case["file"], "t") == case["expect"]
+
+
+SEVERITY = load_table("severity_cases.json")
+
+
+@pytest.mark.parametrize("case", SEVERITY, ids=[c["line"][:30] for c in SEVERITY])
+def test_severity_detection(case):
+    assert procwrap._detect_severity(case["line"]) == case["expect"]
