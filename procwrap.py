@@ -6832,6 +6832,71 @@ class _EnvCheck(_Check):
         self.report(True, "%s has the value expected" % name)
 
 
+#: sql probe drivers -> the module that speaks it, and its pip package.
+SQL_DRIVERS = {"sqlite": ("sqlite3", None), "postgres": ("pg8000", "pg8000"),
+               "mysql": ("pymysql", "PyMySQL")}
+
+
+class _SqlCheck(_Check):
+    """sql: the query runs (and its first column is `expect`, if given), in
+    the worker thread, so the loop never waits on a database; the drivers'
+    own timeouts are the probe's.  Messages never hold the dsn."""
+
+    def start(self):
+        options, timeout = self.options, self.probe.spec.timeout
+        self.probe.loop.run_in_worker(lambda: _sql_query(options, timeout), self.done)
+
+    def done(self, row, error):
+        expect = self.options.get("expect")
+        if error is not None:
+            return self.report(False, str(error))
+        if expect is not None and (row is None or str(row) != expect):
+            return self.report(False, "the query's first column is not the value expected")
+        self.report(True, "the query ran" + (" and gave the value expected" if expect
+                                             is not None else ""))
+
+
+def _sql_query(options, timeout):
+    """Run the query; its first row's first column (None without rows).
+    Errors are ProcwrapErrors that say what failed without the dsn."""
+    module_name, package = SQL_DRIVERS[options["driver"]]
+    module = _require(module_name, package, "driver %s" % options["driver"], "sql probe")
+    dsn = options["dsn"]
+    try:
+        if options["driver"] == "sqlite":
+            connection = module.connect(dsn[len("sqlite:///"):] if dsn.startswith(
+                "sqlite:///") else dsn, timeout=timeout)
+        else:
+            from urllib.parse import unquote, urlsplit
+            parts = urlsplit(dsn)
+            settings = dict(host=parts.hostname or "127.0.0.1", user=unquote(
+                parts.username or ""), password=unquote(parts.password or "") or None,
+                database=parts.path.lstrip("/") or None)
+            if parts.port:
+                settings["port"] = parts.port
+            if options["driver"] == "postgres":
+                connection = module.connect(timeout=timeout, **settings)
+            else:
+                connection = module.connect(connect_timeout=timeout, read_timeout=timeout,
+                                            write_timeout=timeout, **settings)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(options["query"])
+            row = cursor.fetchone() if cursor.description else None
+        finally:
+            connection.close()
+    except Exception as error:
+        # A driver's error names what it could not do; a dsn is never in
+        # what pg8000, PyMySQL or sqlite3 say, but say only the class and
+        # the first line, blanked of the dsn, to be sure.
+        detail = error.args[0] if error.args else error
+        if isinstance(detail, dict) and "M" in detail:
+            detail = detail["M"]        # pg8000: the server's fields; M is its message
+        text = (str(detail).splitlines() or [""])[0].replace(dsn, "[dsn]")
+        raise UnavailableError("%s: %s" % (type(error).__name__, text[:200]))
+    return row[0] if row else None
+
+
 class _HeartbeatCheck(_Check):
     """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
 
@@ -6871,7 +6936,7 @@ class _SleepCheck(_Check):
 
 _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
            "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
-           "notify": _NotifyCheck, "sleep": _SleepCheck, "env": _EnvCheck}
+           "notify": _NotifyCheck, "sleep": _SleepCheck, "env": _EnvCheck, "sql": _SqlCheck}
 
 
 # =============================================================================
@@ -9262,6 +9327,7 @@ PROBE_HANDLERS = {
     "pidFile": ("path",),
     "notify": (),
     "env": ("name", "value"),
+    "sql": ("driver", "dsn", "query", "expect"),
 }
 PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
 _PROBE_FIELDS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
@@ -9850,13 +9916,17 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                     # The grace period counts from before the hook (Kubernetes' rule).
                     hook.timeout = min(hook.timeout, spec.stop_timeout) or 0.01
                 setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
+    for check in tuple(spec.probes) + (spec.post_start, spec.pre_stop):
+        if check is not None and check.handler == "sql" and isinstance(
+                check.options.get("dsn"), str):
+            check.options["dsn"] = _sql_dsn(check.options["dsn"], where, spec, builder, checker)
     if spec.remote is not None:
         spec.labels = dict(spec.labels or {}, host=spec.remote.host)
         if "memoryLimit" in fields:
             checker.fail(where + ".memoryLimit", "looks at this machine's /proc, not at the "
                          "process's host; set a limit there (ulimit, a cgroup)")
         for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
-            if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env"):
+            if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env", "sql"):
                 checker.fail("%s.%s.%s" % (where, kind, probe.handler), "looks at this machine, "
                              "not at the process's host; use an exec probe there (test -e, "
                              "kill -0 $(cat PIDFILE))")
@@ -9865,6 +9935,21 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                     and "host" not in handler:
                 probe.options["host"] = spec.remote.destination.rpartition("@")[2]
     return spec
+
+
+def _sql_dsn(dsn, where, spec, builder, checker):
+    """An sql check's dsn: a location string (VAULT:db|JP:$.dsn, FILE:...)
+    resolved like an env value, or a literal with $(VAR) from the process's
+    environment (a variable from a secret, say); kept out of every message."""
+    if _PROVIDER_RE.match(dsn):
+        value = builder.value("location", "dsn", dsn, where + ".dsn", dict(spec.env or {}),
+                              checker)
+        dsn = value if isinstance(value, str) else ""
+    else:
+        dsn = _expand_vars(dsn, spec.env or {})
+    if dsn:
+        builder.secrets.redact.add(dsn)
+    return dsn
 
 
 _REPLICA_OF = " replicaOf"   #: a replica's fields: its entry's name (no field is spelled so)
@@ -10083,13 +10168,13 @@ def _build_finish(value, where, checker):
 def _build_hook(value, where, name, checker):
     """A lifecycle hook as a ProbeSpec run once: exec, httpGet or sleep, with
     procwrap's timeoutSeconds (default 30; preStop: at most the stop timeout)."""
-    fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "timeoutSeconds"))
+    fields = checker.fields(value, where, ("exec", "httpGet", "sleep", "sql", "timeoutSeconds"))
     hook = _ProbeSpec(kind=name, timeout=HOOK_TIMEOUT, options={})
-    handlers = [key for key in fields if key in ("exec", "httpGet", "sleep")]
+    handlers = [key for key in fields if key in ("exec", "httpGet", "sleep", "sql")]
     unknown = [key for key in fields if key not in handlers and key != "timeoutSeconds"]
     if len(handlers) != 1:
         if handlers or not unknown:         # an unknown key alone was reported already
-            checker.fail(where, "give exactly one handler: exec, httpGet or sleep; got %s"
+            checker.fail(where, "give exactly one handler: exec, httpGet, sleep or sql; got %s"
                          % (", ".join(handlers) or "none"))
         return hook
     hook.handler = handlers[0]
@@ -10109,7 +10194,7 @@ def _probe_options(value, where, handler, checker):
     """A probe handler's fields, checked, with defaults filled in."""
     required = {"exec": ("command",), "httpGet": ("port",), "tcpSocket": ("port",),
                 "file": ("path",), "heartbeat": ("maxAgeSeconds",), "pidFile": ("path",),
-                "env": ("name", "value")}
+                "env": ("name", "value"), "sql": ("driver", "dsn")}
     fields = checker.fields(value if value is not None else {}, where, PROBE_HANDLERS[handler],
                             required=required.get(handler, ()))
     options = {"host": "127.0.0.1", "path": "/", "scheme": "HTTP", "headers": []}
@@ -10136,6 +10221,21 @@ def _probe_options(value, where, handler, checker):
         for field in ("name", "value"):
             if field in fields:
                 options[field] = checker.string(fields[field], "%s.%s" % (where, field))
+    if handler == "sql":
+        options["query"] = "SELECT 1"
+        if "driver" in fields:
+            options["driver"] = checker.choice(fields["driver"], where + ".driver",
+                                               tuple(SQL_DRIVERS))
+        for field in ("dsn", "query"):
+            if field in fields:
+                options[field] = checker.string(fields[field], "%s.%s" % (where, field))
+        if "expect" in fields:
+            expect = fields["expect"]
+            if isinstance(expect, bool) or not isinstance(expect, (str, int, float)):
+                checker.fail(where + ".expect", "expected a string or a number, got %r"
+                             % (expect,))
+            else:
+                options["expect"] = str(expect)
     headers = fields.get("httpHeaders", [])
     if not isinstance(headers, list):
         checker.fail(where + ".httpHeaders", "expected a list of {name, value}, got %s"

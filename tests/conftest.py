@@ -782,3 +782,54 @@ def etcd_cluster(etcd):
     cluster = EtcdCluster()
     yield cluster
     cluster.stop()
+
+
+class Postgres(object):
+    """A PostgreSQL of Debian's package, started for the tests as the test
+    user in a temporary directory, on a free loopback port, with a password
+    (scram) for TCP; stopped at the end."""
+
+    def __init__(self, user):
+        import glob
+        import tempfile
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not binaries:
+            pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        self.bin = os.path.dirname(binaries[-1])
+        self.dir = tempfile.mkdtemp(prefix="procwrap-pg-")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.user = user
+        self.port = free_port()
+        self.password = "pg-" + os.urandom(6).hex()
+        self.data = os.path.join(self.dir, "data")
+        with open(os.path.join(self.dir, "pw"), "w") as stream:
+            stream.write(self.password + "\n")
+        os.chown(os.path.join(self.dir, "pw"), user.pw_uid, user.pw_gid)
+        self.run("initdb", "-D", self.data, "-U", "probe", "--auth=scram-sha-256",
+                 "--pwfile=" + os.path.join(self.dir, "pw"))
+        self.run("pg_ctl", "-D", self.data, "-w", "-t", "60", "-l",
+                 os.path.join(self.dir, "log"), "-o", "-p %d -k %s -c listen_addresses=127.0.0.1"
+                 % (self.port, self.dir), "start")
+        self.dsn = "postgresql://probe:%s@127.0.0.1:%d/postgres" % (self.password, self.port)
+
+    def run(self, program, *args):
+        subprocess.run(["setpriv", "--reuid", str(self.user.pw_uid), "--regid",
+                        str(self.user.pw_gid), "--clear-groups",
+                        os.path.join(self.bin, program)] + list(args), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=WAIT,
+                       cwd=self.dir)
+
+    def stop(self):
+        try:
+            self.run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(test_user):
+    server = Postgres(test_user)
+    yield server
+    server.stop()

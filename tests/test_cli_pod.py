@@ -307,3 +307,63 @@ def test_per_process_log_format_and_levels_found_in_lines(tmp_path):
     assert run("check", "-c", bad).stderr.splitlines() == [
         "procwrap: error: processes[0].logs.format: expected json, logfmt or text, got 'xml'",
         "procwrap: error: processes[0].logs.level: expected auto or none, got 'on'"]
+
+
+def test_sql_probe_and_hook_with_sqlite(background, tmp_path):
+    import sqlite3
+    database = str(tmp_path / "app.db")
+    connection = sqlite3.connect(database)
+    connection.execute("create table state (v text)")
+    connection.execute("insert into state values ('ready')")
+    connection.commit()
+    connection.close()
+    socket_path = str(tmp_path / "ctl.sock")
+    config = write_config(tmp_path, {"processes": [
+        {"name": "app", "command": ["sleep", "300"], "env": {"DB": database},
+         "lifecycle": {"postStart": {"sql": {"driver": "sqlite", "dsn": "$(DB)"}}},
+         "readinessProbe": {"sql": {"driver": "sqlite", "dsn": "$(DB)", "expect": "ready",
+                                    "query": "select v from state"}, "periodSeconds": 0.1}},
+        {"name": "wrong", "command": ["sleep", "300"],
+         "readinessProbe": {"sql": {"driver": "sqlite", "dsn": database,
+                                    "query": "select nope from state"},
+                            "periodSeconds": 0.1}}]})
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    hook = procwrap.expect_event("hook", "app")
+    assert hook["result"] == "passed" and hook["hook"] == "postStart"
+    assert procwrap.expect_event("probe", "app")["message"] == (
+        "app: readiness probe passed (the query ran and gave the value expected)")
+    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+    wait_until(lambda: json.loads(run("ctl", "--json", "status", "wrong", env=env).stdout)[
+        "processes"][0]["probes"][0]["failures"] > 0, what="wrong's probe failing")
+    wrong = json.loads(run("ctl", "--json", "status", "wrong", env=env).stdout)
+    assert wrong["processes"][0]["probes"][0]["message"] == (
+        "OperationalError: no such column: nope")
+    procwrap.kill()
+
+
+def test_sql_probe_against_postgresql(background, tmp_path, postgres):
+    """A real PostgreSQL (Debian's, started as the test user), through pg8000;
+    the dsn comes from a location string, and no message holds it."""
+    import pytest
+    pytest.importorskip("pg8000")
+    socket_path = str(tmp_path / "ctl.sock")
+    wrong_dsn = postgres.dsn.replace(postgres.password, "not-" + postgres.password)
+    config = write_config(tmp_path, {"processes": [
+        {"name": "db", "command": ["sleep", "300"],
+         "readinessProbe": {"sql": {"driver": "postgres", "dsn": "PLAIN:" + postgres.dsn,
+                                    "query": "select 40 + 2", "expect": 42},
+                            "periodSeconds": 0.2, "timeoutSeconds": 5}},
+        {"name": "denied", "command": ["sleep", "300"],
+         "readinessProbe": {"sql": {"driver": "postgres", "dsn": "PLAIN:" + wrong_dsn},
+                            "periodSeconds": 0.2, "timeoutSeconds": 5}}]})
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    assert procwrap.expect_event("probe", "db")["result"] == "passed"
+    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+    wait_until(lambda: json.loads(run("ctl", "--json", "status", "denied", env=env).stdout)[
+        "processes"][0]["probes"][0]["failures"] > 0, what="the wrong password failing")
+    status = run("ctl", "--json", "status", env=env).stdout
+    message = json.loads(status)["processes"][1]["probes"][0]["message"]
+    assert message == ('ProgrammingError: password authentication failed for user '
+                       '"probe"'), message
+    assert postgres.password not in status + procwrap.stdout + procwrap.stderr
+    procwrap.kill()
