@@ -2396,7 +2396,7 @@ def _devnull():
 
 
 def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=None,
-           tty=False, reset=(signal.SIGPIPE, signal.SIGXFSZ)):
+           tty=False, reset=(signal.SIGPIPE, signal.SIGXFSZ), root=None):
     """fork and exec argv in a new session; (pid, fd of its exec report).
 
     Signals are blocked across fork so a signal meant for procwrap cannot run
@@ -2450,6 +2450,10 @@ def _spawn(argv, env, workdir=None, user=None, stdin=None, stdout=None, stderr=N
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd is not None:
                     os.dup2(fd, target)
+            if root is not None:    # before the user switch: chroot needs root
+                stage = "chroot"
+                os.chroot(root)
+                os.chdir("/")
             stage = "chdir"
             if workdir:
                 os.chdir(workdir)
@@ -2585,10 +2589,11 @@ class _LocalChild(object):
         self._report_fd = None          #: its exec report pipe, until read
         self._popen = None              #: the subprocess.Popen, when spawned by _spawn_vfork
 
-    def spawn(self, argv, env, workdir=None, user=None, tty=False):
-        """Start argv; True when exec is still to be confirmed (on_exec follows),
-        False when it is known to have happened.  Raises _SpawnError (stage
-        'fork' when fork itself failed: EAGAIN, ENOMEM)."""
+    def spawn(self, argv, env, workdir=None, user=None, tty=False, root=None):
+        """Start argv (in `root`, a chroot, if given); True when exec is still
+        to be confirmed (on_exec follows), False when it is known to have
+        happened.  Raises _SpawnError (stage 'fork' when fork itself failed:
+        EAGAIN, ENOMEM)."""
         capture = self.sinks is not None
         ours, theirs = (), (None, None)     # read ends; the child's stdout, stderr
         if capture:
@@ -2601,12 +2606,12 @@ class _LocalChild(object):
                 _set_pipe_size(fd)
         stdin = _devnull() if capture else None
         try:
-            if os.getpid() == 1 and user is None and not tty:
+            if os.getpid() == 1 and user is None and not tty and root is None:
                 self._popen = _spawn_vfork(argv, env, workdir, stdin, *theirs)
                 pid, report = self._popen.pid, None
             else:
                 pid, report = _spawn(argv, env, workdir, user, stdin, theirs[0], theirs[1], tty,
-                                     self.loop.handled_signals())
+                                     self.loop.handled_signals(), root)
         except (OSError, _SpawnError) as error:
             for fd in set(ours + theirs) - {None}:
                 os.close(fd)
@@ -4049,7 +4054,7 @@ def _spawn_error_message(name, argv, workdir, user, error):
         return error.message            # a _LinkError says it all, host first
     if error.stage == "exec" and error.errno == errno.ENOENT:
         return NOT_FOUND_MSG % (name, argv[0])
-    what = {"chdir": ("change directory to", workdir),
+    what = {"chroot": ("change its root", "(chroot)"), "chdir": ("change directory to", workdir),
             "user": ("switch to user", user.name if user else "?"),
             "exec": ("execute", argv[0])}.get(error.stage, ("set up", argv[0]))
     return CANNOT_RUN_MSG % (name, what[0], what[1], os.strerror(error.errno) if error.errno
@@ -4242,8 +4247,12 @@ class _Process(object):
         """Fork and exec, then STARTING (RUNNING once exec is confirmed)."""
         spec = self.spec
         try:
-            pending = self.child.spawn(spec.argv, self.environment.for_child(), spec.workdir,
-                                       spec.user, spec.tty)
+            if spec.chroot is not None:     # only ever a local child (config says)
+                pending = self.child.spawn(spec.argv, self.environment.for_child(),
+                                           spec.workdir, spec.user, spec.tty, spec.chroot)
+            else:
+                pending = self.child.spawn(spec.argv, self.environment.for_child(),
+                                           spec.workdir, spec.user, spec.tty)
         except _SpawnError as error:
             self._report_failure(error)
             self.status = error.status
@@ -5163,6 +5172,7 @@ class _Semaphore(object):
     while held.  release_now() revokes it: the slot frees at once."""
     lease = None
     held = False
+    _releasing = None       #: a lease release() gave the worker to revoke, until it did
     on_lost = None          #: func(reason)
     holders = ()            #: what the holders' keys said, when last looked at
     waiters = 0             #: keys waiting then
@@ -5332,7 +5342,12 @@ class _Semaphore(object):
             self.keeper.stop()
         lease, self.lease = self.lease, None
         if lease is not None:
-            self.loop.run_in_worker(lambda: self.etcd.revoke(lease), lambda result, error: None)
+            self._releasing = lease
+
+            def released(result, error):
+                if self._releasing == lease:
+                    self._releasing = None
+            self.loop.run_in_worker(lambda: self.etcd.revoke(lease), released)
 
     def release_now(self):
         """Give the slot (or our place in the queue) back: revoke the lease,
@@ -5343,6 +5358,16 @@ class _Semaphore(object):
         if self.keeper is not None:
             self.keeper.stop()
         lease, self.lease = self.lease, None
+        if lease is None and self._releasing is not None:
+            # release() asked the worker, and the loop stopped before it was
+            # done (a shutdown right after a stop): say it again, now; a
+            # lease already revoked is no news.
+            lease, self._releasing = self._releasing, None
+            try:
+                self.etcd.revoke(lease)
+            except _HttpError:
+                pass
+            return
         if lease is None:
             return
         try:
@@ -9284,6 +9309,7 @@ class _ProcessSpec(object):
     shell = None                    #: True: a string command runs through /bin/sh -c
     replica_of = None               #: the entry's name, for one of its `replicas`
     memory_limit = None             #: bytes its group's RSS may reach; over: stopped
+    chroot = None                   #: the directory that is its / (root only)
     log_file = None                 #: its records go to this file too (logs.file)
     log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
     log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
@@ -9493,7 +9519,7 @@ _ENV_POLICY_FIELDS = ("pass",)
 REMOTE_FIELDS = ("host", "via", "sudo", "python", "sshOptions", "keepalive")
 _ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom", "workingDir",
                  "user", "stopSignal", "stopTimeout", "labels", "timeout", "statusUpdates",
-                 "mergeStderr", "logs") + REMOTE_FIELDS
+                 "mergeStderr", "logs", "chroot") + REMOTE_FIELDS
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
                      "autostart", "startSeconds", "successCodes", "priority", "finish",
@@ -9872,9 +9898,22 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                                      % (name, name))
         spec.argv = [_expand_vars(word, env) for word in command + args]
 
+    if "chroot" in fields:
+        root = checker.string(fields["chroot"], where + ".chroot")
+        if root is not _INVALID and spec.remote is not None:
+            checker.fail(where + ".chroot", "applies to a process on this machine; drop it or "
+                         "the host")
+        elif root is not _INVALID and not os.path.isdir(root):
+            checker.fail(where + ".chroot", NOT_A_DIR_MSG % root)
+        elif root is not _INVALID and check_root and os.geteuid() != 0:
+            checker.fail(where + ".chroot", "needs root (chroot(2)); run procwrap as root, "
+                         "or drop it")
+        spec.chroot = root if root is not _INVALID else None
     if "workingDir" in fields:
         workdir = checker.string(fields["workingDir"], where + ".workingDir")
-        if workdir is not _INVALID and spec.remote is None and not os.path.isdir(workdir):
+        inside = os.path.join(spec.chroot, workdir.lstrip("/")) if spec.chroot and \
+            workdir is not _INVALID else workdir      # the directory is in the new root
+        if workdir is not _INVALID and spec.remote is None and not os.path.isdir(inside):
             checker.fail(where + ".workingDir", NOT_A_DIR_MSG % workdir)
         spec.workdir = workdir
     _apply_fields(fields, where, spec, _ENTRY_TABLE, checker)

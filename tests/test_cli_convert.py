@@ -177,7 +177,7 @@ def test_a_program_named_convert_runs_after_the_dashes(tmp_path):
     env = clean_environ(PATH="%s:%s" % (tmp_path, os.environ["PATH"]))
     result = run("--", "convert", "in.png", "out.jpg", env=env)
     assert (result.returncode, result.stdout) == (0, "imagemagick in.png out.jpg\n")
-    assert "install, convert; help" in run("--help").stdout
+    assert "install, convert, wait; help" in run("--help").stdout
 
 
 @pytest.mark.parametrize("options, logs, note", [

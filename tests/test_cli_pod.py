@@ -1,6 +1,7 @@
 """procwrap in a Kubernetes pod (issue 14): `procwrap wait`, the env probe, ..."""
 import http.server
 import json
+import os
 import re
 import subprocess
 import threading
@@ -367,3 +368,61 @@ def test_sql_probe_against_postgresql(background, tmp_path, postgres):
                        '"probe"'), message
     assert postgres.password not in status + procwrap.stdout + procwrap.stderr
     procwrap.kill()
+
+
+def minimal_root(directory):
+    """A tree with /bin/sh and the libraries it needs, nothing else."""
+    import shutil
+    listing = subprocess.run(["ldd", "/bin/sh"], stdout=subprocess.PIPE,
+                             universal_newlines=True).stdout
+    files = ["/bin/sh"] + [word for line in listing.splitlines() for word in line.split()
+                           if word.startswith("/")]
+    for path in files:
+        target = os.path.join(directory, path.lstrip("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(os.path.realpath(path), target)
+    os.makedirs(os.path.join(directory, "work"))
+    return directory
+
+
+def test_chroot_then_the_user_and_the_command_found_inside(background, tmp_path, test_user):
+    root = minimal_root(str(tmp_path / "root"))
+    fifo = os.path.join(root, "work", "go")
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o666)
+    config = write_config(tmp_path, {"processes": [{
+        "name": "jailed", "chroot": root, "user": test_user.pw_name, "workingDir": "/work",
+        "restartPolicy": "Never",
+        "command": ["sh", "-c", "echo in $(pwd); test -e /etc/passwd || echo no-etc; "
+                                "read line < /work/go; echo got $line"]}]})
+    procwrap = background("-c", config)
+    pid = procwrap.expect_event("started", "jailed")["pid"]
+    procwrap.expect('"message":"no-etc"')
+    assert os.readlink("/proc/%d/root" % pid) == root
+    with open("/proc/%d/status" % pid) as stream:
+        uid = [line.split()[1] for line in stream if line.startswith("Uid:")][0]
+    assert int(uid) == test_user.pw_uid
+    with open(fifo, "w") as stream:
+        stream.write("hello\n")
+    assert procwrap.wait() == 0
+    assert [r["message"] for r in map(json.loads, procwrap.out)
+            if r.get("process") == "jailed"] == ["in /work", "no-etc", "got hello"]
+
+
+def test_chroot_mistakes(tmp_path):
+    config = write_config(tmp_path, {"processes": [
+        {"name": "a", "command": ["true"], "chroot": str(tmp_path / "none")},
+        {"name": "b", "command": ["true"], "chroot": str(tmp_path), "workingDir": "/nope"},
+        {"name": "c", "command": ["true"], "chroot": str(tmp_path), "host": "example.com"}]})
+    result = run("check", "-c", config)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("procwrap: error: processes[0].chroot: ")
+    assert lines[1].startswith("procwrap: error: processes[1].workingDir: ")
+    assert lines[2] == ("procwrap: error: processes[2].chroot: applies to a process on this "
+                        "machine; drop it or the host")
+    missing = write_config(tmp_path, {"processes": [
+        {"name": "a", "command": ["nothing-here"], "chroot": str(tmp_path),
+         "restartPolicy": "Never"}]})
+    ran = run("-c", missing)
+    assert ran.returncode == 127 and "nothing-here" in ran.stdout
