@@ -265,6 +265,8 @@ FINISH_TIMEOUT = 10.0         #: a finish command's, and the finish list's, time
 START_RETRIES = 3             #: with startSeconds, failed starts before giving up (supervisord's)
 REPLICAS_MAX = 1000           #: copies of one entry (replicas)
 MEMORY_CHECK = 1.0            #: seconds between looks at the memoryLimits' groups
+PROMMERGE_TIMEOUT = 5.0       #: GET /prommerge waits this long for each promTarget
+PROMMERGE_MAX_BYTES = 16 << 20  #: a promTarget's answer, at most
 EVENT_MESSAGE_MAX = 4096      #: characters of a message in an --events-udp datagram
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
@@ -1031,6 +1033,83 @@ def _detect_severity(line):
             return level
     match = _SEVERITY_WORD_RE.search(line)
     return _SEVERITY_WORDS[match.group(1)] if match is not None else None
+
+
+# -- Prometheus text from several targets, merged (GET /prommerge; SPECS.md 12.5)
+
+_PROM_SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created", "_info")
+_PROM_LABEL_RE = _Pattern(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def _prom_sample(line, label, value):
+    """A sample line with label="value" added (one it had of that name is
+    kept as exported_<name>, as Prometheus does); None if it is not a sample."""
+    index = 0
+    while index < len(line) and line[index] not in "{ \t":
+        index += 1
+    name, rest, pairs = line[:index], line[index:], []
+    if not name:
+        return None, None
+    if rest.startswith("{"):
+        position, quote = 1, False
+        while position < len(rest) and (quote or rest[position] != "}"):
+            if rest[position] == "\\" and quote:
+                position += 1
+            elif rest[position] == '"':
+                quote = not quote
+            position += 1
+        if position >= len(rest):
+            return None, None
+        inside, rest = rest[1:position], rest[position + 1:]
+        for match in _PROM_LABEL_RE.finditer(inside):
+            key = match.group(1)
+            pairs.append('%s="%s"' % ("exported_" + key if key == label else key,
+                                      match.group(2)))
+    if not rest.strip():
+        return None, None
+    pairs.append('%s="%s"' % (label, value))
+    return name, "%s{%s}%s" % (name, ",".join(pairs), rest)
+
+
+def _merge_prometheus(scrapes, label="process_name"):
+    """One exposition from [(name, text)]: every sample labelled
+    label="name", families of the same name merged under one HELP and one
+    TYPE (the first seen), each family's samples together, as promtool wants."""
+    families, order = {}, []
+
+    def family(name):
+        if name not in families:
+            families[name] = [None, None, []]       #: help, type, samples
+            order.append(name)
+        return families[name]
+    for process, text in scrapes:
+        current = None
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    entry, current = family(parts[2]), parts[2]
+                    slot = 0 if parts[1] == "HELP" else 1
+                    if entry[slot] is None:
+                        entry[slot] = parts[3] if len(parts) > 3 else ""
+                continue
+            name, sample = _prom_sample(line, label, process)
+            if sample is None:
+                continue
+            owner = current if current is not None and (name == current or (
+                name.startswith(current) and name[len(current):] in _PROM_SUFFIXES)) else name
+            family(owner)[2].append(sample)
+    lines = []
+    for name in order:
+        help_text, kind, samples = families[name]
+        if help_text is not None:
+            lines.append("# HELP %s %s" % (name, help_text))
+        if kind is not None:
+            lines.append("# TYPE %s %s" % (name, kind.strip()))
+        lines.extend(samples)
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 # -- the Downward API's labels file (SPECS.md 12.4): key="value" lines, Go-quoted
@@ -9310,6 +9389,7 @@ class _ProcessSpec(object):
     replica_of = None               #: the entry's name, for one of its `replicas`
     memory_limit = None             #: bytes its group's RSS may reach; over: stopped
     chroot = None                   #: the directory that is its / (root only)
+    prom_target = None              #: its metrics URL, merged into GET /prommerge
     log_file = None                 #: its records go to this file too (logs.file)
     log_max_bytes = LOG_FILE_MAX_BYTES  #: ... rotated past this size (0: never)
     log_backups = LOG_FILE_BACKUPS  #: ... keeping this many rotated files
@@ -9523,7 +9603,7 @@ _ENTRY_FIELDS = ("name", "command", "args", "shell", "env", "envFile", "envFrom"
 _PROCESS_FIELDS = _ENTRY_FIELDS + ("restartPolicy", "backoff", "essential", "dependsOn") \
     + PROBE_KINDS + ("lifecycle", "taskName", "taskUuid", "singleton", "maxConcurrency", "lock",
                      "autostart", "startSeconds", "successCodes", "priority", "finish",
-                     "replicas", "memoryLimit")
+                     "replicas", "memoryLimit", "promTarget")
 _BACKOFF_FIELDS = ("initial", "max", "factor", "resetAfter", "limit")
 
 
@@ -9945,6 +10025,12 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                             for kind in PROBE_KINDS if kind in fields)
         if "finish" in fields:
             spec.finish = _build_finish(fields["finish"], where + ".finish", checker)
+        if "promTarget" in fields:
+            target = checker.string(fields["promTarget"], where + ".promTarget")
+            if target is not _INVALID and not target.startswith(("http://", "https://")):
+                checker.fail(where + ".promTarget", "expected an http:// or https:// URL, "
+                             "like http://127.0.0.1:9100/metrics")
+            spec.prom_target = target if target is not _INVALID else None
         lifecycle = checker.fields(fields.get("lifecycle", {}), where + ".lifecycle",
                                    ("postStart", "preStop"))
         for name in ("postStart", "preStop"):
@@ -11573,6 +11659,7 @@ _HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method N
 class _HttpConnection(_Connection):
     """One HTTP client: read a request head, answer, keep alive or close."""
     head_only = False       #: HEAD: headers only
+    close_after = False     #: the request asked to close once it is answered
 
     def __init__(self, listener, sock):
         import socket
@@ -11603,10 +11690,11 @@ class _HttpConnection(_Connection):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         connection = headers.get("connection", "").lower()
-        self.closing = (connection == "close" if version == "HTTP/1.1"
-                        else connection != "keep-alive")
+        # Closed once answered (not before: a ?wait answer may come later).
+        self.close_after = (connection == "close" if version == "HTTP/1.1"
+                            else connection != "keep-alive")
         if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
-            self.closing = True         # we read no bodies, so we cannot find the next request
+            self.close_after = True     # we read no bodies, so we cannot find the next request
         self.head_only = method == "HEAD"
         if method not in ("GET", "HEAD"):
             self.respond(405, {"error": "only GET and HEAD"}, headers=[("Allow", "GET, HEAD")])
@@ -11624,6 +11712,7 @@ class _HttpConnection(_Connection):
         if not isinstance(body, bytes):
             import json
             body = (json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n").encode()
+        self.closing = self.closing or self.close_after
         head = ["HTTP/1.1 %d %s" % (status, _HTTP_REASONS.get(status, "")),
                 "Content-Type: " + content_type, "Content-Length: %d" % len(body),
                 "Cache-Control: no-store",
@@ -11900,6 +11989,7 @@ class _Control(object):
         self.loop = supervisor.loop
         self.waiters = []               #: [connection, path, deadline Timer] of ?wait
         self.actions = []               #: ctl start/stop/restart waiting for their processes
+        self.prommerge_errors = {}      #: name -> failed or late scrapes of its promTarget
         where = settings.get("where", {})
         if settings.get("http") is not None:
             host, port = settings["http"]
@@ -11952,8 +12042,54 @@ class _Control(object):
                                       "text/plain; version=0.0.4; charset=utf-8")
         if path == "/status":
             return connection.respond(200, self.status())
+        if path == "/prommerge":
+            return self._prommerge(connection)
         connection.respond(404, {"error": "no such endpoint; try /liveness, /readiness, "
-                                          "/metrics or /status"})
+                                          "/metrics, /status or /prommerge"})
+
+    def _prommerge(self, connection):
+        """GET /prommerge: every running process's promTarget scraped at once
+        (a thread each, bounded by PROMMERGE_TIMEOUT), merged with
+        process_name labels; one that fails or is late is left out and
+        counted in procwrap_prommerge_errors_total."""
+        import threading
+        targets = [(p.name, p.spec.prom_target) for p in self.supervisor.processes
+                   if p.spec.prom_target and p.state == _State.RUNNING]
+        scrape = {"left": len(targets), "texts": {}, "answered": False}
+
+        def finish():
+            if scrape["answered"]:
+                return
+            scrape["answered"] = True
+            timer.cancel()
+            for name, _ in targets:
+                if name not in scrape["texts"]:
+                    self.prommerge_errors[name] = self.prommerge_errors.get(name, 0) + 1
+            text = _merge_prometheus([(name, scrape["texts"][name]) for name, _ in targets
+                                      if name in scrape["texts"]])
+            errors = _Metrics()
+            for process in self.supervisor.processes:
+                if process.spec.prom_target:
+                    errors.add("procwrap_prommerge_errors_total", "counter", "Scrapes of the "
+                               "process's promTarget that failed or were late.",
+                               self.prommerge_errors.get(process.name, 0),
+                               process_name=process.name)
+            connection.respond(200, (text + errors.text()).encode("utf-8", "replace"),
+                               "text/plain; version=0.0.4; charset=utf-8")
+
+        def got(name, text):
+            if text is not None and not scrape["answered"]:
+                scrape["texts"][name] = text
+            scrape["left"] -= 1
+            if scrape["left"] <= 0:
+                finish()
+        timer = self.loop.call_later(PROMMERGE_TIMEOUT + 0.5, finish)
+        if not targets:
+            return finish()
+        for name, url in targets:
+            thread = threading.Thread(target=_scrape, args=(url, self.loop, got, name))
+            thread.daemon = True
+            thread.start()
 
     def _check(self, path):
         """(ok, body) of /liveness or /readiness."""
@@ -12017,6 +12153,11 @@ class _Control(object):
     def metrics(self):
         """/metrics: per process and procwrap's own, Prometheus text format."""
         text = self._metrics()
+        for process in self.supervisor.processes:
+            if process.spec.prom_target:
+                text.add("procwrap_prommerge_errors_total", "counter", "Scrapes of the "
+                         "process's promTarget that failed or were late.",
+                         self.prommerge_errors.get(process.name, 0), process_name=process.name)
         for name, semaphore in sorted(self.supervisor.locks.items()):
             text.add("procwrap_lock_held", "gauge", "1 while the process holds a slot of its "
                      "lock.", int(semaphore.held), name=name, lock=semaphore.name)
@@ -12298,6 +12439,30 @@ class _Control(object):
         connection.send({"ok": True, "lines": lines}, last=not request["follow"])
         if request["follow"]:
             connection.follow(ring, stream)
+
+
+def _scrape(url, loop, got, name):
+    """In a thread: GET a promTarget, then got(name, text or None) in the loop."""
+    import http.client
+    from urllib.parse import urlsplit
+    text = None
+    try:
+        parts = urlsplit(url)
+        connection = (http.client.HTTPSConnection if parts.scheme == "https" else
+                      http.client.HTTPConnection)(parts.hostname, parts.port,
+                                                  timeout=PROMMERGE_TIMEOUT)
+        try:
+            connection.request("GET", (parts.path or "/") + ("?" + parts.query
+                                                             if parts.query else ""))
+            answer = connection.getresponse()
+            body = answer.read(PROMMERGE_MAX_BYTES + 1)
+            if answer.status == 200 and len(body) <= PROMMERGE_MAX_BYTES:
+                text = body.decode("utf-8", "replace")
+        finally:
+            connection.close()
+    except (OSError, ValueError, http.client.HTTPException):
+        text = None
+    loop.call_soon_threadsafe(got, name, text)
 
 
 def _ctl_outcome(process, command, starts, now):

@@ -426,3 +426,79 @@ def test_chroot_mistakes(tmp_path):
          "restartPolicy": "Never"}]})
     ran = run("-c", missing)
     assert ran.returncode == 127 and "nothing-here" in ran.stdout
+
+
+METRICS_SERVER = r"""
+import http.server, sys
+text = sys.argv[2].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+print("serving", flush=True)
+server.serve_forever()
+"""
+
+
+def test_prommerge_merges_every_target_and_counts_the_failing(background, tmp_path):
+    web = ('# HELP requests_total Requests.\n# TYPE requests_total counter\n'
+           'requests_total{code="200"} 5\n# HELP latency_seconds Latency.\n'
+           '# TYPE latency_seconds histogram\nlatency_seconds_bucket{le="0.1"} 1\n'
+           'latency_seconds_bucket{le="+Inf"} 2\nlatency_seconds_sum 0.3\n'
+           'latency_seconds_count 2\n')
+    api = ('# HELP requests_total Requests served.\n# TYPE requests_total counter\n'
+           'requests_total{code="200",process_name="inner"} 9\n')
+    ports = [free_port(), free_port()]
+    config = write_config(tmp_path, {"processes": [
+        {"name": "web", "command": [PYTHON, "-c", METRICS_SERVER, str(ports[0]), web],
+         "promTarget": "http://127.0.0.1:%d/metrics" % ports[0]},
+        {"name": "api", "command": [PYTHON, "-c", METRICS_SERVER, str(ports[1]), api],
+         "promTarget": "http://127.0.0.1:%d/metrics" % ports[1]},
+        {"name": "down", "command": ["sleep", "300"],
+         "promTarget": "http://127.0.0.1:%d/metrics" % free_port()}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:0")
+    address = procwrap.expect_event("http")["address"]
+    procwrap.expect('"message":"serving"', count=2)
+    body = urllib.request.urlopen("http://%s/prommerge" % address, timeout=30).read().decode()
+    assert body.count("# TYPE requests_total counter") == 1
+    assert 'requests_total{code="200",process_name="web"} 5' in body
+    assert ('requests_total{code="200",exported_process_name="inner",process_name="api"} 9'
+            in body)
+    assert 'latency_seconds_bucket{le="+Inf",process_name="web"} 2' in body
+    assert 'procwrap_prommerge_errors_total{process_name="down"} 1' in body
+    assert 'procwrap_prommerge_errors_total{process_name="web"} 0' in body
+    checked = subprocess.run(["promtool", "check", "metrics"], input=body,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True)
+    assert checked.returncode == 0, checked.stdout + body
+    metrics = urllib.request.urlopen("http://%s/metrics" % address, timeout=10).read().decode()
+    assert 'procwrap_prommerge_errors_total{process_name="down"} 1' in metrics
+    procwrap.kill()
+
+
+def test_a_held_answer_reaches_a_client_that_asked_to_close(background, tmp_path):
+    """urllib sends Connection: close; a ?wait answer that comes later used
+    to find the connection closed (RemoteDisconnected)."""
+    flag = tmp_path / "ready"
+    config = write_config(tmp_path, {"processes": [{
+        "name": "app", "command": ["sleep", "300"],
+        "readinessProbe": {"file": {"path": str(flag)}, "periodSeconds": 0.1}}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:0")
+    address = procwrap.expect_event("http")["address"]
+    procwrap.expect_event("started", "app")
+    timer = threading.Timer(0.5, flag.write_text, args=("",))
+    timer.start()
+    try:
+        request = urllib.request.Request("http://%s/readiness?wait=20" % address,
+                                         headers={"Connection": "close"})
+        answer = urllib.request.urlopen(request, timeout=30)
+        assert answer.status == 200 and answer.headers["Connection"] == "close"
+    finally:
+        timer.cancel()
+    procwrap.kill()
