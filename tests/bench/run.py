@@ -15,6 +15,7 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
             and no line lost
   probes    procwrap's CPU with 50 children, each with a 1 s exec liveness probe
   memory    procwrap's CPU with 100 children, each with a memoryLimit, against none
+  prommerge GET /prommerge over 10 targets of 1,000 samples, against one target's answer
   remote    `procwrap remote HOST -- true` against `ssh HOST true` (paired, a private
             sshd on loopback), the bootstrap's bytes, the agent's RSS, 16 hosts against 1
 
@@ -717,6 +718,63 @@ def bench_memory(setup, seconds, count=100):
     return rows
 
 
+PROM_SERVER = r"""
+import http.server, sys
+text = "".join("# HELP m%d A metric.\n# TYPE m%d gauge\n" % (f, f) + "".join(
+    'm%d{i="%d"} %d\n' % (f, i, i) for i in range(100)) for f in range(10)).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def bench_prommerge(setup, requests, count=10):
+    """GET /prommerge latency with `count` targets of 1,000 samples each,
+    beside one target's own answer (the floor)."""
+    import urllib.request
+    ports = [free_port() for _ in range(count)]
+    http_port = free_port()
+    config = {"processes": [{"name": "t%d" % i, "command": [PYTHON, "-c", PROM_SERVER,
+                                                             str(port)],
+                             "promTarget": "http://127.0.0.1:%d/metrics" % port}
+                            for i, port in enumerate(ports)]}
+    path = setup.write("prommerge.json", json.dumps(config))
+    proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", path, "--http", "127.0.0.1:%d"
+                             % http_port], stdout=subprocess.DEVNULL, env=environ())
+
+    def fetch(url):
+        started = time.perf_counter()
+        body = urllib.request.urlopen(url, timeout=30).read()
+        return time.perf_counter() - started, body
+    wait_for(lambda: all(_listening(port) for port in ports + [http_port]), 60, poll=0.05)
+    fetch("http://127.0.0.1:%d/prommerge" % http_port)
+    merged = [fetch("http://127.0.0.1:%d/prommerge" % http_port) for _ in range(requests)]
+    single = [fetch("http://127.0.0.1:%d/metrics" % ports[0]) for _ in range(requests)]
+    stop(proc)
+    samples = merged[-1][1].count(b"\n") - merged[-1][1].count(b"# ")
+    floor = statistics.median(t for t, _ in single)
+    median = statistics.median(t for t, _ in merged)
+    return [("one target's own /metrics (floor)", "%.1f ms median" % (floor * 1000), ""),
+            ("/prommerge over %d targets x 1,000 samples" % count, "%.1f ms median" % (
+                median * 1000), "%.1fx floor; %d samples merged" % (median / floor, samples))]
+
+
+def _listening(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def bench_remote(setup, runs):
     """procwrap remote against plain ssh, paired runs on one private sshd."""
     sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -1031,6 +1089,7 @@ def main():
         ("health", "/readiness under load", lambda: bench_health(setup, 3 if quick else 10)),
         ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
         ("memory", "memoryLimit on 100 children", lambda: bench_memory(setup, 5 if quick else 30)),
+        ("prommerge", "GET /prommerge", lambda: bench_prommerge(setup, 5 if quick else 30)),
         ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
         ("reporting", "status updates, the API server, managed_call",
          lambda: bench_reporting(setup, 5 if quick else 20)),
