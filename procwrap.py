@@ -3948,6 +3948,14 @@ class _Ring(object):
         return result[::-1]
 
 
+def _valid_utf8(data):
+    """`data` with invalid UTF-8 as U+FFFD, as every format shows it; only a
+    chunk that is not all ASCII is decoded (text format stays bytes)."""
+    if data.translate(None, _ASCII):
+        return data.decode("utf-8", "replace").encode("utf-8")
+    return data
+
+
 def _text_name(name, labels, with_labels):
     """A process as text format names it: its name, and its labels when asked."""
     if not with_labels or not labels:
@@ -4001,10 +4009,7 @@ class _Sink(object):
             self.ring.add(self.stream, data)    # one call a chunk, not a line
         fmt = self.format
         if fmt == "text":
-            # Bytes in, bytes out: text format decodes only what is not ASCII,
-            # for invalid UTF-8 to show as U+FFFD, as in the other formats.
-            if data.translate(None, _ASCII):
-                data = data.decode("utf-8", "replace").encode("utf-8")
+            data = _valid_utf8(data)        # bytes in, bytes out
             head, plain, lines = self.head, self.plain, data.split(b"\n")
             if self.log.timestamps:
                 stamp = time.strftime("%H:%M:%S ").encode("ascii")
@@ -4048,8 +4053,7 @@ class _Sink(object):
             self.ring.add(self.stream, data)
         fmt = self.format
         if fmt == "text":
-            if data.translate(None, _ASCII):
-                data = data.decode("utf-8", "replace").encode("utf-8")
+            data = _valid_utf8(data)
             # 'name + piece': more of this line follows
             stamp = time.strftime("%H:%M:%S ").encode("ascii") if self.log.timestamps else b""
             self.log.write(stamp + self.piece_head + data + b"\n")
@@ -4242,10 +4246,12 @@ class _Process(object):
             if spec.log_file:
                 self.log_file = _LogFile(loop, log, spec.log_file, spec.log_max_bytes,
                                          spec.log_backups, spec.where + ".logs.file")
-            detect = _detect_severity if spec.log_level == "auto" else lambda line: None
-            stdout_level = detect if spec.log_level == "auto" else None
-            stderr_level = (lambda line: detect(line) or spec.stderr_level) \
-                if spec.stderr_level else stdout_level
+            stdout_level = stderr_level = (_detect_severity if spec.log_level == "auto"
+                                           else None)
+            if spec.stderr_level:       # a stderr line that states no level has this one
+                def stated_or_default(line):
+                    return stdout_level and stdout_level(line) or spec.stderr_level
+                stderr_level = stated_or_default
             fmt = spec.log_format if log.format != "none" else None
             sinks = (log.sink(spec.name, "stdout", spec.labels, self.ring, self.log_file, fmt,
                               stdout_level),

@@ -314,3 +314,34 @@ def test_retries_keep_the_slot(etcd, tmp_path):
     assert result.returncode == 3, result.stderr
     assert result.stdout.count('"lock-acquired"') == 1
     assert result.stdout.count('"started"') == 3
+
+
+def test_a_release_the_worker_has_not_done_is_done_at_the_end(etcd):
+    """release() hands the revoke to the worker; a run that ends before the
+    worker got to it (a shutdown right after a stop) revokes it in
+    release_now(), so the slot is free at once, not a TTL later."""
+    import threading
+    import procwrap
+    name = "late-" + uuid.uuid4().hex[:8]
+    loop = procwrap._Loop()
+    semaphore = procwrap._Semaphore(loop, procwrap._Log("none", quiet=True),
+                                    procwrap._Etcd([etcd.url]), name, 1, ttl=60)
+    answers = []
+
+    def acquired(refused):
+        answers.append(refused)
+        loop.stopped = True
+    semaphore.acquire(None, acquired)
+    guard = loop.call_later(30, setattr, loop, "stopped", True)
+    loop.run()
+    guard.cancel()
+    assert answers == [None] and len(etcd.keys("/procwrap/locks/%s/" % name)) == 1
+    gate = threading.Event()
+    loop.run_in_worker(lambda: gate.wait(30), lambda result, error: None)   # worker busy
+    try:
+        semaphore.release()             # its revoke waits behind the gate
+        semaphore.release_now()         # the run's end
+        assert etcd.keys("/procwrap/locks/%s/" % name) == []
+    finally:
+        gate.set()
+        loop.close()
