@@ -6759,37 +6759,70 @@ class _ExecCheck(_Check):
 
 
 class _SocketCheck(_Check):
-    """tcpSocket: a connection opens within the timeout.  Non-blocking
-    connect(), then writability; subclasses go on from on_connected()."""
+    """tcpSocket: a connection opens within the timeout.  A host name is
+    resolved in the worker (getaddrinfo blocks), an address is not; then a
+    non-blocking connect() to each address in turn until one opens (as the
+    kubelet's dialer does: localhost may be ::1 first); subclasses go on from
+    on_connected()."""
     sock = None
+    over = False            #: cancelled or finished: a late resolution is dropped
+    addresses = ()          #: (family, address) still to try
 
     def start(self):
-        """Begin a non-blocking connect; on_writable follows."""
+        """Resolve the host in the worker unless it is an address, then connect."""
         import socket
         host, port = self.options["host"], self.options["port"]
-        try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.sock = socket.socket(family, socket.SOCK_STREAM)
-            self.sock.setblocking(False)
-            code = self.sock.connect_ex((host, port))
-        except OSError as error:
-            return self.finish(False, "cannot connect to %s:%d: %s" % (host, port, error))
-        if code not in (0, errno.EINPROGRESS):
-            return self.finish(False, "cannot connect to %s:%d: %s"
-                               % (host, port, os.strerror(code)))
-        self.watch(self.on_writable, write=True)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(family, host)
+            except (OSError, ValueError):
+                continue
+            return self.on_resolved([(family, (host, port))], None)
+        self.probe.loop.run_in_worker(lambda: [(info[0], info[4]) for info in socket.getaddrinfo(
+            host, port, 0, socket.SOCK_STREAM)], self.on_resolved)
+
+    def on_resolved(self, addresses, error):
+        """The addresses to try (from the worker's getaddrinfo): the first."""
+        if self.over:
+            return
+        if error is not None:
+            return self.finish(False, "cannot resolve %s: %s" % (
+                self.options["host"], getattr(error, "strerror", None) or error))
+        self.addresses = list(addresses)
+        self.connect_next(0)
+
+    def connect_next(self, code):
+        """Begin a non-blocking connect to the next address, or report why
+        the last one failed when none is left."""
+        import socket
+        while self.addresses:
+            if self.sock is not None:
+                self.probe.loop.watch(self.sock, 0)
+                self.sock.close()
+                self.sock = None
+            family, address = self.addresses.pop(0)
+            try:
+                self.sock = socket.socket(family, socket.SOCK_STREAM)
+                self.sock.setblocking(False)
+                code = self.sock.connect_ex(address)
+            except OSError as error:
+                code = error.errno or errno.EINVAL
+                continue
+            if code in (0, errno.EINPROGRESS):
+                return self.watch(self.on_writable, write=True)
+        self.finish(False, "cannot connect to %s:%d: %s" % (
+            self.options["host"], self.options["port"], os.strerror(code)))
 
     def watch(self, func, write=False):
         """Wait for the socket to be readable (or writable) once more."""
         self.probe.loop.watch(self.sock, _WRITE if write else _READ, func)
 
     def on_writable(self):
-        """The connect finished: SO_ERROR says how."""
+        """The connect finished: SO_ERROR says how (a failure tries the next address)."""
         import socket
         code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            return self.finish(False, "cannot connect to %s:%d: %s" % (
-                self.options["host"], self.options["port"], os.strerror(code)))
+            return self.connect_next(code)
         self.on_connected()
 
     def on_connected(self):
@@ -6803,6 +6836,7 @@ class _SocketCheck(_Check):
 
     def cancel(self):
         """Forget the socket (timed out, finished or stopped)."""
+        self.over = True
         if self.sock is not None:
             self.probe.loop.watch(self.sock, 0)
             self.sock.close()
@@ -7007,6 +7041,177 @@ def _sql_query(options, timeout):
     return row[0] if row else None
 
 
+#: AMQP 0-9-1 (SPECS.md 12.6): the header a client opens with, and the frame types read.
+_AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+_AMQP_METHOD, _AMQP_HEARTBEAT = 1, 8
+#: field-table value types of a fixed size, in octets (the rest are strings, tables, arrays)
+_AMQP_SIZES = {"t": 1, "b": 1, "B": 1, "s": 2, "u": 2, "I": 4, "i": 4, "l": 8, "L": 8,
+               "f": 4, "d": 8, "D": 5, "T": 8, "V": 0}
+
+
+def _amqp_frame(class_id, method_id, arguments=b""):
+    """A method frame on channel 0."""
+    import struct
+    payload = struct.pack(">HH", class_id, method_id) + arguments
+    return struct.pack(">BHI", _AMQP_METHOD, 0, len(payload)) + payload + b"\xce"
+
+
+def _amqp_short(text):
+    """A shortstr: one octet of length, then UTF-8 (at most 255 octets)."""
+    data = text.encode("utf-8")[:255]
+    return bytes([len(data)]) + data
+
+
+def _amqp_long(data):
+    """A longstr: four octets of length, then the octets."""
+    import struct
+    return struct.pack(">I", len(data)) + data
+
+
+def _amqp_table(fields):
+    """A field table of strings, booleans and tables."""
+    body = b""
+    for name, value in fields.items():
+        if isinstance(value, bool):
+            body += _amqp_short(name) + b"t" + bytes([value])
+        elif isinstance(value, dict):
+            body += _amqp_short(name) + b"F" + _amqp_table(value)
+        else:
+            body += _amqp_short(name) + b"S" + _amqp_long(value.encode("utf-8"))
+    return _amqp_long(body)
+
+
+def _amqp_strings(data):
+    """The longstr values of a field table's top level ({name: text}), the
+    rest skipped; stops quietly at a type it does not know (it is only for
+    the server's product and version)."""
+    import struct
+    found, at = {}, 0
+    while at < len(data):
+        name = data[at + 1:at + 1 + data[at]].decode("utf-8", "replace")
+        at += 1 + data[at]
+        kind = chr(data[at]) if at < len(data) else "?"
+        at += 1
+        if kind in ("S", "x", "F", "A"):
+            size = struct.unpack(">I", data[at:at + 4])[0]
+            if kind == "S":
+                found[name] = data[at + 4:at + 4 + size].decode("utf-8", "replace")
+            at += 4 + size
+        elif kind in _AMQP_SIZES:
+            at += _AMQP_SIZES[kind]
+        else:
+            break
+    return found
+
+
+class _AmqpCheck(_SocketCheck):
+    """amqp: an AMQP 0-9-1 connection opens with the url's credentials and
+    vhost (header, Start/StartOk with PLAIN, Tune/TuneOk, Open/OpenOk), then
+    closes cleanly (Close/CloseOk), all on the loop's non-blocking socket.
+    A refusal says the server's reply code and text; no message holds the
+    password."""
+    _buffer = b""
+    _closing = False        #: Close sent after OpenOk: what follows ends it
+    server = ""             #: "RabbitMQ 3.10.8", from Connection.Start
+
+    def on_connected(self):
+        """Connected: the protocol header opens the handshake."""
+        self.send(_AMQP_HEADER)
+
+    def send(self, data):
+        """Send a frame (small: fits a socket buffer), then go on reading."""
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            return self.finish(False, "cannot send to the server: %s" % error)
+        self.watch(self.on_readable)
+
+    def on_readable(self):
+        """Take in what came; handle every whole frame in it."""
+        import struct
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError as error:
+            data, why = b"", str(error)
+        else:
+            why = "it closed the connection"
+        if not data:
+            if self._closing:
+                return self.finish(True, self.opened())
+            return self.finish(False, "the server ended the handshake: " + why)
+        self._buffer += data
+        while self.sock is not None:
+            if self._buffer.startswith(b"AMQP") and len(self._buffer) >= 8:
+                return self.finish(False, "the server speaks AMQP %s, not 0-9-1" % ".".join(
+                    str(octet) for octet in self._buffer[5:8]))
+            if self._buffer[0] not in (_AMQP_METHOD, 2, 3, _AMQP_HEARTBEAT):
+                return self.finish(False, "not an AMQP server: it answered %s" % (
+                    ascii(self._buffer[:24])[1:]))
+            if len(self._buffer) < 7:
+                return
+            kind, _, size = struct.unpack(">BHI", self._buffer[:7])
+            if size > 1 << 20:
+                return self.finish(False, "not an AMQP server: a frame of %d bytes" % size)
+            if len(self._buffer) < size + 8:
+                return
+            payload, end = self._buffer[7:7 + size], self._buffer[7 + size]
+            self._buffer = self._buffer[size + 8:]
+            if end != 0xCE:
+                return self.finish(False, "not an AMQP server (a frame without its end octet)")
+            if kind == _AMQP_METHOD and len(payload) >= 4:
+                self.on_method(struct.unpack(">HH", payload[:4]), payload[4:])
+            elif kind != _AMQP_HEARTBEAT:
+                return self.finish(False, "the server sent a frame of type %d during the "
+                                   "handshake" % kind)
+
+    def on_method(self, method, arguments):
+        """One step of the handshake, by the method the server sent."""
+        import struct
+        options = self.options
+        if method == (10, 10):              # Start: versions, properties, mechanisms
+            size = struct.unpack(">I", arguments[2:6])[0]
+            properties = _amqp_strings(arguments[6:6 + size])
+            self.server = " ".join(properties[key] for key in ("product", "version")
+                                   if properties.get(key))
+            mechanisms = arguments[10 + size:10 + size + struct.unpack(
+                ">I", arguments[6 + size:10 + size])[0]].split()
+            if b"PLAIN" not in mechanisms:
+                return self.finish(False, "the server does not offer PLAIN login (it offers "
+                                   "%s)" % b", ".join(mechanisms).decode("latin-1"))
+            response = ("\0%s\0%s" % (options["user"], options["password"])).encode("utf-8")
+            self.send(_amqp_frame(10, 11, _amqp_table({
+                "product": "procwrap", "version": __version__,
+                "capabilities": {"authentication_failure_close": True}}) + _amqp_short(
+                    "PLAIN") + _amqp_long(response) + _amqp_short("en_US")))
+        elif method == (10, 30):            # Tune: agree, without heartbeats
+            channels, frame_max, _ = struct.unpack(">HIH", arguments[:8])
+            self.send(_amqp_frame(10, 31, struct.pack(">HIH", channels, frame_max or 131072, 0))
+                      + _amqp_frame(10, 40, _amqp_short(options["vhost"]) + b"\0\0"))
+        elif method == (10, 41):            # OpenOk: done; close as a client should
+            self._closing = True
+            self.send(_amqp_frame(10, 50, struct.pack(">H", 200) + _amqp_short("probe done")
+                                  + struct.pack(">HH", 0, 0)))
+        elif method == (10, 51):            # CloseOk
+            self.finish(True, self.opened())
+        elif method == (10, 50):            # Close from the server: refused
+            code = struct.unpack(">H", arguments[:2])[0]
+            text = arguments[3:3 + arguments[2]].decode("utf-8", "replace")
+            try:
+                self.sock.sendall(_amqp_frame(10, 51))
+            except OSError:
+                pass
+            self.finish(False, "refused: %d %s" % (code, text[:200]))
+        else:
+            self.finish(False, "the server sent method %d.%d during the handshake" % method)
+
+    def opened(self):
+        """The message of a check that passed."""
+        return "AMQP connection to vhost %s opened%s" % (
+            self.options["vhost"], " (%s)" % self.server if self.server else "")
+
+
 class _HeartbeatCheck(_Check):
     """heartbeat: the process sent a datagram to the status socket within maxAgeSeconds."""
 
@@ -7046,7 +7251,8 @@ class _SleepCheck(_Check):
 
 _CHECKS = {"exec": _ExecCheck, "httpGet": _HttpCheck, "tcpSocket": _SocketCheck,
            "file": _FileCheck, "pidFile": _PidFileCheck, "heartbeat": _HeartbeatCheck,
-           "notify": _NotifyCheck, "sleep": _SleepCheck, "env": _EnvCheck, "sql": _SqlCheck}
+           "notify": _NotifyCheck, "sleep": _SleepCheck, "env": _EnvCheck, "sql": _SqlCheck,
+           "amqp": _AmqpCheck}
 
 
 # =============================================================================
@@ -9440,6 +9646,7 @@ PROBE_HANDLERS = {
     "notify": (),
     "env": ("name", "value"),
     "sql": ("driver", "dsn", "query", "expect"),
+    "amqp": ("url",),
 }
 PROBE_KINDS = ("livenessProbe", "readinessProbe", "startupProbe")
 _PROBE_FIELDS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold",
@@ -10047,17 +10254,23 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
                     # The grace period counts from before the hook (Kubernetes' rule).
                     hook.timeout = min(hook.timeout, spec.stop_timeout) or 0.01
                 setattr(spec, "post_start" if name == "postStart" else "pre_stop", hook)
-    for check in tuple(spec.probes) + (spec.post_start, spec.pre_stop):
-        if check is not None and check.handler == "sql" and isinstance(
-                check.options.get("dsn"), str):
-            check.options["dsn"] = _sql_dsn(check.options["dsn"], where, spec, builder, checker)
+    places = ["%s.%s" % (where, kind) for kind in PROBE_KINDS if kind in fields] + [
+        "%s.lifecycle.%s" % (where, name) for name in ("postStart", "preStop")]
+    for check, place in zip(tuple(spec.probes) + (spec.post_start, spec.pre_stop), places):
+        field = {"sql": "dsn", "amqp": "url"}.get(getattr(check, "handler", None))
+        if field and isinstance(check.options.get(field), str):
+            place = "%s.%s.%s" % (place, check.handler, field)
+            check.options[field] = _secret_option(check.options[field], place, spec, builder,
+                                                  checker)
+            if check.handler == "amqp":
+                _amqp_server(check.options, place, checker)
     if spec.remote is not None:
         spec.labels = dict(spec.labels or {}, host=spec.remote.host)
         if "memoryLimit" in fields:
             checker.fail(where + ".memoryLimit", "looks at this machine's /proc, not at the "
                          "process's host; set a limit there (ulimit, a cgroup)")
         for probe, kind in zip(spec.probes, [k for k in PROBE_KINDS if k in fields]):
-            if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env", "sql"):
+            if probe.handler not in (None, "exec", "httpGet", "tcpSocket", "env", "sql", "amqp"):
                 checker.fail("%s.%s.%s" % (where, kind, probe.handler), "looks at this machine, "
                              "not at the process's host; use an exec probe there (test -e, "
                              "kill -0 $(cat PIDFILE))")
@@ -10068,19 +10281,50 @@ def _build_spec(fields, where, builder, checker, check_root, section="processes"
     return spec
 
 
-def _sql_dsn(dsn, where, spec, builder, checker):
-    """An sql check's dsn: a location string (VAULT:db|JP:$.dsn, FILE:...)
+def _secret_option(text, where, spec, builder, checker):
+    """A probe's dsn or url: a location string (VAULT:db|JP:$.dsn, FILE:...)
     resolved like an env value, or a literal with $(VAR) from the process's
     environment (a variable from a secret, say); kept out of every message."""
-    if _PROVIDER_RE.match(dsn):
-        value = builder.value("location", "dsn", dsn, where + ".dsn", dict(spec.env or {}),
-                              checker)
-        dsn = value if isinstance(value, str) else ""
+    if _PROVIDER_RE.match(text):
+        value = builder.value("location", where.rpartition(".")[2], text, where,
+                              dict(spec.env or {}), checker)
+        text = value if isinstance(value, str) else ""
     else:
-        dsn = _expand_vars(dsn, spec.env or {})
-    if dsn:
-        builder.secrets.redact.add(dsn)
-    return dsn
+        text = _expand_vars(text, spec.env or {})
+    if text:
+        builder.secrets.redact.add(text)
+    return text
+
+
+def _amqp_server(options, where, checker):
+    """An amqp check's url, amqp://USER:PASSWORD@HOST:PORT/VHOST, into its
+    parts with RabbitMQ's defaults (guest, guest, localhost, 5672, vhost
+    "/"); a mistake is named without the url, which may hold a password."""
+    from urllib.parse import unquote, urlsplit
+    url = options.pop("url")
+    if not url:
+        return      # a location that did not resolve: said already
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return checker.fail(where, "is not a URL (%s); expected amqp://USER:PASSWORD@HOST:PORT"
+                            "/VHOST" % str(error).replace(url, "the url"))
+    if parts.scheme == "amqps":
+        return checker.fail(where, "amqps:// (TLS) is not supported; probe the TLS port with "
+                            "tcpSocket, or an exec probe with a client")
+    if parts.scheme != "amqp":
+        return checker.fail(where, "expected amqp://USER:PASSWORD@HOST:PORT/VHOST, %s"
+                            % ("without a scheme" if not parts.scheme else "not %s://"
+                               % parts.scheme[:10]))
+    vhost = unquote(parts.path[1:]) if parts.path not in ("", "/") else "/"
+    options.update(host=parts.hostname or "localhost", port=port or 5672,
+                   user=unquote(parts.username if parts.username is not None else "guest"),
+                   password=unquote(parts.password if parts.password is not None else "guest"),
+                   vhost=vhost)
+    for field in ("user", "vhost"):
+        if len(options[field].encode("utf-8")) > 255:
+            checker.fail(where, "its %s is longer than AMQP's 255 bytes" % field)
 
 
 _REPLICA_OF = " replicaOf"   #: a replica's fields: its entry's name (no field is spelled so)
@@ -10325,7 +10569,7 @@ def _probe_options(value, where, handler, checker):
     """A probe handler's fields, checked, with defaults filled in."""
     required = {"exec": ("command",), "httpGet": ("port",), "tcpSocket": ("port",),
                 "file": ("path",), "heartbeat": ("maxAgeSeconds",), "pidFile": ("path",),
-                "env": ("name", "value"), "sql": ("driver", "dsn")}
+                "env": ("name", "value"), "sql": ("driver", "dsn"), "amqp": ("url",)}
     fields = checker.fields(value if value is not None else {}, where, PROBE_HANDLERS[handler],
                             required=required.get(handler, ()))
     options = {"host": "127.0.0.1", "path": "/", "scheme": "HTTP", "headers": []}
@@ -10352,6 +10596,8 @@ def _probe_options(value, where, handler, checker):
         for field in ("name", "value"):
             if field in fields:
                 options[field] = checker.string(fields[field], "%s.%s" % (where, field))
+    if handler == "amqp" and "url" in fields:
+        options["url"] = checker.string(fields["url"], where + ".url")
     if handler == "sql":
         options["query"] = "SELECT 1"
         if "driver" in fields:

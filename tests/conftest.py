@@ -833,3 +833,91 @@ def postgres(test_user):
     server = Postgres(test_user)
     yield server
     server.stop()
+
+
+class RabbitMQ(object):
+    """A RabbitMQ of Debian's package (rabbitmq-server), started for the tests
+    as root on free loopback ports, with its node name, database, logs, home
+    and config in a temporary directory; its one user `probe` and vhosts `/`
+    and `app/prod` come from a definitions file (no guest).  Its log goes to
+    `self.log`; epmd, which Erlang starts, is stopped again if it was not
+    running before."""
+    SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    PASSWORD = "p@ss:w/rd %1"
+
+    def __init__(self):
+        import base64
+        import hashlib
+        import tempfile
+        if not os.path.exists(self.SERVER):
+            pytest.skip("RabbitMQ is not installed (apt-get install rabbitmq-server)")
+        self.dir = tempfile.mkdtemp(prefix="procwrap-rabbitmq-")
+        self.port = free_port()
+        self.epmd_was_running = subprocess.run(
+            ["epmd", "-names"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            timeout=WAIT).returncode == 0
+        salt = os.urandom(4)
+        hashed = base64.b64encode(salt + hashlib.sha256(salt + self.PASSWORD.encode()).digest())
+        vhosts = ("/", "app/prod")
+        definitions = {
+            "users": [{"name": "probe", "password_hash": hashed.decode(), "tags": "",
+                       "hashing_algorithm": "rabbit_password_hashing_sha256"}],
+            "vhosts": [{"name": name} for name in vhosts],
+            "permissions": [{"user": "probe", "vhost": name, "configure": ".*", "write": ".*",
+                             "read": ".*"} for name in vhosts]}
+        path = lambda name: os.path.join(self.dir, name)    # noqa: E731
+        with open(path("definitions.json"), "w") as stream:
+            json.dump(definitions, stream)
+        with open(path("rabbitmq.conf"), "w") as stream:
+            stream.write("listeners.tcp.default = 127.0.0.1:%d\nload_definitions = %s\n"
+                         % (self.port, path("definitions.json")))
+        os.mkdir(path("home"))
+        env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": path("home"),
+               "RABBITMQ_NODENAME": "procwrap-test-%d@localhost" % self.port,
+               "RABBITMQ_MNESIA_BASE": path("mnesia"), "RABBITMQ_LOG_BASE": path("logs"),
+               "RABBITMQ_LOGS": "-", "RABBITMQ_CONFIG_FILE": path("rabbitmq.conf"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": path("enabled_plugins"),
+               "RABBITMQ_DIST_PORT": str(free_port()), "ERL_EPMD_ADDRESS": "127.0.0.1"}
+        self.log = []
+        started = threading.Event()
+        self.server = subprocess.Popen([self.SERVER], env=env, cwd=self.dir,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+
+        def read():
+            for line in self.server.stdout:
+                self.log.append(line.decode("utf-8", "replace"))
+                if "Server startup complete" in self.log[-1]:
+                    started.set()
+            started.set()
+        threading.Thread(target=read, daemon=True).start()
+        if not started.wait(WAIT * 4) or self.server.poll() is not None:
+            self.stop()
+            raise AssertionError("RabbitMQ did not start:\n" + "".join(self.log[-20:]))
+
+    def url(self, password=None, vhost="app%2Fprod"):
+        """An amqp:// url for `probe` (its password, quoted, unless given)."""
+        from urllib.parse import quote
+        return "amqp://probe:%s@localhost:%d/%s" % (
+            quote(self.PASSWORD if password is None else password, safe=""), self.port, vhost)
+
+    def stop(self):
+        import shutil
+        if self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGTERM)
+            try:
+                self.server.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.server.pid, signal.SIGKILL)
+                self.server.wait(WAIT)
+        if not self.epmd_was_running:
+            subprocess.run(["epmd", "-kill"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=WAIT)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    server = RabbitMQ()
+    yield server
+    server.stop()

@@ -502,3 +502,103 @@ def test_a_held_answer_reaches_a_client_that_asked_to_close(background, tmp_path
     finally:
         timer.cancel()
     procwrap.kill()
+
+
+def probe_messages(socket_path):
+    """{name: (result, message)} of every process's first probe, from ctl."""
+    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
+    status = json.loads(run("ctl", "--json", "status", env=env).stdout)
+    return {p["name"]: (p["probes"][0]["result"], p["probes"][0]["message"])
+            for p in status["processes"]}
+
+
+def test_amqp_probe_against_rabbitmq(background, tmp_path, rabbitmq):
+    """A real RabbitMQ (Debian's): the handshake with a password and a vhost
+    that need quoting, from a location string; a wrong password and an
+    unknown vhost are the server's own refusals; the server logs a clean
+    close, and no message holds the password."""
+    socket_path = str(tmp_path / "ctl.sock")
+    probe = {"periodSeconds": 0.2, "timeoutSeconds": 5}
+    config = write_config(tmp_path, {"processes": [
+        {"name": "app", "command": ["sleep", "300"], "env": {"URL": rabbitmq.url()},
+         "readinessProbe": dict(probe, amqp={"url": "$(URL)"})},
+        {"name": "denied", "command": ["sleep", "300"], "readinessProbe": dict(
+            probe, amqp={"url": "PLAIN:" + rabbitmq.url(password="wrong")})},
+        {"name": "lost", "command": ["sleep", "300"], "readinessProbe": dict(
+            probe, amqp={"url": "PLAIN:" + rabbitmq.url(vhost="nope")})}]})
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    assert procwrap.expect_event("probe", "app")["message"] == (
+        "app: readiness probe passed (AMQP connection to vhost app/prod opened "
+        "(RabbitMQ %s))" % re.search(r"RabbitMQ ([\d.]+)", "".join(rabbitmq.log)).group(1))
+    wait_until(lambda: all(message for _, message in probe_messages(socket_path).values()),
+               what="every probe to have checked once")
+    messages = probe_messages(socket_path)
+    assert messages["denied"] == ("failing", "refused: 403 ACCESS_REFUSED - Login was refused "
+                                  "using authentication mechanism PLAIN. For details see the "
+                                  "broker logfile."), messages
+    assert messages["lost"] == ("failing", "refused: 530 NOT_ALLOWED - vhost nope not found")
+    status = run("ctl", "--json", "status", env=clean_environ(
+        PROCWRAP_CTL_SOCKET=socket_path)).stdout
+    procwrap.kill()
+    log = "".join(rabbitmq.log)
+    assert "vhost: 'app/prod', user: 'probe'" in log
+    assert "unexpectedly closed" not in log, log        # RabbitMQ's word for a client's bad close
+    assert not [line for line in rabbitmq.log if "vhost: 'app/prod'" in line
+                and ("[error]" in line or "[warning]" in line)], log
+    for secret in (rabbitmq.PASSWORD, rabbitmq.url().split("@")[0]):
+        assert secret not in procwrap.stdout + procwrap.stderr + status
+
+
+class OneAnswer(threading.Thread):
+    """A TCP server on a free port that answers every connection with the
+    same bytes, then closes it."""
+
+    def __init__(self, answer):
+        import socket
+        threading.Thread.__init__(self, daemon=True)
+        self.answer = answer
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(8)
+                connection.sendall(self.answer)
+
+
+def test_amqp_probe_says_what_answered_instead(background, tmp_path):
+    """An AMQP server of another version, an HTTP server, no server, a name
+    that does not resolve: each fails with what happened, never a hang."""
+    others = {"v010": OneAnswer(b"AMQP\x01\x01\x00\x0a"),
+              "web": OneAnswer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
+              "quiet": OneAnswer(b"")}
+    socket_path = str(tmp_path / "ctl.sock")
+    probe = {"periodSeconds": 0.2, "timeoutSeconds": 5}
+    entries = [{"name": name, "command": ["sleep", "300"], "readinessProbe": dict(
+        probe, amqp={"url": "amqp://127.0.0.1:%d" % server.port})}
+        for name, server in others.items()]
+    entries += [{"name": "none", "command": ["sleep", "300"], "readinessProbe": dict(
+                 probe, amqp={"url": "amqp://127.0.0.1:%d" % free_port()})},
+                {"name": "nameless", "command": ["sleep", "300"], "readinessProbe": dict(
+                 probe, amqp={"url": "amqp://no-such-host.invalid"})}]
+    procwrap = background("-c", write_config(tmp_path, {"processes": entries}),
+                          "--ctl-socket", socket_path)
+    procwrap.expect_event("started", "nameless")
+    wait_until(lambda: all(message for _, message in probe_messages(socket_path).values()),
+               what="every probe to have checked once")
+    messages = {name: message for name, (_, message) in probe_messages(socket_path).items()}
+    assert messages["v010"] == "the server speaks AMQP 1.0.10, not 0-9-1"
+    assert messages["web"] == ("not an AMQP server: it answered "
+                               "'HTTP/1.1 400 Bad Request'"), messages
+    assert messages["quiet"] == "the server ended the handshake: it closed the connection"
+    assert messages["none"].endswith("Connection refused"), messages
+    assert messages["nameless"].startswith("cannot resolve no-such-host.invalid: "), messages
+    procwrap.kill()
