@@ -1,5 +1,6 @@
 """Shared helpers: run procwrap's CLI for real and wait on what it prints."""
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -865,7 +866,7 @@ class RabbitMQ(object):
             "vhosts": [{"name": name} for name in vhosts],
             "permissions": [{"user": "probe", "vhost": name, "configure": ".*", "write": ".*",
                              "read": ".*"} for name in vhosts]}
-        path = lambda name: os.path.join(self.dir, name)    # noqa: E731
+        path = functools.partial(os.path.join, self.dir)
         with open(path("definitions.json"), "w") as stream:
             json.dump(definitions, stream)
         with open(path("rabbitmq.conf"), "w") as stream:
