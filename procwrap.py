@@ -268,6 +268,12 @@ MEMORY_CHECK = 1.0            #: seconds between looks at the memoryLimits' grou
 PROMMERGE_TIMEOUT = 5.0       #: GET /prommerge waits this long for each promTarget
 PROMMERGE_MAX_BYTES = 16 << 20  #: a promTarget's answer, at most
 EVENT_MESSAGE_MAX = 4096      #: characters of a message in an --events-udp datagram
+#: --preemption-url gce: the GCE metadata server's preemption flag (SPECS.md 12.1)
+PREEMPTION_URL_GCE = "http://metadata.google.internal/computeMetadata/v1/instance/preempted"
+WATCH_HANG = 300              #: seconds a hanging GET or a watch request may last, then again
+DRAIN_TIMEOUT = 5.0           #: the --drain-url POST's time limit
+#: the service account's token, CA and namespace in every pod (PROCWRAP_SERVICE_ACCOUNT_DIR)
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 PROCFILE_PORT = 5000          #: PORT of a Procfile's first process (foreman's and honcho's)
 PROCFILE_STOP_TIMEOUT = 5.0   #: their grace before SIGKILL
 HOOK_TIMEOUT = 30.0           #: a lifecycle hook's default time limit (Kubernetes has none)
@@ -3870,7 +3876,7 @@ class _EventSender(object):
     a non-blocking UDP socket; a datagram that cannot go (no room, ICMP
     refusal, no route) is counted, never waited for, never fatal."""
     EVENTS = ("started", "exited", "backoff", "fatal", "unhealthy", "memory-limit",
-              "preempted", "shutdown", "exit")
+              "preempted", "containers-terminated", "shutdown", "exit")
     sent = 0
     dropped = 0
 
@@ -7036,6 +7042,8 @@ def _sql_query(options, timeout):
         detail = error.args[0] if error.args else error
         if isinstance(detail, dict) and "M" in detail:
             detail = detail["M"]        # pg8000: the server's fields; M is its message
+        elif len(error.args) == 2 and isinstance(detail, int):
+            detail = "%d %s" % error.args   # PyMySQL: the server's code and message
         text = (str(detail).splitlines() or [""])[0].replace(dsn, "[dsn]")
         raise UnavailableError("%s: %s" % (type(error).__name__, text[:200]))
     return row[0] if row else None
@@ -7144,8 +7152,9 @@ class _AmqpCheck(_SocketCheck):
         self._buffer += data
         while self.sock is not None:
             if self._buffer.startswith(b"AMQP") and len(self._buffer) >= 8:
-                return self.finish(False, "the server speaks AMQP %s, not 0-9-1" % ".".join(
-                    str(octet) for octet in self._buffer[5:8]))
+                header = self._buffer[4:8]      # 0 M m r (0-9-1), or 1 1 M m (0-10)
+                return self.finish(False, "the server speaks AMQP %s, not 0-9-1" % "-".join(
+                    str(octet) for octet in (header[1:] if header[0] == 0 else header[2:])))
             if self._buffer[0] not in (_AMQP_METHOD, 2, 3, _AMQP_HEARTBEAT):
                 return self.finish(False, "not an AMQP server: it answered %s" % (
                     ascii(self._buffer[:24])[1:]))
@@ -7708,14 +7717,14 @@ class _Health(object):
                    if p.kind in ("startup", "readiness"))
 
     # -- reporting the whole
-    def report_ready(self, ready, count, total, shutting_down):
-        """Readiness of the whole changed: the readiness file, a record, systemd."""
+    def report_ready(self, ready, count, total, why=None):
+        """Readiness of the whole changed: the readiness file, a record,
+        systemd.  `why` it is not, when not for a process (shutting down)."""
         self.ready = ready
         self._readiness_file(ready)         # before the record, which says it is done
         of = "%d of %s ready" % (count, _plural(total, "process"))
         self.log.event("ready: every process is ready" if ready else
-                       "not ready: shutting down" if shutting_down else
-                       "not ready: " + of, event="ready" if ready else "not-ready")
+                       "not ready: " + (why or of), event="ready" if ready else "not-ready")
         if self.systemd:
             _sd_notify(self.systemd, ("READY=1\n" if ready else "") + "STATUS=" + of)
 
@@ -11309,6 +11318,7 @@ class _Supervisor(_Owner):
     """
     last_failure = None     #: status of the last failed exit
     shutting_down = False
+    preempted = False       #: the node is going away (--preemption-url): never ready again
     reload_config = None    #: func() -> (init, processes, settings), for reload()
     api = None              #: the reporting settings, when runs are reported (report())
     labels = {}             #: extra labels of every record and metric (--labels and kin)
@@ -11671,6 +11681,11 @@ class _Supervisor(_Owner):
         self.check_done()
 
     # -- health of the whole
+    def preempt(self):
+        """The node is going away: not ready from now on, whatever the processes say."""
+        self.preempted = True
+        self._health_changed()
+
     def _health_changed(self):
         """Readiness of the whole may have changed: look once this loop pass is
         done, so 500 processes starting together cost one look, not 500."""
@@ -11686,11 +11701,13 @@ class _Supervisor(_Owner):
                 if process.state == _State.WAITING:
                     self._try_start(process)
         is_ready = self.health.is_ready
-        ready = (not self.shutting_down and not self.init.pending()
+        ready = (not self.shutting_down and not self.preempted and not self.init.pending()
                  and all(is_ready(p) for p in self.processes))
         if ready != self.health.ready:
             count = sum(1 for p in self.processes if is_ready(p))
-            self.health.report_ready(ready, count, len(self.processes), self.shutting_down)
+            self.health.report_ready(ready, count, len(self.processes), "shutting down"
+                                     if self.shutting_down else "the node is being preempted"
+                                     if self.preempted else None)
             if ready and self.post_start.index is None:
                 self.post_start.begin()
         for watcher in self.watchers:
@@ -12400,7 +12417,8 @@ class _Control(object):
         return {"version": __version__, "pid": os.getpid(),
                 "uptime": round(time.time() - supervisor.started, 3), "ready": health.ready,
                 "live": all(health.is_live(p) for p in supervisor.processes),
-                "shuttingDown": supervisor.shutting_down, "processes": processes}
+                "shuttingDown": supervisor.shutting_down, "preempted": supervisor.preempted,
+                "processes": processes}
 
     def metrics(self):
         """/metrics: per process and procwrap's own, Prometheus text format."""
@@ -12693,20 +12711,35 @@ class _Control(object):
             connection.follow(ring, stream)
 
 
+def _http_open(url, headers=None, timeout=PROMMERGE_TIMEOUT, context=None, method="GET",
+               body=None):
+    """(connection, response) of one request through http.client, the
+    response left to read (a hanging GET, a watch stream); close the
+    connection when done.  Raises OSError, ValueError or HTTPException."""
+    import http.client
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                 context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(method, (parts.path or "/") + ("?" + parts.query if parts.query
+                                                          else ""), body, headers or {})
+        return connection, connection.getresponse()
+    except BaseException:
+        connection.close()
+        raise
+
+
 def _scrape(url, loop, got, name):
     """In a thread: GET a promTarget, then got(name, text or None) in the loop."""
     import http.client
-    from urllib.parse import urlsplit
     text = None
     try:
-        parts = urlsplit(url)
-        connection = (http.client.HTTPSConnection if parts.scheme == "https" else
-                      http.client.HTTPConnection)(parts.hostname, parts.port,
-                                                  timeout=PROMMERGE_TIMEOUT)
+        connection, answer = _http_open(url)
         try:
-            connection.request("GET", (parts.path or "/") + ("?" + parts.query
-                                                             if parts.query else ""))
-            answer = connection.getresponse()
             body = answer.read(PROMMERGE_MAX_BYTES + 1)
             if answer.status == 200 and len(body) <= PROMMERGE_MAX_BYTES:
                 text = body.decode("utf-8", "replace")
@@ -12715,6 +12748,300 @@ def _scrape(url, loop, got, name):
     except (OSError, ValueError, http.client.HTTPException):
         text = None
     loop.call_soon_threadsafe(got, name, text)
+
+
+class _PodWatch(object):
+    """Something of the pod's world watched from a daemon thread of its own:
+    a hanging GET or a watch stream blocks for minutes, which neither the
+    loop nor the worker may.  run() repeats watch() until it says done;
+    after a failure it waits out a backoff (1 s doubling to 60 s) and tries
+    again, or gives up when failed() says so.  What it finds goes to the
+    loop; the thread wakes only when the server answers."""
+    what = "watch"
+    failures = 0            #: failures in a row
+
+    def __init__(self, loop, log):
+        self.loop, self.log = loop, log
+
+    def start(self):
+        import threading
+        threading.Thread(target=self.run, name="procwrap-" + self.what, daemon=True).start()
+
+    def run(self):
+        import http.client
+        delay = BACKOFF_INITIAL
+        while True:
+            try:
+                if self.watch():
+                    return
+                delay = BACKOFF_INITIAL
+            except (OSError, ValueError, AttributeError, TypeError, http.client.HTTPException,
+                    _HttpError) as error:   # the last two: an answer of another shape
+                if not self.failed(error):
+                    return
+                self.failures += 1
+                time.sleep(delay)       # this thread's own backoff after a failure
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def say(self, message, level="info", **fields):
+        """A record, written by the loop."""
+        self.loop.call_soon_threadsafe(lambda: self.log.event(message, level, **fields))
+
+    def answered(self, message):
+        """A request went through: say so after failures (once), or at the first."""
+        if self.failures:
+            self.say("%s: %s again" % (self.what, message), event=self.what)
+        self.failures = 0
+
+    def failed(self, error):
+        """A request failed: True to try again after the backoff."""
+        if not self.failures:
+            self.say("%s: %s; trying again, waiting longer each time" % (
+                self.what, _describe_http(error)), "warning", event=self.what)
+        return True
+
+    def watch(self):
+        """One request; True when the watch is over."""
+        raise NotImplementedError
+
+
+class _PreemptionWatch(_PodWatch):
+    """--preemption-url: GCE's `instance/preempted` read once, then hanging
+    GETs (wait_for_change, last_etag, timeout_sec) until it says TRUE;
+    on_preempted() then runs in the loop.  Off GCE, where the first request
+    fails, it says so and watches nothing (SPECS.md 12.1)."""
+    what = "preemption"
+    etag = None             #: the ETag of the last answer; None before the first
+
+    def __init__(self, loop, log, url, on_preempted):
+        _PodWatch.__init__(self, loop, log)
+        self.url = url
+        self.on_preempted = on_preempted
+
+    def watch(self):
+        from urllib.parse import quote
+        url = self.url
+        if self.etag is not None:
+            url += "%swait_for_change=true&timeout_sec=%d%s" % (
+                "&" if "?" in url else "?", WATCH_HANG,
+                "&last_etag=" + quote(self.etag, safe="") if self.etag else "")
+        connection, answer = _http_open(url, {"Metadata-Flavor": "Google"}, WATCH_HANG + 30)
+        try:
+            body = answer.read(4096)
+        finally:
+            connection.close()
+        if answer.status != 200:
+            raise _HttpError(answer.status, answer.reason)
+        value = body.strip().upper()
+        if self.etag is None:
+            self.say("preemption: watching %s (now %s)" % (self.url, value.decode(
+                "latin-1")[:20] or "empty"), event="preemption")
+        self.answered("%s answers" % self.url)
+        if value == b"TRUE":
+            self.loop.call_soon_threadsafe(self.on_preempted)
+            return True
+        self.etag = answer.getheader("ETag") or ""
+        return False
+
+    def failed(self, error):
+        """Before the first answer: not on GCE (or no such server); watch nothing."""
+        if self.etag is None:
+            self.say("preemption: cannot read %s: %s; not watching for preemption" % (
+                self.url, _describe_http(error)), "warning", event="preemption")
+            return False
+        return _PodWatch.failed(self, error)
+
+
+def _on_preempted(supervisor, drain_url):
+    """The node is being preempted: readiness fails from now on (the
+    endpoints stop sending traffic), a record says so, and the drain URL, if
+    any, gets its POST from the worker; the kubelet's TERM follows."""
+    supervisor.log.event("the node is being preempted: readiness fails from now on%s" % (
+        "; asking %s to drain" % drain_url if drain_url else ""), "warning", event="preempted")
+    supervisor.preempt()
+    if drain_url:
+        def post():
+            connection, answer = _http_open(drain_url, timeout=DRAIN_TIMEOUT, method="POST",
+                                            body=b"")
+            try:
+                return answer.status, answer.read(200).decode("utf-8", "replace").strip()
+            finally:
+                connection.close()
+
+        def done(result, error):
+            if error is None and 200 <= result[0] < 300:
+                return supervisor.log.event("drain: %s answered %d" % (drain_url, result[0]),
+                                            event="drain")
+            supervisor.log.event("drain: %s %s" % (drain_url, "answered %d %s" % result
+                                                   if error is None else "failed: %s" % (
+                                                       _describe_http(error))),
+                                 "warning", event="drain")
+        supervisor.loop.run_in_worker(post, done)
+
+
+class _ContainerWatch(_PodWatch):
+    """--exit-with-containers: the pod's own status through the Kubernetes
+    API from inside the pod (service-account token, CA, namespace; SPECS.md
+    12.3), a GET then `watch` requests from its resourceVersion (410: GET
+    again); on_done(terminated) in the loop once every named container's
+    state is `terminated`, on_unknown(message) if the pod has no container
+    of a name given.  The token is read again for every request (the
+    kubelet rotates it)."""
+    what = "exit-with-containers"
+    version = None          #: the resourceVersion to watch from; None: GET first
+    announced = False       #: the first GET said what it watches
+
+    def __init__(self, loop, log, names, environ, on_done, on_unknown):
+        import ssl
+        _PodWatch.__init__(self, loop, log)
+        self.names, self.on_done, self.on_unknown = names, on_done, on_unknown
+        where = "--exit-with-containers"
+        directory = environ.get("PROCWRAP_SERVICE_ACCOUNT_DIR") or SERVICE_ACCOUNT_DIR
+        host = environ.get("KUBERNETES_SERVICE_HOST")
+        port = (environ.get("KUBERNETES_SERVICE_PORT_HTTPS")
+                or environ.get("KUBERNETES_SERVICE_PORT") or "443")
+        if not host:
+            raise UsageError("%s: KUBERNETES_SERVICE_HOST is not set; it watches the pod "
+                             "through the Kubernetes API, from inside the pod" % where)
+        self.token_path = os.path.join(directory, "token")
+        self.token()
+        namespace = environ.get("POD_NAMESPACE")
+        if not namespace:
+            namespace = self._read(os.path.join(directory, "namespace"), "set POD_NAMESPACE")
+        self.pod = environ.get("POD_NAME") or environ.get("HOSTNAME")
+        if not self.pod:
+            raise UsageError("%s: neither POD_NAME nor HOSTNAME is set; give POD_NAME from the "
+                             "downward API (fieldRef: metadata.name)" % where)
+        ca = os.path.join(directory, "ca.crt")
+        try:
+            self.context = ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as error:
+            raise UsageError("%s: cannot use the CA %s: %s; mount the service account (its "
+                             "ca.crt)" % (where, ca, _read_error(error)))
+        self.base = "https://%s:%s/api/v1/namespaces/%s/pods" % (
+            "[%s]" % host if ":" in host else host, port, namespace)
+        self.where = "pod %s/%s" % (namespace, self.pod)
+
+    def _read(self, path, fix):
+        try:
+            return _read_file(path).decode("utf-8", "replace").strip()
+        except (OSError, ValueError) as error:
+            raise UsageError("--exit-with-containers: cannot read %s: %s; mount the service "
+                             "account token (automountServiceAccountToken), or %s"
+                             % (path, _read_error(error), fix))
+
+    def token(self):
+        """The service account's token, read now (the kubelet rotates the file)."""
+        return self._read(self.token_path, "give the pod a service account")
+
+    def request(self, query):
+        """(connection, answer) of a GET of the pod (query None) or a watch."""
+        from urllib.parse import quote
+        url = self.base + ("/" + quote(self.pod, safe="") if query is None else "?" + query)
+        try:
+            token = self.token()
+        except UsageError as error:
+            raise _HttpError(None, str(error))
+        return _http_open(url, {"Authorization": "Bearer " + token,
+                                "Accept": "application/json"}, WATCH_HANG + 30, self.context)
+
+    def watch(self):
+        import json
+        from urllib.parse import quote
+        if self.version is None:
+            connection, answer = self.request(None)
+            try:
+                pod = _json_answer(answer)
+            finally:
+                connection.close()
+            self.answered("%s read" % self.where)
+            if not self.announced:
+                self.announced = True
+                self.say("exit-with-containers: watching %s for %s to terminate"
+                         % (self.where, ", ".join(self.names)), event=self.what)
+            if self.judge(pod):
+                return True
+            self.version = str(pod.get("metadata", {}).get("resourceVersion", ""))
+        connection, answer = self.request(
+            "watch=1&fieldSelector=%s&resourceVersion=%s&allowWatchBookmarks=true"
+            "&timeoutSeconds=%d" % (quote("metadata.name=" + self.pod, safe=""),
+                                    quote(self.version, safe=""), WATCH_HANG))
+        try:
+            if answer.status == 410:
+                self.version = None
+                return False
+            if answer.status != 200:
+                _json_answer(answer)            # raises, with the Status's message
+            for line in answer:
+                if not line.strip():
+                    continue
+                event = json.loads(line.decode("utf-8"))
+                kind, pod = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if pod.get("code") == 410:  # too old a version: GET again
+                        self.version = None
+                        return False
+                    raise _HttpError(pod.get("code"), pod.get("message") or "an ERROR event")
+                version = pod.get("metadata", {}).get("resourceVersion")
+                if version:
+                    self.version = str(version)
+                if kind in ("ADDED", "MODIFIED", "DELETED") and self.judge(pod):
+                    return True
+        finally:
+            connection.close()
+        return False        # the server ended the watch (timeoutSeconds): watch again
+
+    def judge(self, pod):
+        """Done when every named container has terminated (or a name is not
+        the pod's: said once, and done)."""
+        spec, status = pod.get("spec") or {}, pod.get("status") or {}
+        known = [c.get("name") for key in ("containers", "initContainers")
+                 for c in spec.get(key) or ()]
+        unknown = [name for name in self.names if name not in known]
+        if unknown and known:
+            self.loop.call_soon_threadsafe(self.on_unknown, "--exit-with-containers: %s has "
+                                           "no container named %s (its containers: %s)" % (
+                                               self.where, ", ".join(unknown),
+                                               ", ".join(known)))
+            return True
+        states = dict((s.get("name"), (s.get("state") or {}).get("terminated"))
+                      for key in ("containerStatuses", "initContainerStatuses",
+                                  "ephemeralContainerStatuses")
+                      for s in status.get(key) or ())
+        ended = [(name, states[name]) for name in self.names if states.get(name) is not None]
+        if len(ended) < len(self.names):
+            return False
+        self.loop.call_soon_threadsafe(self.on_done, ended)
+        return True
+
+
+def _json_answer(answer):
+    """An API answer's JSON object; an _HttpError with the Status's message
+    when it is not a 200."""
+    import json
+    body = answer.read(16 << 20)
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        document = None
+    if answer.status != 200:
+        message = document.get("message") if isinstance(document, dict) else None
+        raise _HttpError(answer.status, message or answer.reason)
+    if not isinstance(document, dict):
+        raise _HttpError(0, "the answer is not a JSON object")
+    return document
+
+
+def _exit_with_containers(supervisor, ended):
+    """Every container named has terminated: shut down, exit 0."""
+    said = ", ".join("%s (%s)" % (name, "exit code %s" % state.get("exitCode")
+                                  if state.get("reason") in (None, "Completed", "Error")
+                                  else "%s, exit code %s" % (state["reason"],
+                                                             state.get("exitCode")))
+                     for name, state in ended)
+    supervisor.log.event("exit-with-containers: %s terminated" % said,
+                         event="containers-terminated")
+    supervisor.shutdown("the containers it exits with terminated", status=EX_OK)
 
 
 def _ctl_outcome(process, command, starts, now):
@@ -12857,6 +13184,19 @@ def _opt_udp(text, where):
     return text
 
 
+def _opt_url(text, where, expected="expected an http:// or https:// URL"):
+    """--drain-url: an http:// or https:// URL."""
+    if not text.startswith(("http://", "https://")) or len(text) < 10:
+        raise UsageError(BAD_VALUE_MSG % (where, expected, text))
+    return text
+
+
+def _opt_preemption(text, where):
+    """--preemption-url: a URL, or gce for the GCE metadata server's."""
+    return PREEMPTION_URL_GCE if text == "gce" else _opt_url(
+        text, where, "expected an http:// or https:// URL, or gce")
+
+
 def _opt_http(text, where):
     """--http: [HOST:]PORT."""
     return _parse_http_address(text, where)
@@ -12964,6 +13304,16 @@ _OPTIONS = [
     _Option(("--events-udp",), "HOST:PORT", _opt_udp, None, _SUPERVISE,
             "send a JSON datagram per lifecycle event (start, exit, restart, probe failure, "
             "memory-limit stop, shutdown) to a collector; never blocks, never fails the run"),
+    _Option(("--preemption-url",), "URL|gce", _opt_preemption, None, _SUPERVISE,
+            "watch the node's preemption flag (gce: the GCE metadata server's instance/"
+            "preempted) with hanging GETs; once TRUE, /readiness fails and a record says so"),
+    _Option(("--drain-url",), "URL", _opt_url, None, _SUPERVISE,
+            "with --preemption-url: POST to this URL once preempted (Envoy: http://127.0.0.1:"
+            "15000/drain_listeners?inboundonly&graceful)"),
+    _Option(("--exit-with-containers",), "NAMES", _opt_names, [], _SUPERVISE,
+            "shut down and exit 0 once these containers of the pod (comma-separated) have "
+            "terminated: a sidecar of a Job; watches the pod through the Kubernetes API",
+            repeat=True),
     _Option(("--readiness-file",), "PATH", _opt_text, None, _SUPERVISE,
             "create PATH when every process is ready, remove it when not and at exit "
             "(containers often use /tmp/started)"),
@@ -13178,7 +13528,8 @@ _PROC_WRAPPER_TWINS = (
 #: Every PROCWRAP_* variable procwrap reads: the twins, and what a supervisor
 #: tells its children (a nested procwrap sees them too).
 _TWINS = set(option.env for option in _OPTIONS) | set([
-    "PROCWRAP_CTL_SOCKET", "PROCWRAP_STATUS_ADDRESS", "PROCWRAP_PROCESS", "PROCWRAP_SCRIPT"])
+    "PROCWRAP_CTL_SOCKET", "PROCWRAP_STATUS_ADDRESS", "PROCWRAP_PROCESS", "PROCWRAP_SCRIPT",
+    "PROCWRAP_SERVICE_ACCOUNT_DIR"])
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -13828,6 +14179,7 @@ def _run_supervise(settings, command, environ, secrets):
                         signal_map=settings["signal_map"])
     owner.labels = labels
     _Control(owner, health)
+    _watch_pod(owner, settings, environ)
 
     def reload_config():
         """`procwrap ctl reload`: the config read, checked and resolved again."""
@@ -13852,6 +14204,25 @@ def _run_supervise(settings, command, environ, secrets):
     finally:
         if log.on_event is not None:    # after the last record, procwrap's exit
             log.on_event.close()
+
+
+def _watch_pod(supervisor, settings, environ):
+    """--preemption-url (and --drain-url), --exit-with-containers: their
+    watches, each in a thread of its own; a mistake is a UsageError now."""
+    if settings["drain_url"] and not settings["preemption_url"]:
+        raise UsageError("%s: drains when the node is preempted; give --preemption-url too "
+                         "(gce on GKE)" % settings.where("drain_url"))
+    if settings["preemption_url"]:
+        _PreemptionWatch(supervisor.loop, supervisor.log, settings["preemption_url"],
+                         lambda: _on_preempted(supervisor, settings["drain_url"])).start()
+    if settings["exit_with_containers"]:
+        def unknown(message):
+            supervisor.log.event(message, "error", event="exit-with-containers")
+            supervisor.shutdown("--exit-with-containers names no container of the pod",
+                                status=EX_USAGE)
+        _ContainerWatch(supervisor.loop, supervisor.log, settings["exit_with_containers"],
+                        environ, lambda ended: _exit_with_containers(supervisor, ended),
+                        unknown).start()
 
 
 def _extra_labels(settings):

@@ -922,3 +922,74 @@ def rabbitmq():
     server = RabbitMQ()
     yield server
     server.stop()
+
+
+class MariaDB(object):
+    """A MariaDB of Debian's package (mariadb-server), started for the tests
+    as the test user in a temporary directory, on a free loopback port; its
+    user `probe` has a password; stopped at the end."""
+
+    def __init__(self, user):
+        import tempfile
+        if not os.path.exists("/usr/sbin/mariadbd"):
+            pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
+        self.dir = tempfile.mkdtemp(prefix="procwrap-mariadb-")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.user, self.port = user, free_port()
+        self.password = "my-" + os.urandom(6).hex()
+        self.socket = os.path.join(self.dir, "sock")
+        as_user = ["setpriv", "--reuid", str(user.pw_uid), "--regid", str(user.pw_gid),
+                   "--clear-groups"]
+        data = os.path.join(self.dir, "data")
+        subprocess.run(as_user + ["mariadb-install-db", "--no-defaults", "--datadir=" + data,
+                                  "--skip-test-db", "--auth-root-authentication-method=normal"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=WAIT, cwd=self.dir)
+        self.server = subprocess.Popen(
+            as_user + ["/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + data,
+                       "--socket=" + self.socket, "--port=%d" % self.port,
+                       "--bind-address=127.0.0.1", "--skip-log-bin",
+                       "--pid-file=" + os.path.join(self.dir, "pid")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=self.dir)
+        self.log, ready = [], threading.Event()
+
+        def read():
+            for line in self.server.stdout:
+                self.log.append(line.decode("utf-8", "replace"))
+                if "ready for connections" in self.log[-1]:
+                    ready.set()
+            ready.set()
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(WAIT) or self.server.poll() is not None:
+            self.stop()
+            raise AssertionError("MariaDB did not start:\n" + "".join(self.log[-20:]))
+        try:
+            self.sql("CREATE USER 'probe'@'%%' IDENTIFIED BY '%s'; GRANT ALL ON *.* TO "
+                     "'probe'@'%%';" % self.password)
+        except subprocess.CalledProcessError as error:
+            self.stop()
+            raise AssertionError("MariaDB refused the test's user: %s" % error.stderr)
+        self.dsn = "mysql://probe:%s@127.0.0.1:%d/mysql" % (self.password, self.port)
+
+    def sql(self, text):
+        subprocess.run(["mariadb", "--no-defaults", "-S", self.socket, "-u", "root", "-e",
+                        text], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=WAIT)
+
+    def stop(self):
+        import shutil
+        self.server.terminate()
+        try:
+            self.server.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait(WAIT)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb(test_user):
+    server = MariaDB(test_user)
+    yield server
+    server.stop()

@@ -370,6 +370,35 @@ def test_sql_probe_against_postgresql(background, tmp_path, postgres):
     procwrap.kill()
 
 
+def test_sql_probe_against_mariadb(background, tmp_path, mariadb):
+    """A real MariaDB (Debian's, started as the test user), through PyMySQL:
+    the query's value, and a refusal in the server's words (before: only
+    its number, 1045), never the dsn."""
+    import pytest
+    pytest.importorskip("pymysql")
+    socket_path = str(tmp_path / "ctl.sock")
+    wrong_dsn = mariadb.dsn.replace(mariadb.password, "not-" + mariadb.password)
+    config = write_config(tmp_path, {"processes": [
+        {"name": "db", "command": ["sleep", "300"], "env": {"DSN": mariadb.dsn},
+         "readinessProbe": {"sql": {"driver": "mysql", "dsn": "$(DSN)",
+                                    "query": "select 40 + 2", "expect": 42},
+                            "periodSeconds": 0.2, "timeoutSeconds": 5}},
+        {"name": "denied", "command": ["sleep", "300"],
+         "readinessProbe": {"sql": {"driver": "mysql", "dsn": "PLAIN:" + wrong_dsn},
+                            "periodSeconds": 0.2, "timeoutSeconds": 5}}]})
+    procwrap = background("-c", config, "--ctl-socket", socket_path)
+    assert procwrap.expect_event("probe", "db")["message"] == (
+        "db: readiness probe passed (the query ran and gave the value expected)")
+    wait_until(lambda: probe_messages(socket_path)["denied"][1], what="the denied check")
+    assert probe_messages(socket_path)["denied"] == ("failing", (
+        "OperationalError: 1045 Access denied for user 'probe'@'localhost' (using password: "
+        "YES)"))
+    status = run("ctl", "--json", "status", env=clean_environ(
+        PROCWRAP_CTL_SOCKET=socket_path)).stdout
+    assert mariadb.password not in status + procwrap.stdout + procwrap.stderr
+    procwrap.kill()
+
+
 def minimal_root(directory):
     """A tree with /bin/sh and the libraries it needs, nothing else."""
     import shutil
@@ -595,10 +624,188 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
     wait_until(lambda: all(message for _, message in probe_messages(socket_path).values()),
                what="every probe to have checked once")
     messages = {name: message for name, (_, message) in probe_messages(socket_path).items()}
-    assert messages["v010"] == "the server speaks AMQP 1.0.10, not 0-9-1"
+    assert messages["v010"] == "the server speaks AMQP 0-10, not 0-9-1"
     assert messages["web"] == ("not an AMQP server: it answered "
                                "'HTTP/1.1 400 Bad Request'"), messages
     assert messages["quiet"] == "the server ended the handshake: it closed the connection"
     assert messages["none"].endswith("Connection refused"), messages
     assert messages["nameless"].startswith("cannot resolve no-such-host.invalid: "), messages
     procwrap.kill()
+
+
+def test_preemption_fails_readiness_logs_and_drains_without_polling(background, tmp_path):
+    """GCE's preemption flag watched with hanging GETs: while FALSE nothing
+    but the one hanging request; once TRUE, /readiness is 503, a record and
+    an event datagram say so, Envoy gets its drain POST, and the processes
+    run on until the kubelet's TERM."""
+    import socket
+    from fake_pod import Envoy, Metadata
+    metadata, envoy = Metadata(), Envoy()
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(WAIT)
+    config = write_config(tmp_path, {"processes": [{"name": "web", "command": ["sleep", "300"]}]})
+    procwrap = background("-c", config, "--http", "127.0.0.1:0", "--preemption-url",
+                          metadata.url, "--drain-url", envoy.url, "--events-udp",
+                          "127.0.0.1:%d" % collector.getsockname()[1])
+    address = procwrap.expect_event("http")["address"]
+    procwrap.expect_event("ready")
+    assert procwrap.expect_event("preemption")["message"] == (
+        "preemption: watching %s (now FALSE)" % metadata.url)
+    metadata.wait_for(lambda: metadata.hanging == 1, "the hanging GET")
+    time.sleep(1)       # a lower bound: a poller would ask again within it
+    metadata.set("TRUE")
+    record = procwrap.expect_event("preempted")
+    assert record["level"] == "warning" and record["message"] == (
+        "the node is being preempted: readiness fails from now on; asking %s to drain"
+        % envoy.url)
+    assert procwrap.expect_event("drain")["message"] == "drain: %s answered 200" % envoy.url
+    # The first GET plain, then one hanging GET that answered the change.
+    queries = [query for _, _, query, _ in metadata.requests]
+    assert queries[0] == {} and len(queries) == 2, queries
+    assert queries[1]["wait_for_change"] == ["true"] and queries[1]["last_etag"] == [
+        "%016x" % 7919] and all(h["Metadata-Flavor"] == "Google" for *_, h in metadata.requests)
+    assert [(method, path) for method, path, _, _ in envoy.requests] == [
+        ("POST", "/drain_listeners")]
+    assert envoy.requests[0][2] == {} and "inboundonly&graceful" in envoy.url
+    import urllib.error
+    try:
+        urllib.request.urlopen("http://%s/readiness" % address, timeout=WAIT)
+        raise AssertionError("/readiness answered 200 after preemption")
+    except urllib.error.HTTPError as error:
+        assert error.code == 503
+    status = json.loads(urllib.request.urlopen("http://%s/status" % address,
+                                               timeout=WAIT).read())
+    assert status["preempted"] is True and status["processes"][0]["state"] == "running"
+    events = []
+    while "preempted" not in [e["event"] for e in events]:
+        events.append(json.loads(collector.recv(65536).decode()))
+    collector.close()
+    procwrap.signal(15)
+    assert procwrap.wait() == 0
+    metadata.close()
+    envoy.close()
+
+
+def test_preemption_off_gce_watches_nothing_and_says_so(background, tmp_path):
+    from fake_pod import Metadata
+    config = write_config(tmp_path, {"processes": [{"name": "web", "command": ["sleep", "300"]}]})
+    nowhere = "http://127.0.0.1:%d/computeMetadata/v1/instance/preempted" % free_port()
+    procwrap = background("-c", config, "--preemption-url", nowhere)
+    record = procwrap.expect_event("preemption")
+    assert record["level"] == "warning" and record["message"].startswith(
+        "preemption: cannot read %s: " % nowhere) and record["message"].endswith(
+        "; not watching for preemption"), record
+    procwrap.expect_event("ready")
+    procwrap.kill()
+    # A metadata server that refuses the request (no such path): the same.
+    metadata = Metadata()
+    wrong = metadata.url.replace("preempted", "nope")
+    procwrap = background("-c", config, "--preemption-url", wrong)
+    assert procwrap.expect_event("preemption")["message"] == (
+        "preemption: cannot read %s: HTTP 404: Not Found; not watching for preemption" % wrong)
+    procwrap.kill()
+    metadata.close()
+
+
+def test_pod_option_mistakes(tmp_path):
+    config = write_config(tmp_path, {"processes": [{"name": "web", "command": ["true"]}]})
+    cases = [
+        (["--drain-url", "http://127.0.0.1:15000/drain_listeners"],
+         "procwrap: error: --drain-url: drains when the node is preempted; give "
+         "--preemption-url too (gce on GKE)\n"),
+        (["--preemption-url", "metadata"],
+         "procwrap: error: --preemption-url: expected an http:// or https:// URL, or gce, "
+         "got 'metadata'\n"),
+        (["--exit-with-containers", "main"],
+         "procwrap: error: --exit-with-containers: KUBERNETES_SERVICE_HOST is not set; it "
+         "watches the pod through the Kubernetes API, from inside the pod\n"),
+    ]
+    for args, expected in cases:
+        result = run("-c", config, *args)
+        assert (result.returncode, result.stderr) == (2, expected), args
+
+
+def in_cluster(tmp_path, api, token, namespace="jobs"):
+    """The environment of a container of the fake API's pod: the service
+    account's files in a directory of the test's, the API's address."""
+    import shutil
+    account = tmp_path / "serviceaccount"
+    account.mkdir(exist_ok=True)
+    (account / "token").write_text(token)
+    (account / "namespace").write_text(namespace)
+    shutil.copy(api.certificate, str(account / "ca.crt"))
+    return clean_environ(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT="443",
+                         KUBERNETES_SERVICE_PORT_HTTPS=str(api.port), HOSTNAME=api.name,
+                         PROCWRAP_SERVICE_ACCOUNT_DIR=str(account))
+
+
+def kubernetes(tmp_path, containers=("main", "sidecar")):
+    from conftest import self_signed_cert
+    from fake_pod import Kubernetes
+    directory = tmp_path / "api"
+    directory.mkdir()
+    certificate, key = self_signed_cert(directory)
+    api = Kubernetes("jobs", "job-7d9xk", containers, "token-2", certificate, key)
+    api.certificate = certificate
+    return api
+
+
+def test_exit_with_containers_follows_the_pod_through_the_api(background, tmp_path):
+    """A sidecar of a Job: procwrap watches its pod through the Kubernetes
+    API (HTTPS verified with the service account's CA, a bearer token read
+    again for each request) and, once `main` has terminated, stops its
+    processes and exits 0.  A refused token is retried with a backoff; a
+    watch from a version too old (410) goes back to a GET."""
+    api = kubernetes(tmp_path)
+    env = in_cluster(tmp_path, api, "token-1")      # not the one the API takes
+    config = write_config(tmp_path, {"processes": [{"name": "proxy",
+                                                    "command": ["sleep", "300"]}]})
+    procwrap = background("-c", config, "--exit-with-containers", "main", env=env)
+    warning = procwrap.expect_event("exit-with-containers")
+    assert (warning["level"], warning["message"]) == ("warning", (
+        "exit-with-containers: HTTP 401: Unauthorized; trying again, waiting longer each "
+        "time")), warning
+    (tmp_path / "serviceaccount" / "token").write_text("token-2")     # the kubelet rotates it
+    assert procwrap.expect_event("exit-with-containers", count=2)["message"] == (
+        "exit-with-containers: pod jobs/job-7d9xk read again")
+    assert procwrap.expect_event("exit-with-containers", count=3)["message"] == (
+        "exit-with-containers: watching pod jobs/job-7d9xk for main to terminate")
+
+    def watches():
+        return [q for _, path, q, _ in api.requests if path.endswith("/pods")]
+    api.wait_for(lambda: api.watching == 1, "the first watch")
+    assert watches()[0] == {"watch": ["1"], "fieldSelector": ["metadata.name=job-7d9xk"],
+                            "resourceVersion": ["100"], "allowWatchBookmarks": ["true"],
+                            "timeoutSeconds": ["300"]}
+    api.expire()                # the watch ends; from 100 again: 410, so a GET, then 101
+    api.wait_for(lambda: len(watches()) == 3, "the watch after the 410")
+    assert [q["resourceVersion"] for q in watches()] == [["100"], ["100"], ["101"]]
+    assert [path.rsplit("/", 1)[1] for _, path, _, _ in api.requests] == [
+        "job-7d9xk", "job-7d9xk", "pods", "pods", "job-7d9xk", "pods"]
+    api.terminate("sidecar", 0)     # not the one named: nothing happens
+    api.terminate("main", 0)
+    record = procwrap.expect_event("containers-terminated")
+    assert record["message"] == "exit-with-containers: main (exit code 0) terminated"
+    assert procwrap.expect_event("shutdown")["message"] == (
+        "shutting down (the containers it exits with terminated)")
+    assert procwrap.wait() == 0
+    assert len(watches()) == 3
+    assert [h["Authorization"] for *_, h in api.requests] == ["Bearer token-1"] + [
+        "Bearer token-2"] * 5
+    assert procwrap.stderr.strip() == ""    # PROCWRAP_SERVICE_ACCOUNT_DIR is procwrap's own
+    api.close()
+
+
+def test_exit_with_containers_names_a_container_the_pod_lacks(background, tmp_path):
+    api = kubernetes(tmp_path)
+    env = in_cluster(tmp_path, api, "token-2")
+    config = write_config(tmp_path, {"processes": [{"name": "proxy",
+                                                    "command": ["sleep", "300"]}]})
+    procwrap = background("-c", config, "--exit-with-containers", "main,mian", env=env)
+    record = procwrap.expect_event("exit-with-containers", count=2)
+    assert (record["level"], record["message"]) == ("error", (
+        "--exit-with-containers: pod jobs/job-7d9xk has no container named mian (its "
+        "containers: main, sidecar)"))
+    assert procwrap.wait() == 2
+    api.close()

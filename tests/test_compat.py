@@ -319,3 +319,39 @@ def test_procfile_convert_fragments_and_log_files(python, tmp_path):
     result = run_with(python, "-c", str(conf))
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "app.log").read_text())["message"] == "converted"
+
+
+def test_pod_watches_preemption_and_sibling_containers(python, tmp_path, background):
+    """A hanging GET, an HTTPS watch stream read line by line (chunked), and
+    the amqp probe's frames, on every interpreter."""
+    from fake_pod import Metadata
+    from test_cli_pod import OneAnswer, in_cluster, kubernetes
+    metadata, api = Metadata(), kubernetes(tmp_path)
+    broker = OneAnswer(b"AMQP\x00\x00\x09\x02")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"processes": [{
+        "name": "app", "command": ["sleep", "60"],
+        "readinessProbe": {"amqp": {"url": "amqp://u:p@127.0.0.1:%d" % broker.port},
+                           "periodSeconds": 0.2}}]}))
+    socket_path = str(tmp_path / "ctl.sock")
+    procwrap = background("-c", str(config), "--preemption-url", metadata.url,
+                          "--exit-with-containers", "main", "--ctl-socket", socket_path,
+                          env=in_cluster(tmp_path, api, "token-2"), python=python)
+    metadata.wait_for(lambda: metadata.hanging == 1, "the hanging GET")
+    metadata.set("TRUE")
+    procwrap.expect_event("preempted")
+
+    def probe_message():
+        status = run_with(python, "ctl", "--socket", socket_path, "--json", "status")
+        return json.loads(status.stdout)["processes"][0]["probes"][0]["message"]
+    from conftest import wait_until
+    wait_until(probe_message, what="the amqp probe's first check")
+    assert probe_message() == "the server speaks AMQP 0-9-2, not 0-9-1"
+    api.wait_for(lambda: any(path.endswith("/pods") for _, path, _, _ in api.requests),
+                 "the watch")
+    api.terminate("main", 3, "Error")
+    assert procwrap.expect_event("containers-terminated")["message"] == (
+        "exit-with-containers: main (exit code 3) terminated")
+    assert procwrap.wait() == 0
+    metadata.close()
+    api.close()

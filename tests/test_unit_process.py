@@ -216,3 +216,41 @@ def test_a_supervisor_that_cannot_begin_leaves_the_callers_children_alone():
     finally:
         mine.kill()
         mine.wait(30)
+
+
+def test_a_socket_check_tries_each_address_of_a_name_in_turn():
+    """A host name whose first address refuses (localhost as ::1 where the
+    server listens on 127.0.0.1 only) still passes on the next address, as
+    the kubelet's dialer does; with none left, the last refusal is said."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    refused = socket.socket(socket.AF_INET6)
+    refused.bind(("::1", 0))        # bound, not listening: a connect is refused
+    closed_port = refused.getsockname()[1]
+    loop = procwrap._Loop()
+    outcomes = []
+
+    class Probe(object):
+        spec = procwrap._ProbeSpec(handler="tcpSocket", options={"host": "localhost",
+                                                                 "port": port})
+        check = None
+
+        def done(self, ok, message):
+            outcomes.append((ok, message))
+            loop.stopped = True
+    probe = Probe()
+    probe.loop = loop
+    first = [(socket.AF_INET6, ("::1", port, 0, 0)), (socket.AF_INET, ("127.0.0.1", port))]
+    for addresses in (first, [(socket.AF_INET6, ("::1", closed_port, 0, 0))]):
+        probe.check = procwrap._SocketCheck(probe)
+        loop.stopped = False
+        probe.check.on_resolved(addresses, None)
+        while not loop.stopped:
+            loop.run_once()
+    assert outcomes == [(True, "connected"),
+                        (False, "cannot connect to localhost:%d: Connection refused" % port)]
+    loop.close()
+    server.close()
+    refused.close()

@@ -16,6 +16,8 @@ usage: python3 tests/bench/run.py [--quick] [--only NAME[,NAME]] [--peers DIR]
   probes    procwrap's CPU with 50 children, each with a 1 s exec liveness probe
   memory    procwrap's CPU with 100 children, each with a memoryLimit, against none
   prommerge GET /prommerge over 10 targets of 1,000 samples, against one target's answer
+  podwatch  wake-ups (every thread) of a supervisor of 50 sleeps watching preemption and
+            the pod's containers through servers answering as GCE's and Kubernetes' do
   remote    `procwrap remote HOST -- true` against `ssh HOST true` (paired, a private
             sshd on loopback), the bootstrap's bytes, the agent's RSS, 16 hosts against 1
 
@@ -718,6 +720,67 @@ def bench_memory(setup, seconds, count=100):
     return rows
 
 
+def all_wakeups(pid):
+    """Context switches of every thread of pid (the watch threads too)."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, task)) as stream:
+            for line in stream:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def bench_podwatch(setup, seconds, count=50):
+    """Wake-ups of every procwrap thread with `count` sleeping children, with
+    no watch (the floor), watching preemption (a hanging GET on a metadata
+    server that answers as GCE's), and also the pod's containers (a watch
+    stream on an API server that answers as Kubernetes'); and the requests
+    those servers got in the window."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from fake_pod import Kubernetes, Metadata
+    metadata = Metadata(hang=3600)         # as GCE's: held until timeout_sec (300 s)
+    cert, key = setup.path("k8s.crt"), setup.path("k8s.key")
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                           "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                           "-keyout", key, "-out", cert], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    api = Kubernetes("bench", "pod", ["main"], "token", cert, key, hang=3600)
+    account = setup.path("serviceaccount")
+    os.makedirs(account, exist_ok=True)
+    for name, text in (("token", "token"), ("namespace", "bench")):
+        setup.write(os.path.join("serviceaccount", name), text)
+    shutil.copy(cert, os.path.join(account, "ca.crt"))
+    env = environ(KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT_HTTPS=str(
+        api.port), HOSTNAME="pod", PROCWRAP_SERVICE_ACCOUNT_DIR=account)
+    path = setup.write("podwatch.json", json.dumps({"processes": [
+        {"name": "s%d" % i, "command": ["sleep", "100000"]} for i in range(count)]}))
+    rows = []
+    for label, extra in (
+            ("%d children, no watch (floor)" % count, []),
+            ("... --preemption-url (hanging GET)", ["--preemption-url", metadata.url]),
+            ("... and --exit-with-containers (watch)", ["--preemption-url", metadata.url,
+                                                        "--exit-with-containers", "main"])):
+        asked = len(metadata.requests) + len(api.requests)
+        proc = subprocess.Popen([PYTHON, PROCWRAP, "-c", path] + extra,
+                                stdout=subprocess.DEVNULL, env=env)
+        wait_for(lambda: len(children_of(proc.pid)) >= count, 60)
+        time.sleep(2)       # start-up settles; a measurement, not a sync
+        before, woken, started = cpu_seconds(proc.pid), all_wakeups(proc.pid), time.monotonic()
+        asked = len(metadata.requests) + len(api.requests)
+        time.sleep(seconds)
+        spent = time.monotonic() - started
+        cpu, wake = cpu_seconds(proc.pid) - before, all_wakeups(proc.pid) - woken
+        requests = len(metadata.requests) + len(api.requests) - asked
+        stop(proc)
+        rows.append((label, "%.0f wake-ups/min, %.2f ms CPU/min" % (
+            wake * 60.0 / spent, cpu * 60000.0 / spent), "%d requests in %.0f s" % (
+                requests, spent)))
+    metadata.close()
+    api.close()
+    return rows
+
+
 PROM_SERVER = r"""
 import http.server, sys
 text = "".join("# HELP m%d A metric.\n# TYPE m%d gauge\n" % (f, f) + "".join(
@@ -1090,6 +1153,8 @@ def main():
         ("probes", "50 exec probes at 1 s", lambda: bench_probes(setup, 5 if quick else 20)),
         ("memory", "memoryLimit on 100 children", lambda: bench_memory(setup, 5 if quick else 30)),
         ("prommerge", "GET /prommerge", lambda: bench_prommerge(setup, 5 if quick else 30)),
+        ("podwatch", "preemption and container watches, idle",
+         lambda: bench_podwatch(setup, 10 if quick else 60)),
         ("remote", "procwrap remote over ssh", lambda: bench_remote(setup, 5 if quick else 20)),
         ("reporting", "status updates, the API server, managed_call",
          lambda: bench_reporting(setup, 5 if quick else 20)),
