@@ -7170,7 +7170,11 @@ class _AmqpCheck(_SocketCheck):
             if end != 0xCE:
                 return self.finish(False, "not an AMQP server (a frame without its end octet)")
             if kind == _AMQP_METHOD and len(payload) >= 4:
-                self.on_method(struct.unpack(">HH", payload[:4]), payload[4:])
+                try:
+                    self.on_method(struct.unpack(">HH", payload[:4]), payload[4:])
+                except (struct.error, IndexError):
+                    return self.finish(False, "not an AMQP server: method %d.%d is malformed"
+                                       % struct.unpack(">HH", payload[:4]))
             elif kind != _AMQP_HEARTBEAT:
                 return self.finish(False, "the server sent a frame of type %d during the "
                                    "handshake" % kind)

@@ -608,7 +608,8 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
     that does not resolve: each fails with what happened, never a hang."""
     others = {"v010": OneAnswer(b"AMQP\x01\x01\x00\x0a"),
               "web": OneAnswer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"),
-              "quiet": OneAnswer(b"")}
+              "quiet": OneAnswer(b""),
+              "short": OneAnswer(b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x0a\xce")}
     socket_path = str(tmp_path / "ctl.sock")
     probe = {"periodSeconds": 0.2, "timeoutSeconds": 5}
     entries = [{"name": name, "command": ["sleep", "300"], "readinessProbe": dict(
@@ -628,6 +629,7 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
     assert messages["web"] == ("not an AMQP server: it answered "
                                "'HTTP/1.1 400 Bad Request'"), messages
     assert messages["quiet"] == "the server ended the handshake: it closed the connection"
+    assert messages["short"] == "not an AMQP server: method 10.10 is malformed"
     assert messages["none"].endswith("Connection refused"), messages
     assert messages["nameless"].startswith("cannot resolve no-such-host.invalid: "), messages
     procwrap.kill()
