@@ -630,6 +630,7 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
                                "'HTTP/1.1 400 Bad Request'"), messages
     assert messages["quiet"] == "the server ended the handshake: it closed the connection"
     assert messages["short"] == "not an AMQP server: method 10.10 is malformed"
+    assert '"event":"bug"' not in procwrap.stdout and "Traceback" not in procwrap.stderr
     assert messages["none"].endswith("Connection refused"), messages
     assert messages["nameless"].startswith("cannot resolve no-such-host.invalid: "), messages
     procwrap.kill()
