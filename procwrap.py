@@ -271,6 +271,7 @@ EVENT_MESSAGE_MAX = 4096      #: characters of a message in an --events-udp data
 #: --preemption-url gce: the GCE metadata server's preemption flag (SPECS.md 12.1)
 PREEMPTION_URL_GCE = "http://metadata.google.internal/computeMetadata/v1/instance/preempted"
 WATCH_HANG = 300              #: seconds a hanging GET or a watch request may last, then again
+WATCH_PACE = 30.0             #: the longest pause between requests a server did not hold
 DRAIN_TIMEOUT = 5.0           #: the --drain-url POST's time limit
 #: the service account's token, CA and namespace in every pod (PROCWRAP_SERVICE_ACCOUNT_DIR)
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -12760,9 +12761,13 @@ class _PodWatch(object):
     loop nor the worker may.  run() repeats watch() until it says done;
     after a failure it waits out a backoff (1 s doubling to 60 s) and tries
     again, or gives up when failed() says so.  What it finds goes to the
-    loop; the thread wakes only when the server answers."""
+    loop; the thread wakes only when the server answers.  A request meant to
+    be held that came back at once with nothing new (`quick`: a server that
+    does not hold them, a proxy that cuts them) is followed by a pause of
+    1 s doubling to WATCH_PACE, so no server makes it spin."""
     what = "watch"
     failures = 0            #: failures in a row
+    quick = False           #: the last request was to be held, and was not
 
     def __init__(self, loop, log):
         self.loop, self.log = loop, log
@@ -12773,19 +12778,26 @@ class _PodWatch(object):
 
     def run(self):
         import http.client
-        delay = BACKOFF_INITIAL
+        delay = pace = BACKOFF_INITIAL
         while True:
+            self.quick = False
             try:
                 if self.watch():
                     return
                 delay = BACKOFF_INITIAL
             except (OSError, ValueError, AttributeError, TypeError, http.client.HTTPException,
-                    _HttpError) as error:   # the last two: an answer of another shape
+                    _HttpError) as error:   # AttributeError, TypeError: an answer of another shape
                 if not self.failed(error):
                     return
                 self.failures += 1
                 time.sleep(delay)       # this thread's own backoff after a failure
                 delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if self.quick:
+                time.sleep(pace)        # ... and its pace when requests are not held
+                pace = min(pace * 2, WATCH_PACE)
+            else:
+                pace = BACKOFF_INITIAL
 
     def say(self, message, level="info", **fields):
         """A record, written by the loop."""
@@ -12816,6 +12828,7 @@ class _PreemptionWatch(_PodWatch):
     fails, it says so and watches nothing (SPECS.md 12.1)."""
     what = "preemption"
     etag = None             #: the ETag of the last answer; None before the first
+    value = None            #: what the last answer said
 
     def __init__(self, loop, log, url, on_preempted):
         _PodWatch.__init__(self, loop, log)
@@ -12829,6 +12842,7 @@ class _PreemptionWatch(_PodWatch):
             url += "%swait_for_change=true&timeout_sec=%d%s" % (
                 "&" if "?" in url else "?", WATCH_HANG,
                 "&last_etag=" + quote(self.etag, safe="") if self.etag else "")
+        began = time.monotonic()
         connection, answer = _http_open(url, {"Metadata-Flavor": "Google"}, WATCH_HANG + 30)
         try:
             body = answer.read(4096)
@@ -12837,6 +12851,9 @@ class _PreemptionWatch(_PodWatch):
         if answer.status != 200:
             raise _HttpError(answer.status, answer.reason)
         value = body.strip().upper()
+        self.quick = self.etag is not None and time.monotonic() - began < 1.0 and (
+            value == self.value)
+        self.value = value
         if self.etag is None:
             self.say("preemption: watching %s (now %s)" % (self.url, value.decode(
                 "latin-1")[:20] or "empty"), event="preemption")
@@ -12966,6 +12983,7 @@ class _ContainerWatch(_PodWatch):
             if self.judge(pod):
                 return True
             self.version = str(pod.get("metadata", {}).get("resourceVersion", ""))
+        began, events = time.monotonic(), 0
         connection, answer = self.request(
             "watch=1&fieldSelector=%s&resourceVersion=%s&allowWatchBookmarks=true"
             "&timeoutSeconds=%d" % (quote("metadata.name=" + self.pod, safe=""),
@@ -12980,6 +12998,7 @@ class _ContainerWatch(_PodWatch):
                 if not line.strip():
                     continue
                 event = json.loads(line.decode("utf-8"))
+                events += 1
                 kind, pod = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if pod.get("code") == 410:  # too old a version: GET again
@@ -12993,6 +13012,7 @@ class _ContainerWatch(_PodWatch):
                     return True
         finally:
             connection.close()
+        self.quick = not events and time.monotonic() - began < 1.0
         return False        # the server ended the watch (timeoutSeconds): watch again
 
     def judge(self, pod):

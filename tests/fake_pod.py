@@ -198,11 +198,13 @@ class Kubernetes(_Fake):
                     sent, epoch = since, owner.epoch
                     owner.watching += 1
                     owner.changed.notify_all()
-                    while time.monotonic() < deadline and owner.epoch == epoch:
+                    while owner.epoch == epoch:
                         for version, pod in owner.history:
                             if version > sent:
                                 self.chunk({"type": "MODIFIED", "object": pod})
                                 sent = version
+                        if time.monotonic() >= deadline:
+                            break
                         owner.changed.wait(max(0.0, deadline - time.monotonic()))
                     owner.watching -= 1
                 self.end()

@@ -743,13 +743,13 @@ def in_cluster(tmp_path, api, token, namespace="jobs"):
                          PROCWRAP_SERVICE_ACCOUNT_DIR=str(account))
 
 
-def kubernetes(tmp_path, containers=("main", "sidecar")):
+def kubernetes(tmp_path, containers=("main", "sidecar"), hang=60):
     from conftest import self_signed_cert
     from fake_pod import Kubernetes
     directory = tmp_path / "api"
     directory.mkdir()
     certificate, key = self_signed_cert(directory)
-    api = Kubernetes("jobs", "job-7d9xk", containers, "token-2", certificate, key)
+    api = Kubernetes("jobs", "job-7d9xk", containers, "token-2", certificate, key, hang)
     api.certificate = certificate
     return api
 
@@ -811,4 +811,32 @@ def test_exit_with_containers_names_a_container_the_pod_lacks(background, tmp_pa
         "--exit-with-containers: pod jobs/job-7d9xk has no container named mian (its "
         "containers: main, sidecar)"))
     assert procwrap.wait() == 2
+    api.close()
+
+
+def test_servers_that_do_not_hold_requests_are_paced_not_spun(background, tmp_path):
+    """A preemption URL that answers at once (no hanging GETs) and an API
+    server that ends every watch at once: procwrap pauses 1 s doubling
+    between such requests instead of asking again in a tight loop (before:
+    hundreds of requests a second), and still sees the change."""
+    from fake_pod import Metadata
+    metadata = Metadata(hang=0)
+    api = kubernetes(tmp_path, hang=0)
+    config = write_config(tmp_path, {"processes": [{"name": "web", "command": ["sleep", "300"]}]})
+    procwrap = background("-c", config, "--preemption-url", metadata.url,
+                          "--exit-with-containers", "main",
+                          env=in_cluster(tmp_path, api, "token-2"))
+    procwrap.expect_event("preemption")
+    started = time.monotonic()
+    time.sleep(3.5)         # a measured window, not a wait for an event
+    window = time.monotonic() - started
+    # Paced: 1 + 2 s of pauses fit in 3.5 s; a tight loop makes hundreds.
+    for server in (metadata, api):
+        assert len(server.requests) <= 4 + window, [r[:3] for r in server.requests]
+    metadata.set("TRUE")
+    procwrap.expect_event("preempted")
+    api.terminate("main")
+    procwrap.expect_event("containers-terminated")
+    assert procwrap.wait() == 0
+    metadata.close()
     api.close()
