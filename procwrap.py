@@ -6995,6 +6995,8 @@ class _SqlCheck(_Check):
 
     def start(self):
         options, timeout = self.options, self.probe.spec.timeout
+        if not options.get("dsn"):      # a secret with no value: not sqlite's :memory:
+            return self.report(False, "the dsn is empty")
         self.probe.loop.run_in_worker(lambda: _sql_query(options, timeout), self.done)
 
     def done(self, row, error):
@@ -7122,6 +7124,12 @@ class _AmqpCheck(_SocketCheck):
     _buffer = b""
     _closing = False        #: Close sent after OpenOk: what follows ends it
     server = ""             #: "RabbitMQ 3.10.8", from Connection.Start
+
+    def start(self):
+        """Connect, unless the url came out empty (a secret with no value)."""
+        if "port" not in self.options:
+            return self.report(False, "the url is empty")
+        _SocketCheck.start(self)
 
     def on_connected(self):
         """Connected: the protocol header opens the handshake."""

@@ -319,6 +319,8 @@ def test_sql_probe_and_hook_with_sqlite(background, tmp_path):
     connection.commit()
     connection.close()
     socket_path = str(tmp_path / "ctl.sock")
+    empty = tmp_path / "empty-secret"
+    empty.write_text("")
     config = write_config(tmp_path, {"processes": [
         {"name": "app", "command": ["sleep", "300"], "env": {"DB": database},
          "lifecycle": {"postStart": {"sql": {"driver": "sqlite", "dsn": "$(DB)"}}},
@@ -327,6 +329,9 @@ def test_sql_probe_and_hook_with_sqlite(background, tmp_path):
         {"name": "wrong", "command": ["sleep", "300"],
          "readinessProbe": {"sql": {"driver": "sqlite", "dsn": database,
                                     "query": "select nope from state"},
+                            "periodSeconds": 0.1}},
+        {"name": "blank", "command": ["sleep", "300"],      # a secret with no value
+         "readinessProbe": {"sql": {"driver": "sqlite", "dsn": "FILE:%s" % empty},
                             "periodSeconds": 0.1}}]})
     procwrap = background("-c", config, "--ctl-socket", socket_path)
     hook = procwrap.expect_event("hook", "app")
@@ -339,6 +344,9 @@ def test_sql_probe_and_hook_with_sqlite(background, tmp_path):
     wrong = json.loads(run("ctl", "--json", "status", "wrong", env=env).stdout)
     assert wrong["processes"][0]["probes"][0]["message"] == (
         "OperationalError: no such column: nope")
+    # Before: sqlite's in-memory database, so the probe passed.
+    wait_until(lambda: probe_messages(socket_path)["blank"][1], what="blank's first check")
+    assert probe_messages(socket_path)["blank"] == ("failing", "the dsn is empty")
     procwrap.kill()
 
 
@@ -611,6 +619,8 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
               "quiet": OneAnswer(b""),
               "short": OneAnswer(b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x0a\xce")}
     socket_path = str(tmp_path / "ctl.sock")
+    empty = tmp_path / "empty-secret"
+    empty.write_text("")
     probe = {"periodSeconds": 0.2, "timeoutSeconds": 5}
     entries = [{"name": name, "command": ["sleep", "300"], "readinessProbe": dict(
         probe, amqp={"url": "amqp://127.0.0.1:%d" % server.port})}
@@ -618,10 +628,12 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
     entries += [{"name": "none", "command": ["sleep", "300"], "readinessProbe": dict(
                  probe, amqp={"url": "amqp://127.0.0.1:%d" % free_port()})},
                 {"name": "nameless", "command": ["sleep", "300"], "readinessProbe": dict(
-                 probe, amqp={"url": "amqp://no-such-host.invalid"})}]
+                 probe, amqp={"url": "amqp://no-such-host.invalid"})},
+                {"name": "empty", "command": ["sleep", "300"], "readinessProbe": dict(
+                 probe, amqp={"url": "FILE:%s" % empty})}]
     procwrap = background("-c", write_config(tmp_path, {"processes": entries}),
                           "--ctl-socket", socket_path)
-    procwrap.expect_event("started", "nameless")
+    procwrap.expect_event("started", "empty")
     wait_until(lambda: all(message for _, message in probe_messages(socket_path).values()),
                what="every probe to have checked once")
     messages = {name: message for name, (_, message) in probe_messages(socket_path).items()}
@@ -630,6 +642,7 @@ def test_amqp_probe_says_what_answered_instead(background, tmp_path):
                                "'HTTP/1.1 400 Bad Request'"), messages
     assert messages["quiet"] == "the server ended the handshake: it closed the connection"
     assert messages["short"] == "not an AMQP server: method 10.10 is malformed"
+    assert messages["empty"] == "the url is empty"      # before: an internal error, each check
     assert '"event":"bug"' not in procwrap.stdout and "Traceback" not in procwrap.stderr
     assert messages["none"].endswith("Connection refused"), messages
     assert messages["nameless"].startswith("cannot resolve no-such-host.invalid: "), messages
