@@ -10385,8 +10385,9 @@ def _depend_on_replicas(specs):
     if not replicas:
         return
     for spec in specs:
-        if not any(name in replicas for name in spec.depends_on or ()):
-            continue
+        if not isinstance(spec.depends_on, (list, tuple)) or not any(
+                name in replicas for name in spec.depends_on):
+            continue        # none, or a mistake said already
         names, conditions, places = [], dict(spec.conditions), dict(spec.depends_places)
         for name in spec.depends_on:
             for each in replicas.get(name, [name]):
@@ -10597,6 +10598,8 @@ def _probe_options(value, where, handler, checker):
     options = {"host": "127.0.0.1", "path": "/", "scheme": "HTTP", "headers": []}
     if "command" in fields:
         options["command"] = checker.strings(fields["command"], where + ".command", split=True)
+        if options["command"] == []:
+            checker.fail(where + ".command", "is empty; give the program to run")
     if "port" in fields:
         port = fields["port"]
         if isinstance(port, str) and not _is_digits(port):

@@ -2,7 +2,7 @@
 
 One JSON case per line on stdin: {"argv": [...], "env": {...}, "files": {name: text}}.
 One JSON answer per line on the original stdout: {"status": N, "stderr": "...",
-"rss_kb": N}.  procwrap's own fds 1 and 2 go to temporary files while a case runs, so
+"rss_kb": N, "bug": an internal-error record on stdout}.  procwrap's own fds 1 and 2 go to temporary files while a case runs, so
 what it writes is what a user would have seen.  Files named in "files" are written into
 a scratch directory first, and "{dir}" in argv and env values is replaced by its path.
 """
@@ -53,6 +53,8 @@ def run_case(case):
         os.close(old_err)
     err.seek(0)
     stderr = err.read().decode("utf-8", "replace")
+    out.seek(0)
+    bug = b'"event":"bug"' in out.read()     # an internal error, logged as a record
     out.close()
     err.close()
     for name in os.listdir(scratch):
@@ -65,7 +67,7 @@ def run_case(case):
         rss = int([line for line in stream if line.startswith("VmHWM:")][0].split()[1])
     if "Traceback" in stderr:
         stderr = stderr[stderr.index("Traceback"):]
-    return {"status": status, "stderr": stderr[:4000], "rss_kb": rss}
+    return {"status": status, "stderr": stderr[:4000], "rss_kb": rss, "bug": bug}
 
 
 try:
