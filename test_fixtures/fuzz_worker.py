@@ -2,8 +2,9 @@
 
 One JSON case per line on stdin: {"argv": [...], "env": {...}, "files": {name: text}}.
 One JSON answer per line on the original stdout: {"status": N, "stderr": "...",
-"rss_kb": N, "bug": an internal-error record on stdout}.  procwrap's own fds 1 and 2 go to temporary files while a case runs, so
-what it writes is what a user would have seen.  Files named in "files" are written into
+"rss_kb": N, "bug": whether stdout had an internal-error record}.  procwrap's own fds 1
+and 2 go to temporary files while a case runs, so what it writes is what a user would
+have seen.  Files named in "files" are written into
 a scratch directory first, and "{dir}" in argv and env values is replaced by its path.
 """
 import json
