@@ -130,4 +130,3 @@ def test_a_closed_stdout_is_said_and_counted():
                         "lost (counted)")
     assert lines[-1].startswith("procwrap: ") and lines[-1].endswith(" records lost: Broken pipe")
     assert int(lines[-1].split()[1]) >= 4       # started, two lines, exited
-

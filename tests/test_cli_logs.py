@@ -66,11 +66,11 @@ def test_long_lines_are_split_and_marked(tmp_path, fmt):
         assert got == [("a" * 100, True), ("a" * 100, True), ("a" * 50, False),
                        ("b" * 90, False), ("c" * 100, True), ("c" * 30, False)]
     elif fmt == "logfmt":
-        lines = [l for l in out.splitlines() if "process=p " in l]
-        assert ["partial=true" in l for l in lines] == [True, True, False, False, True, False]
+        lines = [line for line in out.splitlines() if "process=p " in line]
+        assert ["partial=true" in line for line in lines] == [True, True, False, False, True, False]
         assert lines[0].endswith('msg="%s"' % ("a" * 100))
     else:
-        lines = [l for l in out.splitlines() if l.startswith("p ")]
+        lines = [line for line in out.splitlines() if line.startswith("p ")]
         # Names are padded to the longest, 'procwrap' here.
         assert lines == ["p        + " + "a" * 100, "p        + " + "a" * 100,
                          "p        | " + "a" * 50, "p        | " + "b" * 90,
@@ -95,7 +95,7 @@ def test_escaping_in_json_and_logfmt(tmp_path):
     assert lines_of(as_json.stdout, "p") == [text]
     as_logfmt = run("-c", write_config(tmp_path, {"processes": [entry]}), "--log-format",
                     "logfmt")
-    line = [l for l in as_logfmt.stdout.splitlines() if "process=p " in l][0]
+    line = [line for line in as_logfmt.stdout.splitlines() if "process=p " in line][0]
     assert line.endswith('msg="quote \\" back \\\\ tab \\t bell \\u0007 done"')
 
 
@@ -108,7 +108,7 @@ def test_invalid_utf8_becomes_replacement_characters(tmp_path, fmt):
     if fmt == "json":
         assert lines_of(out, "p") == ["ok \ufffd\ufffd end \u00e9"]
     elif fmt == "logfmt":
-        assert [l for l in out.splitlines() if "process=p " in l][0].endswith(
+        assert [line for line in out.splitlines() if "process=p " in line][0].endswith(
             'msg="ok \\ufffd\\ufffd end \u00e9"')      # go-logfmt's escape of U+FFFD
     else:
         assert "p        | ok \ufffd\ufffd end \u00e9\n" in out
@@ -143,7 +143,7 @@ def test_flooding_child_does_not_stall_the_others(tmp_path, background):
                                      " time.sleep(0.05)\n"], "restartPolicy": "Never"}]})
     bg = background("-c", config)
     bg.expect('"message":"tick 4"')
-    rss_kb = int([l for l in open("/proc/%d/status" % bg.pid) if l.startswith("VmRSS")][0]
+    rss_kb = int([line for line in open("/proc/%d/status" % bg.pid) if line.startswith("VmRSS")][0]
                  .split()[1])
     bg.signal(signal.SIGTERM)
     assert bg.wait() == 0

@@ -407,8 +407,8 @@ def test_config_remote_fields_are_checked(tmp_path):
     assert result.stderr.splitlines() == [
         "procwrap: error: processes[0].via: applies to a process on another host; give `host` too, "
         "or remove it",
-        "procwrap: error: processes[1].host: expected [user@]host[:port], or several comma-separated, "
-        "got 'a;b'",
+        "procwrap: error: processes[1].host: expected [user@]host[:port], or several "
+        "comma-separated, got 'a;b'",
         "procwrap: error: processes[2].host: names one host; give each host an entry",
         "procwrap: error: processes[3].keepalive: expected seconds (10, 1.5, 500ms, 2m), got "
         "'soon'",

@@ -1,4 +1,5 @@
-"""Supervisor mode through the CLI: configs, init, restarts, essential, dependsOn, shutdown, PID 1."""
+"""Supervisor mode through the CLI: configs, init, restarts, essential, dependsOn, shutdown,
+PID 1."""
 import json
 import os
 import re
@@ -291,8 +292,8 @@ def test_orphans_are_reaped_as_subreaper(tmp_path):
         {"name": "spawner", "command": [PYTHON, fixture("spawn_orphans.py"), "3"],
          "restartPolicy": "Never"}]})
     result = run("-c", config)
-    orphans = sorted(int(l.split()[1]) for l in lines_of(result.stdout, "spawner")
-                     if l.startswith("orphan"))
+    orphans = sorted(int(line.split()[1]) for line in lines_of(result.stdout, "spawner")
+                     if line.startswith("orphan"))
     reaped = sorted(e["pid"] for e in events(result.stdout, "reaped"))
     assert len(orphans) == 3
     assert set(orphans) <= set(reaped)
@@ -316,7 +317,8 @@ def test_pid1_in_a_pid_namespace_leaves_no_zombie_or_orphan(tmp_path):
     # No sleep and no python left in the namespace: no orphan survived.
     assert tail[1] == "left=0", result.stdout
     log = "\n".join(lines[:-2])
-    orphans = set(int(l.split()[1]) for l in lines_of(log, "spawner") if l.startswith("orphan"))
+    orphans = set(int(line.split()[1]) for line in lines_of(log, "spawner")
+                  if line.startswith("orphan"))
     assert len(orphans) == 4
     assert orphans <= set(e["pid"] for e in events(log, "reaped"))     # no zombie left
 

@@ -143,9 +143,9 @@ def test_dynamic_credentials_are_shared_and_their_lease_renewed(vault, tmp_path,
 
 def test_approle_token_is_renewed(vault, tmp_path, background):
     address, requests = vault("--token-ttl", "3")
+    value = {"location": "VAULT:kv/app|JP:$.region"}
     config = write_config(tmp_path, {"processes": [{"name": "app", "command": ["sleep", "60"],
-                                                    "env": [{"name": "K", "valueFrom": {
-                                                        "location": "VAULT:kv/app|JP:$.region"}}]}]})
+                                                    "env": [{"name": "K", "valueFrom": value}]}]})
     procwrap = background("-c", config, env=clean_environ(
         VAULT_ADDR=address, VAULT_ROLE_ID="app-role", VAULT_SECRET_ID="app-secret"))
     assert procwrap.expect_event("vault-renewed")["lease"] == "token"
