@@ -11932,7 +11932,9 @@ class _Supervisor(_Owner):
 # Control surface
 # The supervisor seen from outside: /liveness, /readiness, /metrics and
 # /status over HTTP, and `procwrap ctl` over a Unix socket, its commands in
-# one table that the server dispatches on and the client checks against.
+# one table that the server dispatches on and the client checks against;
+# and the outside seen from a pod: preemption and sibling containers,
+# watched from threads of their own.
 # =============================================================================
 
 
