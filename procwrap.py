@@ -5007,7 +5007,9 @@ def _retry_after(headers):
 
 def _http_reason(error):
     """What an HTTP error answer says: a JSON body's `errors` (Vault), `message`
-    (etcd), `detail` or `error` (REST APIs); else the status line's reason."""
+    (etcd, Kubernetes' Status), `detail` or `error` (REST APIs); else the
+    status line's reason.  `error` is urllib's HTTPError or http.client's
+    response (its body not yet read)."""
     import json
     try:
         body = json.loads(error.read().decode("utf-8"))
@@ -6824,6 +6826,15 @@ class _SocketCheck(_Check):
         """Wait for the socket to be readable (or writable) once more."""
         self.probe.loop.watch(self.sock, _WRITE if write else _READ, func)
 
+    def send(self, data):
+        """Send a request or a frame (small: it fits a socket buffer), then
+        wait for the answer in on_readable()."""
+        try:
+            self.sock.sendall(data)
+        except OSError as error:
+            return self.finish(False, "cannot send to the server: %s" % error)
+        self.watch(self.on_readable)
+
     def on_writable(self):
         """The connect finished: SO_ERROR says how (a failure tries the next address)."""
         import socket
@@ -6893,11 +6904,7 @@ class _HttpCheck(_SocketCheck):
                 headers.append((name, value))
         request = "GET %s HTTP/1.1\r\n%s\r\n\r\n" % (
             options["path"], "\r\n".join("%s: %s" % h for h in headers))
-        try:
-            self.sock.sendall(request.encode("latin-1"))    # small: fits a socket buffer
-        except OSError as error:
-            return self.finish(False, "cannot send the request: %s" % error)
-        self.watch(self.on_readable)
+        self.send(request.encode("latin-1"))
 
     def on_readable(self):
         """Read until the status line is complete, then judge its code."""
@@ -7134,14 +7141,6 @@ class _AmqpCheck(_SocketCheck):
     def on_connected(self):
         """Connected: the protocol header opens the handshake."""
         self.send(_AMQP_HEADER)
-
-    def send(self, data):
-        """Send a frame (small: fits a socket buffer), then go on reading."""
-        try:
-            self.sock.sendall(data)
-        except OSError as error:
-            return self.finish(False, "cannot send to the server: %s" % error)
-        self.watch(self.on_readable)
 
     def on_readable(self):
         """Take in what came; handle every whole frame in it."""
@@ -13056,14 +13055,12 @@ def _json_answer(answer):
     """An API answer's JSON object; an _HttpError with the Status's message
     when it is not a 200."""
     import json
-    body = answer.read(16 << 20)
+    if answer.status != 200:
+        raise _HttpError(answer.status, _http_reason(answer))
     try:
-        document = json.loads(body.decode("utf-8"))
+        document = json.loads(answer.read(16 << 20).decode("utf-8"))
     except (ValueError, RecursionError):
         document = None
-    if answer.status != 200:
-        message = document.get("message") if isinstance(document, dict) else None
-        raise _HttpError(answer.status, message or answer.reason)
     if not isinstance(document, dict):
         raise _HttpError(0, "the answer is not a JSON object")
     return document

@@ -836,6 +836,22 @@ def postgres(test_user):
     server.stop()
 
 
+def stop_server(process, group=False):
+    """A test's server: SIGTERM (to its process group, with group), then
+    SIGKILL if it is still there after WAIT seconds."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            os.kill(process.pid, signum)
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class RabbitMQ(object):
     """A RabbitMQ of Debian's package (rabbitmq-server), started for the tests
     as root on free loopback ports, with its node name, database, logs, home
@@ -879,22 +895,18 @@ class RabbitMQ(object):
                "RABBITMQ_LOGS": "-", "RABBITMQ_CONFIG_FILE": path("rabbitmq.conf"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": path("enabled_plugins"),
                "RABBITMQ_DIST_PORT": str(free_port()), "ERL_EPMD_ADDRESS": "127.0.0.1"}
-        self.log = []
-        started = threading.Event()
-        self.server = subprocess.Popen([self.SERVER], env=env, cwd=self.dir,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-
-        def read():
-            for line in self.server.stdout:
-                self.log.append(line.decode("utf-8", "replace"))
-                if "Server startup complete" in self.log[-1]:
-                    started.set()
-            started.set()
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(WAIT * 4) or self.server.poll() is not None:
+        self.server = Background(None, command=[self.SERVER], env=env, cwd=self.dir,
+                                 preexec=os.setsid)     # its own group: beam, its children
+        try:
+            self.server.expect("Server startup complete", timeout=WAIT * 4)
+        except AssertionError:
             self.stop()
-            raise AssertionError("RabbitMQ did not start:\n" + "".join(self.log[-20:]))
+            raise
+
+    @property
+    def log(self):
+        """The server's log lines so far (RABBITMQ_LOGS=-: its stdout)."""
+        return self.server.out
 
     def url(self, password=None, vhost="app%2Fprod"):
         """An amqp:// url for `probe` (its password, quoted, unless given)."""
@@ -904,13 +916,7 @@ class RabbitMQ(object):
 
     def stop(self):
         import shutil
-        if self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait(WAIT)
+        stop_server(self.server.proc, group=True)
         if not self.epmd_was_running:
             subprocess.run(["epmd", "-kill"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, timeout=WAIT)
@@ -945,46 +951,28 @@ class MariaDB(object):
                                   "--skip-test-db", "--auth-root-authentication-method=normal"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                        timeout=WAIT, cwd=self.dir)
-        self.server = subprocess.Popen(
-            as_user + ["/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + data,
-                       "--socket=" + self.socket, "--port=%d" % self.port,
-                       "--bind-address=127.0.0.1", "--skip-log-bin",
-                       "--pid-file=" + os.path.join(self.dir, "pid")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd=self.dir)
-        self.log, ready = [], threading.Event()
-
-        def read():
-            for line in self.server.stdout:
-                self.log.append(line.decode("utf-8", "replace"))
-                if "ready for connections" in self.log[-1]:
-                    ready.set()
-            ready.set()
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(WAIT) or self.server.poll() is not None:
-            self.stop()
-            raise AssertionError("MariaDB did not start:\n" + "".join(self.log[-20:]))
+        self.server = Background(None, command=as_user + [
+            "/usr/sbin/mariadbd", "--no-defaults", "--datadir=" + data, "--socket=" + self.socket,
+            "--port=%d" % self.port, "--bind-address=127.0.0.1", "--skip-log-bin",
+            "--pid-file=" + os.path.join(self.dir, "pid")], cwd=self.dir)
         try:
+            self.server.expect("ready for connections", stream="err")     # its log
             self.sql("CREATE USER 'probe'@'%%' IDENTIFIED BY '%s'; GRANT ALL ON *.* TO "
                      "'probe'@'%%';" % self.password)
-        except subprocess.CalledProcessError as error:
+        except BaseException:
             self.stop()
-            raise AssertionError("MariaDB refused the test's user: %s" % error.stderr)
+            raise
         self.dsn = "mysql://probe:%s@127.0.0.1:%d/mysql" % (self.password, self.port)
 
     def sql(self, text):
-        subprocess.run(["mariadb", "--no-defaults", "-S", self.socket, "-u", "root", "-e",
-                        text], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=WAIT)
+        done = subprocess.run(["mariadb", "--no-defaults", "-S", self.socket, "-u", "root", "-e",
+                               text], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=WAIT)
+        assert done.returncode == 0, "MariaDB refused %r: %s" % (text, done.stderr)
 
     def stop(self):
         import shutil
-        self.server.terminate()
-        try:
-            self.server.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait(WAIT)
+        stop_server(self.server.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

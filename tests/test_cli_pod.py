@@ -8,6 +8,8 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from conftest import (PROCWRAP, PYTHON, WAIT, clean_environ, free_port, run, wait_until,
                       write_config)
 
@@ -350,60 +352,43 @@ def test_sql_probe_and_hook_with_sqlite(background, tmp_path):
     procwrap.kill()
 
 
-def test_sql_probe_against_postgresql(background, tmp_path, postgres):
-    """A real PostgreSQL (Debian's, started as the test user), through pg8000;
-    the dsn comes from a location string, and no message holds it."""
-    import pytest
-    pytest.importorskip("pg8000")
+SQL_SERVERS = {
+    # driver: (its server's fixture, the pip package, the dsn's form, the refusal's words)
+    "postgres": ("postgres", "pg8000", "PLAIN:{dsn}",
+                 'ProgrammingError: password authentication failed for user "probe"'),
+    # before: only the number, 1045
+    "mysql": ("mariadb", "pymysql", "$(DSN)", "OperationalError: 1045 Access denied for "
+              "user 'probe'@'localhost' (using password: YES)"),
+}
+
+
+@pytest.mark.parametrize("driver", sorted(SQL_SERVERS))
+def test_sql_probe_against_a_real_server(background, tmp_path, request, driver):
+    """A real PostgreSQL and a real MariaDB (Debian's, started as the test
+    user), through pg8000 and PyMySQL: the query's value, from a dsn in a
+    location string or in the env; a refusal in the server's words; no
+    message holds the dsn or the password."""
+    fixture, package, form, refusal = SQL_SERVERS[driver]
+    pytest.importorskip(package)
+    server = request.getfixturevalue(fixture)
     socket_path = str(tmp_path / "ctl.sock")
-    wrong_dsn = postgres.dsn.replace(postgres.password, "not-" + postgres.password)
+    wrong_dsn = server.dsn.replace(server.password, "not-" + server.password)
     config = write_config(tmp_path, {"processes": [
-        {"name": "db", "command": ["sleep", "300"],
-         "readinessProbe": {"sql": {"driver": "postgres", "dsn": "PLAIN:" + postgres.dsn,
+        {"name": "db", "command": ["sleep", "300"], "env": {"DSN": server.dsn},
+         "readinessProbe": {"sql": {"driver": driver, "dsn": form.format(dsn=server.dsn),
                                     "query": "select 40 + 2", "expect": 42},
                             "periodSeconds": 0.2, "timeoutSeconds": 5}},
         {"name": "denied", "command": ["sleep", "300"],
-         "readinessProbe": {"sql": {"driver": "postgres", "dsn": "PLAIN:" + wrong_dsn},
-                            "periodSeconds": 0.2, "timeoutSeconds": 5}}]})
-    procwrap = background("-c", config, "--ctl-socket", socket_path)
-    assert procwrap.expect_event("probe", "db")["result"] == "passed"
-    env = clean_environ(PROCWRAP_CTL_SOCKET=socket_path)
-    wait_until(lambda: json.loads(run("ctl", "--json", "status", "denied", env=env).stdout)[
-        "processes"][0]["probes"][0]["failures"] > 0, what="the wrong password failing")
-    status = run("ctl", "--json", "status", env=env).stdout
-    message = json.loads(status)["processes"][1]["probes"][0]["message"]
-    assert message == ('ProgrammingError: password authentication failed for user '
-                       '"probe"'), message
-    assert postgres.password not in status + procwrap.stdout + procwrap.stderr
-    procwrap.kill()
-
-
-def test_sql_probe_against_mariadb(background, tmp_path, mariadb):
-    """A real MariaDB (Debian's, started as the test user), through PyMySQL:
-    the query's value, and a refusal in the server's words (before: only
-    its number, 1045), never the dsn."""
-    import pytest
-    pytest.importorskip("pymysql")
-    socket_path = str(tmp_path / "ctl.sock")
-    wrong_dsn = mariadb.dsn.replace(mariadb.password, "not-" + mariadb.password)
-    config = write_config(tmp_path, {"processes": [
-        {"name": "db", "command": ["sleep", "300"], "env": {"DSN": mariadb.dsn},
-         "readinessProbe": {"sql": {"driver": "mysql", "dsn": "$(DSN)",
-                                    "query": "select 40 + 2", "expect": 42},
-                            "periodSeconds": 0.2, "timeoutSeconds": 5}},
-        {"name": "denied", "command": ["sleep", "300"],
-         "readinessProbe": {"sql": {"driver": "mysql", "dsn": "PLAIN:" + wrong_dsn},
+         "readinessProbe": {"sql": {"driver": driver, "dsn": "PLAIN:" + wrong_dsn},
                             "periodSeconds": 0.2, "timeoutSeconds": 5}}]})
     procwrap = background("-c", config, "--ctl-socket", socket_path)
     assert procwrap.expect_event("probe", "db")["message"] == (
         "db: readiness probe passed (the query ran and gave the value expected)")
     wait_until(lambda: probe_messages(socket_path)["denied"][1], what="the denied check")
-    assert probe_messages(socket_path)["denied"] == ("failing", (
-        "OperationalError: 1045 Access denied for user 'probe'@'localhost' (using password: "
-        "YES)"))
+    assert probe_messages(socket_path)["denied"] == ("failing", refusal)
     status = run("ctl", "--json", "status", env=clean_environ(
         PROCWRAP_CTL_SOCKET=socket_path)).stdout
-    assert mariadb.password not in status + procwrap.stdout + procwrap.stderr
+    assert server.password not in status + procwrap.stdout + procwrap.stderr
     procwrap.kill()
 
 
@@ -566,7 +551,7 @@ def test_amqp_probe_against_rabbitmq(background, tmp_path, rabbitmq):
     procwrap = background("-c", config, "--ctl-socket", socket_path)
     assert procwrap.expect_event("probe", "app")["message"] == (
         "app: readiness probe passed (AMQP connection to vhost app/prod opened "
-        "(RabbitMQ %s))" % re.search(r"RabbitMQ ([\d.]+)", "".join(rabbitmq.log)).group(1))
+        "(RabbitMQ %s))" % re.search(r"RabbitMQ ([\d.]+)", "\n".join(rabbitmq.log)).group(1))
     wait_until(lambda: all(message for _, message in probe_messages(socket_path).values()),
                what="every probe to have checked once")
     messages = probe_messages(socket_path)
@@ -577,7 +562,7 @@ def test_amqp_probe_against_rabbitmq(background, tmp_path, rabbitmq):
     status = run("ctl", "--json", "status", env=clean_environ(
         PROCWRAP_CTL_SOCKET=socket_path)).stdout
     procwrap.kill()
-    log = "".join(rabbitmq.log)
+    log = "\n".join(rabbitmq.log)
     assert "vhost: 'app/prod', user: 'probe'" in log
     assert "unexpectedly closed" not in log, log        # RabbitMQ's word for a client's bad close
     assert not [line for line in rabbitmq.log if "vhost: 'app/prod'" in line
@@ -852,4 +837,27 @@ def test_servers_that_do_not_hold_requests_are_paced_not_spun(background, tmp_pa
     procwrap.expect_event("containers-terminated")
     assert procwrap.wait() == 0
     metadata.close()
+    api.close()
+
+
+def test_exit_with_containers_outlives_an_answer_of_another_shape(background, tmp_path):
+    """A pod whose spec is not an object (a broken proxy, an API of another
+    version): a warning and a retry, not a watch thread dead for good (before:
+    an AttributeError ended it, and the sidecar never exited)."""
+    api = kubernetes(tmp_path)
+    good = api.pod["spec"]
+    api.update(lambda pod: pod.update(spec="containers: main"))
+    config = write_config(tmp_path, {"processes": [{"name": "proxy",
+                                                    "command": ["sleep", "300"]}]})
+    procwrap = background("-c", config, "--exit-with-containers", "main",
+                          env=in_cluster(tmp_path, api, "token-2"))
+    warning = json.loads(procwrap.expect(lambda line: '"level":"warning"' in line))
+    assert (warning["event"], warning["message"]) == ("exit-with-containers", (
+        "exit-with-containers: 'str' object has no attribute 'get'; trying again, waiting "
+        "longer each time"))
+    api.update(lambda pod: pod.update(spec=good))
+    api.terminate("main")
+    assert procwrap.expect_event("containers-terminated")["message"] == (
+        "exit-with-containers: main (exit code 0) terminated")
+    assert procwrap.wait() == 0
     api.close()
